@@ -170,6 +170,453 @@ void aps_trigger_seed(aps_trigger *t, uint64_t seed);
 int aps_trigger_describe(const aps_trigger *t, char *buf, size_t len);
 /** @} */
 
+/** @defgroup jobs Jobs
+ * APScheduler's Job, with apsd's additions (overlap policy, labels,
+ * statistics). A job is described by an aps_job_spec (borrowed strings) and
+ * read back as an aps_job (owned by the caller, aps_job_free).
+ * @{ */
+
+/** misfire_grace_time's three states. */
+typedef enum aps_misfire_kind {
+    APS_MISFIRE_DEFAULT = 0,   /**< the scheduler's job default */
+    APS_MISFIRE_DURATION = 1,  /**< at most `misfire_grace_us` late */
+    APS_MISFIRE_UNLIMITED = 2, /**< however late (APScheduler: None) */
+} aps_misfire_kind;
+
+/** What a run beyond max_instances does (Temporal's overlap policies). */
+typedef enum aps_overlap {
+    APS_OVERLAP_DEFAULT = 0,        /**< the scheduler's default: SKIP */
+    APS_OVERLAP_SKIP = 1,           /**< JOB_MAX_INSTANCES (APScheduler) */
+    APS_OVERLAP_QUEUE_ONE = 2,      /**< keep one pending run */
+    APS_OVERLAP_QUEUE_ALL = 3,      /**< keep every run pending (bounded) */
+    APS_OVERLAP_CANCEL_RUNNING = 4, /**< cancel the oldest running instance */
+} aps_overlap;
+
+typedef enum aps_target_kind {
+    APS_TARGET_NONE = 0,
+    APS_TARGET_COMMAND = 1,  /**< a program, run by a process executor */
+    APS_TARGET_REMOTE = 2,   /**< a task handed to remote workers */
+    APS_TARGET_FUNCTION = 3, /**< a C function registered with the scheduler */
+} aps_target_kind;
+
+/** What a job runs. Strings borrowed in a spec, owned inside an aps_job. */
+typedef struct aps_target {
+    aps_target_kind kind;
+    union {
+        struct {
+            char **argv;   /**< argc entries, argv[0] the program */
+            size_t argc;
+            char **env;    /**< envc entries "KEY=VALUE" added to the base env */
+            size_t envc;
+            char *cwd;     /**< NULL = the executor's default */
+            int64_t timeout_us;   /**< 0 = none */
+            uint32_t max_output;  /**< bytes of stdout/stderr tail kept; 0 = default */
+        } command;
+        struct {
+            char *task;        /**< "module:func" */
+            char *args_json;   /**< a JSON array, NULL = [] */
+            char *kwargs_json; /**< a JSON object, NULL = {} */
+            char *queue;       /**< NULL = "default" */
+        } remote;
+        struct {
+            char *name; /**< as given to aps_scheduler_register_function */
+            char *arg;  /**< passed to the function; may be NULL */
+        } function;
+    } u;
+} aps_target;
+
+/** A label (key=value) for selecting jobs. */
+typedef struct aps_label {
+    char *key;
+    char *value;
+} aps_label;
+
+/** A job as the user describes it. Every pointer is borrowed. */
+typedef struct aps_job_spec {
+    const char *id;   /**< NULL = generated (128 random bits, hex) */
+    const char *name; /**< NULL = the id */
+    const aps_trigger_spec *trigger; /**< NULL: a one-shot date job at next_run_time (or now) */
+    aps_target target;
+    const char *executor; /**< NULL = "default" */
+    const char *jobstore; /**< NULL = "default" */
+    aps_misfire_kind misfire;
+    int64_t misfire_grace_us; /**< with APS_MISFIRE_DURATION; > 0 */
+    int coalesce;             /**< -1 = default, 0 = false, 1 = true */
+    int max_instances;        /**< 0 = default, else >= 1 */
+    aps_overlap overlap;
+    const aps_label *labels;
+    size_t n_labels;
+    aps_time next_run_time; /**< APS_TIME_NONE = the trigger's first fire time */
+    int paused;             /**< add the job paused (no next run time) */
+} aps_job_spec;
+
+/** Lateness and outcome statistics kept per job (in the store). */
+typedef struct aps_job_stats {
+    uint64_t runs, failures, misses, max_instance_skips, coalesced;
+    char last_run_id[33];    /**< "" if none */
+    aps_time last_run_time;  /**< scheduled time of the last finished run */
+    int last_status;         /**< an aps_run_status of the last finished run */
+    int32_t last_exit_code;  /**< command runs: exit code, or -signal */
+    char last_error[256];    /**< error text of the last failed run */
+    int64_t lateness_p50_us, lateness_p90_us, lateness_p99_us, lateness_max_us;
+    uint32_t lateness_samples; /**< runs the percentiles are computed over */
+} aps_job_stats;
+
+/** A job as stored. Owned by whoever received it: aps_job_free. */
+typedef struct aps_job {
+    char *id;
+    char *name;
+    aps_trigger_spec *trigger; /**< effective trigger (zone, start filled in); owned */
+    aps_target target;
+    char *executor;
+    char *jobstore;
+    aps_misfire_kind misfire; /**< as given: DEFAULT follows the scheduler's default */
+    int64_t misfire_grace_us;
+    int coalesce;      /**< -1 = default */
+    int max_instances; /**< 0 = default */
+    aps_overlap overlap;
+    aps_label *labels;
+    size_t n_labels;
+    aps_time next_run_time; /**< APS_TIME_NONE = paused */
+    int paused;
+    aps_time create_time, update_time;
+    uint32_t running_instances;
+    uint32_t queued_runs;
+    aps_job_stats stats;
+} aps_job;
+
+/** Frees a job returned by the engine. NULL is allowed. */
+void aps_job_free(aps_job *job);
+/** @} */
+
+/** @defgroup events Events
+ * Every APScheduler event, numbered as apsd.v1.EventType (APScheduler's
+ * EVENT_* constants are 1 << (n - 1)). Each event stored in the durable log
+ * has a sequence number that never repeats or goes backwards.
+ * @{ */
+typedef enum aps_event_type {
+    APS_EVENT_SCHEDULER_STARTED = 1,
+    APS_EVENT_SCHEDULER_SHUTDOWN = 2,
+    APS_EVENT_SCHEDULER_PAUSED = 3,
+    APS_EVENT_SCHEDULER_RESUMED = 4,
+    APS_EVENT_EXECUTOR_ADDED = 5,
+    APS_EVENT_EXECUTOR_REMOVED = 6,
+    APS_EVENT_JOBSTORE_ADDED = 7,
+    APS_EVENT_JOBSTORE_REMOVED = 8,
+    APS_EVENT_ALL_JOBS_REMOVED = 9,
+    APS_EVENT_JOB_ADDED = 10,
+    APS_EVENT_JOB_REMOVED = 11,
+    APS_EVENT_JOB_MODIFIED = 12,
+    APS_EVENT_JOB_EXECUTED = 13,
+    APS_EVENT_JOB_ERROR = 14,
+    APS_EVENT_JOB_MISSED = 15,
+    APS_EVENT_JOB_SUBMITTED = 16,
+    APS_EVENT_JOB_MAX_INSTANCES = 17,
+} aps_event_type;
+
+/** A mask bit per event type, for listeners and subscribers. */
+#define APS_EVENT_MASK(type) (1u << (type))
+#define APS_EVENT_ALL 0xFFFFFFFEu
+
+/** How a run ended (apsd.v1.RunStatus). */
+typedef enum aps_run_status {
+    APS_RUN_NONE = 0,
+    APS_RUN_SUCCEEDED = 1,
+    APS_RUN_FAILED = 2,       /**< non-zero exit, function error, task error */
+    APS_RUN_TIMED_OUT = 3,
+    APS_RUN_CANCELLED = 4,
+    APS_RUN_SPAWN_FAILED = 5,
+    APS_RUN_LEASE_EXPIRED = 6,
+    APS_RUN_INTERRUPTED = 7, /**< the scheduler stopped (or crashed) while it ran */
+} aps_run_status;
+
+/** The outcome of a run (JOB_EXECUTED, JOB_ERROR). Owned by its event. */
+typedef struct aps_outcome {
+    aps_run_status status;
+    int has_exit_code;
+    int32_t exit_code;   /**< with has_exit_code */
+    int32_t signal;      /**< a command killed by a signal; 0 = none */
+    void *stdout_tail;
+    size_t stdout_len;
+    void *stderr_tail;
+    size_t stderr_len;
+    int stdout_truncated, stderr_truncated;
+    aps_time start_time, end_time;
+    char *error;         /**< NULL on success */
+    char *traceback;     /**< remote tasks */
+    char *return_json;   /**< remote tasks: the return value as JSON */
+} aps_outcome;
+
+/** An event. Owned by whoever received it: aps_event_free. */
+typedef struct aps_event {
+    uint64_t sequence;   /**< 0 for events not in the durable log */
+    aps_event_type type;
+    aps_time time;
+    char *job_id;        /**< NULL for scheduler events */
+    char *jobstore;
+    char *executor;
+    aps_time *run_times; /**< scheduled run time(s): several when coalesced */
+    size_t n_run_times;
+    char *run_id;
+    aps_outcome *outcome; /**< JOB_EXECUTED / JOB_ERROR; NULL otherwise */
+    char *message;
+} aps_event;
+
+/** Frees an event. NULL is allowed. */
+void aps_event_free(aps_event *ev);
+/** The event type's name without prefix, e.g. "JOB_EXECUTED". */
+const char *aps_event_type_name(aps_event_type type);
+/** @} */
+
+/** @defgroup scheduler Scheduler
+ * APScheduler's scheduler: named job stores and executors, job defaults,
+ * and three ways to run the loop: blocking (start runs the loop on the
+ * caller's thread), background (start spawns the loop thread), external
+ * (the caller polls aps_scheduler_fd and calls aps_scheduler_process).
+ *
+ * Thread safety: every job and scheduler function may be called from any
+ * thread, concurrently, including from listeners and job functions.
+ * @{ */
+typedef struct aps_scheduler aps_scheduler;
+
+/** A clock, injectable for deterministic tests. */
+typedef struct aps_clock {
+    aps_time (*now)(void *ctx);
+    void *ctx;
+} aps_clock;
+
+/** A named job store (APScheduler's `jobstores={...}`). */
+typedef struct aps_store_def {
+    const char *name;   /**< e.g. "default" */
+    const char *type;   /**< "lmdb" (persistent) or "memory" */
+    const char *path;   /**< lmdb: the data directory */
+} aps_store_def;
+
+/** A named executor (APScheduler's `executors={...}`). */
+typedef struct aps_executor_def {
+    const char *name;      /**< e.g. "default" */
+    const char *type;      /**< "threadpool" (registered functions); more later */
+    uint32_t max_workers;  /**< 0 = 10 */
+    uint32_t max_queue;    /**< runs waiting for a worker; 0 = 10000 */
+} aps_executor_def;
+
+typedef struct aps_scheduler_config {
+    const aps_store_def *stores;  /**< none: one "default" memory store */
+    size_t n_stores;
+    const aps_executor_def *executors; /**< none: "default" threadpool(10) */
+    size_t n_executors;
+    /* job_defaults, as APScheduler 3: coalesce true, max_instances 1,
+     * misfire_grace_time 1 s. Zero values mean these defaults. */
+    int default_coalesce;                /**< -1 = true (default), 0, 1 */
+    uint32_t default_max_instances;      /**< 0 = 1 */
+    aps_misfire_kind default_misfire;    /**< DEFAULT = 1 s */
+    int64_t default_misfire_grace_us;
+    const char *timezone;                /**< default zone; NULL = "UTC" */
+    const aps_clock *clock;              /**< NULL = the real clock */
+    uint64_t event_max_count;            /**< event log retention; 0 = 100000 */
+    int64_t event_max_age_us;            /**< 0 = 7 days */
+    int64_t request_id_retention_us;     /**< idempotency window; 0 = 1 hour */
+    uint64_t jitter_seed;                /**< 0 = random */
+    int no_sync;                         /**< lmdb without fsync: tests only */
+} aps_scheduler_config;
+
+/** The scheduler's state (APScheduler's STATE_*). */
+typedef enum aps_scheduler_state {
+    APS_STATE_STOPPED = 0,
+    APS_STATE_RUNNING = 1,
+    APS_STATE_PAUSED = 2,
+} aps_scheduler_state;
+
+/** How aps_scheduler_start runs the loop. */
+typedef enum aps_run_mode {
+    APS_RUN_BLOCKING = 0,   /**< on the caller's thread until shutdown */
+    APS_RUN_BACKGROUND = 1, /**< on a thread of its own */
+    APS_RUN_EXTERNAL = 2,   /**< the caller drives aps_scheduler_process */
+} aps_run_mode;
+
+/**
+ * Creates a scheduler: opens its stores (an lmdb store in use by another
+ * process gives APS_EBUSY `store is in use by pid N`), creates its
+ * executors. The scheduler is stopped: jobs may be added, none fire.
+ */
+int aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_error *err);
+
+/**
+ * Starts the scheduler. Runs missed while stopped follow the misfire and
+ * coalesce rules. BLOCKING returns after aps_scheduler_shutdown (called from
+ * another thread, a listener or a job). APS_ESTATE if already started.
+ */
+int aps_scheduler_start(aps_scheduler *s, aps_run_mode mode);
+
+/**
+ * Stops the loop; with `wait`, waits for running jobs to finish, else
+ * cancels them. Emits SCHEDULER_SHUTDOWN. Idempotent.
+ */
+int aps_scheduler_shutdown(aps_scheduler *s, int wait);
+
+/** Shuts down if needed and frees everything. NULL is allowed. */
+void aps_scheduler_destroy(aps_scheduler *s);
+
+/** APScheduler's pause(): jobs stop firing until resume (state persists). */
+int aps_scheduler_pause(aps_scheduler *s);
+/** APScheduler's resume(). */
+int aps_scheduler_resume(aps_scheduler *s);
+/** The current state. */
+aps_scheduler_state aps_scheduler_get_state(aps_scheduler *s);
+
+/**
+ * External loop: a file descriptor that becomes readable when
+ * aps_scheduler_process should be called (due jobs, finished runs,
+ * mutations). Level-triggered; owned by the scheduler.
+ */
+int aps_scheduler_fd(aps_scheduler *s);
+
+/**
+ * External loop: does all due work without blocking.
+ * @param[out] next_wakeup  when to call again at the latest (APS_TIME_NONE:
+ *             only when the fd is readable). May be NULL.
+ */
+int aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup);
+
+/** A registered C function (the "function" target). Runs on an executor
+ * thread. Return 0 for success; else fill `error` (NUL-terminated). */
+typedef int (*aps_job_fn)(const char *job_id, const char *arg, aps_time scheduled,
+                          void *userdata, char *error, size_t error_len);
+
+/** Registers `fn` under `name` for APS_TARGET_FUNCTION jobs. */
+int aps_scheduler_register_function(aps_scheduler *s, const char *name, aps_job_fn fn,
+                                    void *userdata);
+
+/** Options of a mutating call: idempotency and replace. */
+typedef struct aps_mutation {
+    const char *request_id; /**< retry key: a repeat within the retention window returns the first result */
+    int replace_existing;   /**< aps_job_add: replace a job with the same id */
+} aps_mutation;
+
+/**
+ * Adds a job (APScheduler's add_job). Emits JOB_ADDED in the same durable
+ * commit. @param[out] out the stored job (may be NULL).
+ * @return 0; APS_EINVAL/APS_ENOENT (bad spec, message names the field),
+ *         APS_EEXIST (id taken), APS_ENOSPC, APS_EIO.
+ */
+int aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m,
+                aps_job **out, aps_error *err);
+
+/** Gets a job by id (ids are unique across stores). APS_ENOENT. */
+int aps_job_get(aps_scheduler *s, const char *id, aps_job **out);
+
+/** Filters for aps_job_list. */
+typedef struct aps_job_filter {
+    const char *jobstore;   /**< NULL = all */
+    int paused;             /**< -1 = either */
+    const aps_label *labels; /**< all must match */
+    size_t n_labels;
+} aps_job_filter;
+
+/**
+ * Lists jobs in id order, a page at a time. `after_id` NULL starts at the
+ * beginning; `*next_after` (malloc'd, NULL at the end) continues.
+ */
+int aps_job_list(aps_scheduler *s, const aps_job_filter *f, const char *after_id, size_t limit,
+                 aps_job ***jobs, size_t *n, char **next_after);
+
+/** Frees a list returned by aps_job_list. */
+void aps_job_list_free(aps_job **jobs, size_t n);
+
+/** Fields aps_job_modify changes. */
+enum {
+    APS_MODIFY_NAME = 1u << 0,
+    APS_MODIFY_TRIGGER = 1u << 1,
+    APS_MODIFY_TARGET = 1u << 2,
+    APS_MODIFY_EXECUTOR = 1u << 3,
+    APS_MODIFY_MISFIRE = 1u << 4,
+    APS_MODIFY_COALESCE = 1u << 5,
+    APS_MODIFY_MAX_INSTANCES = 1u << 6,
+    APS_MODIFY_OVERLAP = 1u << 7,
+    APS_MODIFY_LABELS = 1u << 8,
+    APS_MODIFY_NEXT_RUN_TIME = 1u << 9,
+    APS_MODIFY_JOBSTORE = 1u << 10,
+};
+
+/**
+ * Changes the fields named in `mask` to their values in `spec` (APScheduler's
+ * modify_job). A new trigger does not recompute the next run time (as
+ * APScheduler); setting next_run_time on a paused job resumes it.
+ */
+int aps_job_modify(aps_scheduler *s, const char *id, const aps_job_spec *spec, uint32_t mask,
+                   const aps_mutation *m, aps_job **out, aps_error *err);
+
+/** Replaces the trigger and recomputes the next run time from now. */
+int aps_job_reschedule(aps_scheduler *s, const char *id, const aps_trigger_spec *trigger,
+                       const aps_mutation *m, aps_job **out, aps_error *err);
+
+/** Pauses a job: clears its next run time. */
+int aps_job_pause(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out);
+
+/**
+ * Resumes a job: next run time recomputed from now. A trigger with no
+ * further fire time removes the job (as APScheduler); *out is then NULL.
+ */
+int aps_job_resume(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out);
+
+/** Sets the next run time to now, as APScheduler's modify(next_run_time=now): a paused job is resumed. */
+int aps_job_run_now(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out);
+
+/** Removes a job. Emits JOB_REMOVED. APS_ENOENT. */
+int aps_job_remove(aps_scheduler *s, const char *id, const aps_mutation *m);
+
+/** Removes every job (of one store, or all: NULL). Emits ALL_JOBS_REMOVED. */
+int aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutation *m,
+                       size_t *removed);
+
+/**
+ * Runs the job's fire times in [start, end) now (each a queued run, not
+ * subject to misfire_grace_time). At most `max_runs` (0 = 1000).
+ * @param[out] count runs queued.
+ */
+int aps_job_backfill(aps_scheduler *s, const char *id, aps_time start, aps_time end,
+                     size_t max_runs, const aps_mutation *m, size_t *count, aps_error *err);
+
+/** A listener (APScheduler's add_listener(cb, mask)), called on the loop thread. */
+typedef void (*aps_listener_fn)(const aps_event *ev, void *userdata);
+
+/** Adds a listener for the event types in `mask` (APS_EVENT_MASK bits). */
+int aps_scheduler_add_listener(aps_scheduler *s, aps_listener_fn fn, uint32_t mask,
+                               void *userdata);
+/** Removes a listener added with the same fn and userdata. APS_ENOENT. */
+int aps_scheduler_remove_listener(aps_scheduler *s, aps_listener_fn fn, void *userdata);
+
+/** A cursor over the durable event log, live once caught up. */
+typedef struct aps_subscriber aps_subscriber;
+
+/**
+ * Opens a cursor delivering events with sequence > `after` (0 = from the
+ * oldest retained; UINT64_MAX = live only), filtered by `mask` and
+ * optionally one job id. A slow subscriber never slows the scheduler.
+ */
+int aps_subscribe(aps_scheduler *s, uint64_t after, uint32_t mask, const char *job_id,
+                  aps_subscriber **out);
+
+/**
+ * Next event, waiting up to `timeout_us` (0 = don't wait, -1 = forever).
+ * @return 0 with *ev (owned by caller); APS_ENOENT if none arrived in time;
+ *         APS_ERANGE when events asked for were pruned: *gap_first is then
+ *         the oldest sequence still available, and the cursor moves there;
+ *         APS_ESTATE when the scheduler shut down.
+ */
+int aps_subscriber_next(aps_subscriber *sub, int64_t timeout_us, aps_event **ev,
+                        uint64_t *gap_first);
+
+/** A file descriptor readable when events may be waiting (for poll loops). */
+int aps_subscriber_fd(aps_subscriber *sub);
+
+/** Closes a cursor. NULL is allowed. */
+void aps_subscriber_close(aps_subscriber *sub);
+
+/** Oldest and newest sequence in the event log (0, 0 when empty). */
+int aps_scheduler_event_bounds(aps_scheduler *s, uint64_t *first, uint64_t *last);
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif

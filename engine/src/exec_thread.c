@@ -1,0 +1,299 @@
+/*
+ * The thread-pool executor: registered C functions (APS_TARGET_FUNCTION)
+ * run on a fixed set of worker threads, APScheduler's ThreadPoolExecutor.
+ * Runs wait in a bounded FIFO; a worker applies the misfire rule when it
+ * picks a run up, runs each of its run times in turn, and hands the run back
+ * with aps__run_finished.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec.h"
+
+typedef struct threadpool {
+    aps__executor base; /* first: the executor handle */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    aps__run **queue; /* ring of max_queue entries */
+    size_t head, count;
+    aps__run **running; /* max_workers slots, NULL = idle */
+    pthread_t *threads;
+    size_t n_threads;
+    int stopping;
+} threadpool;
+
+static void
+set_outcome_error(aps_outcome *o, aps_run_status status, const char *msg)
+{
+    o->status = status;
+    free(o->error);
+    o->error = strdup(msg);
+}
+
+/* Runs one run time of `run` (the function target). */
+static void
+run_one(threadpool *tp, aps__run *run, aps__run_result *res)
+{
+    aps_job_fn fn = NULL;
+    void *userdata = NULL;
+    char msg[512];
+
+    (void)tp;
+    res->started = aps__scheduler_now(run->sched);
+    res->outcome.start_time = res->started;
+    if (run->target.kind != APS_TARGET_FUNCTION) {
+        set_outcome_error(&res->outcome, APS_RUN_SPAWN_FAILED,
+                          "executor: a threadpool executor runs function targets only");
+        goto done;
+    }
+    if (aps__scheduler_function(run->sched, run->target.u.function.name, &fn, &userdata) != 0) {
+        snprintf(msg, sizeof(msg), "no function registered as \"%s\"",
+                 run->target.u.function.name);
+        set_outcome_error(&res->outcome, APS_RUN_SPAWN_FAILED, msg);
+        goto done;
+    }
+    msg[0] = '\0';
+    if (fn(run->job_id, run->target.u.function.arg, res->run_time, userdata, msg,
+           sizeof(msg)) == 0) {
+        res->outcome.status = APS_RUN_SUCCEEDED;
+    } else {
+        msg[sizeof(msg) - 1] = '\0';
+        set_outcome_error(&res->outcome, APS_RUN_FAILED, msg[0] ? msg : "the function failed");
+    }
+done:
+    res->outcome.end_time = aps__scheduler_now(run->sched);
+}
+
+static void
+run_all(threadpool *tp, aps__run *run)
+{
+    for (size_t i = 0; i < run->n_run_times; i++) {
+        aps__run_result *res = &run->results[i];
+        aps_time now = aps__scheduler_now(run->sched);
+        res->run_time = run->run_times[i];
+        if (run->cancelled) {
+            res->started = now;
+            set_outcome_error(&res->outcome, APS_RUN_CANCELLED, "cancelled");
+            continue;
+        }
+        if (aps__run_is_missed(run, res->run_time, now)) {
+            res->missed = 1;
+            res->started = now;
+            continue;
+        }
+        run_one(tp, run, res);
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    threadpool *tp = arg;
+    size_t slot = 0;
+
+    pthread_mutex_lock(&tp->mu);
+    /* Each thread owns one slot of `running`, found at start. */
+    while (slot < tp->base.max_workers && tp->running[slot] != (aps__run *)tp)
+        slot++;
+    tp->running[slot] = NULL;
+    for (;;) {
+        while (tp->count == 0 && !tp->stopping)
+            pthread_cond_wait(&tp->cv, &tp->mu);
+        if (tp->count == 0)
+            break;
+        aps__run *run = tp->queue[tp->head];
+        tp->head = (tp->head + 1) % tp->base.max_queue;
+        tp->count--;
+        tp->running[slot] = run;
+        pthread_mutex_unlock(&tp->mu);
+
+        run_all(tp, run);
+
+        pthread_mutex_lock(&tp->mu);
+        tp->running[slot] = NULL;
+        pthread_mutex_unlock(&tp->mu);
+        aps__run_finished(run);
+        pthread_mutex_lock(&tp->mu);
+    }
+    pthread_mutex_unlock(&tp->mu);
+    return NULL;
+}
+
+static int
+tp_submit(aps__executor *ex, aps__run *run)
+{
+    threadpool *tp = (threadpool *)ex;
+    int rc = 0;
+
+    pthread_mutex_lock(&tp->mu);
+    if (tp->stopping) {
+        rc = APS_ESTATE;
+    } else if (tp->count == tp->base.max_queue) {
+        rc = APS_ELIMIT;
+    } else {
+        tp->queue[(tp->head + tp->count) % tp->base.max_queue] = run;
+        tp->count++;
+        pthread_cond_signal(&tp->cv);
+    }
+    pthread_mutex_unlock(&tp->mu);
+    return rc;
+}
+
+static int
+tp_cancel(aps__executor *ex, const char *run_id)
+{
+    threadpool *tp = (threadpool *)ex;
+    int rc = APS_ENOENT;
+
+    /* A function cannot be interrupted safely: a running one is marked and
+     * its remaining run times are skipped; a queued one finishes at once. */
+    pthread_mutex_lock(&tp->mu);
+    for (size_t i = 0; i < tp->count; i++) {
+        aps__run *r = tp->queue[(tp->head + i) % tp->base.max_queue];
+        if (strcmp(r->run_id, run_id) == 0) {
+            r->cancelled = 1;
+            rc = 0;
+        }
+    }
+    for (size_t i = 0; i < tp->base.max_workers; i++) {
+        aps__run *r = tp->running[i];
+        if (r != NULL && strcmp(r->run_id, run_id) == 0) {
+            r->cancelled = 1;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&tp->mu);
+    return rc;
+}
+
+static void
+tp_shutdown(aps__executor *ex, int wait)
+{
+    threadpool *tp = (threadpool *)ex;
+
+    pthread_mutex_lock(&tp->mu);
+    if (tp->stopping && tp->n_threads == 0) {
+        pthread_mutex_unlock(&tp->mu);
+        return;
+    }
+    tp->stopping = 1;
+    /* Queued runs never start: they finish as interrupted. */
+    while (tp->count > 0) {
+        aps__run *run = tp->queue[tp->head];
+        tp->head = (tp->head + 1) % tp->base.max_queue;
+        tp->count--;
+        for (size_t i = 0; i < run->n_run_times; i++) {
+            run->results[i].run_time = run->run_times[i];
+            run->results[i].started = aps__scheduler_now(run->sched);
+            set_outcome_error(&run->results[i].outcome, APS_RUN_INTERRUPTED,
+                              "interrupted: the scheduler shut down before the run started");
+        }
+        pthread_mutex_unlock(&tp->mu);
+        aps__run_finished(run);
+        pthread_mutex_lock(&tp->mu);
+    }
+    if (!wait) {
+        for (size_t i = 0; i < tp->base.max_workers; i++) {
+            if (tp->running[i] != NULL)
+                tp->running[i]->cancelled = 1;
+        }
+    }
+    pthread_cond_broadcast(&tp->cv);
+    size_t n = tp->n_threads;
+    tp->n_threads = 0;
+    pthread_mutex_unlock(&tp->mu);
+    for (size_t i = 0; i < n; i++)
+        pthread_join(tp->threads[i], NULL);
+}
+
+static void
+tp_destroy(aps__executor *ex)
+{
+    threadpool *tp = (threadpool *)ex;
+    if (tp == NULL)
+        return;
+    tp_shutdown(ex, 0);
+    pthread_mutex_destroy(&tp->mu);
+    pthread_cond_destroy(&tp->cv);
+    free(tp->queue);
+    free(tp->running);
+    free(tp->threads);
+    free(tp);
+}
+
+static const aps__executor_ops threadpool_ops = {
+    .submit = tp_submit,
+    .cancel = tp_cancel,
+    .shutdown = tp_shutdown,
+    .destroy = tp_destroy,
+};
+
+int
+aps__executor_threadpool_create(const aps_executor_def *def, aps__executor **out,
+                                aps_error *err)
+{
+    threadpool *tp = calloc(1, sizeof(*tp));
+    int rc = APS_ENOMEM;
+
+    if (tp == NULL)
+        goto fail;
+    tp->base.ops = &threadpool_ops;
+    snprintf(tp->base.name, sizeof(tp->base.name), "%s", def->name);
+    snprintf(tp->base.type, sizeof(tp->base.type), "threadpool");
+    tp->base.max_workers = def->max_workers ? def->max_workers : 10;
+    tp->base.max_queue = def->max_queue ? def->max_queue : 10000;
+    if (tp->base.max_workers > 1024) {
+        rc = APS_EINVAL;
+        if (err) {
+            err->code = rc;
+            snprintf(err->msg, sizeof(err->msg),
+                     "executors[%s].max_workers: %u is more than 1024", def->name,
+                     tp->base.max_workers);
+        }
+        goto fail;
+    }
+    pthread_mutex_init(&tp->mu, NULL);
+    pthread_cond_init(&tp->cv, NULL);
+    tp->queue = calloc(tp->base.max_queue, sizeof(*tp->queue));
+    tp->running = calloc(tp->base.max_workers, sizeof(*tp->running));
+    tp->threads = calloc(tp->base.max_workers, sizeof(*tp->threads));
+    if (tp->queue == NULL || tp->running == NULL || tp->threads == NULL)
+        goto fail_sync;
+    pthread_mutex_lock(&tp->mu);
+    for (size_t i = 0; i < tp->base.max_workers; i++) {
+        /* Marks the slot a starting thread will claim. */
+        tp->running[i] = (aps__run *)tp;
+        if (pthread_create(&tp->threads[i], NULL, worker_main, tp) != 0) {
+            tp->running[i] = NULL;
+            pthread_mutex_unlock(&tp->mu);
+            rc = APS_ENOMEM;
+            goto fail_threads;
+        }
+        tp->n_threads++;
+    }
+    pthread_mutex_unlock(&tp->mu);
+    *out = &tp->base;
+    return 0;
+
+fail_threads:
+    tp_shutdown(&tp->base, 0);
+fail_sync:
+    pthread_mutex_destroy(&tp->mu);
+    pthread_cond_destroy(&tp->cv);
+fail:
+    if (tp != NULL) {
+        free(tp->queue);
+        free(tp->running);
+        free(tp->threads);
+        free(tp);
+    }
+    if (err && rc == APS_ENOMEM) {
+        err->code = rc;
+        snprintf(err->msg, sizeof(err->msg), "executors[%s]: out of memory or threads",
+                 def->name);
+    }
+    return rc;
+}

@@ -1,0 +1,2401 @@
+/*
+ * The scheduler: APScheduler's BaseScheduler in C.
+ *
+ * Every change to a job is a write callback run inside its store's
+ * transaction (group-committed by the store), reading the current record,
+ * changing it, and appending the events it causes to the log in the same
+ * transaction when the job lives in the log's store. API calls run their
+ * writes on the caller's thread; the loop (aps_scheduler_process) runs the
+ * due jobs and the finished runs. Runs are handed to executors only after
+ * the commit that records them as running, so a crash never loses track of
+ * a run: on the next start it is reported as interrupted.
+ *
+ * Write callbacks may run more than once (the LMDB store retries a batch
+ * after growing its map), so they rebuild their outputs from scratch each
+ * time (reset_out) and touch nothing but the transaction and their context.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "job.h"
+#include "scheduler.h"
+
+#define US_PER_SEC INT64_C(1000000)
+/* Due jobs taken per store write: one durable commit per batch. */
+#define DUE_BATCH 512
+/* Run times kept for one job in one pass; beyond, they count as missed. */
+#define RUN_TIMES_MAX 1000
+/* Trigger steps taken for one job in one pass (a per-second cron missed
+ * for a long downtime): beyond, the job is moved to its next fire time. */
+#define RUN_TIMES_ITER_MAX 1000000
+/* Pending runs a QUEUE_ALL job keeps. */
+#define PENDING_MAX 1000
+#define BACKFILL_DEFAULT 1000
+#define BACKFILL_MAX 100000
+#define REQ_PREFIX "req/"
+#define RUN_PREFIX "run/"
+#define STATE_KEY "sched/paused"
+
+static int
+set_err(aps_error *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int
+set_err(aps_error *err, int code, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ---- clock, lookups -------------------------------------------------------- */
+
+static aps_time
+real_now(void *ctx)
+{
+    (void)ctx;
+    return aps_time_now();
+}
+
+aps_time
+aps__scheduler_now(aps_scheduler *s)
+{
+    return s->clock.now(s->clock.ctx);
+}
+
+static int
+find_store(const aps_scheduler *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_stores; i++) {
+        if (strcmp(s->stores[i].name, name) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+static aps__executor *
+find_exec(const aps_scheduler *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_execs; i++) {
+        if (strcmp(s->execs[i].name, name) == 0)
+            return s->execs[i].ex;
+    }
+    return NULL;
+}
+
+int
+aps__scheduler_function(aps_scheduler *s, const char *name, aps_job_fn *fn, void **userdata)
+{
+    int rc = APS_ENOENT;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_functions; i++) {
+        if (strcmp(s->functions[i].name, name) == 0) {
+            *fn = s->functions[i].fn;
+            *userdata = s->functions[i].userdata;
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void
+aps__scheduler_wake(aps_scheduler *s)
+{
+    uint64_t one = 1;
+    ssize_t w = write(s->wake_fd, &one, sizeof(one));
+    (void)w; /* a saturated counter is still readable */
+}
+
+/* The job's options with the scheduler's defaults applied. */
+static int
+job_coalesce(const aps_scheduler *s, const aps_job *j)
+{
+    return j->coalesce < 0 ? s->default_coalesce : j->coalesce;
+}
+
+static uint32_t
+job_max_instances(const aps_scheduler *s, const aps_job *j)
+{
+    return j->max_instances > 0 ? (uint32_t)j->max_instances : s->default_max_instances;
+}
+
+static aps_overlap
+job_overlap(const aps_job *j)
+{
+    return j->overlap == APS_OVERLAP_DEFAULT ? APS_OVERLAP_SKIP : j->overlap;
+}
+
+int
+aps__run_is_missed(const aps__run *run, aps_time rt, aps_time now)
+{
+    if (run->backfill || run->unlimited_grace)
+        return 0;
+    return now - rt > run->grace_us;
+}
+
+/* ---- runs ------------------------------------------------------------------ */
+
+void
+aps__outcome_dispose(aps_outcome *o)
+{
+    free(o->stdout_tail);
+    free(o->stderr_tail);
+    free(o->error);
+    free(o->traceback);
+    free(o->return_json);
+    memset(o, 0, sizeof(*o));
+}
+
+void
+aps__run_free(aps__run *run)
+{
+    if (run == NULL)
+        return;
+    free(run->job_id);
+    free(run->jobstore);
+    free(run->executor);
+    aps__target_dispose(&run->target);
+    if (run->results != NULL) {
+        for (size_t i = 0; i < run->n_run_times; i++)
+            aps__outcome_dispose(&run->results[i].outcome);
+    }
+    free(run->results);
+    free(run->run_times);
+    free(run);
+}
+
+void
+aps__run_finished(aps__run *run)
+{
+    aps_scheduler *s = run->sched;
+    pthread_mutex_lock(&s->mu);
+    run->next = s->completed;
+    s->completed = run;
+    pthread_mutex_unlock(&s->mu);
+    aps__scheduler_wake(s);
+}
+
+/* A run of `rec` over run_times, to hand to the executor after the commit. */
+static int
+run_new(aps_scheduler *s, const aps__jobrec *rec, const char *run_id, const aps_time *rts,
+        size_t n, int backfill, aps__run **out)
+{
+    aps__run *run = calloc(1, sizeof(*run));
+    if (run == NULL)
+        return APS_ENOMEM;
+    memcpy(run->run_id, run_id, sizeof(run->run_id));
+    run->sched = s;
+    run->backfill = backfill;
+    run->job_id = strdup(rec->job.id);
+    run->jobstore = strdup(rec->job.jobstore);
+    run->executor = strdup(rec->job.executor);
+    run->run_times = malloc(n * sizeof(aps_time));
+    run->results = calloc(n, sizeof(aps__run_result));
+    if (run->job_id == NULL || run->jobstore == NULL || run->executor == NULL ||
+        run->run_times == NULL || run->results == NULL ||
+        aps__target_copy(&rec->job.target, &run->target) != 0) {
+        aps__run_free(run);
+        return APS_ENOMEM;
+    }
+    memcpy(run->run_times, rts, n * sizeof(aps_time));
+    run->n_run_times = n;
+    switch (rec->job.misfire) {
+    case APS_MISFIRE_UNLIMITED:
+        run->unlimited_grace = 1;
+        break;
+    case APS_MISFIRE_DURATION:
+        run->grace_us = rec->job.misfire_grace_us;
+        break;
+    default:
+        run->unlimited_grace = s->default_unlimited_grace;
+        run->grace_us = s->default_grace_us;
+        break;
+    }
+    *out = run;
+    return 0;
+}
+
+/* ---- write contexts -------------------------------------------------------- */
+
+/* What a write produces besides its changes: events, runs to start, runs to
+ * cancel. Rebuilt on every run of the callback. */
+typedef struct wout {
+    aps__evlist evs;
+    aps__run **runs;
+    size_t n_runs, cap_runs;
+    char (*cancels)[2][64]; /* [executor, run id] */
+    size_t n_cancels, cap_cancels;
+} wout;
+
+static void
+reset_out(wout *o)
+{
+    aps__evlist_clear(&o->evs);
+    for (size_t i = 0; i < o->n_runs; i++)
+        aps__run_free(o->runs[i]);
+    o->n_runs = 0;
+    o->n_cancels = 0;
+}
+
+static void
+free_out(wout *o)
+{
+    reset_out(o);
+    free(o->evs.v);
+    free(o->runs);
+    free(o->cancels);
+    memset(o, 0, sizeof(*o));
+}
+
+static int
+out_event(wout *o, aps_event_type type, aps_time at, const aps_job *j, const char *run_id,
+          const aps_time *rts, size_t n, aps_event **evp)
+{
+    aps_event *ev = NULL;
+    int rc = aps__event_new(type, at, j ? j->id : NULL, j ? j->jobstore : NULL,
+                            j ? j->executor : NULL, run_id, rts, n, &ev);
+    if (rc != 0)
+        return rc;
+    rc = aps__evlist_push(&o->evs, ev);
+    if (rc != 0) {
+        aps_event_free(ev);
+        return rc;
+    }
+    if (evp)
+        *evp = ev;
+    return 0;
+}
+
+static int
+out_run(wout *o, aps__run *run)
+{
+    if (o->n_runs == o->cap_runs) {
+        size_t cap = o->cap_runs ? o->cap_runs * 2 : 8;
+        aps__run **v = realloc(o->runs, cap * sizeof(*v));
+        if (v == NULL)
+            return APS_ENOMEM;
+        o->runs = v;
+        o->cap_runs = cap;
+    }
+    o->runs[o->n_runs++] = run;
+    return 0;
+}
+
+static int
+out_cancel(wout *o, const char *executor, const char *run_id)
+{
+    if (o->n_cancels == o->cap_cancels) {
+        size_t cap = o->cap_cancels ? o->cap_cancels * 2 : 4;
+        void *v = realloc(o->cancels, cap * sizeof(*o->cancels));
+        if (v == NULL)
+            return APS_ENOMEM;
+        o->cancels = v;
+        o->cap_cancels = cap;
+    }
+    snprintf(o->cancels[o->n_cancels][0], sizeof(o->cancels[0][0]), "%s", executor);
+    snprintf(o->cancels[o->n_cancels][1], sizeof(o->cancels[0][1]), "%s", run_id);
+    o->n_cancels++;
+    return 0;
+}
+
+/* Loads and decodes a job inside a transaction. */
+static int
+txn_load(aps_txn *t, const char *id, aps__jobrec **rec)
+{
+    const void *data = NULL;
+    size_t len = 0;
+    int rc = aps__txn_job_get(t, id, &data, &len, NULL);
+    if (rc != 0)
+        return rc;
+    return aps__jobrec_decode(data, len, rec);
+}
+
+/* Encodes and stores a record; its next run time drives the due index. */
+static int
+txn_save(aps_txn *t, const aps__jobrec *rec)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = aps__jobrec_encode(rec, &buf, &len);
+    if (rc != 0)
+        return rc;
+    rc = aps__txn_job_put(t, rec->job.id, buf, len, rec->job.next_run_time);
+    free(buf);
+    return rc;
+}
+
+/* Idempotency: a request id seen within the retention window. The record
+ * holds its time and the job id it concerned. */
+static int
+request_seen(aps_scheduler *s, aps_txn *t, const char *request_id, aps_time now, char *job_id,
+             size_t job_id_len)
+{
+    char key[APS_STORE_META_KEY_MAX + 1];
+    const void *data = NULL;
+    size_t len = 0;
+
+    if (request_id == NULL || request_id[0] == '\0')
+        return 0;
+    snprintf(key, sizeof(key), REQ_PREFIX "%s", request_id);
+    if (aps__txn_meta_get(t, key, &data, &len) != 0 || len < 8)
+        return 0;
+    int64_t at = 0;
+    for (int i = 0; i < 8; i++)
+        at = (int64_t)((uint64_t)at << 8 | ((const unsigned char *)data)[i]);
+    if (now - at > s->request_retention_us)
+        return 0;
+    size_t n = len - 8 < job_id_len - 1 ? len - 8 : job_id_len - 1;
+    memcpy(job_id, (const char *)data + 8, n);
+    job_id[n] = '\0';
+    return 1;
+}
+
+static int
+request_record(aps_txn *t, const char *request_id, aps_time now, const char *job_id)
+{
+    char key[APS_STORE_META_KEY_MAX + 1];
+    unsigned char val[8 + APS__ID_MAX];
+    size_t idlen = job_id ? strlen(job_id) : 0;
+
+    if (request_id == NULL || request_id[0] == '\0')
+        return 0;
+    snprintf(key, sizeof(key), REQ_PREFIX "%s", request_id);
+    for (int i = 0; i < 8; i++)
+        val[i] = (unsigned char)((uint64_t)now >> (56 - 8 * i));
+    if (idlen > APS__ID_MAX)
+        idlen = APS__ID_MAX;
+    memcpy(val + 8, job_id ? job_id : "", idlen);
+    return aps__txn_meta_put(t, key, val, 8 + idlen);
+}
+
+static int
+check_request_id(const char *request_id, aps_error *err)
+{
+    if (request_id == NULL)
+        return 0;
+    size_t n = strlen(request_id);
+    if (n > APS_STORE_META_KEY_MAX - strlen(REQ_PREFIX))
+        return set_err(err, APS_EINVAL, "request_id: longer than %zu bytes",
+                       APS_STORE_META_KEY_MAX - strlen(REQ_PREFIX));
+    return 0;
+}
+
+/* Records a new running instance in rec (and the durable run index), emits
+ * JOB_SUBMITTED, and queues the executor run. */
+static int
+start_run(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_time *rts, size_t n,
+          int backfill, aps_time now)
+{
+    char run_id[33];
+    char key[APS_STORE_META_KEY_MAX + 1];
+    aps__run *run = NULL;
+    int rc = aps__id_generate(run_id);
+    if (rc != 0)
+        return rc;
+    aps__run_rec *v = realloc(rec->running, (rec->n_running + 1) * sizeof(*v));
+    if (v == NULL)
+        return APS_ENOMEM;
+    rec->running = v;
+    aps__run_rec *rr = &v[rec->n_running];
+    memset(rr, 0, sizeof(*rr));
+    memcpy(rr->run_id, run_id, sizeof(run_id));
+    snprintf(rr->executor, sizeof(rr->executor), "%s", rec->job.executor);
+    rr->started = now;
+    rr->run_times = malloc(n * sizeof(aps_time));
+    if (rr->run_times == NULL)
+        return APS_ENOMEM;
+    memcpy(rr->run_times, rts, n * sizeof(aps_time));
+    rr->n_run_times = n;
+    rec->n_running++;
+
+    snprintf(key, sizeof(key), RUN_PREFIX "%s", run_id);
+    rc = aps__txn_meta_put(t, key, rec->job.id, strlen(rec->job.id));
+    if (rc != 0)
+        return rc;
+    rc = out_event(o, APS_EVENT_JOB_SUBMITTED, now, &rec->job, run_id, rts, n, NULL);
+    if (rc != 0)
+        return rc;
+    rc = run_new(s, rec, run_id, rts, n, backfill, &run);
+    if (rc != 0)
+        return rc;
+    rc = out_run(o, run);
+    if (rc != 0)
+        aps__run_free(run);
+    return rc;
+}
+
+static int
+push_pending(aps__jobrec *rec, const aps_time *rts, size_t n, int backfill)
+{
+    aps__pending *v = realloc(rec->pending, (rec->n_pending + 1) * sizeof(*v));
+    if (v == NULL)
+        return APS_ENOMEM;
+    rec->pending = v;
+    v[rec->n_pending].run_times = malloc(n * sizeof(aps_time));
+    if (v[rec->n_pending].run_times == NULL)
+        return APS_ENOMEM;
+    memcpy(v[rec->n_pending].run_times, rts, n * sizeof(aps_time));
+    v[rec->n_pending].n_run_times = n;
+    v[rec->n_pending].backfill = backfill;
+    rec->n_pending++;
+    return 0;
+}
+
+/* Starts pending runs while instance slots are free (FIFO). */
+static int
+start_pending(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, aps_time now)
+{
+    uint32_t max = job_max_instances(s, &rec->job);
+    while (rec->n_pending > 0 && rec->n_running < max) {
+        aps__pending p = rec->pending[0];
+        memmove(&rec->pending[0], &rec->pending[1], (rec->n_pending - 1) * sizeof(p));
+        rec->n_pending--;
+        int rc = start_run(s, t, o, rec, p.run_times, p.n_run_times, p.backfill, now);
+        free(p.run_times);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* APScheduler's submit_job with the overlap policy: start the run, or skip
+ * it (JOB_MAX_INSTANCES), or queue it, or cancel the oldest running one. */
+static int
+submit(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_time *rts, size_t n,
+       aps_time now)
+{
+    uint32_t max = job_max_instances(s, &rec->job);
+    if (rec->n_running < max && rec->n_pending == 0)
+        return start_run(s, t, o, rec, rts, n, 0, now);
+    switch (job_overlap(&rec->job)) {
+    case APS_OVERLAP_QUEUE_ONE:
+        if (rec->n_pending == 0)
+            return push_pending(rec, rts, n, 0);
+        break;
+    case APS_OVERLAP_QUEUE_ALL:
+        if (rec->n_pending < PENDING_MAX)
+            return push_pending(rec, rts, n, 0);
+        break;
+    case APS_OVERLAP_CANCEL_RUNNING:
+        if (rec->n_running > 0) {
+            int rc = out_cancel(o, rec->running[0].executor, rec->running[0].run_id);
+            if (rc != 0)
+                return rc;
+        }
+        if (rec->n_pending == 0)
+            return push_pending(rec, rts, n, 0);
+        break;
+    default:
+        break;
+    }
+    rec->job.stats.max_instance_skips++;
+    return out_event(o, APS_EVENT_JOB_MAX_INSTANCES, now, &rec->job, NULL, rts, n, NULL);
+}
+
+/* ---- after a commit -------------------------------------------------------- */
+
+/* Hands the runs of a committed write to their executors and publishes its
+ * events. A run its executor refuses finishes at once as an error. */
+static void
+after_commit(aps_scheduler *s, wout *o)
+{
+    for (size_t i = 0; i < o->n_cancels; i++) {
+        aps__executor *ex = find_exec(s, o->cancels[i][0]);
+        if (ex != NULL)
+            ex->ops->cancel(ex, o->cancels[i][1]);
+    }
+    o->n_cancels = 0;
+    for (size_t i = 0; i < o->n_runs; i++) {
+        aps__run *run = o->runs[i];
+        aps__executor *ex = find_exec(s, run->executor);
+        pthread_mutex_lock(&s->mu);
+        s->n_running++;
+        pthread_mutex_unlock(&s->mu);
+        int rc = ex ? ex->ops->submit(ex, run) : APS_ENOENT;
+        if (rc != 0) {
+            char msg[160];
+            if (ex == NULL)
+                snprintf(msg, sizeof(msg), "no executor named \"%s\"", run->executor);
+            else if (rc == APS_ELIMIT)
+                snprintf(msg, sizeof(msg), "executor \"%s\": queue full (%u runs waiting)",
+                         run->executor, ex->max_queue);
+            else
+                snprintf(msg, sizeof(msg), "executor \"%s\": %s", run->executor,
+                         aps_strerror(rc));
+            for (size_t k = 0; k < run->n_run_times; k++) {
+                run->results[k].run_time = run->run_times[k];
+                run->results[k].started = aps__scheduler_now(s);
+                run->results[k].outcome.status = APS_RUN_SPAWN_FAILED;
+                run->results[k].outcome.error = strdup(msg);
+            }
+            aps__run_finished(run);
+        }
+    }
+    o->n_runs = 0;
+    aps__events_publish(s, &o->evs);
+}
+
+/* Runs `fn` on store `si`, then commits its events to the log when the job
+ * store is not the log's, then hands its outputs on. */
+static int
+write_and_publish(aps_scheduler *s, size_t si, aps_write_fn fn, void *ctx, wout *o)
+{
+    int rc = aps__store_write(s->stores[si].st, fn, ctx);
+    if (rc != 0) {
+        reset_out(o);
+        return rc;
+    }
+    if (si != s->log_store && o->evs.n > 0) {
+        /* The change is durable; its events follow in a write of their own. */
+        if (aps__events_commit(s, &o->evs) != 0)
+            aps__evlist_clear(&o->evs);
+    }
+    after_commit(s, o);
+    return 0;
+}
+
+/* Appends the events when the store is the log's: same transaction. */
+static int
+events_in_txn(aps_scheduler *s, size_t si, aps_txn *t, wout *o)
+{
+    return si == s->log_store ? aps__events_append(t, &o->evs) : 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static int
+load_state(aps_scheduler *s)
+{
+    void *data = NULL;
+    size_t len = 0;
+    int rc = aps__store_meta_get(s->stores[s->log_store].st, STATE_KEY, &data, &len);
+    if (rc == APS_ENOENT)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if (len == 1 && ((unsigned char *)data)[0] == 1)
+        s->state = APS_STATE_PAUSED;
+    free(data);
+    return 0;
+}
+
+static int
+open_store(aps_scheduler *s, const aps_store_def *def, const aps_store_config *scfg,
+           aps__store_slot *slot, aps_error *err)
+{
+    if (def->name == NULL || def->name[0] == '\0' || strlen(def->name) > APS__NAME64_MAX)
+        return set_err(err, APS_EINVAL, "jobstores: a name of 1-%d bytes is required",
+                       APS__NAME64_MAX);
+    snprintf(slot->name, sizeof(slot->name), "%s", def->name);
+    if (find_store(s, def->name) >= 0)
+        return set_err(err, APS_EINVAL, "jobstores[%s]: defined twice", def->name);
+    const char *type = def->type ? def->type : "memory";
+    snprintf(slot->type, sizeof(slot->type), "%s", type);
+    if (strcmp(type, "memory") == 0)
+        return aps__store_open_memory(scfg, &slot->st, err);
+    if (strcmp(type, "lmdb") == 0) {
+        if (def->path == NULL || def->path[0] == '\0')
+            return set_err(err, APS_EINVAL, "jobstores[%s].path: required for an lmdb store",
+                           def->name);
+        return aps__store_open_lmdb(def->path, scfg, &slot->st, err);
+    }
+    return set_err(err, APS_EINVAL, "jobstores[%s].type: unknown type \"%s\" (lmdb, memory)",
+                   def->name, type);
+}
+
+int
+aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_error *err)
+{
+    static const aps_store_def default_store = {"default", "memory", NULL};
+    static const aps_executor_def default_exec = {"default", "threadpool", 0, 0};
+    aps_scheduler_config none;
+    aps_scheduler *s = NULL;
+    aps_store_config scfg;
+    pthread_condattr_t ca;
+    int rc = APS_ENOMEM;
+
+    if (out == NULL)
+        return set_err(err, APS_EINVAL, "out: required");
+    if (cfg == NULL) {
+        memset(&none, 0, sizeof(none));
+        cfg = &none;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return set_err(err, APS_ENOMEM, "out of memory");
+    s->wake_fd = s->timer_fd = s->epoll_fd = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->sub_cv, &ca);
+    pthread_cond_init(&s->idle_cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    const char *tz = cfg->timezone ? cfg->timezone : "UTC";
+    if (strlen(tz) >= sizeof(s->tz)) {
+        rc = set_err(err, APS_EINVAL, "timezone: name too long");
+        goto fail;
+    }
+    rc = aps_timezone_check(tz, err);
+    if (rc != 0)
+        goto fail;
+    snprintf(s->tz, sizeof(s->tz), "%s", tz);
+    s->default_coalesce = cfg->default_coalesce < 0 || cfg->default_coalesce > 1
+                              ? 1
+                              : cfg->default_coalesce;
+    if (cfg->default_coalesce == 0)
+        s->default_coalesce = 1; /* zero value = APScheduler's default (true) */
+    s->default_max_instances = cfg->default_max_instances ? cfg->default_max_instances : 1;
+    s->default_unlimited_grace = cfg->default_misfire == APS_MISFIRE_UNLIMITED;
+    s->default_grace_us = cfg->default_misfire == APS_MISFIRE_DURATION
+                              ? cfg->default_misfire_grace_us
+                              : US_PER_SEC;
+    if (s->default_grace_us <= 0) {
+        rc = set_err(err, APS_EINVAL, "job_defaults.misfire_grace_time: must be positive");
+        goto fail;
+    }
+    s->clock.now = real_now;
+    if (cfg->clock != NULL && cfg->clock->now != NULL)
+        s->clock = *cfg->clock;
+    s->request_retention_us =
+        cfg->request_id_retention_us > 0 ? cfg->request_id_retention_us : 3600 * US_PER_SEC;
+    s->jitter_seed = cfg->jitter_seed;
+
+    memset(&scfg, 0, sizeof(scfg));
+    scfg.event_max_count = cfg->event_max_count ? cfg->event_max_count : 100000;
+    scfg.event_max_age_us =
+        cfg->event_max_age_us > 0 ? cfg->event_max_age_us : 7 * 86400 * US_PER_SEC;
+    scfg.no_sync = cfg->no_sync;
+
+    const aps_store_def *sdefs = cfg->n_stores ? cfg->stores : &default_store;
+    size_t n_sdefs = cfg->n_stores ? cfg->n_stores : 1;
+    s->stores = calloc(n_sdefs, sizeof(*s->stores));
+    if (s->stores == NULL) {
+        rc = set_err(err, APS_ENOMEM, "out of memory");
+        goto fail;
+    }
+    s->log_store = SIZE_MAX;
+    for (size_t i = 0; i < n_sdefs; i++) {
+        rc = open_store(s, &sdefs[i], &scfg, &s->stores[i], err);
+        if (rc != 0)
+            goto fail;
+        s->n_stores++;
+        /* The event log lives in the first persistent store (else the first). */
+        if (s->log_store == SIZE_MAX && strcmp(s->stores[i].type, "lmdb") == 0)
+            s->log_store = i;
+    }
+    if (s->log_store == SIZE_MAX)
+        s->log_store = 0;
+
+    const aps_executor_def *edefs = cfg->n_executors ? cfg->executors : &default_exec;
+    size_t n_edefs = cfg->n_executors ? cfg->n_executors : 1;
+    s->execs = calloc(n_edefs, sizeof(*s->execs));
+    if (s->execs == NULL) {
+        rc = set_err(err, APS_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n_edefs; i++) {
+        const aps_executor_def *d = &edefs[i];
+        if (d->name == NULL || d->name[0] == '\0' || strlen(d->name) > APS__NAME64_MAX) {
+            rc = set_err(err, APS_EINVAL, "executors: a name of 1-%d bytes is required",
+                         APS__NAME64_MAX);
+            goto fail;
+        }
+        if (find_exec(s, d->name) != NULL) {
+            rc = set_err(err, APS_EINVAL, "executors[%s]: defined twice", d->name);
+            goto fail;
+        }
+        const char *type = d->type ? d->type : "threadpool";
+        if (strcmp(type, "threadpool") == 0) {
+            rc = aps__executor_threadpool_create(d, &s->execs[i].ex, err);
+        } else {
+            rc = set_err(err, APS_EINVAL, "executors[%s].type: unknown type \"%s\" (threadpool)",
+                         d->name, type);
+        }
+        if (rc != 0)
+            goto fail;
+        snprintf(s->execs[i].name, sizeof(s->execs[i].name), "%s", d->name);
+        s->n_execs++;
+    }
+
+    uint64_t first = 0, last = 0;
+    rc = aps__store_event_bounds(s->stores[s->log_store].st, &first, &last);
+    if (rc != 0) {
+        set_err(err, rc, "event log: %s", aps_strerror(rc));
+        goto fail;
+    }
+    s->ring_first = s->ring_next = last + 1;
+    s->listener_next = s->ring_next;
+    rc = load_state(s);
+    if (rc != 0) {
+        set_err(err, rc, "scheduler state: %s", aps_strerror(rc));
+        goto fail;
+    }
+    if (s->state != APS_STATE_PAUSED)
+        s->state = APS_STATE_STOPPED;
+
+    s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    s->timer_fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+    s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (s->wake_fd < 0 || s->timer_fd < 0 || s->epoll_fd < 0) {
+        rc = set_err(err, APS_EIO, "eventfd/timerfd/epoll: %s", strerror(errno));
+        goto fail;
+    }
+    struct epoll_event ee = {.events = EPOLLIN};
+    ee.data.fd = s->wake_fd;
+    epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->wake_fd, &ee);
+    ee.data.fd = s->timer_fd;
+    epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->timer_fd, &ee);
+    *out = s;
+    return 0;
+
+fail:
+    aps_scheduler_destroy(s);
+    return rc;
+}
+
+int
+aps_scheduler_register_function(aps_scheduler *s, const char *name, aps_job_fn fn, void *userdata)
+{
+    if (s == NULL || name == NULL || name[0] == '\0' || fn == NULL)
+        return APS_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->n_functions; i++) {
+        if (strcmp(s->functions[i].name, name) == 0) {
+            s->functions[i].fn = fn;
+            s->functions[i].userdata = userdata;
+            pthread_mutex_unlock(&s->mu);
+            return 0;
+        }
+    }
+    aps__function *v = realloc(s->functions, (s->n_functions + 1) * sizeof(*v));
+    char *copy = strdup(name);
+    if (v == NULL || copy == NULL) {
+        if (v != NULL)
+            s->functions = v;
+        free(copy);
+        pthread_mutex_unlock(&s->mu);
+        return APS_ENOMEM;
+    }
+    s->functions = v;
+    v[s->n_functions++] = (aps__function){copy, fn, userdata};
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+aps_scheduler_state
+aps_scheduler_get_state(aps_scheduler *s)
+{
+    pthread_mutex_lock(&s->mu);
+    aps_scheduler_state st = s->started ? s->state : APS_STATE_STOPPED;
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+int
+aps_scheduler_fd(aps_scheduler *s)
+{
+    return s ? s->epoll_fd : -1;
+}
+
+/* ---- the scheduler-level events -------------------------------------------- */
+
+typedef struct sched_ev_ctx {
+    aps_scheduler *s;
+    aps_event_type type;
+    const char *name; /* executor / store name, or NULL */
+    int set_paused;   /* -1 = leave, 0/1 = persist the paused state */
+    const char *request_id;
+    wout o;
+} sched_ev_ctx;
+
+static int
+sched_ev_fn(aps_txn *t, void *arg)
+{
+    sched_ev_ctx *c = arg;
+    aps_time now = aps__scheduler_now(c->s);
+    aps_event *ev = NULL;
+    reset_out(&c->o);
+    int rc = out_event(&c->o, c->type, now, NULL, NULL, NULL, 0, &ev);
+    if (rc != 0)
+        return rc;
+    if (c->name != NULL) {
+        /* JOBSTORE_* carry the store, EXECUTOR_* the executor. */
+        char **field = c->type == APS_EVENT_EXECUTOR_ADDED || c->type == APS_EVENT_EXECUTOR_REMOVED
+                           ? &ev->executor
+                           : &ev->jobstore;
+        *field = strdup(c->name);
+        if (*field == NULL)
+            return APS_ENOMEM;
+    }
+    if (c->set_paused >= 0) {
+        unsigned char v = (unsigned char)c->set_paused;
+        rc = aps__txn_meta_put(t, STATE_KEY, &v, 1);
+        if (rc != 0)
+            return rc;
+    }
+    return aps__events_append(t, &c->o.evs);
+}
+
+static int
+sched_event(aps_scheduler *s, aps_event_type type, const char *name, int set_paused)
+{
+    sched_ev_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.s = s;
+    c.type = type;
+    c.name = name;
+    c.set_paused = set_paused;
+    int rc = write_and_publish(s, s->log_store, sched_ev_fn, &c, &c.o);
+    free_out(&c.o);
+    return rc;
+}
+
+int
+aps_scheduler_pause(aps_scheduler *s)
+{
+    if (s == NULL)
+        return APS_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    int running = s->started && !s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (!running)
+        return APS_ESTATE; /* APScheduler: SchedulerNotRunningError */
+    int rc = sched_event(s, APS_EVENT_SCHEDULER_PAUSED, NULL, 1);
+    if (rc == 0) {
+        pthread_mutex_lock(&s->mu);
+        s->state = APS_STATE_PAUSED;
+        pthread_mutex_unlock(&s->mu);
+        aps__scheduler_wake(s);
+    }
+    return rc;
+}
+
+int
+aps_scheduler_resume(aps_scheduler *s)
+{
+    if (s == NULL)
+        return APS_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    int running = s->started && !s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    if (!running)
+        return APS_ESTATE;
+    int rc = sched_event(s, APS_EVENT_SCHEDULER_RESUMED, NULL, 0);
+    if (rc == 0) {
+        pthread_mutex_lock(&s->mu);
+        s->state = APS_STATE_RUNNING;
+        pthread_mutex_unlock(&s->mu);
+        aps__scheduler_wake(s);
+    }
+    return rc;
+}
+
+/* ---- job API ---------------------------------------------------------------- */
+
+/* The store holding job `id`, or -1. */
+static int
+locate(aps_scheduler *s, const char *id)
+{
+    for (size_t i = 0; i < s->n_stores; i++) {
+        if (aps__store_job_get(s->stores[i].st, id, NULL, NULL, NULL) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* A trigger compiled for the job's spec (jitter seeded from the config). */
+static int
+compile_trigger(aps_scheduler *s, const aps_trigger_spec *spec, aps_time now, aps_trigger **out)
+{
+    int rc = aps_trigger_create(spec, s->tz, now, out, NULL);
+    if (rc == 0 && s->jitter_seed != 0)
+        aps_trigger_seed(*out, s->jitter_seed);
+    return rc;
+}
+
+/* First fire time of a trigger from now (APScheduler: get_next_fire_time(None, now)). */
+static int
+first_fire(aps_scheduler *s, const aps_trigger_spec *spec, aps_time now, aps_time *next)
+{
+    aps_trigger *trig = NULL;
+    int rc = compile_trigger(s, spec, now, &trig);
+    if (rc != 0)
+        return rc;
+    rc = aps_trigger_next(trig, APS_TIME_NONE, now, next);
+    aps_trigger_destroy(trig);
+    return rc;
+}
+
+typedef struct add_ctx {
+    aps_scheduler *s;
+    size_t si;
+    const aps__jobrec *rec;
+    int replace;
+    const char *request_id;
+    aps_time now;
+    char replay_id[APS__ID_MAX + 1];
+    int replayed;
+    wout o;
+} add_ctx;
+
+static int
+add_fn(aps_txn *t, void *arg)
+{
+    add_ctx *c = arg;
+    aps__jobrec *old = NULL, *copy = NULL;
+    int rc;
+
+    reset_out(&c->o);
+    c->replayed = request_seen(c->s, t, c->request_id, c->now, c->replay_id, sizeof(c->replay_id));
+    if (c->replayed)
+        return 0;
+    rc = txn_load(t, c->rec->job.id, &old);
+    if (rc == 0 && !c->replace) {
+        aps__jobrec_free(old);
+        return APS_EEXIST;
+    }
+    if (rc != 0 && rc != APS_ENOENT)
+        return rc;
+    const aps__jobrec *save = c->rec;
+    if (old != NULL) {
+        /* replace_existing keeps the creation time, statistics and the runs
+         * in flight of the job it replaces. */
+        rc = aps__jobrec_copy(c->rec, &copy);
+        if (rc != 0)
+            goto out;
+        copy->job.create_time = old->job.create_time;
+        copy->job.stats = old->job.stats;
+        memcpy(copy->lateness, old->lateness, sizeof(old->lateness));
+        copy->n_lateness = old->n_lateness;
+        copy->lateness_pos = old->lateness_pos;
+        copy->running = old->running;
+        copy->n_running = old->n_running;
+        old->running = NULL;
+        old->n_running = 0;
+        save = copy;
+    }
+    rc = txn_save(t, save);
+    if (rc == 0)
+        rc = out_event(&c->o, APS_EVENT_JOB_ADDED, c->now, &save->job, NULL, NULL, 0, NULL);
+    if (rc == 0)
+        rc = events_in_txn(c->s, c->si, t, &c->o);
+    if (rc == 0)
+        rc = request_record(t, c->request_id, c->now, save->job.id);
+out:
+    aps__jobrec_free(copy);
+    aps__jobrec_free(old);
+    return rc;
+}
+
+int
+aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, aps_job **out,
+            aps_error *err)
+{
+    aps__jobrec *rec = NULL;
+    add_ctx c;
+    int rc;
+
+    if (out)
+        *out = NULL;
+    if (s == NULL || spec == NULL)
+        return set_err(err, APS_EINVAL, "job: required");
+    const char *request_id = m ? m->request_id : NULL;
+    rc = check_request_id(request_id, err);
+    if (rc != 0)
+        return rc;
+    aps_time now = aps__scheduler_now(s);
+    rc = aps__jobrec_from_spec(spec, s->tz, now, &rec, err);
+    if (rc != 0)
+        return rc;
+    int si = find_store(s, rec->job.jobstore);
+    if (si < 0) {
+        rc = set_err(err, APS_EINVAL, "jobstore: no job store named \"%s\"", rec->job.jobstore);
+        goto out;
+    }
+    if (find_exec(s, rec->job.executor) == NULL) {
+        rc = set_err(err, APS_EINVAL, "executor: no executor named \"%s\"", rec->job.executor);
+        goto out;
+    }
+    /* The first run: the given next_run_time, else the trigger's first fire
+     * time (a trigger that never fires gives a paused job, as APScheduler). */
+    if (rec->job.paused) {
+        rec->job.next_run_time = APS_TIME_NONE;
+    } else if (spec->next_run_time == APS_TIME_NONE) {
+        rc = first_fire(s, rec->job.trigger, now, &rec->job.next_run_time);
+        if (rc != 0) {
+            set_err(err, rc, "trigger: %s", aps_strerror(rc));
+            goto out;
+        }
+        if (rec->job.next_run_time == APS_TIME_NONE)
+            rec->job.paused = 1;
+    }
+    /* Ids are unique across stores. */
+    for (size_t i = 0; i < s->n_stores; i++) {
+        if ((int)i != si && aps__store_job_get(s->stores[i].st, rec->job.id, NULL, NULL, NULL) == 0) {
+            rc = set_err(err, APS_EEXIST, "id: job \"%s\" exists in job store \"%s\"",
+                         rec->job.id, s->stores[i].name);
+            goto out;
+        }
+    }
+    memset(&c, 0, sizeof(c));
+    c.s = s;
+    c.si = (size_t)si;
+    c.rec = rec;
+    c.replace = m ? m->replace_existing : 0;
+    c.request_id = request_id;
+    c.now = now;
+    rc = write_and_publish(s, (size_t)si, add_fn, &c, &c.o);
+    free_out(&c.o);
+    if (rc == APS_EEXIST) {
+        set_err(err, rc, "id: a job with id \"%s\" already exists", rec->job.id);
+        goto out;
+    }
+    if (rc != 0) {
+        set_err(err, rc, "job store \"%s\": %s", s->stores[si].name, aps_strerror(rc));
+        goto out;
+    }
+    aps__scheduler_wake(s);
+    if (out != NULL)
+        rc = aps_job_get(s, c.replayed ? c.replay_id : rec->job.id, out);
+out:
+    aps__jobrec_free(rec);
+    return rc;
+}
+
+int
+aps_job_get(aps_scheduler *s, const char *id, aps_job **out)
+{
+    if (s == NULL || id == NULL || out == NULL)
+        return APS_EINVAL;
+    *out = NULL;
+    for (size_t i = 0; i < s->n_stores; i++) {
+        void *data = NULL;
+        size_t len = 0;
+        int rc = aps__store_job_get(s->stores[i].st, id, &data, &len, NULL);
+        if (rc == APS_ENOENT)
+            continue;
+        if (rc != 0)
+            return rc;
+        aps__jobrec *rec = NULL;
+        rc = aps__jobrec_decode(data, len, &rec);
+        free(data);
+        if (rc != 0)
+            return rc;
+        rc = aps__job_from_rec(rec, out);
+        aps__jobrec_free(rec);
+        return rc;
+    }
+    return APS_ENOENT;
+}
+
+/* ---- listing ---------------------------------------------------------------- */
+
+typedef struct list_ctx {
+    const aps_job_filter *f;
+    aps_job **jobs;
+    size_t n, limit;
+    char last_id[APS__ID_MAX + 1];
+    int more;
+    int rc;
+} list_ctx;
+
+static int
+filter_match(const aps_job_filter *f, const aps_job *j)
+{
+    if (f == NULL)
+        return 1;
+    if (f->paused >= 0 && (f->paused != 0) != (j->paused != 0))
+        return 0;
+    for (size_t i = 0; i < f->n_labels; i++) {
+        int found = 0;
+        for (size_t k = 0; k < j->n_labels && !found; k++) {
+            found = strcmp(j->labels[k].key, f->labels[i].key) == 0 &&
+                    (f->labels[i].value == NULL ||
+                     strcmp(j->labels[k].value, f->labels[i].value) == 0);
+        }
+        if (!found)
+            return 0;
+    }
+    return 1;
+}
+
+static int
+list_visit(void *arg, const char *id, const void *data, size_t len, aps_time next_run)
+{
+    list_ctx *c = arg;
+    aps__jobrec *rec = NULL;
+    aps_job *job = NULL;
+    (void)next_run;
+    snprintf(c->last_id, sizeof(c->last_id), "%s", id);
+    if (c->n == c->limit) {
+        c->more = 1;
+        return 1;
+    }
+    c->rc = aps__jobrec_decode(data, len, &rec);
+    if (c->rc != 0)
+        return 1;
+    if (filter_match(c->f, &rec->job)) {
+        c->rc = aps__job_from_rec(rec, &job);
+        if (c->rc == 0)
+            c->jobs[c->n++] = job;
+    }
+    aps__jobrec_free(rec);
+    return c->rc != 0;
+}
+
+/* Merges the stores in id order: each page reads up to limit+1 from every
+ * store after `after_id` and keeps the smallest ids. */
+int
+aps_job_list(aps_scheduler *s, const aps_job_filter *f, const char *after_id, size_t limit,
+             aps_job ***jobs, size_t *n, char **next_after)
+{
+    list_ctx c;
+    int rc = 0;
+
+    if (s == NULL || jobs == NULL || n == NULL)
+        return APS_EINVAL;
+    *jobs = NULL;
+    *n = 0;
+    if (next_after)
+        *next_after = NULL;
+    if (limit == 0 || limit > 10000)
+        limit = limit == 0 ? 100 : 10000;
+    memset(&c, 0, sizeof(c));
+    c.f = f;
+    c.limit = limit;
+    c.jobs = calloc(limit, sizeof(aps_job *));
+    if (c.jobs == NULL)
+        return APS_ENOMEM;
+    /* A filtered page may need several reads: continue until it is full or
+     * every store is exhausted. */
+    char cursor[APS__ID_MAX + 1] = "";
+    if (after_id)
+        snprintf(cursor, sizeof(cursor), "%s", after_id);
+    for (;;) {
+        /* The smallest next id over the stores. */
+        char best[APS__ID_MAX + 1] = "";
+        int best_store = -1;
+        for (size_t i = 0; i < s->n_stores; i++) {
+            if (f && f->jobstore && strcmp(f->jobstore, s->stores[i].name) != 0)
+                continue;
+            list_ctx peek;
+            memset(&peek, 0, sizeof(peek));
+            peek.limit = 0;
+            rc = aps__store_job_list(s->stores[i].st, cursor[0] ? cursor : NULL, 1, list_visit,
+                                     &peek);
+            if (rc < 0 && rc != 1)
+                goto fail;
+            rc = 0;
+            if (peek.last_id[0] && (best_store < 0 || strcmp(peek.last_id, best) < 0)) {
+                memcpy(best, peek.last_id, sizeof(best));
+                best_store = (int)i;
+            }
+        }
+        if (best_store < 0)
+            break;
+        if (c.n == limit) {
+            c.more = 1;
+            break;
+        }
+        /* Take the job `best` through the filter. */
+        list_ctx one;
+        memset(&one, 0, sizeof(one));
+        one.f = f;
+        one.limit = 1;
+        one.jobs = &c.jobs[c.n];
+        rc = aps__store_job_list(s->stores[best_store].st, cursor[0] ? cursor : NULL, 1,
+                                 list_visit, &one);
+        if (one.rc != 0) {
+            rc = one.rc;
+            goto fail;
+        }
+        rc = 0;
+        c.n += one.n;
+        memcpy(cursor, best, sizeof(cursor));
+    }
+    if (c.more && next_after) {
+        *next_after = strdup(c.jobs[c.n - 1]->id);
+        if (*next_after == NULL) {
+            rc = APS_ENOMEM;
+            goto fail;
+        }
+    }
+    *jobs = c.jobs;
+    *n = c.n;
+    return 0;
+fail:
+    aps_job_list_free(c.jobs, c.n);
+    return rc;
+}
+
+/* ---- mutations of one job ---------------------------------------------------- */
+
+typedef enum mut_kind {
+    MUT_MODIFY,
+    MUT_RESCHEDULE,
+    MUT_PAUSE,
+    MUT_RESUME,
+    MUT_RUN_NOW,
+    MUT_REMOVE,
+    MUT_BACKFILL,
+} mut_kind;
+
+typedef struct mut_ctx {
+    aps_scheduler *s;
+    size_t si;
+    mut_kind kind;
+    const char *id;
+    const char *request_id;
+    aps_time now;
+    /* inputs */
+    const aps_job_spec *spec;
+    uint32_t mask;
+    const aps_trigger_spec *trigger;
+    aps_time start, end;
+    size_t max_runs;
+    /* outputs */
+    aps_error *err;
+    int replayed;
+    int removed;
+    size_t count;
+    char replay_id[APS__ID_MAX + 1];
+    wout o;
+} mut_ctx;
+
+/* Fire times of `trig` in [start, end), at most max. */
+static int
+fire_times(aps_trigger *trig, aps_time start, aps_time end, size_t max, aps_time **out, size_t *n)
+{
+    size_t cap = 0;
+    aps_time t = APS_TIME_NONE, *v = NULL;
+    int rc = aps_trigger_next(trig, APS_TIME_NONE, start, &t);
+    *n = 0;
+    while (rc == 0 && t != APS_TIME_NONE && t < end && *n < max) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            aps_time *nv = realloc(v, cap * sizeof(*v));
+            if (nv == NULL) {
+                rc = APS_ENOMEM;
+                break;
+            }
+            v = nv;
+        }
+        v[(*n)++] = t;
+        rc = aps_trigger_next(trig, t, t, &t);
+    }
+    if (rc != 0) {
+        free(v);
+        *n = 0;
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+mut_fn(aps_txn *t, void *arg)
+{
+    mut_ctx *c = arg;
+    aps__jobrec *rec = NULL;
+    aps_trigger *trig = NULL;
+    aps_time *times = NULL;
+    int rc;
+
+    reset_out(&c->o);
+    c->removed = 0;
+    c->count = 0;
+    c->replayed = request_seen(c->s, t, c->request_id, c->now, c->replay_id, sizeof(c->replay_id));
+    if (c->replayed)
+        return 0;
+    rc = txn_load(t, c->id, &rec);
+    if (rc != 0)
+        return rc;
+    aps_event_type ev = APS_EVENT_JOB_MODIFIED;
+
+    switch (c->kind) {
+    case MUT_MODIFY:
+        rc = aps__jobrec_apply(rec, c->spec, c->mask, c->s->tz, c->now, c->err);
+        if (rc == 0 && (c->mask & APS_MODIFY_NEXT_RUN_TIME))
+            rec->job.paused = rec->job.next_run_time == APS_TIME_NONE;
+        break;
+    case MUT_RESCHEDULE: {
+        aps_job_spec sp;
+        memset(&sp, 0, sizeof(sp));
+        sp.trigger = c->trigger;
+        rc = aps__jobrec_apply(rec, &sp, APS_MODIFY_TRIGGER, c->s->tz, c->now, c->err);
+        if (rc == 0)
+            rc = first_fire(c->s, rec->job.trigger, c->now, &rec->job.next_run_time);
+        if (rc == 0)
+            rec->job.paused = rec->job.next_run_time == APS_TIME_NONE;
+        break;
+    }
+    case MUT_PAUSE:
+        rec->job.next_run_time = APS_TIME_NONE;
+        rec->job.paused = 1;
+        break;
+    case MUT_RESUME:
+        rc = first_fire(c->s, rec->job.trigger, c->now, &rec->job.next_run_time);
+        if (rc == 0 && rec->job.next_run_time == APS_TIME_NONE) {
+            /* APScheduler: a job whose trigger is done is removed on resume. */
+            ev = APS_EVENT_JOB_REMOVED;
+            c->removed = 1;
+        }
+        rec->job.paused = 0;
+        break;
+    case MUT_RUN_NOW:
+        rec->job.next_run_time = c->now;
+        rec->job.paused = 0;
+        break;
+    case MUT_REMOVE:
+        ev = APS_EVENT_JOB_REMOVED;
+        c->removed = 1;
+        break;
+    case MUT_BACKFILL: {
+        size_t n = 0;
+        rc = compile_trigger(c->s, rec->job.trigger, c->now, &trig);
+        if (rc == 0)
+            rc = fire_times(trig, c->start, c->end, c->max_runs, &times, &n);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            rc = push_pending(rec, &times[i], 1, 1);
+        if (rc == 0)
+            rc = start_pending(c->s, t, &c->o, rec, c->now);
+        c->count = n;
+        break;
+    }
+    }
+    if (rc != 0)
+        goto out;
+    rec->job.update_time = c->now;
+    rc = c->removed ? aps__txn_job_del(t, c->id) : txn_save(t, rec);
+    if (rc == 0 && c->kind != MUT_BACKFILL)
+        rc = out_event(&c->o, ev, c->now, &rec->job, NULL, NULL, 0, NULL);
+    if (rc == 0)
+        rc = events_in_txn(c->s, c->si, t, &c->o);
+    if (rc == 0)
+        rc = request_record(t, c->request_id, c->now, c->id);
+out:
+    free(times);
+    aps_trigger_destroy(trig);
+    aps__jobrec_free(rec);
+    return rc;
+}
+
+static int
+mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_error *err)
+{
+    int rc;
+    if (out)
+        *out = NULL;
+    if (s == NULL || c->id == NULL)
+        return set_err(err, APS_EINVAL, "job_id: required");
+    c->s = s;
+    c->err = err;
+    c->request_id = m ? m->request_id : NULL;
+    rc = check_request_id(c->request_id, err);
+    if (rc != 0)
+        return rc;
+    c->now = aps__scheduler_now(s);
+    int si = locate(s, c->id);
+    if (si < 0)
+        return set_err(err, APS_ENOENT, "job_id: no job with id \"%s\"", c->id);
+    c->si = (size_t)si;
+    rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
+    free_out(&c->o);
+    if (rc == APS_ENOENT)
+        return set_err(err, rc, "job_id: no job with id \"%s\"", c->id);
+    if (rc != 0) {
+        if (err != NULL && err->code != rc)
+            set_err(err, rc, "job store \"%s\": %s", s->stores[si].name, aps_strerror(rc));
+        return rc;
+    }
+    aps__scheduler_wake(s);
+    if (out != NULL && !c->removed) {
+        rc = aps_job_get(s, c->id, out);
+        if (rc == APS_ENOENT && c->replayed)
+            rc = 0; /* replay of a change to a job removed since */
+    }
+    return rc;
+}
+
+int
+aps_job_modify(aps_scheduler *s, const char *id, const aps_job_spec *spec, uint32_t mask,
+               const aps_mutation *m, aps_job **out, aps_error *err)
+{
+    if (spec == NULL)
+        return set_err(err, APS_EINVAL, "job: required");
+    if (mask & APS_MODIFY_JOBSTORE)
+        return set_err(err, APS_EINVAL,
+                       "jobstore: cannot be changed; remove the job and add it to the other store");
+    if ((mask & APS_MODIFY_EXECUTOR) && spec->executor && find_exec(s, spec->executor) == NULL)
+        return set_err(err, APS_EINVAL, "executor: no executor named \"%s\"", spec->executor);
+    mut_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MUT_MODIFY;
+    c.id = id;
+    c.spec = spec;
+    c.mask = mask;
+    return mutate(s, &c, m, out, err);
+}
+
+int
+aps_job_reschedule(aps_scheduler *s, const char *id, const aps_trigger_spec *trigger,
+                   const aps_mutation *m, aps_job **out, aps_error *err)
+{
+    if (trigger == NULL)
+        return set_err(err, APS_EINVAL, "trigger: required");
+    mut_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MUT_RESCHEDULE;
+    c.id = id;
+    c.trigger = trigger;
+    return mutate(s, &c, m, out, err);
+}
+
+int
+aps_job_pause(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out)
+{
+    mut_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MUT_PAUSE;
+    c.id = id;
+    return mutate(s, &c, m, out, NULL);
+}
+
+int
+aps_job_resume(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out)
+{
+    mut_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MUT_RESUME;
+    c.id = id;
+    return mutate(s, &c, m, out, NULL);
+}
+
+int
+aps_job_run_now(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out)
+{
+    mut_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MUT_RUN_NOW;
+    c.id = id;
+    return mutate(s, &c, m, out, NULL);
+}
+
+int
+aps_job_remove(aps_scheduler *s, const char *id, const aps_mutation *m)
+{
+    mut_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MUT_REMOVE;
+    c.id = id;
+    return mutate(s, &c, m, NULL, NULL);
+}
+
+int
+aps_job_backfill(aps_scheduler *s, const char *id, aps_time start, aps_time end, size_t max_runs,
+                 const aps_mutation *m, size_t *count, aps_error *err)
+{
+    if (start == APS_TIME_NONE || end == APS_TIME_NONE || end <= start)
+        return set_err(err, APS_EINVAL, "end_time: must be after start_time");
+    if (s != NULL && end > aps__scheduler_now(s))
+        return set_err(err, APS_EINVAL, "end_time: must not be in the future");
+    if (max_runs > BACKFILL_MAX)
+        return set_err(err, APS_EINVAL, "max_runs: at most %d", BACKFILL_MAX);
+    mut_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MUT_BACKFILL;
+    c.id = id;
+    c.start = start;
+    c.end = end;
+    c.max_runs = max_runs ? max_runs : BACKFILL_DEFAULT;
+    int rc = mutate(s, &c, m, NULL, err);
+    if (rc == 0 && count)
+        *count = c.count;
+    return rc;
+}
+
+typedef struct remove_all_ctx {
+    aps_scheduler *s;
+    size_t si;
+    int last; /* the last store: emits the event */
+    const char *jobstore;
+    const char *request_id;
+    aps_time now;
+    size_t removed;
+    wout o;
+} remove_all_ctx;
+
+static int
+remove_all_fn(aps_txn *t, void *arg)
+{
+    remove_all_ctx *c = arg;
+    char dummy[APS__ID_MAX + 1];
+    aps_event *ev = NULL;
+    reset_out(&c->o);
+    c->removed = 0;
+    if (c->si == c->s->log_store && request_seen(c->s, t, c->request_id, c->now, dummy, sizeof(dummy)))
+        return 0;
+    int rc = aps__txn_job_del_all(t, &c->removed);
+    if (rc == 0 && c->last) {
+        rc = out_event(&c->o, APS_EVENT_ALL_JOBS_REMOVED, c->now, NULL, NULL, NULL, 0, &ev);
+        if (rc == 0 && c->jobstore != NULL && (ev->jobstore = strdup(c->jobstore)) == NULL)
+            rc = APS_ENOMEM;
+    }
+    if (rc == 0)
+        rc = events_in_txn(c->s, c->si, t, &c->o);
+    if (rc == 0 && c->si == c->s->log_store)
+        rc = request_record(t, c->request_id, c->now, NULL);
+    return rc;
+}
+
+int
+aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutation *m, size_t *removed)
+{
+    size_t total = 0;
+    int rc = 0;
+    if (s == NULL)
+        return APS_EINVAL;
+    if (jobstore != NULL && find_store(s, jobstore) < 0)
+        return APS_ENOENT;
+    size_t last = SIZE_MAX;
+    for (size_t i = 0; i < s->n_stores; i++) {
+        if (jobstore == NULL || strcmp(jobstore, s->stores[i].name) == 0)
+            last = i;
+    }
+    for (size_t i = 0; i < s->n_stores && rc == 0; i++) {
+        if (jobstore != NULL && strcmp(jobstore, s->stores[i].name) != 0)
+            continue;
+        remove_all_ctx c;
+        memset(&c, 0, sizeof(c));
+        c.s = s;
+        c.si = i;
+        c.last = i == last;
+        c.jobstore = jobstore;
+        c.request_id = m ? m->request_id : NULL;
+        c.now = aps__scheduler_now(s);
+        rc = write_and_publish(s, i, remove_all_fn, &c, &c.o);
+        free_out(&c.o);
+        total += c.removed;
+    }
+    if (removed)
+        *removed = total;
+    return rc;
+}
+
+/* ---- the loop: due jobs ------------------------------------------------------ */
+
+/* The loop's trigger cache: compiled triggers by job id, valid while the
+ * job's update_time is unchanged. Linear probing, grown at half load. */
+static uint64_t
+hash_id(const char *id)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    return h;
+}
+
+static aps_trigger *
+trig_cached(aps_scheduler *s, const aps__jobrec *rec, aps_time now)
+{
+    if (s->cap_trig == 0 || s->n_trig * 2 >= s->cap_trig) {
+        size_t cap = s->cap_trig ? s->cap_trig * 2 : 1024;
+        aps__trig_entry *v = calloc(cap, sizeof(*v));
+        if (v == NULL)
+            return NULL;
+        for (size_t i = 0; i < s->cap_trig; i++) {
+            if (s->trig[i].id == NULL)
+                continue;
+            size_t k = hash_id(s->trig[i].id) & (cap - 1);
+            while (v[k].id != NULL)
+                k = (k + 1) & (cap - 1);
+            v[k] = s->trig[i];
+        }
+        free(s->trig);
+        s->trig = v;
+        s->cap_trig = cap;
+    }
+    size_t k = hash_id(rec->job.id) & (s->cap_trig - 1);
+    while (s->trig[k].id != NULL && strcmp(s->trig[k].id, rec->job.id) != 0)
+        k = (k + 1) & (s->cap_trig - 1);
+    aps__trig_entry *e = &s->trig[k];
+    if (e->id != NULL && e->update_time == rec->job.update_time)
+        return e->trigger;
+    aps_trigger *trig = NULL;
+    if (compile_trigger(s, rec->job.trigger, now, &trig) != 0)
+        return NULL;
+    if (e->id == NULL) {
+        e->id = strdup(rec->job.id);
+        if (e->id == NULL) {
+            aps_trigger_destroy(trig);
+            return NULL;
+        }
+        s->n_trig++;
+    } else {
+        aps_trigger_destroy(e->trigger);
+    }
+    e->trigger = trig;
+    e->update_time = rec->job.update_time;
+    return trig;
+}
+
+static void
+trig_cache_clear(aps_scheduler *s)
+{
+    for (size_t i = 0; i < s->cap_trig; i++) {
+        free(s->trig[i].id);
+        aps_trigger_destroy(s->trig[i].trigger);
+    }
+    free(s->trig);
+    s->trig = NULL;
+    s->n_trig = s->cap_trig = 0;
+}
+
+typedef struct due_ctx {
+    aps_scheduler *s;
+    size_t si;
+    aps_time now;
+    char (*ids)[APS__ID_MAX + 1];
+    size_t n_ids;
+    wout o;
+} due_ctx;
+
+static int
+due_collect(void *arg, const char *id, const void *data, size_t len, aps_time next_run)
+{
+    due_ctx *c = arg;
+    (void)data;
+    (void)len;
+    (void)next_run;
+    snprintf(c->ids[c->n_ids++], APS__ID_MAX + 1, "%s", id);
+    return 0;
+}
+
+/* One due job: APScheduler's _process_jobs body. */
+static int
+process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
+{
+    aps_scheduler *s = c->s;
+    aps_time rts[RUN_TIMES_MAX];
+    size_t n = 0, extra = 0, iters = 0;
+    aps_time next = rec->job.next_run_time;
+    aps_time last = APS_TIME_NONE;
+    int rc = 0;
+
+    aps_trigger *trig = trig_cached(s, rec, c->now);
+    if (trig == NULL)
+        return APS_ENOMEM;
+    /* _get_run_times(now): every fire time up to now. */
+    while (next != APS_TIME_NONE && next <= c->now && iters < RUN_TIMES_ITER_MAX) {
+        if (n < RUN_TIMES_MAX)
+            rts[n++] = next;
+        else
+            extra++;
+        last = next;
+        iters++;
+        rc = aps_trigger_next(trig, next, c->now, &next);
+        if (rc != 0)
+            return rc;
+    }
+    if (iters == RUN_TIMES_ITER_MAX && next != APS_TIME_NONE && next <= c->now) {
+        /* Too far behind to enumerate: continue from now. */
+        rc = aps_trigger_next(trig, APS_TIME_NONE, c->now, &next);
+        if (rc != 0)
+            return rc;
+    }
+    if (n > 0) {
+        if (job_coalesce(s, &rec->job)) {
+            rec->job.stats.coalesced += n - 1 + extra;
+            rts[0] = last;
+            n = 1;
+        } else if (extra > 0) {
+            aps_event *ev = NULL;
+            char msg[96];
+            rec->job.stats.misses += extra;
+            rc = out_event(&c->o, APS_EVENT_JOB_MISSED, c->now, &rec->job, NULL, &last, 1, &ev);
+            if (rc != 0)
+                return rc;
+            snprintf(msg, sizeof(msg), "%zu more run times were missed", extra);
+            ev->message = strdup(msg);
+        }
+        rc = submit(s, t, &c->o, rec, rts, n, c->now);
+        if (rc != 0)
+            return rc;
+    }
+    rec->job.next_run_time = next;
+    if (next == APS_TIME_NONE && rec->n_pending == 0) {
+        rc = aps__txn_job_del(t, rec->job.id);
+        if (rc == 0)
+            rc = out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0, NULL);
+        return rc;
+    }
+    return txn_save(t, rec);
+}
+
+static int
+due_fn(aps_txn *t, void *arg)
+{
+    due_ctx *c = arg;
+    int rc = 0;
+    reset_out(&c->o);
+    for (size_t i = 0; i < c->n_ids && rc == 0; i++) {
+        aps__jobrec *rec = NULL;
+        aps_time next_run = APS_TIME_NONE;
+        rc = aps__txn_job_get(t, c->ids[i], NULL, NULL, &next_run);
+        if (rc == APS_ENOENT) {
+            rc = 0; /* removed since the scan */
+            continue;
+        }
+        if (rc != 0)
+            break;
+        if (next_run == APS_TIME_NONE || next_run > c->now)
+            continue; /* changed since the scan */
+        rc = txn_load(t, c->ids[i], &rec);
+        if (rc == APS_ECORRUPT) {
+            /* A record that cannot be decoded would be due forever: take
+             * it out of the due index, keep its bytes for inspection. */
+            const void *data = NULL;
+            size_t len = 0;
+            rc = aps__txn_job_get(t, c->ids[i], &data, &len, NULL);
+            if (rc == 0) {
+                void *copy = malloc(len ? len : 1);
+                if (copy == NULL)
+                    return APS_ENOMEM;
+                memcpy(copy, data, len);
+                rc = aps__txn_job_put(t, c->ids[i], copy, len, APS_TIME_NONE);
+                free(copy);
+            }
+            continue;
+        }
+        if (rc != 0)
+            break;
+        rc = process_due_job(c, t, rec);
+        aps__jobrec_free(rec);
+    }
+    if (rc == 0)
+        rc = events_in_txn(c->s, c->si, t, &c->o);
+    return rc;
+}
+
+/* Runs the due jobs of store `si` in batches. */
+static int
+process_store(aps_scheduler *s, size_t si, aps_time now)
+{
+    due_ctx c;
+    int rc = 0;
+    memset(&c, 0, sizeof(c));
+    c.s = s;
+    c.si = si;
+    c.now = now;
+    c.ids = malloc(DUE_BATCH * sizeof(*c.ids));
+    if (c.ids == NULL)
+        return APS_ENOMEM;
+    for (int rounds = 0; rounds < 64; rounds++) {
+        c.n_ids = 0;
+        rc = aps__store_due(s->stores[si].st, now, DUE_BATCH, due_collect, &c);
+        if (rc < 0 || c.n_ids == 0)
+            break;
+        rc = write_and_publish(s, si, due_fn, &c, &c.o);
+        if (rc != 0 || c.n_ids < DUE_BATCH)
+            break;
+    }
+    free_out(&c.o);
+    free(c.ids);
+    return rc;
+}
+
+/* ---- the loop: finished runs ------------------------------------------------- */
+
+typedef struct done_ctx {
+    aps_scheduler *s;
+    size_t si;
+    aps__run **runs;
+    size_t n;
+    aps_time now;
+    wout o;
+} done_ctx;
+
+static int
+outcome_event(done_ctx *c, const aps__run *run, const aps__run_result *res, aps__jobrec *rec)
+{
+    aps_event *ev = NULL;
+    aps_job fake;
+    const aps_job *j = rec ? &rec->job : NULL;
+    if (j == NULL) {
+        memset(&fake, 0, sizeof(fake));
+        fake.id = run->job_id;
+        fake.jobstore = run->jobstore;
+        fake.executor = run->executor;
+        j = &fake;
+    }
+    if (res->missed) {
+        if (rec) {
+            rec->job.stats.misses++;
+        }
+        return out_event(&c->o, APS_EVENT_JOB_MISSED, c->now, j, run->run_id, &res->run_time, 1,
+                         NULL);
+    }
+    int ok = res->outcome.status == APS_RUN_SUCCEEDED;
+    int rc = out_event(&c->o, ok ? APS_EVENT_JOB_EXECUTED : APS_EVENT_JOB_ERROR, c->now, j,
+                       run->run_id, &res->run_time, 1, &ev);
+    if (rc != 0)
+        return rc;
+    rc = aps__outcome_copy(&res->outcome, &ev->outcome);
+    if (rc != 0)
+        return rc;
+    if (rec) {
+        aps_job_stats *st = &rec->job.stats;
+        st->runs++;
+        if (!ok)
+            st->failures++;
+        memcpy(st->last_run_id, run->run_id, sizeof(st->last_run_id));
+        st->last_run_time = res->run_time;
+        st->last_status = res->outcome.status;
+        st->last_exit_code = res->outcome.has_exit_code ? res->outcome.exit_code
+                                                        : -res->outcome.signal;
+        snprintf(st->last_error, sizeof(st->last_error), "%s",
+                 res->outcome.error ? res->outcome.error : "");
+        if (res->started != 0 && res->started != APS_TIME_NONE)
+            aps__jobrec_add_lateness(rec, res->started - res->run_time);
+    }
+    return 0;
+}
+
+static int
+done_one(done_ctx *c, aps_txn *t, const aps__run *run)
+{
+    char key[APS_STORE_META_KEY_MAX + 1];
+    aps__jobrec *rec = NULL;
+    int rc = txn_load(t, run->job_id, &rec);
+    if (rc == APS_ENOENT)
+        rc = 0; /* removed meanwhile: its run's events still count */
+    if (rc != 0)
+        return rc;
+    if (rec != NULL) {
+        for (size_t i = 0; i < rec->n_running; i++) {
+            if (strcmp(rec->running[i].run_id, run->run_id) == 0) {
+                aps__run_rec_clear(&rec->running[i]);
+                memmove(&rec->running[i], &rec->running[i + 1],
+                        (rec->n_running - i - 1) * sizeof(rec->running[0]));
+                rec->n_running--;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < run->n_run_times && rc == 0; i++)
+        rc = outcome_event(c, run, &run->results[i], rec);
+    snprintf(key, sizeof(key), RUN_PREFIX "%s", run->run_id);
+    if (rc == 0) {
+        rc = aps__txn_meta_del(t, key);
+        if (rc == APS_ENOENT)
+            rc = 0;
+    }
+    if (rc == 0 && rec != NULL)
+        rc = start_pending(c->s, t, &c->o, rec, c->now);
+    if (rc == 0 && rec != NULL) {
+        if (rec->job.next_run_time == APS_TIME_NONE && !rec->job.paused && rec->n_pending == 0) {
+            /* The trigger was exhausted while runs waited: now it is done. */
+            rc = aps__txn_job_del(t, rec->job.id);
+            if (rc == 0)
+                rc = out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0,
+                               NULL);
+        } else {
+            rc = txn_save(t, rec);
+        }
+    }
+    aps__jobrec_free(rec);
+    return rc;
+}
+
+static int
+done_fn(aps_txn *t, void *arg)
+{
+    done_ctx *c = arg;
+    int rc = 0;
+    reset_out(&c->o);
+    for (size_t i = 0; i < c->n && rc == 0; i++)
+        rc = done_one(c, t, c->runs[i]);
+    if (rc == 0)
+        rc = events_in_txn(c->s, c->si, t, &c->o);
+    return rc;
+}
+
+/* Records the finished runs: one write per store. Returns how many. */
+static size_t
+process_completed(aps_scheduler *s)
+{
+    pthread_mutex_lock(&s->mu);
+    aps__run *list = s->completed;
+    s->completed = NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (list == NULL)
+        return 0;
+    /* Oldest first, as they finished. */
+    size_t n = 0;
+    aps__run *rev = NULL;
+    while (list) {
+        aps__run *next = list->next;
+        list->next = rev;
+        rev = list;
+        list = next;
+        n++;
+    }
+    aps__run **runs = malloc(n * sizeof(*runs));
+    done_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.s = s;
+    c.now = aps__scheduler_now(s);
+    size_t k = 0;
+    for (aps__run *r = rev; r; r = r->next)
+        if (runs)
+            runs[k++] = r;
+    if (runs != NULL) {
+        for (size_t si = 0; si < s->n_stores; si++) {
+            c.si = si;
+            c.n = 0;
+            c.runs = malloc(n * sizeof(*c.runs));
+            if (c.runs == NULL)
+                break;
+            for (size_t i = 0; i < n; i++) {
+                if (strcmp(runs[i]->jobstore, s->stores[si].name) == 0)
+                    c.runs[c.n++] = runs[i];
+            }
+            if (c.n > 0)
+                write_and_publish(s, si, done_fn, &c, &c.o);
+            free(c.runs);
+        }
+    }
+    free_out(&c.o);
+    free(runs);
+    pthread_mutex_lock(&s->mu);
+    while (rev) {
+        aps__run *next = rev->next;
+        aps__run_free(rev);
+        s->n_running--;
+        rev = next;
+    }
+    pthread_cond_broadcast(&s->idle_cv);
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* ---- the loop: restart recovery ---------------------------------------------- */
+
+typedef struct interrupted {
+    char run_id[33];
+    char job_id[APS__ID_MAX + 1];
+} interrupted;
+
+typedef struct scan_ctx {
+    interrupted *v;
+    size_t n, cap;
+} scan_ctx;
+
+static int
+scan_runs(void *arg, const char *key, const void *data, size_t len)
+{
+    scan_ctx *c = arg;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        interrupted *v = realloc(c->v, cap * sizeof(*v));
+        if (v == NULL)
+            return APS_ENOMEM;
+        c->v = v;
+        c->cap = cap;
+    }
+    interrupted *it = &c->v[c->n++];
+    snprintf(it->run_id, sizeof(it->run_id), "%s", key + strlen(RUN_PREFIX));
+    size_t l = len < APS__ID_MAX ? len : APS__ID_MAX;
+    memcpy(it->job_id, data, l);
+    it->job_id[l] = '\0';
+    return 0;
+}
+
+/* Runs recorded as running when the process stopped without finishing them
+ * (a crash, a kill): each becomes a JOB_ERROR "interrupted by restart", its
+ * instance slot is freed, and the job keeps firing. */
+static int
+recover_interrupted(aps_scheduler *s)
+{
+    int rc = 0;
+    for (size_t si = 0; si < s->n_stores && rc == 0; si++) {
+        scan_ctx sc = {0};
+        rc = aps__store_meta_scan(s->stores[si].st, RUN_PREFIX, scan_runs, &sc);
+        for (size_t i = 0; i < sc.n && rc == 0; i++) {
+            aps_job *job = NULL;
+            aps__run *run = calloc(1, sizeof(*run));
+            if (run == NULL) {
+                rc = APS_ENOMEM;
+                break;
+            }
+            run->sched = s;
+            memcpy(run->run_id, sc.v[i].run_id, sizeof(run->run_id));
+            run->job_id = strdup(sc.v[i].job_id);
+            run->jobstore = strdup(s->stores[si].name);
+            if (aps_job_get(s, sc.v[i].job_id, &job) == 0) {
+                run->executor = strdup(job->executor);
+                /* The run times come from the job's running list. */
+                void *data = NULL;
+                size_t len = 0;
+                aps__jobrec *rec = NULL;
+                if (aps__store_job_get(s->stores[si].st, job->id, &data, &len, NULL) == 0 &&
+                    aps__jobrec_decode(data, len, &rec) == 0) {
+                    for (size_t k = 0; k < rec->n_running; k++) {
+                        if (strcmp(rec->running[k].run_id, run->run_id) != 0)
+                            continue;
+                        run->n_run_times = rec->running[k].n_run_times;
+                        run->run_times = malloc(run->n_run_times * sizeof(aps_time));
+                        if (run->run_times)
+                            memcpy(run->run_times, rec->running[k].run_times,
+                                   run->n_run_times * sizeof(aps_time));
+                        else
+                            run->n_run_times = 0;
+                    }
+                }
+                aps__jobrec_free(rec);
+                free(data);
+                aps_job_free(job);
+            }
+            if (run->executor == NULL)
+                run->executor = strdup("");
+            if (run->n_run_times == 0) {
+                run->run_times = malloc(sizeof(aps_time));
+                if (run->run_times != NULL) {
+                    run->run_times[0] = APS_TIME_NONE;
+                    run->n_run_times = 1;
+                }
+            }
+            run->results = calloc(run->n_run_times ? run->n_run_times : 1, sizeof(*run->results));
+            if (run->job_id == NULL || run->jobstore == NULL || run->executor == NULL ||
+                run->run_times == NULL || run->results == NULL) {
+                aps__run_free(run);
+                rc = APS_ENOMEM;
+                break;
+            }
+            for (size_t k = 0; k < run->n_run_times; k++) {
+                run->results[k].run_time = run->run_times[k];
+                run->results[k].outcome.status = APS_RUN_INTERRUPTED;
+                run->results[k].outcome.error = strdup("interrupted by restart");
+            }
+            pthread_mutex_lock(&s->mu);
+            s->n_running++;
+            pthread_mutex_unlock(&s->mu);
+            aps__run_finished(run);
+        }
+        free(sc.v);
+    }
+    if (rc == 0)
+        process_completed(s);
+    return rc;
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
+static void
+prune_requests(aps_scheduler *s, aps_time now);
+
+static void
+drain_fd(int fd)
+{
+    uint64_t v;
+    while (read(fd, &v, sizeof(v)) > 0)
+        ;
+}
+
+/* Arms the realtime timer for `when` (absolute); clock jumps cancel it, so
+ * the loop re-evaluates at once (robust to wall-clock changes). */
+static void
+arm_timer(aps_scheduler *s, aps_time when)
+{
+    struct itimerspec its;
+    memset(&its, 0, sizeof(its));
+    if (when != APS_TIME_NONE && s->clock.now == real_now) {
+        if (when <= 0)
+            when = 1;
+        its.it_value.tv_sec = when / US_PER_SEC;
+        its.it_value.tv_nsec = (long)(when % US_PER_SEC) * 1000;
+    }
+    timerfd_settime(s->timer_fd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &its, NULL);
+}
+
+int
+aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
+{
+    aps_time next = APS_TIME_NONE;
+    int rc = 0;
+
+    if (s == NULL)
+        return APS_EINVAL;
+    drain_fd(s->wake_fd);
+    drain_fd(s->timer_fd);
+    process_completed(s);
+    pthread_mutex_lock(&s->mu);
+    int running = s->started && !s->stopping && s->state == APS_STATE_RUNNING;
+    pthread_mutex_unlock(&s->mu);
+    aps_time now = aps__scheduler_now(s);
+    if (running) {
+        for (size_t si = 0; si < s->n_stores; si++) {
+            int r = process_store(s, si, now);
+            if (r != 0 && rc == 0)
+                rc = r;
+        }
+        for (size_t si = 0; si < s->n_stores; si++) {
+            aps_time t = APS_TIME_NONE;
+            if (aps__store_next_due(s->stores[si].st, &t) == 0 && t != APS_TIME_NONE &&
+                (next == APS_TIME_NONE || t < next))
+                next = t;
+        }
+        if (rc != 0) {
+            /* A store error: retry soon (APScheduler's jobstore_retry_interval). */
+            aps_time retry = now + 10 * US_PER_SEC;
+            if (next == APS_TIME_NONE || retry < next)
+                next = retry;
+        }
+    }
+    prune_requests(s, now);
+    aps__events_dispatch_listeners(s);
+    arm_timer(s, next);
+    if (next_wakeup)
+        *next_wakeup = next;
+    return rc;
+}
+
+static int
+finalize(aps_scheduler *s, int wait);
+
+static void *
+loop_main(void *arg)
+{
+    aps_scheduler *s = arg;
+    struct epoll_event evs[4];
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int stop = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break;
+        aps_scheduler_process(s, NULL);
+        pthread_mutex_lock(&s->mu);
+        stop = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break;
+        int n = epoll_wait(s->epoll_fd, evs, 4, -1);
+        (void)n;
+    }
+    return NULL;
+}
+
+int
+aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
+{
+    if (s == NULL)
+        return APS_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    if (s->started || s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return APS_ESTATE; /* APScheduler: SchedulerAlreadyRunningError */
+    }
+    s->started = 1;
+    s->shut = 0;
+    s->mode = mode;
+    int paused = s->state == APS_STATE_PAUSED;
+    s->state = paused ? APS_STATE_PAUSED : APS_STATE_RUNNING;
+    pthread_mutex_unlock(&s->mu);
+
+    int rc = recover_interrupted(s);
+    for (size_t i = 0; rc == 0 && i < s->n_execs; i++)
+        rc = sched_event(s, APS_EVENT_EXECUTOR_ADDED, s->execs[i].name, -1);
+    for (size_t i = 0; rc == 0 && i < s->n_stores; i++)
+        rc = sched_event(s, APS_EVENT_JOBSTORE_ADDED, s->stores[i].name, -1);
+    if (rc == 0)
+        rc = sched_event(s, APS_EVENT_SCHEDULER_STARTED, NULL, -1);
+    if (rc != 0) {
+        pthread_mutex_lock(&s->mu);
+        s->started = 0;
+        s->state = paused ? APS_STATE_PAUSED : APS_STATE_STOPPED;
+        pthread_mutex_unlock(&s->mu);
+        return rc;
+    }
+    switch (mode) {
+    case APS_RUN_BLOCKING:
+        loop_main(s);
+        return finalize(s, 1);
+    case APS_RUN_BACKGROUND:
+        if (pthread_create(&s->thread, NULL, loop_main, s) != 0) {
+            finalize(s, 0);
+            return APS_ENOMEM;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->have_thread = 1;
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    case APS_RUN_EXTERNAL:
+        aps__scheduler_wake(s);
+        return 0;
+    }
+    return APS_EINVAL;
+}
+
+/* Stops the executors and records what they finish. */
+static int
+finalize(aps_scheduler *s, int wait)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!s->started) {
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < s->n_execs; i++)
+        s->execs[i].ex->ops->shutdown(s->execs[i].ex, wait);
+    process_completed(s);
+    int rc = sched_event(s, APS_EVENT_SCHEDULER_SHUTDOWN, NULL, -1);
+    aps__events_dispatch_listeners(s);
+    pthread_mutex_lock(&s->mu);
+    s->started = 0;
+    s->stopping = 0;
+    s->shut = 1;
+    if (s->state == APS_STATE_RUNNING)
+        s->state = APS_STATE_STOPPED;
+    pthread_mutex_unlock(&s->mu);
+    aps__events_wake_all(s);
+    return rc;
+}
+
+int
+aps_scheduler_shutdown(aps_scheduler *s, int wait)
+{
+    if (s == NULL)
+        return APS_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    if (!s->started || s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    s->stopping = 1;
+    int have_thread = s->have_thread;
+    int in_loop = have_thread && pthread_equal(s->thread, pthread_self());
+    aps_run_mode mode = s->mode;
+    s->have_thread = 0;
+    pthread_mutex_unlock(&s->mu);
+    aps__scheduler_wake(s);
+    if (mode == APS_RUN_BLOCKING) {
+        /* The loop returns from start and finalizes on its own thread. */
+        return 0;
+    }
+    if (have_thread) {
+        if (in_loop)
+            pthread_detach(s->thread);
+        else
+            pthread_join(s->thread, NULL);
+    }
+    return finalize(s, wait);
+}
+
+void
+aps_scheduler_destroy(aps_scheduler *s)
+{
+    if (s == NULL)
+        return;
+    aps_scheduler_shutdown(s, 0);
+    for (size_t i = 0; i < s->n_execs; i++) {
+        if (s->execs[i].ex != NULL) {
+            s->execs[i].ex->ops->shutdown(s->execs[i].ex, 0);
+            s->execs[i].ex->ops->destroy(s->execs[i].ex);
+        }
+    }
+    process_completed(s);
+    for (size_t i = 0; i < s->n_stores; i++)
+        aps__store_close(s->stores[i].st);
+    free(s->stores);
+    free(s->execs);
+    for (size_t i = 0; i < s->n_functions; i++)
+        free(s->functions[i].name);
+    free(s->functions);
+    free(s->listeners);
+    trig_cache_clear(s);
+    aps__events_dispose(s);
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
+    if (s->timer_fd >= 0)
+        close(s->timer_fd);
+    if (s->epoll_fd >= 0)
+        close(s->epoll_fd);
+    pthread_cond_destroy(&s->sub_cv);
+    pthread_cond_destroy(&s->idle_cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* ---- request id retention ------------------------------------------------------ */
+
+typedef struct prune_ctx {
+    aps_scheduler *s;
+    aps_time now;
+    char (*keys)[APS_STORE_META_KEY_MAX + 1];
+    size_t n, cap;
+} prune_ctx;
+
+static int
+prune_visit(void *arg, const char *key, const void *data, size_t len)
+{
+    prune_ctx *c = arg;
+    if (len < 8)
+        return 0;
+    int64_t at = 0;
+    for (int i = 0; i < 8; i++)
+        at = (int64_t)((uint64_t)at << 8 | ((const unsigned char *)data)[i]);
+    if (c->now - at <= c->s->request_retention_us || c->n == c->cap)
+        return 0;
+    snprintf(c->keys[c->n++], APS_STORE_META_KEY_MAX + 1, "%s", key);
+    return 0;
+}
+
+static int
+prune_fn(aps_txn *t, void *arg)
+{
+    prune_ctx *c = arg;
+    for (size_t i = 0; i < c->n; i++) {
+        int rc = aps__txn_meta_del(t, c->keys[i]);
+        if (rc != 0 && rc != APS_ENOENT)
+            return rc;
+    }
+    return 0;
+}
+
+/* Drops request ids older than the retention window, once a minute. */
+static void
+prune_requests(aps_scheduler *s, aps_time now)
+{
+    if (now - s->last_request_prune < 60 * US_PER_SEC)
+        return;
+    s->last_request_prune = now;
+    prune_ctx c = {s, now, NULL, 0, 4096};
+    c.keys = malloc(c.cap * sizeof(*c.keys));
+    if (c.keys == NULL)
+        return;
+    for (size_t si = 0; si < s->n_stores; si++) {
+        c.n = 0;
+        if (aps__store_meta_scan(s->stores[si].st, REQ_PREFIX, prune_visit, &c) >= 0 && c.n > 0)
+            aps__store_write(s->stores[si].st, prune_fn, &c);
+    }
+    free(c.keys);
+}

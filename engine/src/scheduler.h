@@ -1,0 +1,150 @@
+/**
+ * @file scheduler.h
+ * @brief The scheduler's internal state, shared by scheduler.c (the loop and
+ *        job API) and events.c (the event pipeline: log, listeners,
+ *        subscribers).
+ */
+#ifndef APSD_ENGINE_SCHEDULER_H
+#define APSD_ENGINE_SCHEDULER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "apsd/engine.h"
+#include "exec.h"
+#include "store.h"
+
+/** Events kept in memory for live subscribers; older ones come from the log. */
+#define APS__RING_SIZE 8192
+
+typedef struct aps__store_slot {
+    char name[64];
+    char type[16];
+    aps_store *st;
+} aps__store_slot;
+
+typedef struct aps__exec_slot {
+    char name[64];
+    aps__executor *ex;
+} aps__exec_slot;
+
+typedef struct aps__function {
+    char *name;
+    aps_job_fn fn;
+    void *userdata;
+} aps__function;
+
+typedef struct aps__listener {
+    aps_listener_fn fn;
+    uint32_t mask;
+    void *userdata;
+} aps__listener;
+
+/** A growable list of owned events. */
+typedef struct aps__evlist {
+    aps_event **v;
+    size_t n, cap;
+} aps__evlist;
+
+/** A compiled trigger cached by job id (the loop's own, single-threaded). */
+typedef struct aps__trig_entry {
+    char *id;
+    aps_time update_time;
+    aps_trigger *trigger;
+} aps__trig_entry;
+
+struct aps_subscriber {
+    aps_scheduler *s;
+    uint64_t next;   /* next sequence to deliver */
+    uint32_t mask;
+    char *job_id;
+    int efd;         /* eventfd, readable when events may be waiting */
+    aps_subscriber *prev_sub, *next_sub;
+};
+
+struct aps_scheduler {
+    /* configuration (immutable after create) */
+    char tz[64];
+    int default_coalesce;
+    uint32_t default_max_instances;
+    int default_unlimited_grace;
+    int64_t default_grace_us;
+    aps_clock clock;
+    int64_t request_retention_us;
+    uint64_t jitter_seed;
+
+    aps__store_slot *stores;
+    size_t n_stores;
+    size_t log_store; /* index of the store holding the event log */
+    aps__exec_slot *execs;
+    size_t n_execs;
+
+    pthread_mutex_t mu; /* guards everything below */
+    aps_scheduler_state state;
+    int started;
+    int stopping;
+    int shut; /* shut down since the last start: subscribers get APS_ESTATE */
+    aps_run_mode mode;
+    pthread_t thread;
+    int have_thread;
+    aps__function *functions;
+    size_t n_functions;
+    aps__listener *listeners;
+    size_t n_listeners;
+    uint64_t listener_next; /* next sequence listeners get */
+    aps__run *completed;    /* finished runs, newest first */
+    size_t n_running;       /* runs handed to executors, not yet finished */
+    pthread_cond_t idle_cv; /* signalled when n_running drops */
+
+    /* the event ring: sequences [ring_first, ring_next) are in memory */
+    aps_event *ring[APS__RING_SIZE];
+    uint64_t ring_first, ring_next;
+    /* out-of-order arrivals (concurrent commits) wait here */
+    aps__evlist early;
+    aps_subscriber *subs;
+    pthread_cond_t sub_cv;
+
+    /* the loop's own state (loop thread only) */
+    aps__trig_entry *trig;
+    size_t n_trig, cap_trig;
+    aps_time last_request_prune;
+
+    int wake_fd;  /* eventfd: mutations, completions, shutdown */
+    int timer_fd; /* timerfd on CLOCK_REALTIME, absolute, cancelled on clock jumps */
+    int epoll_fd; /* the pollable fd of the external loop */
+};
+
+/** @name Event pipeline (events.c)
+ * @{ */
+int aps__evlist_push(aps__evlist *l, aps_event *ev);
+void aps__evlist_clear(aps__evlist *l);
+
+/** Builds an event (strings copied; run_times copied). */
+int aps__event_new(aps_event_type type, aps_time at, const char *job_id, const char *jobstore,
+                   const char *executor, const char *run_id, const aps_time *run_times,
+                   size_t n_run_times, aps_event **out);
+
+/** Appends every event of `l` to the log inside `txn`, setting sequences. */
+int aps__events_append(aps_txn *txn, aps__evlist *l);
+
+/** Appends events of `l` to the log store in a write of their own. */
+int aps__events_commit(aps_scheduler *s, aps__evlist *l);
+
+/** Hands committed events (with sequences) to subscribers and listeners;
+ *  takes ownership of the events, empties `l`. */
+void aps__events_publish(aps_scheduler *s, aps__evlist *l);
+
+/** Calls listeners for events they have not seen (loop thread). */
+void aps__events_dispatch_listeners(aps_scheduler *s);
+
+/** Wakes every subscriber (shutdown). */
+void aps__events_wake_all(aps_scheduler *s);
+
+/** Frees the ring (destroy). */
+void aps__events_dispose(aps_scheduler *s);
+/** @} */
+
+/** Wakes the loop (a mutation, a completion, shutdown). */
+void aps__scheduler_wake(aps_scheduler *s);
+
+#endif /* APSD_ENGINE_SCHEDULER_H */

@@ -1,0 +1,355 @@
+/**
+ * @file store.h
+ * @brief Job stores (internal API): jobs, the due index, the event log and
+ *        a small meta space, behind one interface with two backends.
+ *
+ * A store keeps, per job, an id (1..#APS_STORE_ID_MAX bytes, a C string),
+ * its next run time (#APS_TIME_NONE = not due: paused or exhausted) and an
+ * opaque encoded job record that the store never interprets. Beside the jobs
+ * it keeps an append-only event log (sequence -> opaque bytes, pruned from
+ * the oldest end) and a meta key/value space (counters, idempotency records
+ * keyed by client request id, ...). Keys starting with #APS_STORE_META_RESERVED
+ * belong to the store itself: they can be read but not written.
+ *
+ * Backends:
+ * - LMDB (aps__store_open_lmdb): persistent. Sub-databases `jobs`
+ *   (id -> [next_run | record]), `due` (sortable next_run + id -> empty; jobs
+ *   with no next run are absent), `events` (big-endian seq -> [time | bytes])
+ *   and `meta`. Writes are group-committed by one writer thread.
+ * - memory (aps__store_open_memory): volatile, same semantics, no durability.
+ *
+ * Writes are callbacks run inside a transaction (aps__store_write). The
+ * interface is deliberately narrow (get/put/del by id, ordered scans, one
+ * transaction per callback) so that a PostgreSQL backend (rows leased with
+ * `FOR UPDATE SKIP LOCKED`) can implement it later.
+ *
+ * Conventions: every function returns 0 or a negative APS_E* code; a failed
+ * write changed nothing. Ordering of ids is bytewise (memcmp, a prefix sorts
+ * first), the same in every backend.
+ *
+ * Threading: every function may be called from any thread, concurrently,
+ * except aps__store_close. Callbacks (write functions and read visitors) must
+ * not call any aps__store_* function: such calls return #APS_ESTATE (inside a
+ * write callback, use the aps__txn_* functions instead).
+ */
+#ifndef APSD_ENGINE_STORE_H
+#define APSD_ENGINE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "apsd/engine.h"
+
+/** Longest job id, in bytes (without the NUL). */
+#define APS_STORE_ID_MAX 200
+/** Longest meta key, in bytes (without the NUL). */
+#define APS_STORE_META_KEY_MAX 255
+/** Prefix of the meta keys the store keeps for itself (read-only to users). */
+#define APS_STORE_META_RESERVED "store/"
+/** Meta key of the schema version (4 bytes, big-endian). */
+#define APS_STORE_META_SCHEMA "store/schema"
+/** Meta key of the last event sequence ever assigned (8 bytes, big-endian). */
+#define APS_STORE_META_EVENT_SEQ "store/event_seq"
+/** The on-disk schema version this code reads and writes. */
+#define APS_STORE_SCHEMA_VERSION 1u
+
+/** A job store. Opaque; created by an aps__store_open_* function. */
+typedef struct aps_store aps_store;
+
+/** A write transaction. Valid only inside the write callback it is passed to. */
+typedef struct aps_txn aps_txn;
+
+/**
+ * A write callback, run inside a transaction by aps__store_write.
+ *
+ * It may be run more than once for one aps__store_write call (the LMDB
+ * backend retries a whole batch after growing its map), so it must compute
+ * everything from the transaction and `arg`, and have no other side effects
+ * than writing results into `arg`. It must not block.
+ *
+ * @param[in] txn  the transaction, valid until the callback returns.
+ * @param[in] arg  the caller's argument.
+ * @return 0 to keep its changes, or a nonzero (negative APS_E*) value to undo
+ *         its own changes (other callers' changes in the same batch commit).
+ */
+typedef int (*aps_write_fn)(aps_txn *txn, void *arg);
+
+/**
+ * A read visitor for jobs. Bytes are borrowed: valid only during the call.
+ * @return 0 to continue, nonzero to stop (the scan then returns this value).
+ */
+typedef int (*aps_store_job_cb)(void *arg, const char *id, const void *data, size_t len,
+                                aps_time next_run);
+
+/**
+ * A read visitor for events. Bytes are borrowed: valid only during the call.
+ * @return 0 to continue, nonzero to stop (the scan then returns this value).
+ */
+typedef int (*aps_store_event_cb)(void *arg, uint64_t seq, aps_time at, const void *data,
+                                  size_t len);
+
+/**
+ * A read visitor for meta entries. `key` is NUL-terminated; bytes are
+ * borrowed: valid only during the call.
+ * @return 0 to continue, nonzero to stop (the scan then returns this value).
+ */
+typedef int (*aps_store_meta_cb)(void *arg, const char *key, const void *data, size_t len);
+
+/** Options of a store. A NULL config means all defaults (all zero). */
+typedef struct aps_store_config {
+    /** Keep at most this many events (the newest); 0 = unlimited. */
+    size_t event_max_count;
+    /** Prune events older than this (by their time, against the wall clock
+     *  at write time); 0 = unlimited. */
+    aps_time event_max_age_us;
+    /** LMDB: initial map size in bytes (0 = 256 MiB). The map grows by
+     *  itself (doubling) when full. Ignored by the memory backend. */
+    size_t initial_map_size;
+    /** LMDB: do not fsync commits (MDB_NOSYNC). Tests and benchmarks only:
+     *  a crash of the machine may lose acknowledged writes. */
+    int no_sync;
+} aps_store_config;
+
+/** Counters of a store, for tests, benchmarks and metrics. */
+typedef struct aps_store_stats {
+    uint64_t writes;    /**< aps__store_write calls completed (either outcome) */
+    uint64_t commits;   /**< transactions committed (LMDB: one per batch) */
+    uint64_t map_grows; /**< LMDB: times the map was grown */
+    size_t map_size;    /**< LMDB: current map size in bytes; memory: 0 */
+} aps_store_stats;
+
+/** @name Lifecycle
+ * @{ */
+
+/**
+ * Opens (creating if needed) the LMDB store in directory `dir`.
+ *
+ * The directory is created with mode 0700 if missing. The store takes an
+ * exclusive lock (`flock` on `dir/apsd.lock`, which holds the owner's pid);
+ * it is released on close or when the process dies, so a store left by a
+ * killed process opens cleanly. The store owns one writer thread.
+ *
+ * @param[in]  dir  data directory path (borrowed).
+ * @param[in]  cfg  options (copied), or NULL for the defaults.
+ * @param[out] out  the store, owned by the caller (aps__store_close).
+ * @param[out] err  optional message on failure.
+ * @return 0, or:
+ *  - #APS_EBUSY: the store is open elsewhere (`store is in use by pid N`),
+ *    also for a second open in the same process;
+ *  - #APS_ECORRUPT: not an LMDB environment, or a damaged one, or a schema
+ *    version this code does not know (newer apsd);
+ *  - #APS_EIO, #APS_ENOSPC, #APS_ENOMEM, #APS_EINVAL (bad arguments).
+ */
+int aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **out,
+                         aps_error *err);
+
+/**
+ * Opens an empty volatile store in memory.
+ * @param[in]  cfg  options (copied), or NULL for the defaults.
+ * @param[out] out  the store, owned by the caller (aps__store_close).
+ * @param[out] err  optional message on failure.
+ * @return 0, #APS_ENOMEM or #APS_EINVAL.
+ */
+int aps__store_open_memory(const aps_store_config *cfg, aps_store **out, aps_error *err);
+
+/**
+ * Closes a store: waits for queued writes to finish, stops the writer, frees
+ * everything and releases the directory lock. No other call on `s` may be in
+ * progress or follow. NULL is allowed.
+ */
+void aps__store_close(aps_store *s);
+
+/**
+ * Returns the store's counters.
+ * @param[out] out  the counters.
+ * @return 0, or #APS_EINVAL.
+ */
+int aps__store_stats(aps_store *s, aps_store_stats *out);
+/** @} */
+
+/** @name Writes
+ * @{ */
+
+/**
+ * Runs `fn` inside a write transaction and makes its changes durable.
+ *
+ * LMDB: the call is batched with concurrent callers (group commit): one
+ * writer thread runs every queued callback in its own nested transaction,
+ * prunes the event log, and commits the batch once (fsync unless
+ * `no_sync`). Each caller returns only after its change is on disk, or with
+ * the error. Memory: callbacks are serialized by a lock.
+ *
+ * @param[in] s    the store.
+ * @param[in] fn   the callback; see #aps_write_fn for its rules (it may run
+ *                 more than once, must not block, must not call aps__store_*).
+ * @param[in] arg  passed to `fn`.
+ * @return 0 (changes committed); fn's nonzero result (its changes undone,
+ *         the rest of the batch unaffected); or a store error, with fn's
+ *         changes not committed:
+ *  - #APS_ENOSPC: the disk is full (reads keep working; later writes
+ *    succeed once space returns), or the map could not grow further;
+ *  - #APS_EIO, #APS_ENOMEM, #APS_ECORRUPT;
+ *  - #APS_ESTATE: called from inside a store callback, or the store is closing;
+ *  - #APS_EINVAL: NULL arguments.
+ */
+int aps__store_write(aps_store *s, aps_write_fn fn, void *arg);
+
+/**
+ * Reads a job inside a write transaction.
+ * @param[in]  t         the transaction.
+ * @param[in]  id        job id (1..#APS_STORE_ID_MAX bytes).
+ * @param[out] data      optional: the record, borrowed; valid until the next
+ *                       change in this transaction or its end (LMDB's rule).
+ * @param[out] len       optional: the record's length.
+ * @param[out] next_run  optional: the next run time, or #APS_TIME_NONE.
+ * @return 0, #APS_ENOENT, #APS_ECORRUPT (value too short), #APS_EINVAL, or a
+ *         store error (the callback should return it).
+ */
+int aps__txn_job_get(aps_txn *t, const char *id, const void **data, size_t *len,
+                     aps_time *next_run);
+
+/**
+ * Inserts or replaces a job, keeping the `due` index consistent: the job is
+ * in it iff `next_run` is not #APS_TIME_NONE.
+ * @param[in] t         the transaction.
+ * @param[in] id        job id (1..#APS_STORE_ID_MAX bytes).
+ * @param[in] data      the record (copied); may be NULL only if len is 0.
+ * @param[in] len       its length.
+ * @param[in] next_run  next run time, or #APS_TIME_NONE (not due).
+ * @return 0, #APS_EINVAL, or a store error (#APS_ENOSPC, #APS_ENOMEM, ...).
+ */
+int aps__txn_job_put(aps_txn *t, const char *id, const void *data, size_t len, aps_time next_run);
+
+/**
+ * Deletes a job and its `due` entry.
+ * @return 0, #APS_ENOENT if missing, #APS_EINVAL, or a store error.
+ */
+int aps__txn_job_del(aps_txn *t, const char *id);
+
+/**
+ * Deletes every job.
+ * @param[out] removed  optional: how many jobs there were.
+ * @return 0, #APS_EINVAL, or a store error.
+ */
+int aps__txn_job_del_all(aps_txn *t, size_t *removed);
+
+/**
+ * Appends an event. Its sequence is the last one ever assigned plus one: it
+ * never repeats or goes backwards, across restarts and pruning.
+ * @param[in]  t     the transaction.
+ * @param[in]  at    the event's time (used by age pruning).
+ * @param[in]  data  the bytes (copied); may be NULL only if len is 0.
+ * @param[in]  len   their length.
+ * @param[out] seq   optional: the sequence assigned.
+ * @return 0, #APS_EINVAL, #APS_ECORRUPT, or a store error.
+ */
+int aps__txn_event_append(aps_txn *t, aps_time at, const void *data, size_t len, uint64_t *seq);
+
+/**
+ * Reads a meta value inside a write transaction.
+ * @param[out] data  optional: borrowed, valid as for aps__txn_job_get.
+ * @param[out] len   optional: its length.
+ * @return 0, #APS_ENOENT, #APS_EINVAL, or a store error.
+ */
+int aps__txn_meta_get(aps_txn *t, const char *key, const void **data, size_t *len);
+
+/**
+ * Sets a meta value (insert or replace).
+ * @param[in] key   1..#APS_STORE_META_KEY_MAX bytes, not starting with
+ *                  #APS_STORE_META_RESERVED.
+ * @param[in] data  the value (copied); may be NULL only if len is 0.
+ * @return 0, #APS_EINVAL (bad or reserved key), or a store error.
+ */
+int aps__txn_meta_put(aps_txn *t, const char *key, const void *data, size_t len);
+
+/**
+ * Deletes a meta value.
+ * @return 0, #APS_ENOENT if missing, #APS_EINVAL (bad or reserved key), or a
+ *         store error.
+ */
+int aps__txn_meta_del(aps_txn *t, const char *key);
+/** @} */
+
+/** @name Reads
+ * Each read sees one consistent snapshot of the committed state. Visitors
+ * get borrowed bytes, valid during the call; they should be quick (LMDB: a
+ * running visitor delays a map growth). A `limit` of 0 means no limit.
+ * @{ */
+
+/**
+ * Reads one job.
+ * @param[out] data      optional: a malloc'd copy of the record, owned by
+ *                       the caller (free); non-NULL even for an empty record.
+ * @param[out] len       optional: its length.
+ * @param[out] next_run  optional: next run time, or #APS_TIME_NONE.
+ * @return 0, #APS_ENOENT, #APS_ECORRUPT, #APS_ENOMEM, #APS_EINVAL,
+ *         #APS_ESTATE (from a callback), #APS_EIO.
+ */
+int aps__store_job_get(aps_store *s, const char *id, void **data, size_t *len, aps_time *next_run);
+
+/**
+ * Visits jobs in id order (bytewise), starting after `after_id` (NULL = from
+ * the first): pagination passes the last id of the previous page.
+ * @return 0 when done, the visitor's nonzero value if it stopped,
+ *         #APS_ECORRUPT, #APS_EINVAL, #APS_ESTATE, #APS_EIO.
+ */
+int aps__store_job_list(aps_store *s, const char *after_id, size_t limit, aps_store_job_cb cb,
+                        void *arg);
+
+/**
+ * Visits jobs with `next_run <= before` (inclusive), earliest first, ties in
+ * id order. Jobs with no next run are never visited.
+ * @return as aps__store_job_list; #APS_ECORRUPT also when the `due` index
+ *         and the jobs disagree.
+ */
+int aps__store_due(aps_store *s, aps_time before, size_t limit, aps_store_job_cb cb, void *arg);
+
+/**
+ * The earliest next run time of any job.
+ * @param[out] out  the time, or #APS_TIME_NONE if no job is due ever.
+ * @return 0, #APS_ECORRUPT, #APS_EINVAL, #APS_ESTATE, #APS_EIO.
+ */
+int aps__store_next_due(aps_store *s, aps_time *out);
+
+/**
+ * The number of jobs.
+ * @return 0, #APS_EINVAL, #APS_ESTATE, #APS_EIO.
+ */
+int aps__store_count(aps_store *s, size_t *jobs);
+
+/**
+ * Visits retained events with a sequence greater than `after_seq`, in order.
+ * @return as aps__store_job_list.
+ */
+int aps__store_events(aps_store *s, uint64_t after_seq, size_t limit, aps_store_event_cb cb,
+                      void *arg);
+
+/**
+ * The range of the event log.
+ * @param[out] first  the oldest retained sequence; 0 if no event was ever
+ *                    appended; `last + 1` if every event was pruned.
+ * @param[out] last   the last sequence ever assigned (0 if none).
+ * A reader that resumes after sequence `a` missed events iff `a + 1 < first`.
+ * @return 0, #APS_ECORRUPT, #APS_EINVAL, #APS_ESTATE, #APS_EIO.
+ */
+int aps__store_event_bounds(aps_store *s, uint64_t *first, uint64_t *last);
+
+/**
+ * Reads a meta value (reserved keys included).
+ * @param[out] data  optional: a malloc'd copy owned by the caller (free).
+ * @param[out] len   optional: its length.
+ * @return 0, #APS_ENOENT, #APS_ENOMEM, #APS_EINVAL, #APS_ESTATE, #APS_EIO.
+ */
+int aps__store_meta_get(aps_store *s, const char *key, void **data, size_t *len);
+
+/**
+ * Visits the meta entries whose key starts with `prefix`, in key order
+ * (bytewise). Reserved keys are visited too when the prefix matches them.
+ * @param[in] prefix  0..#APS_STORE_META_KEY_MAX bytes; "" visits every key.
+ * @return 0 when done, the visitor's nonzero value if it stopped,
+ *         #APS_EINVAL, #APS_ESTATE, #APS_EIO.
+ */
+int aps__store_meta_scan(aps_store *s, const char *prefix, aps_store_meta_cb cb, void *arg);
+/** @} */
+
+#endif /* APSD_ENGINE_STORE_H */

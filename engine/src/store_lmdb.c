@@ -1,0 +1,1419 @@
+/*
+ * Job store, LMDB backend.
+ *
+ * Layout (one environment in the data directory, see DESIGN.md):
+ *   jobs    id -> [sortable next_run (8) | record]
+ *   due     [sortable next_run (8) | id] -> empty; jobs without a next run
+ *           are absent
+ *   events  big-endian seq (8) -> [sortable time (8) | bytes]
+ *   meta    key -> value; "store/schema" (u32 BE), "store/event_seq" (u64 BE)
+ * "Sortable" is big-endian with the sign bit flipped (aps__store_time_encode).
+ *
+ * Group commit: callers enqueue a request and sleep on their own
+ * semaphore. One writer thread takes every queued request, begins one write
+ * transaction, runs each callback in a nested transaction (a failing one is
+ * aborted alone), prunes the event log, commits once (one fsync for the whole
+ * batch), then wakes every caller with its result. A durable commit costs
+ * ~0.5 ms on this machine whatever its size, so batching is the only way to
+ * go past ~2k writes/s.
+ *
+ * Map growth: on MDB_MAP_FULL the writer aborts the batch, doubles the map
+ * with mdb_env_set_mapsize and reruns the batch (write callbacks are
+ * documented to be rerunnable). LMDB requires that no transaction be active
+ * in this process during mdb_env_set_mapsize; the writer is the only one
+ * that writes, and readers hold `maplock` for reading for the whole life of
+ * their read transaction, while the writer holds it for writing around
+ * mdb_env_set_mapsize. The env is opened with MDB_NOTLS so a read
+ * transaction is not tied to a thread's reader slot (and several stores or
+ * thread pools do not collide on LMDB's thread-local slot).
+ *
+ * Exclusivity: `dir/apsd.lock` is flock()ed (released by the kernel when the
+ * process dies) and holds the owner's pid for the EBUSY message. flock locks
+ * belong to the open file description, so a second open in the same process
+ * is refused too (LMDB forbids opening one environment twice in a process).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "store_backend.h"
+
+#define DEFAULT_MAP_SIZE ((size_t)256 << 20)
+#define MIN_MAP_SIZE ((size_t)64 << 10)
+/* Doublings tried for one batch before giving up with APS_ENOSPC. */
+#define MAX_GROW_PER_BATCH 24
+#define MAX_READERS 1024
+#define LOCK_FILE "apsd.lock"
+
+/* A queued write. It lives on its caller's stack; the caller sleeps on
+ * `done` until the writer posts it. */
+typedef struct lreq {
+    aps_write_fn fn;
+    void *arg;
+    int rc;
+    sem_t done;
+    struct lreq *next;
+} lreq;
+
+typedef struct lmdb_store {
+    aps_store base;
+    char *dir;
+    int lock_fd;
+    MDB_env *env; /* NULL only if recovery from MDB_PANIC failed */
+    MDB_dbi jobs, due, events, meta;
+    pthread_rwlock_t maplock; /* see the top comment */
+    size_t map_size;          /* guarded by maplock */
+
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;  /* the writer waits here for requests */
+    lreq *head, *tail;
+    int writer_idle; /* the writer is waiting on cv */
+    int stopping;
+    aps_store_stats stats;
+
+    pthread_t writer;
+} lmdb_store;
+
+typedef struct lmdb_txn {
+    aps_txn base;
+    lmdb_store *s;
+    MDB_txn *txn;
+    int mdb_err; /* first LMDB failure in this callback's transaction */
+} lmdb_txn;
+
+static lmdb_store *
+L(aps_store *s)
+{
+    return (lmdb_store *)s;
+}
+
+/* Maps an LMDB or errno code to an APS_E* code. */
+static int
+map_rc(int rc)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case MDB_NOTFOUND:
+        return APS_ENOENT;
+    case MDB_MAP_FULL:
+    case ENOSPC:
+    case EDQUOT:
+        return APS_ENOSPC;
+    case ENOMEM:
+    case MDB_TXN_FULL:
+    case MDB_CURSOR_FULL:
+    case MDB_PAGE_FULL:
+        return APS_ENOMEM;
+    case MDB_READERS_FULL:
+    case MDB_DBS_FULL:
+        return APS_ELIMIT;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+    case MDB_INCOMPATIBLE:
+    case MDB_BAD_VALSIZE:
+    case MDB_KEYEXIST:
+        return APS_ECORRUPT;
+    case EINVAL:
+        return APS_EINVAL;
+    case EBUSY:
+    case EAGAIN:
+        return APS_EBUSY;
+    default:
+        return APS_EIO;
+    }
+}
+
+/* LMDB reports a short write ("filesystem full?") as EIO, and a write
+ * that fills the disk is short rather than failed. When the file system
+ * is (nearly) out of space, call it what it is, so callers see ENOSPC and
+ * know a retry after freeing space will work. */
+static int
+refine_io_error(const lmdb_store *s, int rc)
+{
+    struct statvfs sv;
+    unsigned long long avail;
+
+    if (rc != EIO || statvfs(s->dir, &sv))
+        return rc;
+    /* root may write into the reserved blocks too */
+    avail = (unsigned long long)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+    return avail < (1ull << 20) ? ENOSPC : rc;
+}
+
+/* Records the first LMDB failure of a callback's transaction: the writer
+ * looks at it after the callback (MAP_FULL means "grow and rerun"; any
+ * other failure means the nested transaction can not be committed). */
+static int
+txn_fail(lmdb_txn *t, int rc)
+{
+    if (!t->mdb_err)
+        t->mdb_err = rc;
+    return map_rc(rc);
+}
+
+/* ---- reads: one read transaction under maplock ------------------------ */
+
+static int
+rd_begin(lmdb_store *s, MDB_txn **txn)
+{
+    int rc;
+
+    pthread_rwlock_rdlock(&s->maplock);
+    if (!s->env) {
+        pthread_rwlock_unlock(&s->maplock);
+        return APS_EIO;
+    }
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+    if (rc) {
+        pthread_rwlock_unlock(&s->maplock);
+        return map_rc(rc);
+    }
+    return 0;
+}
+
+static void
+rd_end(lmdb_store *s, MDB_txn *txn)
+{
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->maplock);
+}
+
+/* Splits a stored job value. */
+static int
+job_decode(const MDB_val *v, const void **data, size_t *len, aps_time *next)
+{
+    if (v->mv_size < APS_STORE_TIME_LEN)
+        return APS_ECORRUPT;
+    if (next)
+        *next = aps__store_time_decode(v->mv_data);
+    if (data)
+        *data = (const unsigned char *)v->mv_data + APS_STORE_TIME_LEN;
+    if (len)
+        *len = v->mv_size - APS_STORE_TIME_LEN;
+    return 0;
+}
+
+static int
+l_job_get(aps_store *bs, const char *id, size_t idlen, void **data, size_t *len, aps_time *next_run)
+{
+    lmdb_store *s = L(bs);
+    MDB_val k = {idlen, (void *)id}, v;
+    const void *p;
+    size_t n;
+    aps_time nr;
+    MDB_txn *txn;
+    int rc;
+
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(mdb_get(txn, s->jobs, &k, &v));
+    if (rc)
+        goto out;
+    rc = job_decode(&v, &p, &n, &nr);
+    if (rc)
+        goto out;
+    /* Copy before the transaction ends: the bytes live in the map. */
+    if (data) {
+        *data = aps__store_memdup(p, n);
+        if (!*data) {
+            rc = APS_ENOMEM;
+            goto out;
+        }
+    }
+    if (len)
+        *len = n;
+    if (next_run)
+        *next_run = nr;
+out:
+    rd_end(s, txn);
+    return rc;
+}
+
+/* Calls a job visitor with a NUL-terminated copy of the id. */
+static int
+visit_job(aps_store_job_cb cb, void *arg, const void *id, size_t idlen, const MDB_val *v, int *stop)
+{
+    char idz[APS_STORE_ID_MAX + 1];
+    const void *data;
+    size_t len;
+    aps_time next;
+    int rc;
+
+    if (idlen == 0 || idlen > APS_STORE_ID_MAX)
+        return APS_ECORRUPT;
+    rc = job_decode(v, &data, &len, &next);
+    if (rc)
+        return rc;
+    memcpy(idz, id, idlen);
+    idz[idlen] = '\0';
+    aps__store_cb_enter();
+    rc = cb(arg, idz, data, len, next);
+    aps__store_cb_leave();
+    *stop = rc != 0;
+    return rc;
+}
+
+static int
+l_job_list(aps_store *bs, const char *after, size_t afterlen, size_t limit, aps_store_job_cb cb,
+           void *arg)
+{
+    lmdb_store *s = L(bs);
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    MDB_txn *txn;
+    size_t seen = 0;
+    int rc, mrc, stop = 0;
+
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(mdb_cursor_open(txn, s->jobs, &cur));
+    if (rc)
+        goto out;
+    if (after) {
+        k.mv_size = afterlen;
+        k.mv_data = (void *)after;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && aps__store_keycmp(k.mv_data, k.mv_size, after, afterlen) == 0)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    } else {
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    for (; mrc == 0 && !(limit && seen >= limit); seen++) {
+        rc = visit_job(cb, arg, k.mv_data, k.mv_size, &v, &stop);
+        if (rc || stop)
+            goto out;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (mrc && mrc != MDB_NOTFOUND)
+        rc = map_rc(mrc);
+out:
+    mdb_cursor_close(cur);
+    rd_end(s, txn);
+    return rc;
+}
+
+static int
+l_due(aps_store *bs, aps_time before, size_t limit, aps_store_job_cb cb, void *arg)
+{
+    lmdb_store *s = L(bs);
+    MDB_cursor *cur = NULL;
+    MDB_val k, v, jk, jv;
+    MDB_txn *txn;
+    aps_time t, jt;
+    size_t seen = 0;
+    int rc, mrc, stop = 0;
+
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(mdb_cursor_open(txn, s->due, &cur));
+    if (rc)
+        goto out;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && !(limit && seen >= limit);
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), seen++) {
+        if (k.mv_size <= APS_STORE_TIME_LEN || k.mv_size > APS_STORE_DUE_KEY_MAX) {
+            rc = APS_ECORRUPT;
+            goto out;
+        }
+        t = aps__store_time_decode(k.mv_data);
+        if (t > before)
+            break;
+        jk.mv_size = k.mv_size - APS_STORE_TIME_LEN;
+        jk.mv_data = (unsigned char *)k.mv_data + APS_STORE_TIME_LEN;
+        mrc = mdb_get(txn, s->jobs, &jk, &jv);
+        if (mrc == MDB_NOTFOUND) {
+            rc = APS_ECORRUPT; /* the index names a job that is gone */
+            goto out;
+        }
+        if (mrc) {
+            rc = map_rc(mrc);
+            goto out;
+        }
+        rc = job_decode(&jv, NULL, NULL, &jt);
+        if (rc == 0 && jt != t)
+            rc = APS_ECORRUPT; /* the index and the job disagree */
+        if (rc)
+            goto out;
+        rc = visit_job(cb, arg, jk.mv_data, jk.mv_size, &jv, &stop);
+        if (rc || stop)
+            goto out;
+    }
+    if (mrc && mrc != MDB_NOTFOUND)
+        rc = map_rc(mrc);
+out:
+    mdb_cursor_close(cur);
+    rd_end(s, txn);
+    return rc;
+}
+
+static int
+l_next_due(aps_store *bs, aps_time *out)
+{
+    lmdb_store *s = L(bs);
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    MDB_txn *txn;
+    int rc, mrc;
+
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(mdb_cursor_open(txn, s->due, &cur));
+    if (rc)
+        goto out;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (mrc == MDB_NOTFOUND) {
+        *out = APS_TIME_NONE;
+    } else if (mrc) {
+        rc = map_rc(mrc);
+    } else if (k.mv_size <= APS_STORE_TIME_LEN) {
+        rc = APS_ECORRUPT;
+    } else {
+        *out = aps__store_time_decode(k.mv_data);
+    }
+out:
+    mdb_cursor_close(cur);
+    rd_end(s, txn);
+    return rc;
+}
+
+static int
+l_count(aps_store *bs, size_t *jobs)
+{
+    lmdb_store *s = L(bs);
+    MDB_stat st;
+    MDB_txn *txn;
+    int rc;
+
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(mdb_stat(txn, s->jobs, &st));
+    if (!rc)
+        *jobs = st.ms_entries;
+    rd_end(s, txn);
+    return rc;
+}
+
+static int
+l_events(aps_store *bs, uint64_t after_seq, size_t limit, aps_store_event_cb cb, void *arg)
+{
+    lmdb_store *s = L(bs);
+    unsigned char kb[8];
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    MDB_txn *txn;
+    size_t seen = 0;
+    int rc, mrc;
+
+    if (after_seq == UINT64_MAX)
+        return 0;
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(mdb_cursor_open(txn, s->events, &cur));
+    if (rc)
+        goto out;
+    aps__store_u64_encode(after_seq + 1, kb);
+    k.mv_size = sizeof kb;
+    k.mv_data = kb;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0 && !(limit && seen >= limit);
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), seen++) {
+        if (k.mv_size != 8 || v.mv_size < APS_STORE_TIME_LEN) {
+            rc = APS_ECORRUPT;
+            goto out;
+        }
+        aps__store_cb_enter();
+        rc = cb(arg, aps__store_u64_decode(k.mv_data), aps__store_time_decode(v.mv_data),
+                (unsigned char *)v.mv_data + APS_STORE_TIME_LEN, v.mv_size - APS_STORE_TIME_LEN);
+        aps__store_cb_leave();
+        if (rc)
+            goto out;
+    }
+    if (mrc && mrc != MDB_NOTFOUND)
+        rc = map_rc(mrc);
+out:
+    mdb_cursor_close(cur);
+    rd_end(s, txn);
+    return rc;
+}
+
+/* Reads the event sequence counter in any transaction. */
+static int
+read_event_seq(lmdb_store *s, MDB_txn *txn, uint64_t *last)
+{
+    MDB_val k = {sizeof APS_STORE_META_EVENT_SEQ - 1, (void *)APS_STORE_META_EVENT_SEQ};
+    MDB_val v;
+    int rc = mdb_get(txn, s->meta, &k, &v);
+
+    if (rc == MDB_NOTFOUND) {
+        *last = 0;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (v.mv_size != 8)
+        return MDB_CORRUPTED;
+    *last = aps__store_u64_decode(v.mv_data);
+    return 0;
+}
+
+static int
+l_event_bounds(aps_store *bs, uint64_t *first, uint64_t *last)
+{
+    lmdb_store *s = L(bs);
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    MDB_txn *txn;
+    int rc, mrc;
+
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(read_event_seq(s, txn, last));
+    if (rc)
+        goto out;
+    rc = map_rc(mdb_cursor_open(txn, s->events, &cur));
+    if (rc)
+        goto out;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (mrc == MDB_NOTFOUND) {
+        *first = *last ? *last + 1 : 0;
+    } else if (mrc) {
+        rc = map_rc(mrc);
+    } else if (k.mv_size != 8) {
+        rc = APS_ECORRUPT;
+    } else {
+        *first = aps__store_u64_decode(k.mv_data);
+    }
+out:
+    mdb_cursor_close(cur);
+    rd_end(s, txn);
+    return rc;
+}
+
+static int
+l_meta_get(aps_store *bs, const char *key, size_t keylen, void **data, size_t *len)
+{
+    lmdb_store *s = L(bs);
+    MDB_val k = {keylen, (void *)key}, v;
+    MDB_txn *txn;
+    int rc;
+
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(mdb_get(txn, s->meta, &k, &v));
+    if (rc)
+        goto out;
+    if (data) {
+        *data = aps__store_memdup(v.mv_data, v.mv_size);
+        if (!*data) {
+            rc = APS_ENOMEM;
+            goto out;
+        }
+    }
+    if (len)
+        *len = v.mv_size;
+out:
+    rd_end(s, txn);
+    return rc;
+}
+
+static int
+l_meta_scan(aps_store *bs, const char *prefix, size_t prefixlen, aps_store_meta_cb cb, void *arg)
+{
+    lmdb_store *s = L(bs);
+    char key[APS_STORE_META_KEY_MAX + 1];
+    MDB_cursor *cur = NULL;
+    MDB_val k = {prefixlen, (void *)prefix}, v;
+    MDB_txn *txn;
+    int rc, mrc;
+
+    rc = rd_begin(s, &txn);
+    if (rc)
+        return rc;
+    rc = map_rc(mdb_cursor_open(txn, s->meta, &cur));
+    if (rc)
+        goto out;
+    /* Keys with the prefix are contiguous and start at the prefix itself. */
+    for (mrc = mdb_cursor_get(cur, &k, &v, prefixlen ? MDB_SET_RANGE : MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < prefixlen || memcmp(k.mv_data, prefix, prefixlen))
+            break;
+        if (k.mv_size > APS_STORE_META_KEY_MAX) {
+            rc = APS_ECORRUPT;
+            goto out;
+        }
+        memcpy(key, k.mv_data, k.mv_size);
+        key[k.mv_size] = '\0';
+        aps__store_cb_enter();
+        rc = cb(arg, key, v.mv_data, v.mv_size);
+        aps__store_cb_leave();
+        if (rc)
+            goto out;
+    }
+    if (mrc && mrc != MDB_NOTFOUND)
+        rc = map_rc(mrc);
+out:
+    mdb_cursor_close(cur);
+    rd_end(s, txn);
+    return rc;
+}
+
+static int
+l_stats(aps_store *bs, aps_store_stats *out)
+{
+    lmdb_store *s = L(bs);
+
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->mu);
+    pthread_rwlock_rdlock(&s->maplock);
+    out->map_size = s->map_size;
+    pthread_rwlock_unlock(&s->maplock);
+    return 0;
+}
+
+/* ---- write-transaction operations ------------------------------------- */
+
+static lmdb_txn *
+T(aps_txn *t)
+{
+    return (lmdb_txn *)t;
+}
+
+static int
+lt_job_get(aps_txn *bt, const char *id, size_t idlen, const void **data, size_t *len,
+           aps_time *next_run)
+{
+    lmdb_txn *t = T(bt);
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc = mdb_get(t->txn, t->s->jobs, &k, &v);
+
+    if (rc == MDB_NOTFOUND)
+        return APS_ENOENT;
+    if (rc)
+        return txn_fail(t, rc);
+    return job_decode(&v, data, len, next_run);
+}
+
+/* Removes every `due` entry of `id` by a full scan. Only for a job whose
+ * stored value is too damaged to tell its next run time. */
+static int
+due_scrub(lmdb_txn *t, const char *id, size_t idlen)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+
+    rc = mdb_cursor_open(t->txn, t->s->due, &cur);
+    if (rc)
+        return txn_fail(t, rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size == APS_STORE_TIME_LEN + idlen &&
+            memcmp((unsigned char *)k.mv_data + APS_STORE_TIME_LEN, id, idlen) == 0) {
+            rc = mdb_cursor_del(cur, 0);
+            if (rc)
+                break;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : txn_fail(t, rc);
+}
+
+/* Removes the due entry of a job whose stored value is `old`. */
+static int
+due_remove(lmdb_txn *t, const char *id, size_t idlen, const MDB_val *old)
+{
+    unsigned char dk[APS_STORE_DUE_KEY_MAX];
+    aps_time next;
+    MDB_val k;
+    int rc;
+
+    if (job_decode(old, NULL, NULL, &next))
+        return due_scrub(t, id, idlen);
+    if (next == APS_TIME_NONE)
+        return 0;
+    k.mv_size = aps__store_due_key(next, id, idlen, dk);
+    k.mv_data = dk;
+    rc = mdb_del(t->txn, t->s->due, &k, NULL);
+    /* A missing entry is tolerated: the put or delete repairs the index. */
+    if (rc && rc != MDB_NOTFOUND)
+        return txn_fail(t, rc);
+    return 0;
+}
+
+static int
+lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t len,
+           aps_time next_run)
+{
+    lmdb_txn *t = T(bt);
+    unsigned char dk[APS_STORE_DUE_KEY_MAX];
+    MDB_val k = {idlen, (void *)id}, v, empty = {0, NULL};
+    aps_time old_next = APS_TIME_NONE;
+    int rc, had_old = 0;
+
+    rc = mdb_get(t->txn, t->s->jobs, &k, &v);
+    if (rc == 0) {
+        had_old = 1;
+        if (job_decode(&v, NULL, NULL, &old_next)) {
+            rc = due_scrub(t, id, idlen);
+            if (rc)
+                return rc;
+            had_old = 0;
+        } else if (old_next != next_run) {
+            rc = due_remove(t, id, idlen, &v);
+            if (rc)
+                return rc;
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        return txn_fail(t, rc);
+    }
+    /* MDB_RESERVE: build the value in place, no temporary buffer. */
+    if (len > SIZE_MAX - APS_STORE_TIME_LEN)
+        return APS_EINVAL;
+    v.mv_size = APS_STORE_TIME_LEN + len;
+    v.mv_data = NULL;
+    rc = mdb_put(t->txn, t->s->jobs, &k, &v, MDB_RESERVE);
+    if (rc)
+        return txn_fail(t, rc);
+    aps__store_time_encode(next_run, v.mv_data);
+    if (len)
+        memcpy((unsigned char *)v.mv_data + APS_STORE_TIME_LEN, data, len);
+    if (next_run != APS_TIME_NONE && !(had_old && old_next == next_run)) {
+        k.mv_size = aps__store_due_key(next_run, id, idlen, dk);
+        k.mv_data = dk;
+        rc = mdb_put(t->txn, t->s->due, &k, &empty, 0);
+        if (rc)
+            return txn_fail(t, rc);
+    }
+    return 0;
+}
+
+static int
+lt_job_del(aps_txn *bt, const char *id, size_t idlen)
+{
+    lmdb_txn *t = T(bt);
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc;
+
+    rc = mdb_get(t->txn, t->s->jobs, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return APS_ENOENT;
+    if (rc)
+        return txn_fail(t, rc);
+    rc = due_remove(t, id, idlen, &v);
+    if (rc)
+        return rc;
+    rc = mdb_del(t->txn, t->s->jobs, &k, NULL);
+    if (rc)
+        return txn_fail(t, rc);
+    return 0;
+}
+
+static int
+lt_job_del_all(aps_txn *bt, size_t *removed)
+{
+    lmdb_txn *t = T(bt);
+    MDB_stat st;
+    int rc;
+
+    rc = mdb_stat(t->txn, t->s->jobs, &st);
+    if (rc)
+        return txn_fail(t, rc);
+    /* mdb_drop(.., 0) empties a database and keeps its handle. */
+    rc = mdb_drop(t->txn, t->s->jobs, 0);
+    if (rc)
+        return txn_fail(t, rc);
+    rc = mdb_drop(t->txn, t->s->due, 0);
+    if (rc)
+        return txn_fail(t, rc);
+    *removed = st.ms_entries;
+    return 0;
+}
+
+static int
+lt_event_append(aps_txn *bt, aps_time at, const void *data, size_t len, uint64_t *seq)
+{
+    lmdb_txn *t = T(bt);
+    unsigned char kb[8], sb[8];
+    MDB_val k = {sizeof kb, kb}, v;
+    MDB_val sk = {sizeof APS_STORE_META_EVENT_SEQ - 1, (void *)APS_STORE_META_EVENT_SEQ};
+    MDB_val sv = {sizeof sb, sb};
+    uint64_t last;
+    int rc;
+
+    /* The counter, not the last key, gives the next sequence: pruning may
+     * have emptied the log, and a sequence must never be reused. */
+    rc = read_event_seq(t->s, t->txn, &last);
+    if (rc == MDB_CORRUPTED)
+        return APS_ECORRUPT;
+    if (rc)
+        return txn_fail(t, rc);
+    if (len > SIZE_MAX - APS_STORE_TIME_LEN)
+        return APS_EINVAL;
+    aps__store_u64_encode(last + 1, kb);
+    v.mv_size = APS_STORE_TIME_LEN + len;
+    v.mv_data = NULL;
+    /* MDB_APPEND: keys only grow, and appended pages are filled completely
+     * instead of split in half. A smaller key already there means the
+     * counter went backwards: corruption (MDB_KEYEXIST). */
+    rc = mdb_put(t->txn, t->s->events, &k, &v, MDB_RESERVE | MDB_APPEND);
+    if (rc)
+        return txn_fail(t, rc);
+    aps__store_time_encode(at, v.mv_data);
+    if (len)
+        memcpy((unsigned char *)v.mv_data + APS_STORE_TIME_LEN, data, len);
+    aps__store_u64_encode(last + 1, sb);
+    rc = mdb_put(t->txn, t->s->meta, &sk, &sv, 0);
+    if (rc)
+        return txn_fail(t, rc);
+    *seq = last + 1;
+    return 0;
+}
+
+static int
+lt_meta_get(aps_txn *bt, const char *key, size_t keylen, const void **data, size_t *len)
+{
+    lmdb_txn *t = T(bt);
+    MDB_val k = {keylen, (void *)key}, v;
+    int rc = mdb_get(t->txn, t->s->meta, &k, &v);
+
+    if (rc == MDB_NOTFOUND)
+        return APS_ENOENT;
+    if (rc)
+        return txn_fail(t, rc);
+    if (data)
+        *data = v.mv_data;
+    if (len)
+        *len = v.mv_size;
+    return 0;
+}
+
+static int
+lt_meta_put(aps_txn *bt, const char *key, size_t keylen, const void *data, size_t len)
+{
+    lmdb_txn *t = T(bt);
+    MDB_val k = {keylen, (void *)key}, v = {len, (void *)data};
+    int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
+
+    return rc ? txn_fail(t, rc) : 0;
+}
+
+static int
+lt_meta_del(aps_txn *bt, const char *key, size_t keylen)
+{
+    lmdb_txn *t = T(bt);
+    MDB_val k = {keylen, (void *)key};
+    int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
+
+    if (rc == MDB_NOTFOUND)
+        return APS_ENOENT;
+    return rc ? txn_fail(t, rc) : 0;
+}
+
+/* ---- the writer --------------------------------------------------------- */
+
+/* Drops the oldest events while there are more than event_max_count, or
+ * while they are older than event_max_age_us. Only a prefix is removed, so
+ * the retained log never has a hole. Returns an LMDB code. */
+static int
+prune_events(lmdb_store *s, MDB_txn *txn)
+{
+    size_t max = s->base.cfg.event_max_count;
+    aps_time age = s->base.cfg.event_max_age_us;
+    aps_time cutoff = age ? aps__store_now() - age : 0;
+    MDB_cursor *cur;
+    MDB_stat st;
+    MDB_val k, v;
+    size_t n;
+    int rc;
+
+    if (!max && !age)
+        return 0;
+    rc = mdb_stat(txn, s->events, &st);
+    if (rc)
+        return rc;
+    n = st.ms_entries;
+    rc = mdb_cursor_open(txn, s->events, &cur);
+    if (rc)
+        return rc;
+    while (n && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+        /* A damaged (too short) event counts as old: it can only go. */
+        int old =
+            age && (v.mv_size < APS_STORE_TIME_LEN || aps__store_time_decode(v.mv_data) < cutoff);
+
+        if (!(max && n > max) && !old)
+            break;
+        rc = mdb_cursor_del(cur, 0);
+        if (rc)
+            break;
+        n--;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Doubles the map. No transaction of this process may be active: the
+ * writer has aborted its own, and maplock keeps readers out. */
+static int
+grow_map(lmdb_store *s)
+{
+    MDB_envinfo info;
+    size_t size;
+    int rc;
+
+    pthread_rwlock_wrlock(&s->maplock);
+    if (s->map_size > SIZE_MAX / 2) {
+        rc = MDB_MAP_FULL;
+        goto out;
+    }
+    size = s->map_size * 2;
+    rc = mdb_env_set_mapsize(s->env, size);
+    if (rc)
+        goto out;
+    /* LMDB may round the size; keep what it really uses. */
+    mdb_env_info(s->env, &info);
+    s->map_size = info.me_mapsize;
+out:
+    pthread_rwlock_unlock(&s->maplock);
+    if (!rc) {
+        pthread_mutex_lock(&s->mu);
+        s->stats.map_grows++;
+        pthread_mutex_unlock(&s->mu);
+    }
+    return rc;
+}
+
+static int env_open(lmdb_store *s, aps_error *err);
+
+/* After MDB_PANIC (a failed meta-page write, e.g. the disk filled at the
+ * worst moment) the environment refuses every transaction until reopened.
+ * The writer reopens it with readers held off by maplock; the last commit
+ * on disk is intact, so nothing acknowledged is lost. */
+static int
+env_recover(lmdb_store *s)
+{
+    int rc;
+
+    pthread_rwlock_wrlock(&s->maplock);
+    if (s->env) {
+        mdb_env_close(s->env);
+        s->env = NULL;
+    }
+    rc = env_open(s, NULL);
+    pthread_rwlock_unlock(&s->maplock);
+    return rc ? MDB_PANIC : 0;
+}
+
+/* Runs one batch: every request in its own nested transaction, then one
+ * commit. Sets each request's rc. */
+static void
+run_batch(lmdb_store *s, lreq *batch)
+{
+    int grows = 0, rc, code;
+    MDB_txn *parent;
+    lreq *r;
+
+retry:
+    for (r = batch; r; r = r->next)
+        r->rc = 0;
+    parent = NULL;
+    if (!s->env) {
+        rc = MDB_PANIC;
+    } else {
+        rc = mdb_txn_begin(s->env, NULL, 0, &parent);
+    }
+    if (rc == MDB_PANIC && env_recover(s) == 0)
+        rc = mdb_txn_begin(s->env, NULL, 0, &parent);
+    if (rc)
+        goto fail;
+
+    for (r = batch; r; r = r->next) {
+        lmdb_txn t = {{&s->base}, s, NULL, 0};
+
+        rc = mdb_txn_begin(s->env, parent, 0, &t.txn);
+        if (rc)
+            goto fail_abort;
+        aps__store_cb_enter();
+        r->rc = r->fn(&t.base, r->arg);
+        aps__store_cb_leave();
+        if (t.mdb_err) {
+            /* Aborting a nested transaction restores the parent as it was
+             * before, so the batch goes on without this callback. */
+            mdb_txn_abort(t.txn);
+            if (t.mdb_err == MDB_MAP_FULL) {
+                rc = MDB_MAP_FULL;
+                goto fail_abort;
+            }
+            if (r->rc == 0)
+                r->rc = map_rc(t.mdb_err);
+            continue;
+        }
+        if (r->rc) {
+            mdb_txn_abort(t.txn);
+            continue;
+        }
+        /* A failed nested commit may leave the parent half-merged: fail
+         * the whole batch rather than commit something doubtful. */
+        rc = mdb_txn_commit(t.txn);
+        if (rc)
+            goto fail_abort;
+    }
+    rc = prune_events(s, parent);
+    if (rc)
+        goto fail_abort;
+    /* One durable commit for the whole batch. LMDB frees the transaction
+     * even when the commit fails; it must not be used again. */
+    rc = mdb_txn_commit(parent);
+    parent = NULL;
+    if (rc)
+        goto fail;
+    pthread_mutex_lock(&s->mu);
+    s->stats.commits++;
+    pthread_mutex_unlock(&s->mu);
+    return;
+
+fail_abort:
+    mdb_txn_abort(parent);
+    parent = NULL;
+fail:
+    if (rc == MDB_MAP_FULL && grows < MAX_GROW_PER_BATCH && grow_map(s) == 0) {
+        grows++;
+        goto retry;
+    }
+    code = map_rc(refine_io_error(s, rc));
+    for (r = batch; r; r = r->next)
+        if (r->rc == 0)
+            r->rc = code;
+}
+
+static void *
+writer_main(void *arg)
+{
+    lmdb_store *s = arg;
+    lreq *batch, *r, *next;
+    uint64_t n;
+
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->stopping) {
+            s->writer_idle = 1;
+            pthread_cond_wait(&s->cv, &s->mu);
+            s->writer_idle = 0;
+        }
+        if (!s->head)
+            break; /* stopping, and the queue is drained */
+        batch = s->head;
+        s->head = s->tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        run_batch(s, batch);
+
+        /* Count the batch before waking anyone, so that a caller that
+         * returns sees its write in the stats. */
+        n = 0;
+        for (r = batch; r; r = r->next)
+            n++;
+        pthread_mutex_lock(&s->mu);
+        s->stats.writes += n;
+        pthread_mutex_unlock(&s->mu);
+        /* Wake the callers without holding the mutex: a caller woken while
+         * we hold it would only block again on it (two context switches per
+         * write instead of one, which dominated the CPU profile with 64
+         * writers). A request lives on its caller's stack and may be gone
+         * as soon as it is posted, so read `next` first. */
+        for (r = batch; r; r = next) {
+            next = r->next;
+            sem_post(&r->done);
+        }
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static int
+l_write(aps_store *bs, aps_write_fn fn, void *arg)
+{
+    lmdb_store *s = L(bs);
+    lreq r;
+    int rc;
+
+    memset(&r, 0, sizeof r);
+    r.fn = fn;
+    r.arg = arg;
+    if (sem_init(&r.done, 0, 0))
+        return APS_ENOMEM;
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        rc = APS_ESTATE;
+        goto out;
+    }
+    if (s->tail)
+        s->tail->next = &r;
+    else
+        s->head = &r;
+    s->tail = &r;
+    /* A busy writer takes the whole queue when it is done: no wake-up. */
+    if (s->writer_idle)
+        pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    /* glibc >= 2.21: sem_post does not touch the semaphore after waking
+     * us, so destroying it right after sem_wait returns is safe. */
+    while (sem_wait(&r.done) && errno == EINTR)
+        ;
+    rc = r.rc;
+out:
+    sem_destroy(&r.done);
+    return rc;
+}
+
+/* ---- open / close -------------------------------------------------------- */
+
+/* Opens the named databases and checks (or, for a new store, writes) the
+ * schema version. */
+static int
+env_setup(lmdb_store *s, aps_error *err)
+{
+    MDB_val k = {sizeof APS_STORE_META_SCHEMA - 1, (void *)APS_STORE_META_SCHEMA};
+    unsigned char vb[4];
+    MDB_val v;
+    MDB_stat sj, se;
+    MDB_txn *txn = NULL;
+    uint32_t ver;
+    int rc;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc)
+        goto fail;
+    if ((rc = mdb_dbi_open(txn, "jobs", MDB_CREATE, &s->jobs)) ||
+        (rc = mdb_dbi_open(txn, "due", MDB_CREATE, &s->due)) ||
+        (rc = mdb_dbi_open(txn, "events", MDB_CREATE, &s->events)) ||
+        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)))
+        goto fail;
+    rc = mdb_get(txn, s->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        if ((rc = mdb_stat(txn, s->jobs, &sj)) || (rc = mdb_stat(txn, s->events, &se)))
+            goto fail;
+        if (sj.ms_entries || se.ms_entries) {
+            mdb_txn_abort(txn);
+            aps__store_seterr(err, APS_ECORRUPT, "store has data but no schema version (%s)",
+                              s->dir);
+            return APS_ECORRUPT;
+        }
+        vb[0] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 24);
+        vb[1] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 16);
+        vb[2] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 8);
+        vb[3] = (unsigned char)APS_STORE_SCHEMA_VERSION;
+        v.mv_size = sizeof vb;
+        v.mv_data = vb;
+        rc = mdb_put(txn, s->meta, &k, &v, 0);
+        if (rc)
+            goto fail;
+    } else if (rc) {
+        goto fail;
+    } else {
+        const unsigned char *p = v.mv_data;
+
+        if (v.mv_size != 4) {
+            mdb_txn_abort(txn);
+            aps__store_seterr(err, APS_ECORRUPT, "store schema version is unreadable (%s)", s->dir);
+            return APS_ECORRUPT;
+        }
+        ver = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        if (ver != APS_STORE_SCHEMA_VERSION) {
+            mdb_txn_abort(txn);
+            aps__store_seterr(
+                err, APS_ECORRUPT,
+                "store schema version %u is not supported: "
+                "this apsd reads version %u%s (%s)",
+                ver, APS_STORE_SCHEMA_VERSION,
+                ver > APS_STORE_SCHEMA_VERSION ? "; the store was written by a newer apsd" : "",
+                s->dir);
+            return APS_ECORRUPT;
+        }
+    }
+    rc = mdb_txn_commit(txn);
+    txn = NULL;
+    if (rc)
+        goto fail;
+    return 0;
+
+fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    aps__store_seterr(err, map_rc(rc), "store: %s (%s)", mdb_strerror(rc), s->dir);
+    return map_rc(rc);
+}
+
+/* Creates and opens the environment (s->env) and its databases. */
+static int
+env_open(lmdb_store *s, aps_error *err)
+{
+    unsigned flags = MDB_NOTLS | (s->base.cfg.no_sync ? MDB_NOSYNC : 0);
+    char path[PATH_MAX];
+    MDB_envinfo info;
+    struct stat st;
+    int rc, dead;
+
+    rc = mdb_env_create(&s->env);
+    if (rc) {
+        s->env = NULL;
+        goto fail;
+    }
+    /* LMDB maps max(configured size, used size): reopening a grown store
+     * with the configured size would make the first write hit MAP_FULL and
+     * grow again. Start with room to double instead. */
+    snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+    if (stat(path, &st) == 0 && st.st_size > 0 && (size_t)st.st_size <= SIZE_MAX / 2 &&
+        s->map_size < 2 * (size_t)st.st_size)
+        s->map_size = 2 * (size_t)st.st_size;
+    if ((rc = mdb_env_set_maxdbs(s->env, 4)) ||
+        (rc = mdb_env_set_maxreaders(s->env, MAX_READERS)) ||
+        (rc = mdb_env_set_mapsize(s->env, s->map_size)))
+        goto fail;
+    rc = mdb_env_open(s->env, s->dir, flags, 0600);
+    if (rc)
+        goto fail;
+    /* Reader slots of dead processes (a killed previous owner) would pin
+     * old pages forever. We hold the directory lock: all others are dead. */
+    mdb_reader_check(s->env, &dead);
+    /* An existing file may carry a bigger map than asked for. */
+    mdb_env_info(s->env, &info);
+    s->map_size = info.me_mapsize;
+    rc = env_setup(s, err);
+    if (rc) {
+        mdb_env_close(s->env);
+        s->env = NULL;
+        return rc;
+    }
+    return 0;
+
+fail:
+    if (s->env)
+        mdb_env_close(s->env);
+    s->env = NULL;
+    aps__store_seterr(err, map_rc(rc), "store: %s (%s)", mdb_strerror(rc), s->dir);
+    return map_rc(rc);
+}
+
+/* mkdir -p with mode 0700 for the components that are missing. */
+static int
+make_dirs(const char *dir, aps_error *err)
+{
+    char path[PATH_MAX];
+    size_t n = strlen(dir);
+
+    if (n == 0 || n >= sizeof path) {
+        aps__store_seterr(err, APS_EINVAL, "store: bad directory path");
+        return APS_EINVAL;
+    }
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        path[i] = '\0';
+        if (mkdir(path, 0700) && errno != EEXIST) {
+            int e = errno;
+
+            aps__store_seterr(err, e == ENOSPC ? APS_ENOSPC : APS_EIO,
+                              "store: cannot create directory: %s (%s)", strerror(e), path);
+            return e == ENOSPC ? APS_ENOSPC : APS_EIO;
+        }
+        path[i] = i == n ? '\0' : '/';
+    }
+    return 0;
+}
+
+/* Takes the directory lock, or says who holds it. */
+static int
+take_lock(lmdb_store *s, aps_error *err)
+{
+    char path[PATH_MAX], buf[32];
+    int fd, n;
+
+    n = snprintf(path, sizeof path, "%s/" LOCK_FILE, s->dir);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        aps__store_seterr(err, APS_EINVAL, "store: directory path too long");
+        return APS_EINVAL;
+    }
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        aps__store_seterr(err, APS_EIO, "store: cannot open lock file: %s (%s)", strerror(errno),
+                          path);
+        return APS_EIO;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        long pid = 0;
+        ssize_t got = 0;
+
+        if (errno != EWOULDBLOCK) {
+            aps__store_seterr(err, APS_EIO, "store: cannot lock lock file: %s (%s)",
+                              strerror(errno), path);
+            close(fd);
+            return APS_EIO;
+        }
+        /* The owner writes its pid right after locking: give it a moment. */
+        for (int i = 0; i < 20 && pid <= 0; i++) {
+            got = pread(fd, buf, sizeof buf - 1, 0);
+            buf[got > 0 ? got : 0] = '\0';
+            pid = strtol(buf, NULL, 10);
+            if (pid <= 0) {
+                struct timespec ts = {0, 1000000};
+
+                nanosleep(&ts, NULL);
+            }
+        }
+        close(fd);
+        if (pid > 0)
+            aps__store_seterr(err, APS_EBUSY, "store is in use by pid %ld (%s)", pid, s->dir);
+        else
+            aps__store_seterr(err, APS_EBUSY, "store is in use by another process (%s)", s->dir);
+        return APS_EBUSY;
+    }
+    n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, buf, (size_t)n, 0) != n) {
+        /* The lock holds without the pid; only the message is poorer. */
+    }
+    s->lock_fd = fd;
+    return 0;
+}
+
+static void
+l_close(aps_store *bs)
+{
+    lmdb_store *s = L(bs);
+
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->writer, NULL);
+    if (s->env)
+        mdb_env_close(s->env);
+    /* Closing the descriptor releases the flock. The file stays: removing
+     * it would race with a process opening it right now. */
+    close(s->lock_fd);
+    pthread_rwlock_destroy(&s->maplock);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->dir);
+    free(s);
+}
+
+static const aps_store_ops lmdb_ops = {
+    .name = "lmdb",
+    .write = l_write,
+    .job_get = l_job_get,
+    .job_list = l_job_list,
+    .due = l_due,
+    .next_due = l_next_due,
+    .count = l_count,
+    .events = l_events,
+    .event_bounds = l_event_bounds,
+    .meta_get = l_meta_get,
+    .meta_scan = l_meta_scan,
+    .stats = l_stats,
+    .close = l_close,
+    .txn_job_get = lt_job_get,
+    .txn_job_put = lt_job_put,
+    .txn_job_del = lt_job_del,
+    .txn_job_del_all = lt_job_del_all,
+    .txn_event_append = lt_event_append,
+    .txn_meta_get = lt_meta_get,
+    .txn_meta_put = lt_meta_put,
+    .txn_meta_del = lt_meta_del,
+};
+
+int
+aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **out, aps_error *err)
+{
+    pthread_rwlockattr_t attr;
+    lmdb_store *s = NULL;
+    int rc, have_rw = 0, have_mu = 0, have_cv = 0;
+
+    if (!dir || !*dir || !out) {
+        aps__store_seterr(err, APS_EINVAL, "store: no directory given");
+        return APS_EINVAL;
+    }
+    rc = APS_ENOMEM;
+    s = calloc(1, sizeof *s);
+    if (!s)
+        goto fail_msg;
+    s->lock_fd = -1;
+    s->base.ops = &lmdb_ops;
+    if (cfg)
+        s->base.cfg = *cfg;
+    s->map_size = s->base.cfg.initial_map_size ? s->base.cfg.initial_map_size : DEFAULT_MAP_SIZE;
+    if (s->map_size < MIN_MAP_SIZE)
+        s->map_size = MIN_MAP_SIZE;
+    s->dir = strdup(dir);
+    if (!s->dir)
+        goto fail_msg;
+    /* Writer-preferring: a stream of readers must not starve a map growth
+     * (readers never nest: store.c refuses calls from callbacks). */
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    have_rw = pthread_rwlock_init(&s->maplock, &attr) == 0;
+    pthread_rwlockattr_destroy(&attr);
+    have_mu = pthread_mutex_init(&s->mu, NULL) == 0;
+    have_cv = pthread_cond_init(&s->cv, NULL) == 0;
+    if (!have_rw || !have_mu || !have_cv)
+        goto fail_msg;
+
+    rc = make_dirs(dir, err);
+    if (rc)
+        goto fail;
+    rc = take_lock(s, err);
+    if (rc)
+        goto fail;
+    rc = env_open(s, err);
+    if (rc)
+        goto fail;
+    if (pthread_create(&s->writer, NULL, writer_main, s)) {
+        rc = APS_ENOMEM;
+        goto fail_msg;
+    }
+    *out = &s->base;
+    return 0;
+
+fail_msg:
+    aps__store_seterr(err, rc, "store: out of memory (%s)", dir);
+fail:
+    if (s) {
+        if (s->env)
+            mdb_env_close(s->env);
+        if (s->lock_fd >= 0)
+            close(s->lock_fd);
+        if (have_rw)
+            pthread_rwlock_destroy(&s->maplock);
+        if (have_mu)
+            pthread_mutex_destroy(&s->mu);
+        if (have_cv)
+            pthread_cond_destroy(&s->cv);
+        free(s->dir);
+        free(s);
+    }
+    return rc;
+}

@@ -1,0 +1,1106 @@
+/*
+ * The scheduler's rules, driven by an injected clock in external-loop mode
+ * (deterministic: no sleeps decide an outcome): misfire, coalesce,
+ * max_instances and the overlap policies, pause/resume/run-now, exhausted
+ * triggers, backfill, request-id replay across restart, statistics, several
+ * stores, the event log's sequences, subscribers and their gap marker,
+ * restart recovery, and the blocking and background modes on the real clock.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "apsd/engine.h"
+
+#define SEC INT64_C(1000000)
+/* 2026-11-23T10:00:00Z */
+#define T0 (INT64_C(1795428000) * SEC)
+
+/* ---- the fake clock and a recording function ------------------------------ */
+
+static pthread_mutex_t clock_mu = PTHREAD_MUTEX_INITIALIZER;
+static aps_time fake_now = T0;
+
+static aps_time
+clock_now(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&clock_mu);
+    aps_time t = fake_now;
+    pthread_mutex_unlock(&clock_mu);
+    return t;
+}
+
+static void
+set_now(aps_time t)
+{
+    pthread_mutex_lock(&clock_mu);
+    fake_now = t;
+    pthread_mutex_unlock(&clock_mu);
+}
+
+static const aps_clock fake_clock = {clock_now, NULL};
+
+/* Calls of the test function, and a gate that can hold them. */
+static pthread_mutex_t calls_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t calls_cv = PTHREAD_COND_INITIALIZER;
+static aps_time calls[4096];
+static size_t n_calls;
+static int gate_closed;
+static int running_now;
+
+static int
+record_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
+          size_t error_len)
+{
+    (void)job_id;
+    (void)userdata;
+    pthread_mutex_lock(&calls_mu);
+    running_now++;
+    pthread_cond_broadcast(&calls_cv);
+    while (gate_closed)
+        pthread_cond_wait(&calls_cv, &calls_mu);
+    if (n_calls < 4096)
+        calls[n_calls++] = scheduled;
+    running_now--;
+    pthread_mutex_unlock(&calls_mu);
+    if (arg != NULL && strcmp(arg, "fail") == 0) {
+        snprintf(error, error_len, "failed on purpose");
+        return 1;
+    }
+    return 0;
+}
+
+static void
+gate(int closed)
+{
+    pthread_mutex_lock(&calls_mu);
+    gate_closed = closed;
+    pthread_cond_broadcast(&calls_cv);
+    pthread_mutex_unlock(&calls_mu);
+}
+
+static size_t
+calls_count(void)
+{
+    pthread_mutex_lock(&calls_mu);
+    size_t n = n_calls;
+    pthread_mutex_unlock(&calls_mu);
+    return n;
+}
+
+/* ---- recorded events -------------------------------------------------------- */
+
+static aps_event *events[8192];
+static size_t n_events;
+
+static void
+listener(const aps_event *ev, void *userdata)
+{
+    (void)userdata;
+    aps_event *copy = calloc(1, sizeof(*copy));
+    assert_non_null(copy);
+    copy->type = ev->type;
+    copy->sequence = ev->sequence;
+    copy->job_id = ev->job_id ? strdup(ev->job_id) : NULL;
+    copy->message = ev->message ? strdup(ev->message) : NULL;
+    if (ev->n_run_times) {
+        copy->run_times = malloc(ev->n_run_times * sizeof(aps_time));
+        memcpy(copy->run_times, ev->run_times, ev->n_run_times * sizeof(aps_time));
+        copy->n_run_times = ev->n_run_times;
+    }
+    if (ev->outcome && ev->outcome->error)
+        copy->run_id = strdup(ev->outcome->error); /* the error text, for assertions */
+    if (n_events < 8192)
+        events[n_events++] = copy;
+    else
+        aps_event_free(copy);
+}
+
+static size_t
+count_events(aps_event_type type)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < n_events; i++)
+        n += events[i]->type == type;
+    return n;
+}
+
+static const aps_event *
+last_event(aps_event_type type)
+{
+    for (size_t i = n_events; i > 0; i--) {
+        if (events[i - 1]->type == type)
+            return events[i - 1];
+    }
+    return NULL;
+}
+
+static void
+clear_events(void)
+{
+    for (size_t i = 0; i < n_events; i++)
+        aps_event_free(events[i]);
+    n_events = 0;
+}
+
+/* ---- fixtures ----------------------------------------------------------------- */
+
+static char dirbuf[256];
+
+static const char *
+tmpdir(const char *name)
+{
+    const char *base = getenv("TEST_TMPDIR");
+    snprintf(dirbuf, sizeof(dirbuf), "%s/%s-%d", base ? base : "/tmp", name, (int)getpid());
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dirbuf);
+    assert_int_equal(system(cmd), 0);
+    return dirbuf;
+}
+
+static aps_scheduler *
+open_sched(const char *lmdb_dir, int start)
+{
+    aps_store_def stores[2] = {{"default", lmdb_dir ? "lmdb" : "memory", lmdb_dir},
+                               {"volatile", "memory", NULL}};
+    aps_executor_def execs[1] = {{"default", "threadpool", 4, 100}};
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = stores;
+    cfg.n_stores = 2;
+    cfg.executors = execs;
+    cfg.n_executors = 1;
+    cfg.clock = &fake_clock;
+    cfg.no_sync = 1;
+    cfg.jitter_seed = 42;
+    int rc = aps_scheduler_create(&cfg, &s, &err);
+    if (rc != 0)
+        fail_msg("create: %s", err.msg);
+    assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_add_listener(s, listener, APS_EVENT_ALL, NULL), 0);
+    if (start)
+        assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
+    return s;
+}
+
+/* Processes until `n` calls were made and no run is in flight, or 5 s. */
+static void
+settle(aps_scheduler *s, size_t want_calls)
+{
+    for (int i = 0; i < 5000; i++) {
+        assert_int_equal(aps_scheduler_process(s, NULL), 0);
+        if (calls_count() >= want_calls) {
+            /* One more pass records the completions. */
+            usleep(1000);
+            assert_int_equal(aps_scheduler_process(s, NULL), 0);
+            aps_job *j = NULL;
+            (void)j;
+            return;
+        }
+        usleep(1000);
+    }
+    fail_msg("timed out waiting for %zu calls (have %zu)", want_calls, calls_count());
+}
+
+/* Processes until an event of `type` has been seen `n` times, or 5 s. */
+static void
+settle_events(aps_scheduler *s, aps_event_type type, size_t n)
+{
+    for (int i = 0; i < 5000; i++) {
+        assert_int_equal(aps_scheduler_process(s, NULL), 0);
+        if (count_events(type) >= n)
+            return;
+        usleep(1000);
+    }
+    fail_msg("timed out waiting for %zu %s events (have %zu)", n, aps_event_type_name(type),
+             count_events(type));
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    set_now(T0);
+    n_calls = 0;
+    gate(0);
+    clear_events();
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    gate(0);
+    clear_events();
+    return 0;
+}
+
+static aps_trigger_spec
+interval_s(int64_t seconds)
+{
+    aps_trigger_spec t;
+    memset(&t, 0, sizeof(t));
+    t.kind = APS_TRIGGER_INTERVAL;
+    t.u.interval.seconds = seconds;
+    t.u.interval.start_date = APS_TIME_NONE;
+    t.u.interval.end_date = APS_TIME_NONE;
+    return t;
+}
+
+static aps_job_spec
+func_job(const char *id, const aps_trigger_spec *trigger, const char *arg)
+{
+    aps_job_spec j;
+    memset(&j, 0, sizeof(j));
+    j.id = id;
+    j.trigger = trigger;
+    j.target.kind = APS_TARGET_FUNCTION;
+    j.target.u.function.name = "record";
+    j.target.u.function.arg = (char *)arg;
+    j.coalesce = -1;
+    j.next_run_time = APS_TIME_NONE;
+    return j;
+}
+
+static aps_job *
+add(aps_scheduler *s, const aps_job_spec *spec)
+{
+    aps_job *job = NULL;
+    aps_error err;
+    int rc = aps_job_add(s, spec, NULL, &job, &err);
+    if (rc != 0)
+        fail_msg("add %s: %s", spec->id ? spec->id : "(generated)", err.msg);
+    return job;
+}
+
+static aps_job *
+get(aps_scheduler *s, const char *id)
+{
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, id, &job), 0);
+    return job;
+}
+
+/* ---- tests ------------------------------------------------------------------- */
+
+static void
+test_interval_fires_on_time(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(10);
+    aps_job_spec spec = func_job("tick", &t, NULL);
+    aps_job *job = add(s, &spec);
+    /* APScheduler: an interval without start_date starts at now + interval. */
+    assert_true(job->next_run_time == T0 + 10 * SEC);
+    assert_int_equal(count_events(APS_EVENT_JOB_ADDED), 0); /* listeners run in process() */
+    aps_job_free(job);
+
+    aps_time next = 0;
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_true(next == T0 + 10 * SEC);
+    assert_int_equal(count_events(APS_EVENT_JOB_ADDED), 1);
+    assert_int_equal(calls_count(), 0);
+
+    set_now(T0 + 10 * SEC);
+    settle(s, 1);
+    settle_events(s, APS_EVENT_JOB_EXECUTED, 1);
+    assert_true(calls[0] == T0 + 10 * SEC);
+    assert_int_equal(count_events(APS_EVENT_JOB_SUBMITTED), 1);
+    job = get(s, "tick");
+    assert_true(job->next_run_time == T0 + 20 * SEC);
+    assert_int_equal(job->stats.runs, 1);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_misfire_grace_time(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(10);
+    aps_job_spec spec = func_job("late", &t, NULL);
+    aps_job_free(add(s, &spec)); /* default grace: 1 s */
+    /* 5 s late: more than 1 s: JOB_MISSED, not run. */
+    set_now(T0 + 15 * SEC);
+    settle_events(s, APS_EVENT_JOB_MISSED, 1);
+    assert_int_equal(calls_count(), 0);
+    assert_int_equal(count_events(APS_EVENT_JOB_EXECUTED), 0);
+    const aps_event *ev = last_event(APS_EVENT_JOB_MISSED);
+    assert_int_equal(ev->n_run_times, 1);
+    assert_true(ev->run_times[0] == T0 + 10 * SEC);
+    aps_job *job = get(s, "late");
+    assert_int_equal(job->stats.misses, 1);
+    assert_true(job->next_run_time == T0 + 20 * SEC);
+    aps_job_free(job);
+
+    /* 0.5 s late with the default 1 s grace: runs. */
+    set_now(T0 + 20 * SEC + SEC / 2);
+    settle(s, 1);
+    assert_true(calls[0] == T0 + 20 * SEC);
+
+    /* A job with a 30 s grace runs 20 s late. */
+    aps_job_spec spec2 = func_job("patient", &t, NULL);
+    spec2.misfire = APS_MISFIRE_DURATION;
+    spec2.misfire_grace_us = 30 * SEC;
+    aps_job_free(add(s, &spec2));
+    set_now(T0 + 20 * SEC + SEC / 2 + 30 * SEC);
+    settle(s, 3);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_coalesce(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec a = func_job("coalesced", &t, NULL);
+    a.misfire = APS_MISFIRE_UNLIMITED;
+    aps_job_spec b = func_job("every-one", &t, NULL);
+    b.misfire = APS_MISFIRE_UNLIMITED;
+    b.coalesce = 0;
+    aps_job_free(add(s, &a));
+    aps_job_free(add(s, &b));
+    /* Ten fire times pass (T0+1 .. T0+10). */
+    set_now(T0 + 10 * SEC);
+    settle(s, 11);
+    settle_events(s, APS_EVENT_JOB_EXECUTED, 11);
+    assert_int_equal(calls_count(), 11);
+    aps_job *ja = get(s, "coalesced");
+    assert_int_equal(ja->stats.runs, 1);
+    assert_int_equal(ja->stats.coalesced, 9);
+    assert_true(ja->next_run_time == T0 + 11 * SEC);
+    aps_job *jb = get(s, "every-one");
+    assert_int_equal(jb->stats.runs, 10);
+    assert_true(jb->next_run_time == T0 + 11 * SEC);
+    aps_job_free(ja);
+    aps_job_free(jb);
+    /* The coalesced run carries only the latest run time. */
+    for (size_t i = 0; i < n_events; i++) {
+        if (events[i]->type == APS_EVENT_JOB_SUBMITTED && strcmp(events[i]->job_id, "coalesced") == 0) {
+            assert_int_equal(events[i]->n_run_times, 1);
+            assert_true(events[i]->run_times[0] == T0 + 10 * SEC);
+        }
+        if (events[i]->type == APS_EVENT_JOB_SUBMITTED && strcmp(events[i]->job_id, "every-one") == 0)
+            assert_int_equal(events[i]->n_run_times, 10);
+    }
+    aps_scheduler_destroy(s);
+}
+
+static void
+wait_running(int n)
+{
+    pthread_mutex_lock(&calls_mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    while (running_now < n) {
+        if (pthread_cond_timedwait(&calls_cv, &calls_mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    int have = running_now;
+    pthread_mutex_unlock(&calls_mu);
+    if (have < n)
+        fail_msg("expected %d running, have %d", n, have);
+}
+
+static void
+overlap_case(aps_overlap policy, size_t expect_runs, size_t expect_skips)
+{
+    setup(NULL);
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec spec = func_job("busy", &t, NULL);
+    spec.misfire = APS_MISFIRE_UNLIMITED;
+    spec.overlap = policy;
+    aps_job_free(add(s, &spec));
+    gate(1);
+    set_now(T0 + 1 * SEC);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    wait_running(1);
+    for (int k = 2; k <= 4; k++) {
+        set_now(T0 + k * SEC);
+        assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    }
+    assert_int_equal(count_events(APS_EVENT_JOB_MAX_INSTANCES), expect_skips);
+    aps_job *job = get(s, "busy");
+    assert_int_equal(job->running_instances, 1);
+    assert_int_equal(job->queued_runs, expect_runs - 1);
+    aps_job_free(job);
+    gate(0);
+    settle_events(s, APS_EVENT_JOB_EXECUTED, expect_runs);
+    /* Give a wrongly started extra run the chance to show. */
+    for (int i = 0; i < 20; i++) {
+        aps_scheduler_process(s, NULL);
+        usleep(1000);
+    }
+    assert_int_equal(count_events(APS_EVENT_JOB_EXECUTED), expect_runs);
+    assert_int_equal(calls_count(), expect_runs);
+    job = get(s, "busy");
+    assert_int_equal(job->stats.max_instance_skips, expect_skips);
+    assert_int_equal(job->queued_runs, 0);
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+    teardown(NULL);
+}
+
+static void
+test_max_instances_and_overlap(void **state)
+{
+    (void)state;
+    /* Runs due at T0+2, +3, +4 while the T0+1 run is held. */
+    overlap_case(APS_OVERLAP_SKIP, 1, 3);       /* APScheduler */
+    overlap_case(APS_OVERLAP_QUEUE_ONE, 2, 2);  /* one waits, two skipped */
+    overlap_case(APS_OVERLAP_QUEUE_ALL, 4, 0);  /* all wait, run in order */
+    overlap_case(APS_OVERLAP_CANCEL_RUNNING, 2, 2); /* one replaces the running one */
+}
+
+static void
+test_queue_all_runs_in_order(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec spec = func_job("fifo", &t, NULL);
+    spec.misfire = APS_MISFIRE_UNLIMITED;
+    spec.overlap = APS_OVERLAP_QUEUE_ALL;
+    aps_job_free(add(s, &spec));
+    gate(1);
+    for (int k = 1; k <= 5; k++) {
+        set_now(T0 + k * SEC);
+        assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    }
+    gate(0);
+    settle(s, 5);
+    for (int k = 0; k < 5; k++)
+        assert_true(calls[k] == T0 + (k + 1) * SEC);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_pause_resume_run_now_remove(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(60);
+    aps_job_spec spec = func_job("p", &t, NULL);
+    aps_job_free(add(s, &spec));
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_pause(s, "p", NULL, &job), 0);
+    assert_true(job->paused);
+    assert_true(job->next_run_time == APS_TIME_NONE);
+    aps_job_free(job);
+    /* Paused: nothing fires. */
+    set_now(T0 + 120 * SEC);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    assert_int_equal(calls_count(), 0);
+    /* Resume recomputes from now: the interval counts from its start date
+     * T0+60, so the next fire time not before T0+120 is T0+120 itself. */
+    set_now(T0 + 130 * SEC);
+    assert_int_equal(aps_job_resume(s, "p", NULL, &job), 0);
+    assert_false(job->paused);
+    assert_true(job->next_run_time == T0 + 180 * SEC);
+    aps_job_free(job);
+    set_now(T0 + 120 * SEC);
+    /* Run now: next run time = now, and it runs. */
+    assert_int_equal(aps_job_run_now(s, "p", NULL, &job), 0);
+    assert_true(job->next_run_time == T0 + 120 * SEC);
+    aps_job_free(job);
+    settle(s, 1);
+    assert_true(calls[0] == T0 + 120 * SEC);
+    job = get(s, "p");
+    assert_true(job->next_run_time == T0 + 180 * SEC);
+    aps_job_free(job);
+    assert_int_equal(aps_job_remove(s, "p", NULL), 0);
+    assert_int_equal(aps_job_get(s, "p", &job), APS_ENOENT);
+    assert_int_equal(aps_job_remove(s, "p", NULL), APS_ENOENT);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    assert_int_equal(count_events(APS_EVENT_JOB_REMOVED), 1);
+    assert_int_equal(count_events(APS_EVENT_JOB_MODIFIED), 3);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_date_job_runs_once_and_is_removed(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    /* The seed's one-shot job: only next_run_time, no trigger. */
+    aps_job_spec spec = func_job("once", NULL, NULL);
+    spec.next_run_time = T0 + 12 * SEC;
+    aps_job *job = add(s, &spec);
+    assert_int_equal(job->trigger->kind, APS_TRIGGER_DATE);
+    assert_true(job->next_run_time == T0 + 12 * SEC);
+    aps_job_free(job);
+    set_now(T0 + 12 * SEC);
+    settle(s, 1);
+    settle_events(s, APS_EVENT_JOB_REMOVED, 1);
+    assert_int_equal(aps_job_get(s, "once", &job), APS_ENOENT);
+    /* JOB_REMOVED comes after JOB_SUBMITTED. */
+    assert_true(last_event(APS_EVENT_JOB_REMOVED)->sequence >
+                last_event(APS_EVENT_JOB_SUBMITTED)->sequence);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_backfill(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t;
+    memset(&t, 0, sizeof(t));
+    t.kind = APS_TRIGGER_CRON;
+    t.u.cron.minute = "0";
+    t.u.cron.start_date = t.u.cron.end_date = APS_TIME_NONE;
+    aps_job_spec spec = func_job("hourly", &t, NULL);
+    aps_job_free(add(s, &spec));
+    size_t count = 0;
+    aps_error err;
+    /* Five past hours: 05:00 .. 09:00 on 2026-11-23. */
+    assert_int_equal(aps_job_backfill(s, "hourly", T0 - 5 * 3600 * SEC, T0, 0, NULL, &count, &err), 0);
+    assert_int_equal(count, 5);
+    settle(s, 5);
+    settle_events(s, APS_EVENT_JOB_EXECUTED, 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_true(calls[i] == T0 - (int64_t)(5 - i) * 3600 * SEC);
+    assert_int_equal(count_events(APS_EVENT_JOB_MISSED), 0); /* not subject to misfire */
+    assert_int_equal(aps_job_backfill(s, "hourly", T0, T0 - SEC, 0, NULL, &count, &err), APS_EINVAL);
+    assert_int_equal(aps_job_backfill(s, "nope", T0 - SEC, T0, 0, NULL, &count, &err), APS_ENOENT);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_statistics(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec spec = func_job("flaky", &t, "fail");
+    spec.coalesce = 0;
+    spec.misfire = APS_MISFIRE_UNLIMITED;
+    aps_job_free(add(s, &spec));
+    /* Runs at T0+1..T0+4 all start at T0+4: lateness 3, 2, 1, 0 s. */
+    set_now(T0 + 4 * SEC);
+    settle(s, 4);
+    settle_events(s, APS_EVENT_JOB_ERROR, 4);
+    aps_job *job = get(s, "flaky");
+    assert_int_equal(job->stats.runs, 4);
+    assert_int_equal(job->stats.failures, 4);
+    assert_int_equal(job->stats.last_status, APS_RUN_FAILED);
+    assert_string_equal(job->stats.last_error, "failed on purpose");
+    assert_true(job->stats.last_run_time == T0 + 4 * SEC);
+    assert_int_equal(job->stats.lateness_samples, 4);
+    assert_true(job->stats.lateness_max_us == 3 * SEC);
+    assert_true(job->stats.lateness_p50_us >= 1 * SEC && job->stats.lateness_p50_us <= 2 * SEC);
+    assert_string_equal(last_event(APS_EVENT_JOB_ERROR)->run_id, "failed on purpose");
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_validation_errors(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_error err;
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec spec = func_job("x", &t, NULL);
+    spec.executor = "nope";
+    assert_int_equal(aps_job_add(s, &spec, NULL, NULL, &err), APS_EINVAL);
+    assert_string_equal(err.msg, "executor: no executor named \"nope\"");
+    spec.executor = NULL;
+    spec.jobstore = "nope";
+    assert_int_equal(aps_job_add(s, &spec, NULL, NULL, &err), APS_EINVAL);
+    assert_string_equal(err.msg, "jobstore: no job store named \"nope\"");
+    spec.jobstore = NULL;
+    aps_trigger_spec bad;
+    memset(&bad, 0, sizeof(bad));
+    bad.kind = APS_TRIGGER_CRON;
+    bad.u.cron.hour = "25";
+    bad.u.cron.start_date = bad.u.cron.end_date = APS_TIME_NONE;
+    spec.trigger = &bad;
+    assert_int_equal(aps_job_add(s, &spec, NULL, NULL, &err), APS_EINVAL);
+    assert_non_null(strstr(err.msg, "hour"));
+    spec.trigger = &t;
+    aps_job_free(add(s, &spec));
+    assert_int_equal(aps_job_add(s, &spec, NULL, NULL, &err), APS_EEXIST);
+    assert_string_equal(err.msg, "id: a job with id \"x\" already exists");
+    /* The same id in another store is a conflict too. */
+    spec.jobstore = "volatile";
+    assert_int_equal(aps_job_add(s, &spec, NULL, NULL, &err), APS_EEXIST);
+    /* Nothing of the failed adds is stored. */
+    aps_job **jobs = NULL;
+    size_t n = 0;
+    assert_int_equal(aps_job_list(s, NULL, NULL, 0, &jobs, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    aps_job_list_free(jobs, n);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_replace_existing(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(10), t2 = interval_s(20);
+    aps_job_spec spec = func_job("r", &t, NULL);
+    aps_job *first = add(s, &spec);
+    set_now(T0 + 5 * SEC);
+    spec.trigger = &t2;
+    aps_mutation m = {NULL, 1};
+    aps_job *second = NULL;
+    aps_error err;
+    assert_int_equal(aps_job_add(s, &spec, &m, &second, &err), 0);
+    assert_true(second->create_time == first->create_time);
+    assert_true(second->next_run_time == T0 + 25 * SEC);
+    assert_int_equal(second->trigger->u.interval.seconds, 20);
+    aps_job_free(first);
+    aps_job_free(second);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_several_stores_and_list(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(tmpdir("stores"), 1);
+    aps_trigger_spec t = interval_s(10);
+    const char *ids[] = {"d", "a", "c", "b", "e"};
+    for (int i = 0; i < 5; i++) {
+        aps_job_spec spec = func_job(ids[i], &t, NULL);
+        spec.jobstore = i % 2 ? "volatile" : "default";
+        aps_label l = {"team", i < 2 ? "x" : "y"};
+        spec.labels = &l;
+        spec.n_labels = 1;
+        aps_job_free(add(s, &spec));
+    }
+    /* Pages of two, merged over both stores in id order. */
+    aps_job **jobs = NULL;
+    size_t n = 0;
+    char *next = NULL;
+    assert_int_equal(aps_job_list(s, NULL, NULL, 2, &jobs, &n, &next), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(jobs[0]->id, "a");
+    assert_string_equal(jobs[1]->id, "b");
+    assert_string_equal(jobs[0]->jobstore, "volatile");
+    assert_non_null(next);
+    aps_job_list_free(jobs, n);
+    char *next2 = NULL;
+    assert_int_equal(aps_job_list(s, NULL, next, 2, &jobs, &n, &next2), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(jobs[0]->id, "c");
+    assert_string_equal(jobs[1]->id, "d");
+    aps_job_list_free(jobs, n);
+    free(next);
+    char *next3 = NULL;
+    assert_int_equal(aps_job_list(s, NULL, next2, 2, &jobs, &n, &next3), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(jobs[0]->id, "e");
+    assert_null(next3);
+    aps_job_list_free(jobs, n);
+    free(next2);
+    /* Filters: store, label. */
+    aps_label sel = {"team", "x"};
+    aps_job_filter f = {"default", -1, &sel, 1};
+    assert_int_equal(aps_job_list(s, &f, NULL, 10, &jobs, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(jobs[0]->id, "d");
+    aps_job_list_free(jobs, n);
+    size_t removed = 0;
+    assert_int_equal(aps_job_remove_all(s, "volatile", NULL, &removed), 0);
+    assert_int_equal(removed, 2);
+    assert_int_equal(aps_job_remove_all(s, NULL, NULL, &removed), 0);
+    assert_int_equal(removed, 3);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    assert_int_equal(count_events(APS_EVENT_ALL_JOBS_REMOVED), 2);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_request_id_replay_across_restart(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("replay");
+    char path[256];
+    snprintf(path, sizeof(path), "%s", dir);
+    aps_scheduler *s = open_sched(path, 1);
+    aps_job_spec spec = func_job(NULL, NULL, NULL); /* generated id */
+    spec.next_run_time = T0 + 3600 * SEC;
+    aps_mutation m = {"req-1", 0};
+    aps_job *a = NULL, *b = NULL, *c = NULL;
+    aps_error err;
+    assert_int_equal(aps_job_add(s, &spec, &m, &a, &err), 0);
+    assert_int_equal(aps_job_add(s, &spec, &m, &b, &err), 0);
+    assert_string_equal(a->id, b->id); /* the first result, not a second job */
+    aps_scheduler_destroy(s);
+    s = open_sched(path, 1);
+    assert_int_equal(aps_job_add(s, &spec, &m, &c, &err), 0);
+    assert_string_equal(a->id, c->id);
+    aps_job **jobs = NULL;
+    size_t n = 0;
+    assert_int_equal(aps_job_list(s, NULL, NULL, 0, &jobs, &n, NULL), 0);
+    assert_int_equal(n, 1);
+    aps_job_list_free(jobs, n);
+    /* Past the retention window (1 h), the id is forgotten. */
+    set_now(T0 + 2 * 3600 * SEC);
+    aps_job *d = NULL;
+    assert_int_equal(aps_job_add(s, &spec, &m, &d, &err), 0);
+    assert_string_not_equal(a->id, d->id);
+    aps_job_free(a);
+    aps_job_free(b);
+    aps_job_free(c);
+    aps_job_free(d);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_restart_runs_missed_jobs(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("restart");
+    char path[256];
+    snprintf(path, sizeof(path), "%s", dir);
+    aps_scheduler *s = open_sched(path, 1);
+    aps_trigger_spec t = interval_s(10);
+    aps_job_spec a = func_job("coalesce-me", &t, NULL);
+    a.misfire = APS_MISFIRE_UNLIMITED;
+    aps_job_spec b = func_job("miss-me", &t, NULL); /* 1 s grace */
+    aps_job_spec c = func_job("each-one", &t, NULL);
+    c.misfire = APS_MISFIRE_UNLIMITED;
+    c.coalesce = 0;
+    aps_job_free(add(s, &a));
+    aps_job_free(add(s, &b));
+    aps_job_free(add(s, &c));
+    aps_scheduler_destroy(s); /* the daemon goes down */
+    clear_events();
+    set_now(T0 + 55 * SEC); /* missed T0+10 .. T0+50 */
+    s = open_sched(path, 1);
+    settle(s, 1 + 5);
+    settle_events(s, APS_EVENT_JOB_MISSED, 1);
+    aps_job *ja = get(s, "coalesce-me"), *jb = get(s, "miss-me"), *jc = get(s, "each-one");
+    assert_int_equal(ja->stats.runs, 1);
+    assert_int_equal(ja->stats.coalesced, 4);
+    assert_int_equal(jb->stats.runs, 0);
+    assert_int_equal(jb->stats.misses, 1);
+    assert_int_equal(jc->stats.runs, 5);
+    assert_true(ja->next_run_time == T0 + 60 * SEC);
+    aps_job_free(ja);
+    aps_job_free(jb);
+    aps_job_free(jc);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_event_sequences_and_subscribers(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("events");
+    char path[256];
+    snprintf(path, sizeof(path), "%s", dir);
+    aps_scheduler *s = open_sched(path, 1);
+    aps_job_spec spec = func_job(NULL, NULL, NULL);
+    spec.next_run_time = T0 + 3600 * SEC;
+    for (int i = 0; i < 20; i++)
+        aps_job_free(add(s, &spec));
+    uint64_t first = 0, last = 0;
+    assert_int_equal(aps_scheduler_event_bounds(s, &first, &last), 0);
+    assert_int_equal(first, 1);
+    /* executor + 2 stores + started = 4, then 20 adds. */
+    assert_int_equal(last, 24);
+    aps_scheduler_destroy(s);
+    s = open_sched(path, 1);
+    aps_job_free(add(s, &spec));
+    uint64_t last2 = 0;
+    assert_int_equal(aps_scheduler_event_bounds(s, &first, &last2), 0);
+    /* shutdown + executor + 2 stores + started + add: no gap, no repeat. */
+    assert_int_equal(last2, last + 6);
+
+    /* A subscriber from the start reads the whole log in order... */
+    aps_subscriber *sub = NULL;
+    assert_int_equal(aps_subscribe(s, 0, APS_EVENT_ALL, NULL, &sub), 0);
+    uint64_t expect = 1;
+    for (;;) {
+        aps_event *ev = NULL;
+        int rc = aps_subscriber_next(sub, 0, &ev, NULL);
+        if (rc == APS_ENOENT)
+            break;
+        assert_int_equal(rc, 0);
+        assert_int_equal(ev->sequence, expect);
+        expect++;
+        aps_event_free(ev);
+    }
+    assert_int_equal(expect, last2 + 1);
+    /* ...then live events, and its fd says so. */
+    aps_job_free(add(s, &spec));
+    struct pollfd pfd = {aps_subscriber_fd(sub), POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, 1000), 1);
+    aps_event *ev = NULL;
+    assert_int_equal(aps_subscriber_next(sub, 1000000, &ev, NULL), 0);
+    assert_int_equal(ev->type, APS_EVENT_JOB_ADDED);
+    assert_int_equal(ev->sequence, last2 + 1);
+    aps_event_free(ev);
+    aps_subscriber_close(sub);
+
+    /* A filtered subscriber: JOB_ADDED of one job only. */
+    aps_job_spec one = func_job("watched", NULL, NULL);
+    one.next_run_time = T0 + 3600 * SEC;
+    aps_job_free(add(s, &one));
+    assert_int_equal(aps_subscribe(s, 0, APS_EVENT_MASK(APS_EVENT_JOB_ADDED), "watched", &sub), 0);
+    assert_int_equal(aps_subscriber_next(sub, 0, &ev, NULL), 0);
+    assert_string_equal(ev->job_id, "watched");
+    aps_event_free(ev);
+    assert_int_equal(aps_subscriber_next(sub, 0, &ev, NULL), APS_ENOENT);
+    aps_subscriber_close(sub);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_subscriber_gap_marker(void **state)
+{
+    (void)state;
+    aps_store_def stores[1] = {{"default", "lmdb", tmpdir("gap")}};
+    aps_scheduler_config cfg;
+    aps_scheduler *s = NULL;
+    aps_error err;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = stores;
+    cfg.n_stores = 1;
+    cfg.clock = &fake_clock;
+    cfg.no_sync = 1;
+    cfg.event_max_count = 10; /* keep only the newest 10 */
+    assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
+    aps_job_spec spec = func_job(NULL, NULL, NULL);
+    spec.next_run_time = T0 + 3600 * SEC;
+    for (int i = 0; i < 30; i++)
+        aps_job_free(add(s, &spec));
+    uint64_t first = 0, last = 0;
+    assert_int_equal(aps_scheduler_event_bounds(s, &first, &last), 0);
+    assert_int_equal(last, 30);
+    assert_int_equal(first, 21);
+    aps_scheduler_destroy(s);
+    /* Reopened, nothing is in memory: a cursor after 5 reads the log, where
+     * 6..20 were pruned: a gap marker naming 21, then 21 onwards. */
+    aps_subscriber *sub = NULL;
+    aps_event *ev = NULL;
+    uint64_t gap_first = 0;
+    assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
+    assert_int_equal(aps_subscribe(s, 5, APS_EVENT_ALL, NULL, &sub), 0);
+    assert_int_equal(aps_subscriber_next(sub, 0, &ev, &gap_first), APS_ERANGE);
+    assert_int_equal(gap_first, 21);
+    assert_int_equal(aps_subscriber_next(sub, 0, &ev, &gap_first), 0);
+    assert_int_equal(ev->sequence, 21);
+    aps_event_free(ev);
+    /* A cursor inside the retained range has no gap. */
+    aps_subscriber_close(sub);
+    assert_int_equal(aps_subscribe(s, 25, APS_EVENT_ALL, NULL, &sub), 0);
+    assert_int_equal(aps_subscriber_next(sub, 0, &ev, &gap_first), 0);
+    assert_int_equal(ev->sequence, 26);
+    aps_event_free(ev);
+    aps_subscriber_close(sub);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_scheduler_pause_persists(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("spause");
+    char path[256];
+    snprintf(path, sizeof(path), "%s", dir);
+    aps_scheduler *s = open_sched(path, 1);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec spec = func_job("j", &t, NULL);
+    spec.misfire = APS_MISFIRE_UNLIMITED;
+    aps_job_free(add(s, &spec));
+    assert_int_equal(aps_scheduler_pause(s), 0);
+    assert_int_equal(aps_scheduler_get_state(s), APS_STATE_PAUSED);
+    set_now(T0 + 5 * SEC);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    assert_int_equal(calls_count(), 0);
+    aps_scheduler_destroy(s);
+    s = open_sched(path, 1);
+    assert_int_equal(aps_scheduler_get_state(s), APS_STATE_PAUSED);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    assert_int_equal(calls_count(), 0);
+    assert_int_equal(aps_scheduler_resume(s), 0);
+    settle(s, 1);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_interrupted_by_restart(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("interrupted");
+    char path[256];
+    snprintf(path, sizeof(path), "%s", dir);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* The child runs a job that never finishes, reports, and is killed. */
+        close(pfd[0]);
+        gate(1);
+        aps_scheduler *s = open_sched(path, 1);
+        aps_trigger_spec t = interval_s(10);
+        aps_job_spec spec = func_job("stuck", &t, NULL);
+        spec.misfire = APS_MISFIRE_UNLIMITED;
+        aps_job_free(add(s, &spec));
+        set_now(T0 + 10 * SEC);
+        aps_scheduler_process(s, NULL);
+        wait_running(1);
+        ssize_t w = write(pfd[1], "r", 1);
+        (void)w;
+        pause();
+        _exit(0);
+    }
+    close(pfd[1]);
+    char c;
+    assert_int_equal(read(pfd[0], &c, 1), 1);
+    close(pfd[0]);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    set_now(T0 + 12 * SEC);
+    aps_scheduler *s = open_sched(path, 1);
+    settle_events(s, APS_EVENT_JOB_ERROR, 1);
+    const aps_event *ev = last_event(APS_EVENT_JOB_ERROR);
+    assert_string_equal(ev->job_id, "stuck");
+    assert_string_equal(ev->run_id, "interrupted by restart");
+    aps_job *job = get(s, "stuck");
+    assert_int_equal(job->running_instances, 0);
+    assert_int_equal(job->stats.failures, 1);
+    assert_true(job->next_run_time == T0 + 20 * SEC);
+    aps_job_free(job);
+    /* The job keeps firing. */
+    set_now(T0 + 20 * SEC);
+    settle(s, 1);
+    aps_scheduler_destroy(s);
+}
+
+/* ---- the run modes on the real clock ------------------------------------------ */
+
+static aps_scheduler *blocking_sched;
+
+static void
+stop_on_executed(const aps_event *ev, void *userdata)
+{
+    (void)userdata;
+    if (ev->type == APS_EVENT_JOB_EXECUTED)
+        aps_scheduler_shutdown(blocking_sched, 0);
+}
+
+static void
+test_blocking_and_background_modes(void **state)
+{
+    (void)state;
+    aps_scheduler_config cfg;
+    aps_error err;
+    memset(&cfg, 0, sizeof(cfg));
+    /* Background: a date job 50 ms ahead fires on the loop's own thread. */
+    aps_scheduler *s = NULL;
+    assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
+    assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), APS_ESTATE);
+    aps_subscriber *sub = NULL;
+    assert_int_equal(aps_subscribe(s, UINT64_MAX, APS_EVENT_MASK(APS_EVENT_JOB_EXECUTED), NULL, &sub), 0);
+    aps_job_spec spec = func_job("soon", NULL, NULL);
+    aps_time at = aps_time_now() + 50000;
+    spec.next_run_time = at;
+    aps_job_free(add(s, &spec));
+    aps_event *ev = NULL;
+    assert_int_equal(aps_subscriber_next(sub, 5 * SEC, &ev, NULL), 0);
+    assert_true(ev->run_times[0] == at);
+    /* Fired on time (a generous bound: tests share 2 cores with the build). */
+    assert_true(ev->time - at < 250000);
+    aps_event_free(ev);
+    aps_subscriber_close(sub);
+    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
+    assert_int_equal(aps_scheduler_get_state(s), APS_STATE_STOPPED);
+    aps_scheduler_destroy(s);
+
+    /* Blocking: start returns when a listener shuts the scheduler down. */
+    assert_int_equal(aps_scheduler_create(&cfg, &blocking_sched, &err), 0);
+    assert_int_equal(aps_scheduler_register_function(blocking_sched, "record", record_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_add_listener(blocking_sched, stop_on_executed,
+                                                APS_EVENT_MASK(APS_EVENT_JOB_EXECUTED), NULL), 0);
+    spec.next_run_time = aps_time_now() + 20000;
+    aps_job_free(add(blocking_sched, &spec));
+    assert_int_equal(aps_scheduler_start(blocking_sched, APS_RUN_BLOCKING), 0);
+    assert_int_equal(aps_scheduler_get_state(blocking_sched), APS_STATE_STOPPED);
+    aps_scheduler_destroy(blocking_sched);
+}
+
+static void
+test_external_loop_fd(void **state)
+{
+    (void)state;
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    memset(&cfg, 0, sizeof(cfg));
+    assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
+    assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
+    aps_job_spec spec = func_job("ext", NULL, NULL);
+    spec.next_run_time = aps_time_now() + 30000;
+    aps_job_free(add(s, &spec));
+    /* Drive it the way an epoll/libuv program would: poll the fd. */
+    struct pollfd pfd = {aps_scheduler_fd(s), POLLIN, 0};
+    for (int i = 0; i < 200 && calls_count() == 0; i++) {
+        aps_time next = APS_TIME_NONE;
+        assert_int_equal(aps_scheduler_process(s, &next), 0);
+        poll(&pfd, 1, 50);
+    }
+    assert_int_equal(calls_count(), 1);
+    aps_scheduler_destroy(s);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_interval_fires_on_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_misfire_grace_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_instances_and_overlap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_all_runs_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_resume_run_now_remove, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_date_job_runs_once_and_is_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backfill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_statistics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_validation_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_existing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_several_stores_and_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_id_replay_across_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_runs_missed_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_sequences_and_subscribers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subscriber_gap_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scheduler_pause_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_interrupted_by_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blocking_and_background_modes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_external_loop_fd, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

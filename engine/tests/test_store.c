@@ -1,0 +1,1500 @@
+/*
+ * Job store tests (store.h), run on both backends where the behaviour is
+ * shared: the LMDB store (durable) and the memory store.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+
+/* cmocka needs <setjmp.h>, <stdarg.h> and <stddef.h> first. */
+#include <cmocka.h>
+
+#include "store.h"
+
+/* ---- fixture ---------------------------------------------------------- */
+
+enum backend { B_LMDB, B_MEM };
+static const enum backend kind_lmdb = B_LMDB;
+static const enum backend kind_mem = B_MEM;
+
+typedef struct fx {
+    enum backend kind;
+    char dir[PATH_MAX];
+    aps_store_config cfg;
+    aps_store *s;
+} fx;
+
+static const char *
+tmp_base(void)
+{
+    const char *t = getenv("TEST_TMPDIR");
+
+    return t && *t ? t : "/tmp";
+}
+
+static int
+rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void
+rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int
+fx_setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+
+    if (!f)
+        return -1;
+    f->kind = *(const enum backend *)*state;
+    snprintf(f->dir, sizeof f->dir, "%s/storeXXXXXX", tmp_base());
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    /* Most tests do not need fsync; the group-commit and crash tests do. */
+    f->cfg.no_sync = 1;
+    *state = f;
+    return 0;
+}
+
+static int
+fx_teardown(void **state)
+{
+    fx *f = *state;
+
+    aps__store_close(f->s);
+    rm_rf(f->dir);
+    free(f);
+    return 0;
+}
+
+static int
+fx_open_rc(fx *f, aps_error *err)
+{
+    if (f->kind == B_LMDB)
+        return aps__store_open_lmdb(f->dir, &f->cfg, &f->s, err);
+    return aps__store_open_memory(&f->cfg, &f->s, err);
+}
+
+static void
+fx_open(fx *f)
+{
+    aps_error err = {0, ""};
+    int rc = fx_open_rc(f, &err);
+
+    if (rc)
+        fprintf(stderr, "open: %d %s\n", rc, err.msg);
+    assert_int_equal(rc, 0);
+    assert_non_null(f->s);
+}
+
+static void
+fx_reopen(fx *f)
+{
+    assert_int_equal(f->kind, B_LMDB);
+    aps__store_close(f->s);
+    f->s = NULL;
+    fx_open(f);
+}
+
+/* ---- write helpers ---------------------------------------------------- */
+
+typedef struct put_arg {
+    const char *id;
+    const void *data;
+    size_t len;
+    aps_time next;
+} put_arg;
+
+static int
+put_fn(aps_txn *t, void *a)
+{
+    put_arg *p = a;
+
+    return aps__txn_job_put(t, p->id, p->data, p->len, p->next);
+}
+
+static int
+put_rc(aps_store *s, const char *id, const char *data, aps_time next)
+{
+    put_arg p = {id, data, data ? strlen(data) : 0, next};
+
+    return aps__store_write(s, put_fn, &p);
+}
+
+static void
+put(aps_store *s, const char *id, const char *data, aps_time next)
+{
+    assert_int_equal(put_rc(s, id, data, next), 0);
+}
+
+static int
+del_fn(aps_txn *t, void *a)
+{
+    return aps__txn_job_del(t, a);
+}
+
+typedef struct ev_arg {
+    aps_time at;
+    const char *data;
+    uint64_t seq;
+} ev_arg;
+
+static int
+ev_fn(aps_txn *t, void *a)
+{
+    ev_arg *e = a;
+
+    return aps__txn_event_append(t, e->at, e->data, strlen(e->data), &e->seq);
+}
+
+static uint64_t
+append_event(aps_store *s, aps_time at, const char *data)
+{
+    ev_arg e = {at, data, 0};
+
+    assert_int_equal(aps__store_write(s, ev_fn, &e), 0);
+    return e.seq;
+}
+
+/* Checks that job `id` holds `data` and `next`. */
+static void
+check_job(aps_store *s, const char *id, const char *data, aps_time next)
+{
+    void *got = NULL;
+    size_t len = 0;
+    aps_time nr = 0;
+
+    assert_int_equal(aps__store_job_get(s, id, &got, &len, &nr), 0);
+    assert_int_equal(len, strlen(data));
+    assert_memory_equal(got, data, len);
+    assert_true(nr == next);
+    free(got);
+}
+
+/* Collects visited jobs. */
+#define MAXC 256
+typedef struct collect {
+    size_t n;
+    char id[MAXC][APS_STORE_ID_MAX + 1];
+    aps_time next[MAXC];
+    char data[MAXC][64];
+} collect;
+
+static int
+collect_cb(void *arg, const char *id, const void *data, size_t len, aps_time next_run)
+{
+    collect *c = arg;
+
+    assert_true(c->n < MAXC);
+    snprintf(c->id[c->n], sizeof c->id[0], "%s", id);
+    snprintf(c->data[c->n], sizeof c->data[0], "%.*s", (int)len, (const char *)data);
+    c->next[c->n] = next_run;
+    c->n++;
+    return 0;
+}
+
+/* Collects events. */
+typedef struct evc {
+    size_t n;
+    uint64_t seq[MAXC];
+    aps_time at[MAXC];
+    char data[MAXC][32];
+} evc;
+
+static int
+evc_cb(void *arg, uint64_t seq, aps_time at, const void *data, size_t len)
+{
+    evc *c = arg;
+
+    assert_true(c->n < MAXC);
+    c->seq[c->n] = seq;
+    c->at[c->n] = at;
+    snprintf(c->data[c->n], sizeof c->data[0], "%.*s", (int)len, (const char *)data);
+    c->n++;
+    return 0;
+}
+
+static aps_time
+now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (aps_time)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- basic CRUD --------------------------------------------------------- */
+
+typedef struct two_arg {
+    size_t removed;
+    const void *data;
+    size_t len;
+    aps_time next;
+    int get_rc;
+} two_arg;
+
+static int
+del_all_fn(aps_txn *t, void *a)
+{
+    two_arg *x = a;
+
+    return aps__txn_job_del_all(t, &x->removed);
+}
+
+/* Inside one transaction: put, read back (own write visible), replace. */
+static int
+rw_same_txn_fn(aps_txn *t, void *a)
+{
+    two_arg *x = a;
+    int rc;
+
+    rc = aps__txn_job_put(t, "inner", "v1", 2, 5);
+    if (rc)
+        return rc;
+    x->get_rc = aps__txn_job_get(t, "inner", &x->data, &x->len, &x->next);
+    if (x->get_rc || x->len != 2 || memcmp(x->data, "v1", 2) || x->next != 5)
+        return APS_EIO;
+    rc = aps__txn_job_put(t, "inner", "v2!", 3, APS_TIME_NONE);
+    if (rc)
+        return rc;
+    x->get_rc = aps__txn_job_get(t, "inner", &x->data, &x->len, &x->next);
+    if (x->get_rc || x->len != 3 || x->next != APS_TIME_NONE)
+        return APS_EIO;
+    if (aps__txn_job_get(t, "nope", NULL, NULL, NULL) != APS_ENOENT)
+        return APS_EIO;
+    if (aps__txn_job_del(t, "nope") != APS_ENOENT)
+        return APS_EIO;
+    return 0;
+}
+
+static void
+test_crud(void **state)
+{
+    fx *f = *state;
+    aps_time nr = 0;
+    size_t n = 0, len = 99;
+    two_arg x;
+    void *d = NULL;
+
+    fx_open(f);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(aps__store_job_get(f->s, "a", NULL, NULL, NULL), APS_ENOENT);
+
+    put(f->s, "a", "alpha", 100);
+    put(f->s, "b", "beta", APS_TIME_NONE);
+    put(f->s, "c", "", -7);
+    check_job(f->s, "a", "alpha", 100);
+    check_job(f->s, "b", "beta", APS_TIME_NONE);
+    check_job(f->s, "c", "", -7);
+    /* An empty record still comes back as a freeable buffer. */
+    assert_int_equal(aps__store_job_get(f->s, "c", &d, &len, &nr), 0);
+    assert_non_null(d);
+    assert_int_equal(len, 0);
+    free(d);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, 3);
+
+    /* Replace: data and next run, and the due index follows. */
+    put(f->s, "a", "alpha-2", 50);
+    check_job(f->s, "a", "alpha-2", 50);
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_true(nr == -7);
+    put(f->s, "c", "c2", APS_TIME_NONE);
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_true(nr == 50);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, 3);
+
+    /* Delete. */
+    assert_int_equal(aps__store_write(f->s, del_fn, "a"), 0);
+    assert_int_equal(aps__store_write(f->s, del_fn, "a"), APS_ENOENT);
+    assert_int_equal(aps__store_job_get(f->s, "a", NULL, NULL, NULL), APS_ENOENT);
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_true(nr == APS_TIME_NONE);
+
+    /* Own writes are visible inside the transaction. */
+    memset(&x, 0, sizeof x);
+    assert_int_equal(aps__store_write(f->s, rw_same_txn_fn, &x), 0);
+    check_job(f->s, "inner", "v2!", APS_TIME_NONE);
+
+    /* Delete all. */
+    put(f->s, "d", "delta", 1);
+    memset(&x, 0, sizeof x);
+    assert_int_equal(aps__store_write(f->s, del_all_fn, &x), 0);
+    assert_int_equal(x.removed, 4);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_true(nr == APS_TIME_NONE);
+    /* The store works after a delete-all. */
+    put(f->s, "e", "echo", 3);
+    check_job(f->s, "e", "echo", 3);
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_true(nr == 3);
+}
+
+static int
+bad_args_fn(aps_txn *t, void *a)
+{
+    char longid[APS_STORE_ID_MAX + 2];
+    int *fails = a;
+
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    *fails = 0;
+    *fails += aps__txn_job_put(t, longid, "x", 1, 1) != APS_EINVAL;
+    longid[APS_STORE_ID_MAX] = '\0'; /* exactly the maximum: fine */
+    *fails += aps__txn_job_put(t, longid, "x", 1, 1) != 0;
+    *fails += aps__txn_job_put(t, "", "x", 1, 1) != APS_EINVAL;
+    *fails += aps__txn_job_put(t, NULL, "x", 1, 1) != APS_EINVAL;
+    *fails += aps__txn_job_put(t, "y", NULL, 1, 1) != APS_EINVAL;
+    *fails += aps__txn_job_put(t, "y", NULL, 0, 1) != 0;
+    *fails += aps__txn_meta_put(t, "store/schema", "x", 1) != APS_EINVAL;
+    *fails += aps__txn_meta_del(t, "store/event_seq") != APS_EINVAL;
+    *fails += aps__txn_meta_put(t, "", "x", 1) != APS_EINVAL;
+    *fails += aps__txn_event_append(t, 0, NULL, 3, NULL) != APS_EINVAL;
+    return 0;
+}
+
+static void
+test_bad_args(void **state)
+{
+    fx *f = *state;
+    int fails = -1;
+    char longid[APS_STORE_ID_MAX + 2];
+
+    fx_open(f);
+    assert_int_equal(aps__store_write(f->s, bad_args_fn, &fails), 0);
+    assert_int_equal(fails, 0);
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    assert_int_equal(aps__store_job_get(f->s, longid, NULL, NULL, NULL), APS_EINVAL);
+    longid[APS_STORE_ID_MAX] = '\0';
+    check_job(f->s, longid, "x", 1);
+    assert_int_equal(aps__store_write(f->s, NULL, NULL), APS_EINVAL);
+    assert_int_equal(aps__store_job_list(f->s, "", 0, collect_cb, NULL), APS_EINVAL);
+    assert_int_equal(aps__store_meta_get(f->s, NULL, NULL, NULL), APS_EINVAL);
+}
+
+/* ---- ordering ------------------------------------------------------------ */
+
+static void
+test_due_order(void **state)
+{
+    fx *f = *state;
+    collect *c = calloc(1, sizeof *c);
+    aps_time nr;
+
+    assert_non_null(c);
+    fx_open(f);
+    put(f->s, "late", "1", 5000000);
+    put(f->s, "neg-big", "2", -9000000000000LL);
+    put(f->s, "zero", "3", 0);
+    put(f->s, "tie-b", "4", 1000);
+    put(f->s, "tie-a", "5", 1000);
+    put(f->s, "tie-aa", "6", 1000);
+    put(f->s, "neg-1", "7", -1);
+    put(f->s, "paused", "8", APS_TIME_NONE);
+    put(f->s, "max", "9", INT64_MAX);
+
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_true(nr == -9000000000000LL);
+
+    /* Everything up to 1000 inclusive, earliest first, ties by id. */
+    assert_int_equal(aps__store_due(f->s, 1000, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, 6);
+    assert_string_equal(c->id[0], "neg-big");
+    assert_string_equal(c->id[1], "neg-1");
+    assert_string_equal(c->id[2], "zero");
+    assert_string_equal(c->id[3], "tie-a");
+    assert_string_equal(c->id[4], "tie-aa");
+    assert_string_equal(c->id[5], "tie-b");
+    assert_string_equal(c->data[3], "5");
+    assert_true(c->next[1] == -1);
+
+    /* Limit, and an upper bound below everything. */
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due(f->s, INT64_MAX, 2, collect_cb, c), 0);
+    assert_int_equal(c->n, 2);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due(f->s, -9000000000001LL, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, 0);
+
+    /* All of them: the paused job never appears; INT64_MAX is last. */
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due(f->s, INT64_MAX, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, 8);
+    assert_string_equal(c->id[7], "max");
+    for (size_t i = 0; i < c->n; i++)
+        assert_string_not_equal(c->id[i], "paused");
+
+    /* Moving a job moves it in the index. */
+    put(f->s, "late", "1", -2);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due(f->s, 0, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, 4);
+    assert_string_equal(c->id[1], "late");
+    free(c);
+}
+
+/* Stops the scan after `stop_after` visits with a distinctive value. */
+static int
+stop_cb(void *arg, const char *id, const void *data, size_t len, aps_time nr)
+{
+    int *left = arg;
+
+    (void)id;
+    (void)data;
+    (void)len;
+    (void)nr;
+    return --*left == 0 ? 42 : 0;
+}
+
+static void
+test_list_pagination(void **state)
+{
+    fx *f = *state;
+    collect *c = calloc(1, sizeof *c);
+    char id[32], last[APS_STORE_ID_MAX + 1] = "";
+    size_t total = 0;
+    int left;
+
+    assert_non_null(c);
+    fx_open(f);
+    /* Insert in a scrambled order; ids of different lengths. */
+    for (int i = 0; i < 57; i++) {
+        int k = (i * 37) % 57;
+
+        snprintf(id, sizeof id, "job-%d", k);
+        put(f->s, id, id, k % 3 ? k : APS_TIME_NONE);
+    }
+    put(f->s, "job", "prefix", 1); /* a prefix sorts first */
+    for (;;) {
+        memset(c, 0, sizeof *c);
+        assert_int_equal(aps__store_job_list(f->s, total ? last : NULL, 10, collect_cb, c), 0);
+        if (c->n == 0)
+            break;
+        assert_true(c->n <= 10);
+        for (size_t i = 0; i < c->n; i++) {
+            /* Strictly increasing, bytewise. */
+            if (total || i)
+                assert_true(strcmp(i ? c->id[i - 1] : last, c->id[i]) < 0);
+            if (strcmp(c->id[i], "job"))
+                assert_string_equal(c->data[i], c->id[i]);
+        }
+        if (total == 0)
+            assert_string_equal(c->id[0], "job");
+        snprintf(last, sizeof last, "%s", c->id[c->n - 1]);
+        total += c->n;
+    }
+    assert_int_equal(total, 58);
+    /* A cursor that is not an existing id starts after it. */
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_job_list(f->s, "job-5", 3, collect_cb, c), 0);
+    assert_int_equal(c->n, 3);
+    assert_string_equal(c->id[0], "job-50");
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_job_list(f->s, "job-0z", 1, collect_cb, c), 0);
+    assert_string_equal(c->id[0], "job-1");
+    /* A visitor stops the scan; its value comes back. */
+    left = 5;
+    assert_int_equal(aps__store_job_list(f->s, NULL, 0, stop_cb, &left), 42);
+    left = 2;
+    assert_int_equal(aps__store_due(f->s, INT64_MAX, 0, stop_cb, &left), 42);
+    free(c);
+}
+
+/* ---- group commit with failures --------------------------------------- */
+
+#define GC_THREADS 16
+#define GC_WRITES 50
+
+typedef struct gc_ctx {
+    aps_store *s;
+    int thread;
+    int errors;
+} gc_ctx;
+
+typedef struct gc_arg {
+    char id[32];
+    int fail;
+} gc_arg;
+
+/* Changes jobs, the event log and meta; then fails if asked: all of it
+ * must be undone while batch-mates commit. */
+static int
+gc_fn(aps_txn *t, void *a)
+{
+    gc_arg *g = a;
+    char key[48];
+    int rc;
+
+    rc = aps__txn_job_put(t, g->id, g->id, strlen(g->id), 1000);
+    if (rc)
+        return rc;
+    rc = aps__txn_event_append(t, 1, g->id, strlen(g->id), NULL);
+    if (rc)
+        return rc;
+    snprintf(key, sizeof key, "m/%s", g->id);
+    rc = aps__txn_meta_put(t, key, "1", 1);
+    if (rc)
+        return rc;
+    return g->fail ? APS_ERANGE : 0;
+}
+
+static void *
+gc_thread(void *arg)
+{
+    gc_ctx *c = arg;
+
+    for (int i = 0; i < GC_WRITES; i++) {
+        gc_arg g;
+        int rc;
+
+        snprintf(g.id, sizeof g.id, "t%02d-%03d", c->thread, i);
+        g.fail = i % 5 == 4;
+        rc = aps__store_write(c->s, gc_fn, &g);
+        if (rc != (g.fail ? APS_ERANGE : 0))
+            c->errors++;
+    }
+    return NULL;
+}
+
+typedef struct seq_check {
+    uint64_t next;
+    size_t n;
+    int bad;
+} seq_check;
+
+static int
+seq_cb(void *arg, uint64_t seq, aps_time at, const void *data, size_t len)
+{
+    seq_check *c = arg;
+    int i = 0;
+
+    (void)at;
+    if (c->next && seq != c->next)
+        c->bad++;
+    c->next = seq + 1;
+    c->n++;
+    /* A failed write's event must not be there (ids t..-xx4, -xx9). */
+    if (len >= 1 && sscanf((const char *)data + len - 1, "%1d", &i) == 1 && (i == 4 || i == 9))
+        c->bad++;
+    return 0;
+}
+
+static void
+test_group_commit_failures(void **state)
+{
+    fx *f = *state;
+    pthread_t th[GC_THREADS];
+    gc_ctx ctx[GC_THREADS];
+    aps_store_stats st;
+    seq_check sc = {0, 0, 0};
+    uint64_t first, last;
+    size_t n;
+
+    f->cfg.no_sync = 0; /* real fsyncs make batches form */
+    fx_open(f);
+    for (int i = 0; i < GC_THREADS; i++) {
+        ctx[i] = (gc_ctx){f->s, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, gc_thread, &ctx[i]), 0);
+    }
+    for (int i = 0; i < GC_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(ctx[i].errors, 0);
+    }
+    for (int t = 0; t < GC_THREADS; t++) {
+        for (int i = 0; i < GC_WRITES; i++) {
+            char id[32], key[48];
+            int rc;
+
+            snprintf(id, sizeof id, "t%02d-%03d", t, i);
+            snprintf(key, sizeof key, "m/%s", id);
+            rc = aps__store_job_get(f->s, id, NULL, NULL, NULL);
+            assert_int_equal(rc, i % 5 == 4 ? APS_ENOENT : 0);
+            rc = aps__store_meta_get(f->s, key, NULL, NULL);
+            assert_int_equal(rc, i % 5 == 4 ? APS_ENOENT : 0);
+        }
+    }
+    n = 0;
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, GC_THREADS * GC_WRITES * 4 / 5);
+    /* One event per successful write, sequences without holes. */
+    assert_int_equal(aps__store_events(f->s, 0, 0, seq_cb, &sc), 0);
+    assert_int_equal(sc.bad, 0);
+    assert_int_equal(sc.n, n);
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 1 && last == n);
+    assert_int_equal(aps__store_stats(f->s, &st), 0);
+    assert_int_equal(st.writes, GC_THREADS * GC_WRITES);
+    if (f->kind == B_LMDB) {
+        /* Group commit: fewer commits than writes. */
+        fprintf(stderr, "group commit: %llu writes in %llu commits\n",
+                (unsigned long long)st.writes, (unsigned long long)st.commits);
+        assert_true(st.commits < st.writes);
+    }
+}
+
+/* ---- events ----------------------------------------------------------- */
+
+static void
+test_event_seq_reopen(void **state)
+{
+    fx *f = *state;
+    evc *c = calloc(1, sizeof *c);
+    uint64_t first = 9, last = 9;
+
+    assert_non_null(c);
+    fx_open(f);
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 0 && last == 0);
+    for (uint64_t i = 1; i <= 10; i++)
+        assert_true(append_event(f->s, (aps_time)i, "a") == i);
+    if (f->kind == B_LMDB)
+        fx_reopen(f);
+    for (uint64_t i = 11; i <= 20; i++)
+        assert_true(append_event(f->s, (aps_time)i, "b") == i);
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 1 && last == 20);
+    assert_int_equal(aps__store_events(f->s, 0, 0, evc_cb, c), 0);
+    assert_int_equal(c->n, 20);
+    for (size_t i = 0; i < c->n; i++) {
+        assert_true(c->seq[i] == i + 1);
+        assert_true(c->at[i] == (aps_time)(i + 1));
+        assert_string_equal(c->data[i], i < 10 ? "a" : "b");
+    }
+    /* Resume after a sequence, with a limit. */
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_events(f->s, 15, 3, evc_cb, c), 0);
+    assert_int_equal(c->n, 3);
+    assert_true(c->seq[0] == 16 && c->seq[2] == 18);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_events(f->s, 20, 0, evc_cb, c), 0);
+    assert_int_equal(c->n, 0);
+    assert_int_equal(aps__store_events(f->s, UINT64_MAX, 0, evc_cb, c), 0);
+    assert_int_equal(c->n, 0);
+    free(c);
+}
+
+static void
+test_event_prune_count(void **state)
+{
+    fx *f = *state;
+    evc *c = calloc(1, sizeof *c);
+    uint64_t first, last;
+
+    assert_non_null(c);
+    f->cfg.event_max_count = 10;
+    fx_open(f);
+    for (uint64_t i = 1; i <= 25; i++)
+        assert_true(append_event(f->s, now_us(), "x") == i);
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 16 && last == 25);
+    assert_int_equal(aps__store_events(f->s, 0, 0, evc_cb, c), 0);
+    assert_int_equal(c->n, 10);
+    for (size_t i = 0; i < c->n; i++)
+        assert_true(c->seq[i] == 16 + i);
+    if (f->kind == B_LMDB)
+        fx_reopen(f);
+    assert_true(append_event(f->s, now_us(), "y") == 26);
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 17 && last == 26);
+    free(c);
+}
+
+typedef struct evs_arg {
+    int n;
+    aps_time at[4];
+} evs_arg;
+
+static int
+evs_fn(aps_txn *t, void *a)
+{
+    evs_arg *e = a;
+
+    for (int i = 0; i < e->n; i++) {
+        int rc = aps__txn_event_append(t, e->at[i], "z", 1, NULL);
+
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void
+test_event_prune_age(void **state)
+{
+    fx *f = *state;
+    const aps_time hour = 3600 * (aps_time)1000000;
+    evc *c = calloc(1, sizeof *c);
+    uint64_t first, last;
+    aps_time now = now_us();
+    evs_arg old3 = {3, {now - 2 * hour, now - 2 * hour, now - 3 * hour, 0}};
+    evs_arg new2 = {2, {now, now + 1, 0, 0}};
+    evs_arg old1 = {1, {now - 5 * hour, 0, 0, 0}};
+
+    assert_non_null(c);
+    f->cfg.event_max_age_us = hour;
+    fx_open(f);
+    /* Old events go at the end of their own write: nothing is retained,
+     * but the sequence is remembered. */
+    assert_int_equal(aps__store_write(f->s, evs_fn, &old3), 0);
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 4 && last == 3);
+    if (f->kind == B_LMDB)
+        fx_reopen(f);
+    assert_int_equal(aps__store_write(f->s, evs_fn, &new2), 0);
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 4 && last == 5);
+    /* An old event behind newer ones stays: pruning removes a prefix only,
+     * so the retained log never has a hole. */
+    assert_int_equal(aps__store_write(f->s, evs_fn, &old1), 0);
+    assert_int_equal(aps__store_events(f->s, 0, 0, evc_cb, c), 0);
+    assert_int_equal(c->n, 3);
+    assert_true(c->seq[0] == 4 && c->seq[1] == 5 && c->seq[2] == 6);
+    free(c);
+}
+
+/* ---- meta --------------------------------------------------------------- */
+
+typedef struct meta_arg {
+    const char *key;
+    const char *val;
+    int del;
+    const void *got;
+    size_t got_len;
+    int get_rc;
+} meta_arg;
+
+static int
+meta_fn(aps_txn *t, void *a)
+{
+    meta_arg *m = a;
+
+    if (m->del)
+        return aps__txn_meta_del(t, m->key);
+    if (m->val) {
+        int rc = aps__txn_meta_put(t, m->key, m->val, strlen(m->val));
+
+        if (rc)
+            return rc;
+    }
+    m->get_rc = aps__txn_meta_get(t, m->key, &m->got, &m->got_len);
+    return 0;
+}
+
+/* Collects meta keys and values. */
+typedef struct metac {
+    size_t n;
+    char key[16][64];
+    char val[16][16];
+    int stop_at; /* stop (returning 7) after this many, 0 = never */
+} metac;
+
+static int
+metac_cb(void *arg, const char *key, const void *data, size_t len)
+{
+    metac *c = arg;
+
+    assert_true(c->n < 16);
+    snprintf(c->key[c->n], sizeof c->key[0], "%s", key);
+    snprintf(c->val[c->n], sizeof c->val[0], "%.*s", (int)len, (const char *)data);
+    c->n++;
+    return c->stop_at && (int)c->n == c->stop_at ? 7 : 0;
+}
+
+static int
+meta_many_fn(aps_txn *t, void *a)
+{
+    static const char *keys[] = {"req/b", "req", "reqx", "req/a", "run/1", "re", "req/a/z"};
+    int rc = 0;
+
+    (void)a;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && !rc; i++)
+        rc = aps__txn_meta_put(t, keys[i], keys[i], strlen(keys[i]));
+    return rc;
+}
+
+static void
+test_meta_scan(void **state)
+{
+    fx *f = *state;
+    metac c;
+
+    fx_open(f);
+    assert_int_equal(aps__store_write(f->s, meta_many_fn, NULL), 0);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(aps__store_meta_scan(f->s, "req/", metac_cb, &c), 0);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.key[0], "req/a");
+    assert_string_equal(c.key[1], "req/a/z");
+    assert_string_equal(c.key[2], "req/b");
+    assert_string_equal(c.val[2], "req/b");
+    memset(&c, 0, sizeof c);
+    assert_int_equal(aps__store_meta_scan(f->s, "req", metac_cb, &c), 0);
+    assert_int_equal(c.n, 5);
+    assert_string_equal(c.key[0], "req");
+    assert_string_equal(c.key[4], "reqx");
+    memset(&c, 0, sizeof c);
+    assert_int_equal(aps__store_meta_scan(f->s, "zzz", metac_cb, &c), 0);
+    assert_int_equal(c.n, 0);
+    /* Everything, the store's own keys included (LMDB: schema). */
+    memset(&c, 0, sizeof c);
+    assert_int_equal(aps__store_meta_scan(f->s, "", metac_cb, &c), 0);
+    assert_int_equal(c.n, f->kind == B_LMDB ? 8 : 7);
+    for (size_t i = 1; i < c.n; i++)
+        assert_true(strcmp(c.key[i - 1], c.key[i]) < 0);
+    memset(&c, 0, sizeof c);
+    c.stop_at = 2;
+    assert_int_equal(aps__store_meta_scan(f->s, "", metac_cb, &c), 7);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(aps__store_meta_scan(f->s, NULL, metac_cb, &c), APS_EINVAL);
+}
+
+static void
+test_meta(void **state)
+{
+    fx *f = *state;
+    meta_arg m = {"req/abc", "job-1", 0, NULL, 0, 0};
+    void *d = NULL;
+    size_t len = 0;
+
+    fx_open(f);
+    assert_int_equal(aps__store_meta_get(f->s, "req/abc", NULL, NULL), APS_ENOENT);
+    assert_int_equal(aps__store_write(f->s, meta_fn, &m), 0);
+    assert_int_equal(m.get_rc, 0);
+    assert_int_equal(m.got_len, 5);
+    assert_int_equal(aps__store_meta_get(f->s, "req/abc", &d, &len), 0);
+    assert_int_equal(len, 5);
+    assert_memory_equal(d, "job-1", 5);
+    free(d);
+    m.val = "job-22";
+    assert_int_equal(aps__store_write(f->s, meta_fn, &m), 0);
+    if (f->kind == B_LMDB)
+        fx_reopen(f);
+    assert_int_equal(aps__store_meta_get(f->s, "req/abc", &d, &len), 0);
+    assert_int_equal(len, 6);
+    assert_memory_equal(d, "job-22", 6);
+    free(d);
+    m.del = 1;
+    assert_int_equal(aps__store_write(f->s, meta_fn, &m), 0);
+    assert_int_equal(aps__store_write(f->s, meta_fn, &m), APS_ENOENT);
+    assert_int_equal(aps__store_meta_get(f->s, "req/abc", NULL, NULL), APS_ENOENT);
+    /* Reserved keys: readable (LMDB has a schema), never writable. */
+    m = (meta_arg){"store/x", "v", 0, NULL, 0, 0};
+    assert_int_equal(aps__store_write(f->s, meta_fn, &m), APS_EINVAL);
+    if (f->kind == B_LMDB) {
+        assert_int_equal(aps__store_meta_get(f->s, APS_STORE_META_SCHEMA, &d, &len), 0);
+        assert_int_equal(len, 4);
+        assert_memory_equal(d, "\0\0\0\1", 4);
+        free(d);
+    }
+}
+
+/* ---- undo of a failing callback in the memory/lmdb txn ----------------- */
+
+/* Makes every kind of change over existing state, then fails. */
+static int
+undo_fn(aps_txn *t, void *a)
+{
+    size_t removed;
+
+    (void)a;
+    if (aps__txn_job_put(t, "keep", "changed", 7, 1) || aps__txn_job_put(t, "new", "n", 1, 2) ||
+        aps__txn_job_del(t, "gone") || aps__txn_job_put(t, "new", "n2", 2, APS_TIME_NONE) ||
+        aps__txn_meta_put(t, "k", "changed", 7) || aps__txn_meta_del(t, "k2") ||
+        aps__txn_meta_put(t, "k3", "new", 3) || aps__txn_event_append(t, 0, "e", 1, NULL) ||
+        aps__txn_job_del_all(t, &removed))
+        return APS_EIO;
+    return removed == 2 ? APS_ERANGE : APS_EIO;
+}
+
+static int
+setup_undo_fn(aps_txn *t, void *a)
+{
+    (void)a;
+    if (aps__txn_job_put(t, "keep", "orig", 4, 10) || aps__txn_job_put(t, "gone", "g", 1, 20) ||
+        aps__txn_meta_put(t, "k", "v", 1) || aps__txn_meta_put(t, "k2", "v2", 2) ||
+        aps__txn_event_append(t, 0, "e0", 2, NULL))
+        return APS_EIO;
+    return 0;
+}
+
+static void
+test_undo(void **state)
+{
+    fx *f = *state;
+    collect *c = calloc(1, sizeof *c);
+    uint64_t first, last;
+    aps_time nr;
+    size_t n;
+    void *d;
+
+    assert_non_null(c);
+    fx_open(f);
+    assert_int_equal(aps__store_write(f->s, setup_undo_fn, NULL), 0);
+    assert_int_equal(aps__store_write(f->s, undo_fn, NULL), APS_ERANGE);
+    check_job(f->s, "keep", "orig", 10);
+    check_job(f->s, "gone", "g", 20);
+    assert_int_equal(aps__store_job_get(f->s, "new", NULL, NULL, NULL), APS_ENOENT);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(aps__store_due(f->s, INT64_MAX, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, 2);
+    assert_string_equal(c->id[0], "keep");
+    assert_string_equal(c->id[1], "gone");
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_true(nr == 10);
+    assert_int_equal(aps__store_meta_get(f->s, "k", &d, &n), 0);
+    assert_memory_equal(d, "v", 1);
+    free(d);
+    assert_int_equal(aps__store_meta_get(f->s, "k2", NULL, NULL), 0);
+    assert_int_equal(aps__store_meta_get(f->s, "k3", NULL, NULL), APS_ENOENT);
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 1 && last == 1);
+    /* The next event continues from the committed sequence. */
+    assert_true(append_event(f->s, 0, "e1") == 2);
+    free(c);
+}
+
+/* ---- reentrancy ----------------------------------------------------------- */
+
+static int
+reenter_write_fn(aps_txn *t, void *a)
+{
+    aps_store *s = *(aps_store **)a;
+    size_t n;
+
+    (void)t;
+    if (aps__store_write(s, del_fn, "x") != APS_ESTATE)
+        return APS_EIO;
+    if (aps__store_count(s, &n) != APS_ESTATE)
+        return APS_EIO;
+    return 0;
+}
+
+static int
+reenter_read_cb(void *arg, const char *id, const void *data, size_t len, aps_time nr)
+{
+    aps_store *s = arg;
+    size_t n;
+
+    (void)id;
+    (void)data;
+    (void)len;
+    (void)nr;
+    if (aps__store_count(s, &n) != APS_ESTATE)
+        return APS_EIO;
+    if (put_rc(s, "y", "y", 1) != APS_ESTATE)
+        return APS_EIO;
+    return 0;
+}
+
+static void
+test_reentrancy(void **state)
+{
+    fx *f = *state;
+
+    fx_open(f);
+    put(f->s, "x", "x", 1);
+    assert_int_equal(aps__store_write(f->s, reenter_write_fn, &f->s), 0);
+    assert_int_equal(aps__store_job_list(f->s, NULL, 0, reenter_read_cb, f->s), 0);
+    assert_int_equal(aps__store_due(f->s, 5, 0, reenter_read_cb, f->s), 0);
+    /* Outside callbacks, calls work again. */
+    put(f->s, "z", "z", 2);
+}
+
+/* ---- LMDB only: persistence, locking, growth, corruption, schema ------- */
+
+static void
+test_reopen_persistence(void **state)
+{
+    fx *f = *state;
+    char id[32], data[600];
+    aps_time nr;
+
+    fx_open(f);
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "p%04d", i);
+        /* varied bytes, including NULs and high bytes */
+        for (size_t k = 0; k < sizeof data; k++)
+            data[k] = (char)(i * 31 + k * 7);
+        put_arg p = {id, data, (size_t)(i * 2) % sizeof data,
+                     i % 4 ? (aps_time)i * 1000 - 50000 : APS_TIME_NONE};
+        assert_int_equal(aps__store_write(f->s, put_fn, &p), 0);
+    }
+    fx_reopen(f);
+    for (int i = 0; i < 300; i++) {
+        void *got;
+        size_t len;
+
+        snprintf(id, sizeof id, "p%04d", i);
+        for (size_t k = 0; k < sizeof data; k++)
+            data[k] = (char)(i * 31 + k * 7);
+        assert_int_equal(aps__store_job_get(f->s, id, &got, &len, &nr), 0);
+        assert_int_equal(len, (size_t)(i * 2) % sizeof data);
+        if (len)
+            assert_memory_equal(got, data, len);
+        assert_true(nr == (i % 4 ? (aps_time)i * 1000 - 50000 : APS_TIME_NONE));
+        free(got);
+    }
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_true(nr == 1000 - 50000);
+}
+
+static void
+test_second_open_busy(void **state)
+{
+    fx *f = *state;
+    aps_store *s2 = NULL;
+    aps_error err = {0, ""};
+    char want[64];
+    int status, p[2];
+    pid_t pid;
+
+    fx_open(f);
+    put(f->s, "a", "a", 1);
+    snprintf(want, sizeof want, "store is in use by pid %ld", (long)getpid());
+
+    /* Same process. */
+    assert_int_equal(aps__store_open_lmdb(f->dir, NULL, &s2, &err), APS_EBUSY);
+    assert_null(s2);
+    assert_int_equal(err.code, APS_EBUSY);
+    assert_non_null(strstr(err.msg, want));
+
+    /* Another process. */
+    assert_int_equal(pipe(p), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        aps_error e = {0, ""};
+        int rc = aps__store_open_lmdb(f->dir, NULL, &s2, &e);
+        ssize_t w = write(p[1], e.msg, strlen(e.msg) + 1);
+
+        (void)w;
+        _exit(rc == APS_EBUSY ? 0 : 1);
+    }
+    close(p[1]);
+    memset(err.msg, 0, sizeof err.msg);
+    assert_true(read(p[0], err.msg, sizeof err.msg - 1) > 0);
+    close(p[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_non_null(strstr(err.msg, want));
+
+    /* Released on close. */
+    aps__store_close(f->s);
+    f->s = NULL;
+    fx_open(f);
+    check_job(f->s, "a", "a", 1);
+}
+
+typedef struct big_arg {
+    int first, n;
+    size_t len;
+} big_arg;
+
+static void
+fill_big(char *buf, size_t len, int i)
+{
+    for (size_t k = 0; k < len; k++)
+        buf[k] = (char)((size_t)i * 131 + k);
+}
+
+static int
+big_fn(aps_txn *t, void *a)
+{
+    big_arg *b = a;
+    char id[32], *buf = malloc(b->len);
+    int rc = 0;
+
+    if (!buf)
+        return APS_ENOMEM;
+    for (int i = b->first; i < b->first + b->n && !rc; i++) {
+        snprintf(id, sizeof id, "big%06d", i);
+        fill_big(buf, b->len, i);
+        rc = aps__txn_job_put(t, id, buf, b->len, i);
+        if (!rc)
+            rc = aps__txn_event_append(t, i, id, strlen(id), NULL);
+    }
+    free(buf);
+    return rc;
+}
+
+typedef struct reader_ctx {
+    aps_store *s;
+    volatile int stop;
+    long reads;
+    int errors;
+} reader_ctx;
+
+static int
+count_cb(void *arg, const char *id, const void *data, size_t len, aps_time nr)
+{
+    (void)id;
+    (void)data;
+    (void)len;
+    (void)nr;
+    (*(long *)arg)++;
+    return 0;
+}
+
+/* Reads continuously while the map grows underneath. */
+static void *
+reader_thread(void *arg)
+{
+    reader_ctx *r = arg;
+
+    while (!r->stop) {
+        long n = 0;
+
+        if (aps__store_job_list(r->s, NULL, 50, count_cb, &n))
+            r->errors++;
+        r->reads++;
+    }
+    return NULL;
+}
+
+static void
+test_map_growth(void **state)
+{
+    fx *f = *state;
+    const size_t len = 4000;
+    const int total = 5000, per_write = 50; /* 20 MB of records */
+    aps_store_stats st;
+    reader_ctx rd;
+    pthread_t th;
+    char *buf = malloc(len), *got;
+    size_t n, glen;
+    uint64_t first, last;
+
+    assert_non_null(buf);
+    f->cfg.initial_map_size = 64 << 10;
+    fx_open(f);
+    rd = (reader_ctx){f->s, 0, 0, 0};
+    assert_int_equal(pthread_create(&th, NULL, reader_thread, &rd), 0);
+    for (int i = 0; i < total; i += per_write) {
+        big_arg b = {i, per_write, len};
+
+        assert_int_equal(aps__store_write(f->s, big_fn, &b), 0);
+    }
+    rd.stop = 1;
+    pthread_join(th, NULL);
+    assert_int_equal(rd.errors, 0);
+    assert_int_equal(aps__store_stats(f->s, &st), 0);
+    fprintf(stderr, "map: %zu bytes after %llu grows (%ld reads meanwhile)\n", st.map_size,
+            (unsigned long long)st.map_grows, rd.reads);
+    assert_true(st.map_grows >= 8);
+    assert_true(st.map_size >= (size_t)20 << 20);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, total);
+    /* Callbacks rerun after a growth did not duplicate events. */
+    assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
+    assert_true(first == 1 && last == (uint64_t)total);
+    fx_reopen(f);
+    for (int i = 0; i < total; i += 97) {
+        char id[32];
+
+        snprintf(id, sizeof id, "big%06d", i);
+        fill_big(buf, len, i);
+        assert_int_equal(aps__store_job_get(f->s, id, (void **)&got, &glen, NULL), 0);
+        assert_int_equal(glen, len);
+        assert_memory_equal(got, buf, len);
+        free(got);
+    }
+    free(buf);
+}
+
+/* Writes raw values into the environment (store closed). */
+static void
+raw_put(const char *dir, const char *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static int
+get_in_txn_fn(aps_txn *t, void *a)
+{
+    return aps__txn_job_get(t, a, NULL, NULL, NULL);
+}
+
+static void
+test_corrupt_value(void **state)
+{
+    fx *f = *state;
+    unsigned char dk[8 + 5];
+    collect *c = calloc(1, sizeof *c);
+    aps_time nr;
+
+    assert_non_null(c);
+    fx_open(f);
+    put(f->s, "good", "fine", 5);
+    aps__store_close(f->s);
+    f->s = NULL;
+    /* A job value shorter than its 8-byte header. */
+    raw_put(f->dir, "jobs", "bad", 3, "xyz", 3);
+    fx_open(f);
+    assert_int_equal(aps__store_job_get(f->s, "bad", NULL, NULL, NULL), APS_ECORRUPT);
+    assert_int_equal(aps__store_write(f->s, get_in_txn_fn, "bad"), APS_ECORRUPT);
+    assert_int_equal(aps__store_job_list(f->s, NULL, 0, collect_cb, c), APS_ECORRUPT);
+    check_job(f->s, "good", "fine", 5);
+    /* Replacing or deleting the damaged job repairs it. */
+    put(f->s, "bad", "repaired", 7);
+    check_job(f->s, "bad", "repaired", 7);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_job_list(f->s, NULL, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, 2);
+    assert_int_equal(aps__store_write(f->s, del_fn, "bad"), 0);
+
+    /* A due entry naming a job that does not exist. */
+    aps__store_close(f->s);
+    f->s = NULL;
+    memset(dk, 0, 8); /* the earliest possible time */
+    memcpy(dk + 8, "ghost", 5);
+    raw_put(f->dir, "due", dk, sizeof dk, "", 0);
+    /* An event too short for its time header. */
+    raw_put(f->dir, "events", "\0\0\0\0\0\0\0\1", 8, "ab", 2);
+    fx_open(f);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due(f->s, INT64_MAX, 0, collect_cb, c), APS_ECORRUPT);
+    assert_int_equal(aps__store_next_due(f->s, &nr), 0);
+    assert_int_equal(aps__store_events(f->s, 0, 0, evc_cb, c), APS_ECORRUPT);
+    free(c);
+}
+
+static void
+test_schema_mismatch(void **state)
+{
+    fx *f = *state;
+    aps_store *s2 = NULL;
+    aps_error err = {0, ""};
+
+    fx_open(f);
+    aps__store_close(f->s);
+    f->s = NULL;
+    raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), "\0\0\0\x07", 4);
+    assert_int_equal(aps__store_open_lmdb(f->dir, NULL, &s2, &err), APS_ECORRUPT);
+    assert_null(s2);
+    assert_non_null(strstr(err.msg, "schema version 7"));
+    assert_non_null(strstr(err.msg, "newer apsd"));
+    /* The failed open released the lock: a fixed store opens. */
+    raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), "\0\0\0\x01", 4);
+    fx_open(f);
+}
+
+static void
+test_not_a_store(void **state)
+{
+    fx *f = *state;
+    aps_store *s2 = NULL;
+    aps_error err = {0, ""};
+    char path[PATH_MAX + 16];
+    int fd;
+
+    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
+    fd = open(path, O_WRONLY | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(write(fd, "garbage!garbage!", 16), 16);
+    close(fd);
+    assert_int_equal(aps__store_open_lmdb(f->dir, NULL, &s2, &err), APS_ECORRUPT);
+    assert_null(s2);
+    assert_true(err.msg[0] != '\0');
+}
+
+/* A child in its own mount namespace fills a 2 MiB tmpfs. Exit 77 = the
+ * environment can not mount (skip). */
+static int
+full_disk_child(const char *dir)
+{
+    aps_store_config cfg = {0, 0, 16 << 20, 0};
+    char ballast[PATH_MAX + 16], buf[8192], id[32];
+    aps_store *s = NULL;
+    aps_error err = {0, ""};
+    int fd, acked = 0, rc;
+
+    if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+        mount("tmpfs", dir, "tmpfs", 0, "size=2m,mode=0700"))
+        return 77;
+    snprintf(ballast, sizeof ballast, "%s/ballast", dir);
+    fd = open(ballast, O_WRONLY | O_CREAT, 0600);
+    if (fd < 0)
+        return 2;
+    memset(buf, 0xAB, sizeof buf);
+    for (int i = 0; i < 32; i++) /* 256 KiB that will be given back */
+        if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf)
+            return 3;
+    close(fd);
+    if (aps__store_open_lmdb(dir, &cfg, &s, &err)) {
+        fprintf(stderr, "open: %s\n", err.msg);
+        return 4;
+    }
+    for (;;) {
+        put_arg p = {id, buf, sizeof buf, 1};
+
+        snprintf(id, sizeof id, "fill%05d", acked);
+        buf[0] = (char)acked;
+        rc = aps__store_write(s, put_fn, &p);
+        if (rc)
+            break;
+        acked++;
+        if (acked > 1000)
+            return 5; /* the disk never filled */
+    }
+    fprintf(stderr, "disk full after %d writes: rc %d\n", acked, rc);
+    if (rc != APS_ENOSPC || acked < 10)
+        return 6;
+    /* Reads keep working. */
+    for (int i = 0; i < acked; i++) {
+        void *got;
+        size_t len;
+
+        snprintf(id, sizeof id, "fill%05d", i);
+        if (aps__store_job_get(s, id, &got, &len, NULL) || len != sizeof buf)
+            return 7;
+        buf[0] = (char)i;
+        rc = memcmp(got, buf, len);
+        free(got);
+        if (rc)
+            return 8;
+    }
+    /* Space returns: writes succeed again. */
+    unlink(ballast);
+    for (int i = 0; i < 5; i++) {
+        put_arg p = {id, buf, sizeof buf, 1};
+
+        snprintf(id, sizeof id, "fill%05d", acked);
+        buf[0] = (char)acked;
+        rc = aps__store_write(s, put_fn, &p);
+        if (rc) {
+            fprintf(stderr, "write after space returned: %d\n", rc);
+            return 9;
+        }
+        acked++;
+    }
+    aps__store_close(s);
+    s = NULL;
+    /* Nothing corrupted: every acknowledged write is there after reopen. */
+    if (aps__store_open_lmdb(dir, &cfg, &s, &err)) {
+        fprintf(stderr, "reopen: %s\n", err.msg);
+        return 10;
+    }
+    for (int i = 0; i < acked; i++) {
+        void *got;
+        size_t len;
+
+        snprintf(id, sizeof id, "fill%05d", i);
+        if (aps__store_job_get(s, id, &got, &len, NULL) || len != sizeof buf)
+            return 11;
+        buf[0] = (char)i;
+        rc = memcmp(got, buf, len);
+        free(got);
+        if (rc)
+            return 12;
+    }
+    aps__store_close(s);
+    return 0;
+}
+
+static void
+test_full_disk(void **state)
+{
+    fx *f = *state;
+    int status;
+    pid_t pid;
+
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(full_disk_child(f->dir));
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77) {
+        fprintf(stderr, "full-disk test skipped: cannot mount a tmpfs here\n");
+        skip();
+    }
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* ---- registry --------------------------------------------------------- */
+
+/* Each shared test runs once per backend, named "test (backend)". */
+#define ON(t, kind, label)                                                                         \
+    {                                                                                              \
+#t " (" label ")", t, fx_setup, fx_teardown, (void *)&kind                                 \
+    }
+#define BOTH(t) ON(t, kind_lmdb, "lmdb"), ON(t, kind_mem, "memory")
+#define LMDB_ONLY(t) ON(t, kind_lmdb, "lmdb")
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        BOTH(test_crud),
+        BOTH(test_bad_args),
+        BOTH(test_due_order),
+        BOTH(test_list_pagination),
+        BOTH(test_group_commit_failures),
+        BOTH(test_event_seq_reopen),
+        BOTH(test_event_prune_count),
+        BOTH(test_event_prune_age),
+        BOTH(test_meta),
+        BOTH(test_meta_scan),
+        BOTH(test_undo),
+        BOTH(test_reentrancy),
+        LMDB_ONLY(test_reopen_persistence),
+        LMDB_ONLY(test_second_open_busy),
+        LMDB_ONLY(test_map_growth),
+        LMDB_ONLY(test_corrupt_value),
+        LMDB_ONLY(test_schema_mismatch),
+        LMDB_ONLY(test_not_a_store),
+        LMDB_ONLY(test_full_disk),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

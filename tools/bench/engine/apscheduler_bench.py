@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""APScheduler 3.9 baseline for tools/bench/engine (run with /usr/bin/python3).
+
+  apscheduler_bench.py adds THREADS SECONDS sqlite|memory DIR
+      durable (SQLAlchemyJobStore on SQLite) or in-memory add_job calls per
+      second from THREADS threads; prints "adds_per_s N"
+  apscheduler_bench.py lateness JOBS SECONDS
+      JOBS interval jobs (seconds=1), start times spread over one second, a
+      no-op function, MemoryJobStore, ThreadPoolExecutor(20); lateness =
+      submit time - scheduled time from EVENT_JOB_SUBMITTED; prints
+      "lateness_us p50 p99 max count"
+"""
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.events import EVENT_JOB_SUBMITTED
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+
+
+def noop():
+    pass
+
+
+def bench_adds(threads, seconds, kind, directory):
+    if kind == "sqlite":
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        path = os.path.join(directory, "jobs.sqlite")
+        if os.path.exists(path):
+            os.unlink(path)
+        store = SQLAlchemyJobStore(url="sqlite:///" + path)
+    else:
+        store = MemoryJobStore()
+    sched = BackgroundScheduler(jobstores={"default": store}, timezone=timezone.utc)
+    sched.start(paused=True)
+    stop = time.monotonic() + seconds
+    counts = [0] * threads
+
+    def worker(k):
+        n = 0
+        far = datetime(2100, 1, 1, tzinfo=timezone.utc)
+        while time.monotonic() < stop:
+            sched.add_job(noop, "date", run_date=far, id="t%d-%d" % (k, n))
+            n += 1
+        counts[k] = n
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    elapsed = time.monotonic() - t0
+    sched.shutdown(wait=False)
+    print("adds_per_s %.0f" % (sum(counts) / elapsed))
+
+
+def bench_lateness(jobs, seconds):
+    late = []
+    lock = threading.Lock()
+
+    def on_submit(ev):
+        now = datetime.now(timezone.utc)
+        d = (now - ev.scheduled_run_times[-1]).total_seconds()
+        with lock:
+            late.append(d)
+
+    sched = BackgroundScheduler(
+        jobstores={"default": MemoryJobStore()},
+        executors={"default": ThreadPoolExecutor(20)},
+        job_defaults={"misfire_grace_time": 3600, "coalesce": True, "max_instances": 1000},
+        timezone=timezone.utc,
+    )
+    start = datetime.now(timezone.utc) + timedelta(seconds=2)
+    for i in range(jobs):
+        sched.add_job(noop, "interval", seconds=1,
+                      start_date=start + timedelta(microseconds=i * 1000000 // jobs))
+    sched.add_listener(on_submit, EVENT_JOB_SUBMITTED)
+    sched.start()
+    time.sleep(2 + seconds)
+    sched.shutdown(wait=False)
+    late.sort()
+    if not late:
+        print("lateness_us 0 0 0 0")
+        return
+    p = lambda q: late[min(len(late) - 1, int(q * len(late)))]
+    print("lateness_us %.0f %.0f %.0f %d" % (p(0.5) * 1e6, p(0.99) * 1e6, late[-1] * 1e6, len(late)))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "adds":
+        bench_adds(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif sys.argv[1] == "lateness":
+        bench_lateness(int(sys.argv[2]), float(sys.argv[3]))
+    else:
+        sys.exit(__doc__)
