@@ -270,11 +270,15 @@ static int validate_range(const parse_ctx *cx, slice text, const cron_expr *e)
         return fail(cx, "%d is out of range %d-%d", e->first, fmin[f], fmax[f]);
     if (e->last != NO_VALUE && e->last > fmax[f])
         return fail(cx, "%d is out of range %d-%d", e->last, fmin[f], fmax[f]);
-    /* APScheduler writes `(self.last or MAX) - self.first`, so a last
-     * value of 0 counts as the field's maximum; kept for fidelity. */
-    value_range = (int64_t)(e->last > 0 ? e->last : fmax[f]) - e->first;
+    /* An open range starting past the maximum ("70/2") has a negative
+     * range, so APScheduler rejects it below as a step too large; name
+     * the real problem instead. */
     if (e->first > fmax[f] && e->last == NO_VALUE)
         return fail(cx, "%d is out of range %d-%d", e->first, fmin[f], fmax[f]);
+    /* APScheduler writes `(self.last or MAX) - self.first`, so a last
+     * value of 0 counts as the field's maximum ("0-0/5" is valid while
+     * "1-1/5" is not); kept for fidelity. */
+    value_range = (int64_t)(e->last > 0 ? e->last : fmax[f]) - e->first;
     if (e->step && e->step > value_range)
         return fail(cx, "step %d in \"%.*s\" is higher than the range of the expression (%lld)",
                     e->step, QLEN(text), text.p, (long long)value_range);

@@ -98,11 +98,22 @@ void aps__run_free(aps__run *run);
 /** Frees the owned contents of an outcome (not the struct). */
 void aps__outcome_dispose(aps_outcome *o);
 
+/** The executor named `name`, or NULL. Executors live as long as the scheduler. */
+aps__executor *aps__scheduler_executor(aps_scheduler *s, const char *name);
+
+/** The n-th executor (0-based), or NULL past the end: for iterating. */
+aps__executor *aps__scheduler_executor_at(aps_scheduler *s, size_t n);
+
+/** A constructor of an executor kind (see the table in scheduler.c). The
+ *  scheduler `s` is passed for the kinds that call back into it. */
+typedef int (*aps__executor_create_fn)(aps_scheduler *s, const aps_executor_def *def,
+                                       aps__executor **out, aps_error *err);
+
 /**
  * Creates a thread-pool executor running registered C functions
  * (APS_TARGET_FUNCTION): `max_workers` threads, a queue of `max_queue` runs.
  */
-int aps__executor_threadpool_create(const aps_executor_def *def, aps__executor **out,
-                                    aps_error *err);
+int aps__executor_threadpool_create(aps_scheduler *s, const aps_executor_def *def,
+                                    aps__executor **out, aps_error *err);
 
 #endif /* APSD_ENGINE_EXEC_H */

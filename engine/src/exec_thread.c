@@ -136,7 +136,9 @@ tp_submit(aps__executor *ex, aps__run *run)
     } else {
         tp->queue[(tp->head + tp->count) % tp->base.max_queue] = run;
         tp->count++;
-        pthread_cond_signal(&tp->cv);
+        /* broadcast, not signal: glibc 2.36 can lose a signalled wakeup
+         * (sourceware bug 25847), after which a broadcast hangs. */
+        pthread_cond_broadcast(&tp->cv);
     }
     pthread_mutex_unlock(&tp->mu);
     return rc;
@@ -232,9 +234,10 @@ static const aps__executor_ops threadpool_ops = {
 };
 
 int
-aps__executor_threadpool_create(const aps_executor_def *def, aps__executor **out,
-                                aps_error *err)
+aps__executor_threadpool_create(aps_scheduler *s, const aps_executor_def *def,
+                                aps__executor **out, aps_error *err)
 {
+    (void)s;
     threadpool *tp = calloc(1, sizeof(*tp));
     int rc = APS_ENOMEM;
 

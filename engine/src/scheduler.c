@@ -97,6 +97,26 @@ find_exec(const aps_scheduler *s, const char *name)
     return NULL;
 }
 
+aps__executor *
+aps__scheduler_executor(aps_scheduler *s, const char *name)
+{
+    return find_exec(s, name);
+}
+
+aps__executor *
+aps__scheduler_executor_at(aps_scheduler *s, size_t n)
+{
+    return n < s->n_execs ? s->execs[n].ex : NULL;
+}
+
+/* The executor kinds, by the `type` of an aps_executor_def. */
+static const struct {
+    const char *type;
+    aps__executor_create_fn create;
+} exec_kinds[] = {
+    {"threadpool", aps__executor_threadpool_create},
+};
+
 int
 aps__scheduler_function(aps_scheduler *s, const char *name, aps_job_fn *fn, void **userdata)
 {
@@ -623,7 +643,7 @@ int
 aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_error *err)
 {
     static const aps_store_def default_store = {"default", "memory", NULL};
-    static const aps_executor_def default_exec = {"default", "threadpool", 0, 0};
+    static const aps_executor_def default_exec = {.name = "default", .type = "threadpool"};
     aps_scheduler_config none;
     aps_scheduler *s = NULL;
     aps_store_config scfg;
@@ -722,12 +742,17 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
             goto fail;
         }
         const char *type = d->type ? d->type : "threadpool";
-        if (strcmp(type, "threadpool") == 0) {
-            rc = aps__executor_threadpool_create(d, &s->execs[i].ex, err);
-        } else {
-            rc = set_err(err, APS_EINVAL, "executors[%s].type: unknown type \"%s\" (threadpool)",
-                         d->name, type);
+        aps__executor_create_fn create = NULL;
+        for (size_t k = 0; k < sizeof(exec_kinds) / sizeof(exec_kinds[0]); k++) {
+            if (strcmp(exec_kinds[k].type, type) == 0)
+                create = exec_kinds[k].create;
         }
+        if (create == NULL) {
+            rc = set_err(err, APS_EINVAL, "executors[%s].type: unknown type \"%s\"", d->name,
+                         type);
+            goto fail;
+        }
+        rc = create(s, d, &s->execs[i].ex, err);
         if (rc != 0)
             goto fail;
         snprintf(s->execs[i].name, sizeof(s->execs[i].name), "%s", d->name);

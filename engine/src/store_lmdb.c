@@ -1077,7 +1077,7 @@ l_write(aps_store *bs, aps_write_fn fn, void *arg)
     s->tail = &r;
     /* A busy writer takes the whole queue when it is done: no wake-up. */
     if (s->writer_idle)
-        pthread_cond_signal(&s->cv);
+        pthread_cond_broadcast(&s->cv); /* not signal: glibc bug 25847 */
     pthread_mutex_unlock(&s->mu);
     /* glibc >= 2.21: sem_post does not touch the semaphore after waking
      * us, so destroying it right after sem_wait returns is safe. */
@@ -1307,7 +1307,7 @@ l_close(aps_store *bs)
 
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
-    pthread_cond_signal(&s->cv);
+    pthread_cond_broadcast(&s->cv); /* not signal: glibc bug 25847 */
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL);
     if (s->env)

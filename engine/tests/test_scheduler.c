@@ -177,7 +177,7 @@ open_sched(const char *lmdb_dir, int start)
 {
     aps_store_def stores[2] = {{"default", lmdb_dir ? "lmdb" : "memory", lmdb_dir},
                                {"volatile", "memory", NULL}};
-    aps_executor_def execs[1] = {{"default", "threadpool", 4, 100}};
+    aps_executor_def execs[1] = {{.name = "default", .type = "threadpool", .max_workers = 4, .max_queue = 100}};
     aps_scheduler_config cfg;
     aps_error err;
     aps_scheduler *s = NULL;

@@ -114,7 +114,10 @@ struct aps_trigger_spec {
         } cron;
         struct {
             int64_t weeks, days, hours, minutes, seconds, microseconds;
-            aps_time start_date, end_date; /**< start NONE = creation time */
+            /** start NONE = creation time + one interval (APScheduler 3:
+             *  `datetime.now() + interval`), so the first fire is one
+             *  interval after creation. */
+            aps_time start_date, end_date;
             const char *timezone;
         } interval;
         struct {
@@ -392,12 +395,32 @@ typedef struct aps_store_def {
     const char *path;   /**< lmdb: the data directory */
 } aps_store_def;
 
-/** A named executor (APScheduler's `executors={...}`). */
+/** A named executor (APScheduler's `executors={...}`). Several of each
+ * type may be configured, each with its own pool. Zero fields = defaults. */
 typedef struct aps_executor_def {
     const char *name;      /**< e.g. "default" */
-    const char *type;      /**< "threadpool" (registered functions); more later */
-    uint32_t max_workers;  /**< 0 = 10 */
-    uint32_t max_queue;    /**< runs waiting for a worker; 0 = 10000 */
+    const char *type;      /**< "threadpool" (registered C functions),
+                                "processpool" (commands), "workers" (remote tasks) */
+    uint32_t max_workers;  /**< runs at once: threads / children / leased runs; 0 = 10 */
+    uint32_t max_queue;    /**< runs waiting for a slot; 0 = 10000 */
+    /* processpool */
+    const char *const *allow; /**< allow-list: absolute executables, or directories
+                                   ending in '/'; NULL = any executable */
+    size_t n_allow;
+    const char *run_as_user;  /**< when the daemon is root: run children as this user */
+    const char *run_as_group; /**< and group (NULL = the user's primary group) */
+    const char *const *base_env; /**< "K=V" entries every child gets; NULL =
+                                      PATH=/usr/local/bin:/usr/bin:/bin only */
+    size_t n_base_env;
+    const char *cwd;          /**< default working directory; NULL = "/" */
+    uint32_t max_output;      /**< default bytes of stdout/stderr tail kept; 0 = 64 KiB */
+    uint32_t max_output_limit; /**< largest per-job max_output accepted; 0 = 16 MiB */
+    int64_t kill_grace_us;    /**< SIGTERM to SIGKILL on timeout/cancel; 0 = 5 s */
+    uint64_t rlimit_cpu_s;    /**< RLIMIT_CPU of children; 0 = inherited */
+    uint64_t rlimit_as;       /**< RLIMIT_AS (bytes); 0 = inherited */
+    uint64_t rlimit_nofile;   /**< RLIMIT_NOFILE; 0 = inherited */
+    /* workers */
+    int64_t lease_us;         /**< lease of a handed-out run; 0 = 60 s */
 } aps_executor_def;
 
 typedef struct aps_scheduler_config {
