@@ -2,8 +2,10 @@
  * @file apsd_fdset.h
  * @brief The API's serialized FileDescriptorSet, embedded at build time.
  *
- * Holds apsd/v1/*.proto and every file they import (protoc
- * --include_imports --include_source_info), for the reflection service.
+ * Holds apsd/v1/{scheduler,workers}.proto, grpc/health/v1/health.proto,
+ * grpc/reflection/{v1,v1alpha}/reflection.proto and every file they import
+ * (protoc --include_imports --include_source_info), for the reflection
+ * service.
  */
 #ifndef APSD_FDSET_H
 #define APSD_FDSET_H

@@ -116,4 +116,22 @@ typedef int (*aps__executor_create_fn)(aps_scheduler *s, const aps_executor_def 
 int aps__executor_threadpool_create(aps_scheduler *s, const aps_executor_def *def,
                                     aps__executor **out, aps_error *err);
 
+/**
+ * Creates a process executor ("processpool", APS_TARGET_COMMAND): children
+ * reaped and read from one epoll loop thread (exec_process.c), at most
+ * `max_workers` at once, a queue of `max_queue` runs, and the def's
+ * processpool fields (allow-list, run-as, env, cwd, output cap, grace, rlimits).
+ */
+int aps__executor_process_create(aps_scheduler *s, const aps_executor_def *def,
+                                 aps__executor **out, aps_error *err);
+
+/**
+ * Creates a remote-workers executor ("workers", APS_TARGET_REMOTE): runs wait
+ * in named queues shared by every "workers" executor of `s` until a worker
+ * attached with aps_worker_attach takes them with a lease (engine.h,
+ * "Remote workers").
+ */
+int aps__executor_remote_create(aps_scheduler *s, const aps_executor_def *def,
+                                aps__executor **out, aps_error *err);
+
 #endif /* APSD_ENGINE_EXEC_H */

@@ -115,13 +115,15 @@ static const struct {
     aps__executor_create_fn create;
 } exec_kinds[] = {
     {"threadpool", aps__executor_threadpool_create},
+    {"processpool", aps__executor_process_create},
+    {"workers", aps__executor_remote_create},
 };
 
 int
 aps__scheduler_function(aps_scheduler *s, const char *name, aps_job_fn *fn, void **userdata)
 {
     int rc = APS_ENOENT;
-    pthread_mutex_lock(&s->mu);
+    pthread_rwlock_rdlock(&s->fn_lock);
     for (size_t i = 0; i < s->n_functions; i++) {
         if (strcmp(s->functions[i].name, name) == 0) {
             *fn = s->functions[i].fn;
@@ -130,7 +132,7 @@ aps__scheduler_function(aps_scheduler *s, const char *name, aps_job_fn *fn, void
             break;
         }
     }
-    pthread_mutex_unlock(&s->mu);
+    pthread_rwlock_unlock(&s->fn_lock);
     return rc;
 }
 
@@ -205,10 +207,15 @@ aps__run_finished(aps__run *run)
 {
     aps_scheduler *s = run->sched;
     pthread_mutex_lock(&s->mu);
+    int was_empty = s->completed == NULL;
     run->next = s->completed;
     s->completed = run;
     pthread_mutex_unlock(&s->mu);
-    aps__scheduler_wake(s);
+    /* Only the first run of a batch wakes the loop: the loop drains its
+     * wake-up fd before it takes the list, so a run added to a non-empty
+     * list is taken by the pass its predecessor's wake-up causes. */
+    if (was_empty)
+        aps__scheduler_wake(s);
 }
 
 /* A run of `rec` over run_times, to hand to the executor after the commit. */
@@ -541,12 +548,14 @@ after_commit(aps_scheduler *s, wout *o)
             ex->ops->cancel(ex, o->cancels[i][1]);
     }
     o->n_cancels = 0;
+    if (o->n_runs > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->n_running += o->n_runs;
+        pthread_mutex_unlock(&s->mu);
+    }
     for (size_t i = 0; i < o->n_runs; i++) {
         aps__run *run = o->runs[i];
         aps__executor *ex = find_exec(s, run->executor);
-        pthread_mutex_lock(&s->mu);
-        s->n_running++;
-        pthread_mutex_unlock(&s->mu);
         int rc = ex ? ex->ops->submit(ex, run) : APS_ENOENT;
         if (rc != 0) {
             char msg[160];
@@ -571,8 +580,20 @@ after_commit(aps_scheduler *s, wout *o)
     aps__events_publish(s, &o->evs);
 }
 
-/* Runs `fn` on store `si`, then commits its events to the log when the job
- * store is not the log's, then hands its outputs on. */
+/* After a committed write to store `si`: commits its events to the log
+ * when the job store is not the log's, then hands its outputs on. */
+static void
+publish_out(aps_scheduler *s, size_t si, wout *o)
+{
+    if (si != s->log_store && o->evs.n > 0) {
+        /* The change is durable; its events follow in a write of their own. */
+        if (aps__events_commit(s, &o->evs) != 0)
+            aps__evlist_clear(&o->evs);
+    }
+    after_commit(s, o);
+}
+
+/* Runs `fn` on store `si`, then publishes its outputs. */
 static int
 write_and_publish(aps_scheduler *s, size_t si, aps_write_fn fn, void *ctx, wout *o)
 {
@@ -581,12 +602,7 @@ write_and_publish(aps_scheduler *s, size_t si, aps_write_fn fn, void *ctx, wout 
         reset_out(o);
         return rc;
     }
-    if (si != s->log_store && o->evs.n > 0) {
-        /* The change is durable; its events follow in a write of their own. */
-        if (aps__events_commit(s, &o->evs) != 0)
-            aps__evlist_clear(&o->evs);
-    }
-    after_commit(s, o);
+    publish_out(s, si, o);
     return 0;
 }
 
@@ -661,6 +677,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
         return set_err(err, APS_ENOMEM, "out of memory");
     s->wake_fd = s->timer_fd = s->epoll_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_rwlock_init(&s->fn_lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->sub_cv, &ca);
@@ -800,12 +817,12 @@ aps_scheduler_register_function(aps_scheduler *s, const char *name, aps_job_fn f
 {
     if (s == NULL || name == NULL || name[0] == '\0' || fn == NULL)
         return APS_EINVAL;
-    pthread_mutex_lock(&s->mu);
+    pthread_rwlock_wrlock(&s->fn_lock);
     for (size_t i = 0; i < s->n_functions; i++) {
         if (strcmp(s->functions[i].name, name) == 0) {
             s->functions[i].fn = fn;
             s->functions[i].userdata = userdata;
-            pthread_mutex_unlock(&s->mu);
+            pthread_rwlock_unlock(&s->fn_lock);
             return 0;
         }
     }
@@ -815,12 +832,12 @@ aps_scheduler_register_function(aps_scheduler *s, const char *name, aps_job_fn f
         if (v != NULL)
             s->functions = v;
         free(copy);
-        pthread_mutex_unlock(&s->mu);
+        pthread_rwlock_unlock(&s->fn_lock);
         return APS_ENOMEM;
     }
     s->functions = v;
     v[s->n_functions++] = (aps__function){copy, fn, userdata};
-    pthread_mutex_unlock(&s->mu);
+    pthread_rwlock_unlock(&s->fn_lock);
     return 0;
 }
 
@@ -1493,44 +1510,40 @@ aps_job_reschedule(aps_scheduler *s, const char *id, const aps_trigger_spec *tri
     return mutate(s, &c, m, out, err);
 }
 
-int
-aps_job_pause(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out)
+/* A mutation that needs nothing but the job id. */
+static int
+mutate_simple(aps_scheduler *s, mut_kind kind, const char *id, const aps_mutation *m,
+              aps_job **out)
 {
     mut_ctx c;
     memset(&c, 0, sizeof(c));
-    c.kind = MUT_PAUSE;
+    c.kind = kind;
     c.id = id;
     return mutate(s, &c, m, out, NULL);
+}
+
+int
+aps_job_pause(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out)
+{
+    return mutate_simple(s, MUT_PAUSE, id, m, out);
 }
 
 int
 aps_job_resume(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out)
 {
-    mut_ctx c;
-    memset(&c, 0, sizeof(c));
-    c.kind = MUT_RESUME;
-    c.id = id;
-    return mutate(s, &c, m, out, NULL);
+    return mutate_simple(s, MUT_RESUME, id, m, out);
 }
 
 int
 aps_job_run_now(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out)
 {
-    mut_ctx c;
-    memset(&c, 0, sizeof(c));
-    c.kind = MUT_RUN_NOW;
-    c.id = id;
-    return mutate(s, &c, m, out, NULL);
+    return mutate_simple(s, MUT_RUN_NOW, id, m, out);
 }
 
 int
 aps_job_remove(aps_scheduler *s, const char *id, const aps_mutation *m)
 {
-    mut_ctx c;
-    memset(&c, 0, sizeof(c));
-    c.kind = MUT_REMOVE;
-    c.id = id;
-    return mutate(s, &c, m, NULL, NULL);
+    return mutate_simple(s, MUT_REMOVE, id, m, NULL);
 }
 
 int
@@ -1819,33 +1832,6 @@ due_fn(aps_txn *t, void *arg)
     return rc;
 }
 
-/* Runs the due jobs of store `si` in batches. */
-static int
-process_store(aps_scheduler *s, size_t si, aps_time now)
-{
-    due_ctx c;
-    int rc = 0;
-    memset(&c, 0, sizeof(c));
-    c.s = s;
-    c.si = si;
-    c.now = now;
-    c.ids = malloc(DUE_BATCH * sizeof(*c.ids));
-    if (c.ids == NULL)
-        return APS_ENOMEM;
-    for (int rounds = 0; rounds < 64; rounds++) {
-        c.n_ids = 0;
-        rc = aps__store_due(s->stores[si].st, now, DUE_BATCH, due_collect, &c);
-        if (rc < 0 || c.n_ids == 0)
-            break;
-        rc = write_and_publish(s, si, due_fn, &c, &c.o);
-        if (rc != 0 || c.n_ids < DUE_BATCH)
-            break;
-    }
-    free_out(&c.o);
-    free(c.ids);
-    return rc;
-}
-
 /* ---- the loop: finished runs ------------------------------------------------- */
 
 typedef struct done_ctx {
@@ -1962,53 +1948,63 @@ done_fn(aps_txn *t, void *arg)
     return rc;
 }
 
-/* Records the finished runs: one write per store. Returns how many. */
-static size_t
-process_completed(aps_scheduler *s)
+/* Finished runs taken from the executors, oldest first. */
+typedef struct completions {
+    aps__run *list; /* linked by `next` */
+    aps__run **runs; /* the same as an array; NULL when out of memory */
+    size_t n;
+} completions;
+
+static void
+take_completed(aps_scheduler *s, completions *cp)
 {
     pthread_mutex_lock(&s->mu);
     aps__run *list = s->completed;
     s->completed = NULL;
     pthread_mutex_unlock(&s->mu);
-    if (list == NULL)
-        return 0;
+    memset(cp, 0, sizeof(*cp));
     /* Oldest first, as they finished. */
-    size_t n = 0;
-    aps__run *rev = NULL;
     while (list) {
         aps__run *next = list->next;
-        list->next = rev;
-        rev = list;
+        list->next = cp->list;
+        cp->list = list;
         list = next;
-        n++;
+        cp->n++;
     }
-    aps__run **runs = malloc(n * sizeof(*runs));
-    done_ctx c;
-    memset(&c, 0, sizeof(c));
-    c.s = s;
-    c.now = aps__scheduler_now(s);
+    if (cp->n == 0)
+        return;
+    cp->runs = malloc(cp->n * sizeof(*cp->runs));
     size_t k = 0;
-    for (aps__run *r = rev; r; r = r->next)
-        if (runs)
-            runs[k++] = r;
-    if (runs != NULL) {
-        for (size_t si = 0; si < s->n_stores; si++) {
-            c.si = si;
-            c.n = 0;
-            c.runs = malloc(n * sizeof(*c.runs));
-            if (c.runs == NULL)
-                break;
-            for (size_t i = 0; i < n; i++) {
-                if (strcmp(runs[i]->jobstore, s->stores[si].name) == 0)
-                    c.runs[c.n++] = runs[i];
-            }
-            if (c.n > 0)
-                write_and_publish(s, si, done_fn, &c, &c.o);
-            free(c.runs);
-        }
+    for (aps__run *r = cp->list; r && cp->runs; r = r->next)
+        cp->runs[k++] = r;
+}
+
+/* Selects the runs of `cp` whose job lives in store `si` into c->runs
+ * (allocated; the caller frees it). */
+static int
+done_select(aps_scheduler *s, size_t si, const completions *cp, done_ctx *c)
+{
+    c->si = si;
+    c->n = 0;
+    c->runs = NULL;
+    if (cp->runs == NULL)
+        return cp->n > 0 ? APS_ENOMEM : 0;
+    c->runs = malloc(cp->n * sizeof(*c->runs));
+    if (c->runs == NULL)
+        return APS_ENOMEM;
+    for (size_t i = 0; i < cp->n; i++) {
+        if (strcmp(cp->runs[i]->jobstore, s->stores[si].name) == 0)
+            c->runs[c->n++] = cp->runs[i];
     }
-    free_out(&c.o);
-    free(runs);
+    return 0;
+}
+
+/* Frees the runs once recorded (or dropped when out of memory). */
+static void
+finish_completed(aps_scheduler *s, completions *cp)
+{
+    aps__run *rev = cp->list;
+    free(cp->runs);
     pthread_mutex_lock(&s->mu);
     while (rev) {
         aps__run *next = rev->next;
@@ -2018,7 +2014,113 @@ process_completed(aps_scheduler *s)
     }
     pthread_cond_broadcast(&s->idle_cv);
     pthread_mutex_unlock(&s->mu);
+    memset(cp, 0, sizeof(*cp));
+}
+
+/* Records the finished runs: one write per store. Returns how many. */
+static size_t
+process_completed(aps_scheduler *s)
+{
+    completions cp;
+    take_completed(s, &cp);
+    size_t n = cp.n;
+    if (n == 0)
+        return 0;
+    done_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.s = s;
+    c.now = aps__scheduler_now(s);
+    for (size_t si = 0; si < s->n_stores; si++) {
+        if (done_select(s, si, &cp, &c) != 0)
+            break;
+        if (c.n > 0)
+            write_and_publish(s, si, done_fn, &c, &c.o);
+        free(c.runs);
+    }
+    free_out(&c.o);
+    finish_completed(s, &cp);
     return n;
+}
+
+/* ---- the loop: one pass over a store ------------------------------------------ */
+
+/* The finished runs and the first batch of due jobs of one store, in one
+ * write: one durable commit instead of two per pass. */
+typedef struct round_ctx {
+    done_ctx *done;
+    due_ctx *due;
+} round_ctx;
+
+static int
+round_fn(aps_txn *t, void *arg)
+{
+    round_ctx *r = arg;
+    int rc = done_fn(t, r->done);
+    if (rc == 0)
+        rc = due_fn(t, r->due);
+    return rc;
+}
+
+static int
+write_round(aps_scheduler *s, size_t si, done_ctx *done, due_ctx *due)
+{
+    round_ctx r = {done, due};
+    int rc = aps__store_write(s->stores[si].st, round_fn, &r);
+    if (rc != 0) {
+        reset_out(&done->o);
+        reset_out(&due->o);
+        return rc;
+    }
+    publish_out(s, si, &done->o);
+    publish_out(s, si, &due->o);
+    return 0;
+}
+
+/* Records the finished runs of store `si` (`done`, may be empty), then runs
+ * its due jobs in batches; the runs share the first batch's write. */
+static int
+process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done)
+{
+    due_ctx c;
+    int rc = 0;
+    memset(&c, 0, sizeof(c));
+    c.s = s;
+    c.si = si;
+    c.now = now;
+    c.ids = malloc(DUE_BATCH * sizeof(*c.ids));
+    if (c.ids == NULL) {
+        rc = APS_ENOMEM;
+        goto out;
+    }
+    for (int rounds = 0; rounds < 64; rounds++) {
+        c.n_ids = 0;
+        rc = aps__store_due(s->stores[si].st, now, DUE_BATCH, due_collect, &c);
+        if (rc < 0 || c.n_ids == 0)
+            break;
+        if (done->n > 0) {
+            rc = write_round(s, si, done, &c);
+            if (rc != 0) {
+                /* Apart, as without sharing: a failing due batch does not
+                 * lose the finished runs. */
+                write_and_publish(s, si, done_fn, done, &done->o);
+                rc = write_and_publish(s, si, due_fn, &c, &c.o);
+            }
+            done->n = 0;
+        } else {
+            rc = write_and_publish(s, si, due_fn, &c, &c.o);
+        }
+        if (rc != 0 || c.n_ids < DUE_BATCH)
+            break;
+    }
+out:
+    if (done->n > 0) {
+        /* Nothing due: the finished runs alone. */
+        write_and_publish(s, si, done_fn, done, &done->o);
+        done->n = 0;
+    }
+    free_out(&c.o);
+    free(c.ids);
+    return rc;
 }
 
 /* ---- the loop: restart recovery ---------------------------------------------- */
@@ -2170,17 +2272,31 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
         return APS_EINVAL;
     drain_fd(s->wake_fd);
     drain_fd(s->timer_fd);
-    process_completed(s);
     pthread_mutex_lock(&s->mu);
     int running = s->started && !s->stopping && s->state == APS_STATE_RUNNING;
     pthread_mutex_unlock(&s->mu);
+    if (!running)
+        process_completed(s);
     aps_time now = aps__scheduler_now(s);
     if (running) {
+        /* Each store's finished runs go into its first write of the pass. */
+        completions cp;
+        done_ctx done;
+        take_completed(s, &cp);
+        memset(&done, 0, sizeof(done));
+        done.s = s;
+        done.now = now;
         for (size_t si = 0; si < s->n_stores; si++) {
-            int r = process_store(s, si, now);
+            if (done_select(s, si, &cp, &done) != 0)
+                done.n = 0; /* out of memory: dropped, as process_completed does */
+            int r = process_store(s, si, now, &done);
+            free(done.runs);
+            done.runs = NULL;
             if (r != 0 && rc == 0)
                 rc = r;
         }
+        free_out(&done.o);
+        finish_completed(s, &cp);
         for (size_t si = 0; si < s->n_stores; si++) {
             aps_time t = APS_TIME_NONE;
             if (aps__store_next_due(s->stores[si].st, &t) == 0 && t != APS_TIME_NONE &&
@@ -2367,6 +2483,7 @@ aps_scheduler_destroy(aps_scheduler *s)
     pthread_cond_destroy(&s->sub_cv);
     pthread_cond_destroy(&s->idle_cv);
     pthread_mutex_destroy(&s->mu);
+    pthread_rwlock_destroy(&s->fn_lock);
     free(s);
 }
 

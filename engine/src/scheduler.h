@@ -87,8 +87,6 @@ struct aps_scheduler {
     aps_run_mode mode;
     pthread_t thread;
     int have_thread;
-    aps__function *functions;
-    size_t n_functions;
     aps__listener *listeners;
     size_t n_listeners;
     uint64_t listener_next; /* next sequence listeners get */
@@ -103,6 +101,12 @@ struct aps_scheduler {
     aps__evlist early;
     aps_subscriber *subs;
     pthread_cond_t sub_cv;
+
+    /* Registered functions, looked up by every run of the thread pool:
+     * a lock of their own, shared by the lookups. */
+    pthread_rwlock_t fn_lock;
+    aps__function *functions;
+    size_t n_functions;
 
     /* the loop's own state (loop thread only) */
     aps__trig_entry *trig;

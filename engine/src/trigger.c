@@ -4,12 +4,14 @@
  * cron (cron.c does the search), interval, date, calendar_interval
  * (APScheduler 4 / 3.11), all_of (AndTrigger) and any_of (OrTrigger), each
  * with optional jitter. aps_trigger_next() is get_next_fire_time(previous,
- * now) of APScheduler 3.9.1, with two deliberate departures where 3.9.1 is
- * broken and the conformance vectors encode the intended meaning: the
- * combining triggers compute "the earliest fire time strictly after the
- * previous one" instead of handing `previous` to their children (AndTrigger
- * loops forever with it, OrTrigger drifts with interval children), and
- * AndTrigger gives up after APScheduler 4's 10,000 iterations.
+ * now) of APScheduler 3.9.1, with deliberate departures only where 3.9.1
+ * is broken: the combining triggers compute "the earliest fire time
+ * strictly after the previous one" instead of handing `previous` to their
+ * children (AndTrigger loops forever with it, OrTrigger drifts with
+ * interval children), as the conformance vectors encode; AndTrigger gives
+ * up after APScheduler 4's 10,000 iterations; and a cron trigger never
+ * answers a time at or before `previous` when its search started after it
+ * (in some DST folds 3.9.1 returns the same time forever, see cron_next()).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +33,10 @@
 /* Dates a calendar_interval search may visit in one call; reached only by
  * an interval mixing months and days searched across millennia. */
 #define CALENDAR_MAX_STEPS 2000000L
+/* Searches again after a cron search went back before the previous fire
+ * time (see cron_next()); each one moves on by at least a second, and a
+ * fold lasts an hour or two. */
+#define CRON_MAX_RETRIES 20000
 
 #define US_PER_SEC INT64_C(1000000)
 #define US_PER_DAY (INT64_C(86400) * US_PER_SEC)
@@ -437,10 +443,24 @@ void aps_trigger_destroy(aps_trigger *t)
 /* Next fire time                                                      */
 /* ------------------------------------------------------------------ */
 
+/* The later instant showing the same wall-clock time as `t` (t itself
+ * unless that time is in a fold). */
+static aps_time later_twin(const aps_tz *tz, aps_time t)
+{
+    aps_time cand[2];
+    aps_civil lc;
+    int isdst[2], n;
+
+    aps__tz_to_local(tz, t, &lc, NULL);
+    if (aps__tz_local_candidates(tz, &lc, cand, isdst, &n) == 0 && n == 2 && cand[1] > t)
+        return cand[1];
+    return t;
+}
+
 static int cron_next(aps_trigger *t, aps_time prev, aps_time now, aps_time *out)
 {
     aps_time start, r;
-    int rc;
+    int rc, retry;
 
     if (prev != APS_TIME_NONE) {
         /* start_date = min(now, previous + 1 µs), and never previous. */
@@ -455,6 +475,23 @@ static int cron_next(aps_trigger *t, aps_time prev, aps_time now, aps_time *out)
             start = t->u.cron.start;
     }
     rc = aps__cron_next(t->u.cron.expr, t->tz, start, t->u.cron.end, &r);
+    /* APScheduler's search can go back in time: in a fold, localize(
+     * is_dst=False) may take the earlier instant of a wall time the search
+     * reached in the later one (Europe/Dublin, whose winter time is the
+     * one flagged DST), and 3.9.1 then returns that fire time forever. A
+     * search that started after `prev` must end after it: search again
+     * from the later instant of the wall time found, which only passes
+     * over wall times APScheduler can never return. */
+    for (retry = 0; rc == 0 && r != APS_TIME_NONE && prev != APS_TIME_NONE && start > prev &&
+                    r <= prev;
+         retry++) {
+        aps_time from = later_twin(t->tz, r);
+
+        if (retry == CRON_MAX_RETRIES)
+            return APS_EINVAL;
+        start = from >= start ? sat_add(from, 1) : sat_add(start, US_PER_SEC);
+        rc = aps__cron_next(t->u.cron.expr, t->tz, start, t->u.cron.end, &r);
+    }
     if (rc)
         return APS_EINVAL;
     r = apply_jitter(t, r);

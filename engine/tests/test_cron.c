@@ -302,14 +302,6 @@ static const struct cron_case oracle_cases[] = {
           "2024-10-27T01:30:00+00:00",
           "2024-10-28T01:30:00+00:00"},
      3, 0},
-    {"dublin_fold",
-     {NULL, NULL, NULL, NULL, NULL, "1", "30", NULL},
-     "Europe/Dublin", "2024-10-26T00:00:00+01:00", NULL, NULL,
-     "cron[hour='1', minute='30']",
-     {"2024-10-26T01:30:00+01:00",
-          "2024-10-27T01:30:00+01:00",
-          "2024-10-27T01:30:00+01:00"},
-     3, 0},
     {"lord_howe_gap",
      {NULL, NULL, NULL, NULL, NULL, "2", "*/15", NULL},
      "Australia/Lord_Howe", "2024-10-05T00:00:00+10:30", NULL, NULL,
@@ -753,6 +745,41 @@ static void test_never_fires(void **state)
     }
 }
 
+/* Europe/Dublin flags its winter time as DST, so in the October fold
+ * pytz's localize(is_dst=False) takes the earlier (summer) instant, and
+ * APScheduler 3.9.1's search goes back in time: it answers 01:30 IST on
+ * the 27th again and again, and cycles through 01:10-01:50 IST with
+ * `*\/10`. The engine answers the next time after the previous one
+ * instead, passing over only the wall times (01:10-01:50 GMT) that
+ * APScheduler's rule never yields. */
+static void test_fold_never_goes_back(void **state)
+{
+    static const char *const daily[] = {"2024-10-26T01:30:00+01:00", "2024-10-27T01:30:00+01:00",
+                                        "2024-10-28T01:30:00+00:00"};
+    static const char *const tens[] = {
+        "2024-10-27T01:30:00+01:00", "2024-10-27T01:40:00+01:00", "2024-10-27T01:50:00+01:00",
+        "2024-10-27T01:00:00+00:00", "2024-10-27T02:00:00+00:00", "2024-10-27T02:10:00+00:00",
+    };
+    const char *f[8] = {NULL};
+    aps_trigger_spec s;
+    aps_trigger *t;
+
+    (void)state;
+    f[APS_CRON_HOUR] = "1";
+    f[APS_CRON_MINUTE] = "30";
+    s = cron_spec(f, "Europe/Dublin");
+    t = make(&s, 0);
+    check_sequence(t, T("2024-10-26T00:00:00+01:00"), daily, 3, 0);
+    aps_trigger_destroy(t);
+
+    f[APS_CRON_HOUR] = NULL;
+    f[APS_CRON_MINUTE] = "*/10";
+    s = cron_spec(f, "Europe/Dublin");
+    t = make(&s, 0);
+    check_sequence(t, T("2024-10-27T01:30:00+01:00"), tens, 6, 0);
+    aps_trigger_destroy(t);
+}
+
 /* The internal API: compile, search with an end, describe. */
 static void test_internal_api(void **state)
 {
@@ -800,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_far_future_dst),
         cmocka_unit_test(test_year_bounds),
         cmocka_unit_test(test_never_fires),
+        cmocka_unit_test(test_fold_never_goes_back),
         cmocka_unit_test(test_internal_api),
     };
 

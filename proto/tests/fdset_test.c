@@ -1,12 +1,15 @@
 /*
  * The embedded FileDescriptorSet (what the reflection service will serve)
  * parses, holds the API and every file it imports, names every RPC of
- * DESIGN.md, and keeps the comments grpcurl `describe` shows.
+ * DESIGN.md, holds gRPC's health and reflection services (listed by
+ * reflection, so grpcurl must be able to describe them), and keeps the
+ * comments grpcurl `describe` shows.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -96,6 +99,77 @@ test_contains_workers_service(void **state)
     assert_true(has_method(s, "Complete", 0));
 }
 
+static const Google__Protobuf__MethodDescriptorProto *
+find_method(const Google__Protobuf__ServiceDescriptorProto *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_method; i++) {
+        if (strcmp(s->method[i]->name, name) == 0)
+            return s->method[i];
+    }
+    return NULL;
+}
+
+static void
+check_reflection_file(const char *file, const char *package)
+{
+    const Google__Protobuf__FileDescriptorProto *f = find_file(file);
+    if (f == NULL)
+        fail_msg("%s missing from the set", file);
+    assert_string_equal(f->package, package);
+    const Google__Protobuf__ServiceDescriptorProto *s = find_service(f, "ServerReflection");
+    assert_non_null(s);
+    assert_int_equal(s->n_method, 1);
+    const Google__Protobuf__MethodDescriptorProto *m = find_method(s, "ServerReflectionInfo");
+    assert_non_null(m);
+    assert_true(m->client_streaming);
+    assert_true(m->server_streaming);
+    char want[128];
+    snprintf(want, sizeof(want), ".%s.ServerReflectionRequest", package);
+    assert_string_equal(m->input_type, want);
+    snprintf(want, sizeof(want), ".%s.ServerReflectionResponse", package);
+    assert_string_equal(m->output_type, want);
+    assert_int_equal(f->n_dependency, 0);
+}
+
+static void
+test_contains_reflection_services(void **state)
+{
+    (void)state;
+    check_reflection_file("grpc/reflection/v1/reflection.proto", "grpc.reflection.v1");
+    check_reflection_file("grpc/reflection/v1alpha/reflection.proto", "grpc.reflection.v1alpha");
+}
+
+static void
+test_contains_health_service(void **state)
+{
+    (void)state;
+    const Google__Protobuf__FileDescriptorProto *f = find_file("grpc/health/v1/health.proto");
+    assert_non_null(f);
+    assert_string_equal(f->package, "grpc.health.v1");
+    const Google__Protobuf__ServiceDescriptorProto *s = find_service(f, "Health");
+    assert_non_null(s);
+    const Google__Protobuf__MethodDescriptorProto *check = find_method(s, "Check");
+    assert_non_null(check);
+    assert_false(check->client_streaming);
+    assert_false(check->server_streaming);
+    assert_string_equal(check->input_type, ".grpc.health.v1.HealthCheckRequest");
+    assert_string_equal(check->output_type, ".grpc.health.v1.HealthCheckResponse");
+    assert_true(has_method(s, "Watch", 1));
+}
+
+static void
+test_file_names_unique(void **state)
+{
+    (void)state;
+    /* --include_imports writes each file once; reflection relies on it. */
+    for (size_t i = 0; i < set->n_file; i++) {
+        for (size_t k = i + 1; k < set->n_file; k++) {
+            if (strcmp(set->file[i]->name, set->file[k]->name) == 0)
+                fail_msg("%s appears twice", set->file[i]->name);
+        }
+    }
+}
+
 static void
 test_includes_every_import(void **state)
 {
@@ -134,6 +208,9 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_contains_scheduler_service),
         cmocka_unit_test(test_contains_workers_service),
+        cmocka_unit_test(test_contains_reflection_services),
+        cmocka_unit_test(test_contains_health_service),
+        cmocka_unit_test(test_file_names_unique),
         cmocka_unit_test(test_includes_every_import),
         cmocka_unit_test(test_keeps_comments),
     };

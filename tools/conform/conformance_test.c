@@ -38,10 +38,7 @@ static const char *find_vectors(char *buf, size_t len)
     return NULL;
 }
 
-/* Every shipped vector passes. A vector whose expected UTC offsets this
- * machine's tzdata does not give (the oracle ran with other tzdata, e.g.
- * a later Morocco rule) cannot be judged here; those are reported and
- * must be the only failures. */
+/* Every shipped vector passes (with the tzdata tools/bootstrap installs). */
 static void test_shipped_vectors(void **state)
 {
     aps_conform_stats stats = {0, 0, 0};
@@ -56,10 +53,11 @@ static void test_shipped_vectors(void **state)
     printf("shipped vectors: %zu passed, %zu failed (%zu of them: tzdata differs from the "
            "oracle's)\n",
            stats.passed, stats.failed, stats.tzdata);
-    assert_int_equal(stats.passed + stats.failed, SHIPPED_VECTORS);
-    assert_int_equal(stats.failed - stats.tzdata, 0);
-    if (stats.tzdata == 0)
-        assert_int_equal(stats.passed, SHIPPED_VECTORS);
+    /* Every vector passes, whatever the reason a failure would have: a
+     * tzdata older than the oracle's is a setup error (tools/bootstrap
+     * installs a current one). */
+    assert_int_equal(stats.failed, 0);
+    assert_int_equal(stats.passed, SHIPPED_VECTORS);
 }
 
 static aps_conform_outcome run(const char *json)

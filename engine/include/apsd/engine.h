@@ -640,6 +640,263 @@ void aps_subscriber_close(aps_subscriber *sub);
 int aps_scheduler_event_bounds(aps_scheduler *s, uint64_t *first, uint64_t *last);
 /** @} */
 
+/** @defgroup workers Remote workers
+ * The engine side of apsd.v1.Workers (proto/apsd/v1/workers.proto). Jobs
+ * with a `remote` target run on an executor of type "workers": the executor
+ * queues each run under its target's queue name, and worker programs (a
+ * binding's worker process through the gRPC service, or an embedding
+ * program directly) attach to a queue, take runs with a lease and report
+ * each run's result.
+ *
+ * Queues are global to a scheduler. Every "workers" executor of a
+ * scheduler feeds one shared registry of named queues, so a worker attached
+ * to queue "q" takes the runs of "q" whichever executor they were submitted
+ * to, in submission order. The executor still applies its own settings to
+ * its runs: `max_queue` bounds its runs waiting in any queue (0 = 10000;
+ * one more is refused, the run then ends as SPAWN_FAILED), `max_workers`
+ * bounds its runs leased at once (0 = 10, as for every executor), and
+ * `lease_us` is the default lease of its runs (0 = 60 s, at most
+ * #APS_WORKER_LEASE_MAX_US). Run ids are global too, so aps_worker_complete
+ * and aps_worker_extend need only the scheduler.
+ *
+ * A run is handed to one worker at most once: no two workers ever hold the
+ * same run, and a run whose lease ends is not handed out again (APScheduler
+ * has no retries). The misfire rule is applied when a worker takes a run
+ * (that is when it starts): run times later than misfire_grace_time end as
+ * JOB_MISSED and are left out of the dispatch; a run whose run times are all
+ * missed ends at once and is not dispatched. A queued run ends that way as
+ * soon as its last run time is too late, taken or not, so a queue without
+ * workers does not hold its jobs' max_instances slots. A run with several
+ * run times (coalesce off, the job behind) is executed once by its worker,
+ * and the result is reported for each of its run times.
+ *
+ * A lease ends in one of four ways:
+ * - aps_worker_complete: JOB_EXECUTED (SUCCEEDED, `return_json`) or
+ *   JOB_ERROR (FAILED, `error`, `traceback`); the outcome's start_time is
+ *   when the run was taken, end_time when it was completed;
+ * - expiry: the scheduler clock reaches the deadline without a completion
+ *   or an extension. The run ends as JOB_ERROR, LEASE_EXPIRED, "lease
+ *   expired", which frees its max_instances slot. Expiry is judged on the
+ *   scheduler's clock (an injected clock works) by one timer thread per
+ *   scheduler, and by every complete or extend call;
+ * - cancellation (overlap policy CANCEL_RUNNING): JOB_ERROR, CANCELLED;
+ * - shutdown of the executor: JOB_ERROR, INTERRUPTED. Shutdown does not
+ *   wait for leased runs, even with `wait`: a worker may never come back.
+ * In the last three cases the run is also put on its worker's cancel list
+ * (aps_worker_cancels) so that the worker stops it; a later complete or
+ * extend of it fails with APS_ESTATE.
+ *
+ * Leases outlive a worker handle: after aps_worker_detach (a stream that
+ * ended) the runs it held keep their leases and may still be extended and
+ * completed by run id and token, e.g. by the same worker reconnected. They
+ * no longer count against any handle's max_in_flight, and their cancels
+ * reach nobody (the worker learns at its next complete or extend).
+ *
+ * Finished runs are remembered (the last #APS_WORKER_FINISHED_KEPT of a
+ * scheduler) so that a retried complete succeeds again and a late one gets
+ * APS_ESTATE; a run forgotten since gives APS_ENOENT.
+ *
+ * Thread safety: every function may be called from any thread. A worker
+ * handle may be used by several threads at once, but aps_worker_detach must
+ * not run concurrently with another call on the same handle.
+ *
+ * Mapping to gRPC status codes (for the service): APS_EINVAL from
+ * aps_worker_complete or aps_worker_extend with non-empty ids and a valid
+ * result means a wrong lease token, which workers.proto reports as
+ * FAILED_PRECONDITION, as it does APS_ESTATE; APS_ELIMIT is
+ * RESOURCE_EXHAUSTED.
+ * @{ */
+
+/** Most bytes of a queue name (as target.remote.queue). */
+#define APS_WORKER_QUEUE_MAX 63
+/** Most bytes of a worker id. */
+#define APS_WORKER_ID_MAX 200
+/** Largest max_in_flight of one worker handle. */
+#define APS_WORKER_IN_FLIGHT_MAX 1000
+/** Most task names in a worker's filter. */
+#define APS_WORKER_TASKS_MAX 256
+/** Longest lease (and lease extension): one day. */
+#define APS_WORKER_LEASE_MAX_US (INT64_C(86400) * 1000000)
+/** Most bytes of one result (return_json + error + error_type + traceback). */
+#define APS_WORKER_RESULT_MAX (1u << 20)
+/** Most worker handles attached to one scheduler at once. */
+#define APS_WORKERS_MAX 10000
+/** Finished runs a scheduler remembers for complete and extend. */
+#define APS_WORKER_FINISHED_KEPT 65536
+
+/** A worker attached to a queue (an Acquire stream). Opaque. */
+typedef struct aps_worker aps_worker;
+
+/**
+ * Called whenever runs may be available for a worker or a cancel is
+ * pending for it, from any engine thread, never while the engine holds a
+ * lock. It must be quick, must not block, and must not call back into the
+ * engine: it is meant to wake the worker's owner (a gRPC stream, an event
+ * loop), which then calls aps_worker_take and aps_worker_cancels.
+ *
+ * It is edge-triggered: once called, it is not called again for the same
+ * worker until the worker calls aps_worker_take or aps_worker_cancels.
+ * So, when woken, take until a call returns fewer runs than asked, and
+ * fetch the cancels. It may be called when nothing turns out to be
+ * available. It is not called for runs already waiting when the worker
+ * attaches: take once after attaching.
+ */
+typedef void (*aps_worker_notify_fn)(void *userdata);
+
+/** How a worker attaches (AcquireRequest). Pointers are borrowed for the
+ *  call; zero fields are defaults. */
+typedef struct aps_worker_options {
+    const char *queue;        /**< NULL or "" = "default"; at most
+                                   #APS_WORKER_QUEUE_MAX bytes, no spaces or
+                                   control characters */
+    const char *worker_id;    /**< required: 1-#APS_WORKER_ID_MAX bytes, no
+                                   control characters, e.g. "host-12/pid-4711" */
+    uint32_t max_in_flight;   /**< runs held and not finished: 0 = 1, at most
+                                   #APS_WORKER_IN_FLIGHT_MAX */
+    const char *const *tasks; /**< take only runs of these tasks ("module:func");
+                                   NULL or n_tasks 0 = any task of the queue */
+    size_t n_tasks;           /**< at most #APS_WORKER_TASKS_MAX */
+    int64_t lease_us;         /**< lease of each run taken: 0 = the run's
+                                   executor's lease_us; at most
+                                   #APS_WORKER_LEASE_MAX_US */
+    aps_worker_notify_fn notify; /**< may be NULL (a worker that polls or
+                                      blocks in aps_worker_take) */
+    void *userdata;           /**< passed to notify */
+} aps_worker_options;
+
+/** A run handed to a worker (apsd.v1.Dispatch). Owned by the caller of
+ *  aps_worker_take: aps_dispatch_free. Every string is non-NULL. */
+typedef struct aps_dispatch {
+    char run_id[33];        /**< as in the JOB_SUBMITTED/EXECUTED/ERROR events */
+    char lease_token[33];   /**< secret proving the lease: give it to
+                                 aps_worker_complete and aps_worker_extend */
+    char *job_id;
+    char *task;             /**< "module:func" */
+    char *args_json;        /**< a JSON array ("[]" when the job has none) */
+    char *kwargs_json;      /**< a JSON object ("{}" when the job has none) */
+    char *queue;
+    aps_time *run_times;    /**< the scheduled run times to run, ascending
+                                 (missed ones left out); at least one */
+    size_t n_run_times;
+    aps_time lease_deadline; /**< on the scheduler's clock */
+    int64_t lease_us;        /**< the lease length granted */
+} aps_dispatch;
+
+/** The result of a run (CompleteRequest). Strings are borrowed for the
+ *  call; NULL = not given. */
+typedef struct aps_task_result {
+    int ok;                  /**< 1: the task returned; 0: it raised */
+    const char *return_json; /**< ok: the return value as JSON; NULL = null */
+    const char *error;       /**< !ok: the exception's message, str(exc) */
+    const char *error_type;  /**< !ok: the exception's type, e.g. "ValueError" */
+    const char *traceback;   /**< !ok: the formatted traceback */
+} aps_task_result;
+
+/**
+ * Attaches a worker to a queue of the scheduler's "workers" executors.
+ * The worker takes nothing until it calls aps_worker_take.
+ * @param[in] s    the scheduler; it must outlive the calls made with the
+ *                 handle except aps_worker_detach (which may come after
+ *                 aps_scheduler_destroy).
+ * @param[in] opt  queue, identity, limits and the notify callback.
+ * @param[out] out the handle, owned by the caller: aps_worker_detach.
+ * @param[out] err on failure, a message naming the field. May be NULL.
+ * @return 0, or
+ *   - APS_EINVAL: a bad option (queue, worker_id, max_in_flight, tasks,
+ *     lease_us) or a NULL argument;
+ *   - APS_ENOENT: the scheduler has no executor of type "workers";
+ *   - APS_ESTATE: its "workers" executors have shut down;
+ *   - APS_ELIMIT: #APS_WORKERS_MAX workers are attached;
+ *   - APS_ENOMEM.
+ */
+int aps_worker_attach(aps_scheduler *s, const aps_worker_options *opt, aps_worker **out,
+                      aps_error *err);
+
+/**
+ * Takes up to `max` runs of the worker's queue, leasing each to this
+ * worker with a new random token and a deadline now + lease. Never hands a
+ * run to two workers, never exceeds the worker's max_in_flight or an
+ * executor's max_workers. Runs are taken oldest first, skipping runs of
+ * other tasks when the worker has a task filter.
+ * @param[in] w          the worker.
+ * @param[in] max        most runs wanted (>= 1).
+ * @param[in] timeout_us how long to wait when none is available: 0 = don't
+ *                       wait, -1 = until one is (or the executors shut down).
+ * @param[out] out       an array of *n dispatches, owned by the caller
+ *                       (aps_dispatch_free); NULL when *n is 0.
+ * @param[out] n         how many were taken; 0 when none came in time.
+ * @return 0 (also when none came: *n is 0), or
+ *   - APS_EINVAL: NULL arguments or `max` 0;
+ *   - APS_ESTATE: the "workers" executors have shut down: no run will come;
+ *   - APS_ENOMEM, or APS_EIO (no random bytes for a token): nothing was
+ *     taken (runs found all missed may have ended as JOB_MISSED).
+ */
+int aps_worker_take(aps_worker *w, size_t max, int64_t timeout_us, aps_dispatch **out,
+                    size_t *n);
+
+/** Frees an array of `n` dispatches returned by aps_worker_take and
+ *  everything they own. NULL is allowed. */
+void aps_dispatch_free(aps_dispatch *d, size_t n);
+
+/**
+ * Takes the list of runs this worker held that the scheduler has ended
+ * without it (cancelled, interrupted by shutdown, lease expired): stop
+ * them; their results are no longer accepted. Each run is listed once.
+ * At most #APS_WORKER_IN_FLIGHT_MAX wait; older ones beyond are dropped.
+ * @param[out] run_ids an array of *n run ids, owned by the caller (free());
+ *                     NULL when *n is 0.
+ * @param[out] n       how many.
+ * @return 0, APS_EINVAL (NULL arguments) or APS_ENOMEM (the list is kept).
+ */
+int aps_worker_cancels(aps_worker *w, char (**run_ids)[33], size_t *n);
+
+/**
+ * Reports the result of a run and releases its lease: JOB_EXECUTED
+ * (SUCCEEDED, return_json) or JOB_ERROR (FAILED, error). The engine's
+ * outcome has no field of its own for the exception type, so the error
+ * text is "<error_type>: <error>" (as Python prints an exception) when a
+ * type is given. Repeating a complete that succeeded, with the same token
+ * and an identical result, returns 0 and does nothing (a safe retry).
+ * @param[in] s           the scheduler.
+ * @param[in] run_id      the dispatch's run id.
+ * @param[in] lease_token the dispatch's lease token.
+ * @param[in] r           the result.
+ * @return 0, or
+ *   - APS_EINVAL: empty or NULL run_id, lease_token or r; return_json is
+ *     not JSON; or a wrong lease token;
+ *   - APS_ENOENT: no such run (or forgotten, see #APS_WORKER_FINISHED_KEPT);
+ *   - APS_ESTATE: the run already ended: its lease expired, it was
+ *     cancelled or interrupted, or it was completed with another result;
+ *   - APS_ELIMIT: the result is larger than #APS_WORKER_RESULT_MAX;
+ *   - APS_ENOMEM: nothing was changed.
+ */
+int aps_worker_complete(aps_scheduler *s, const char *run_id, const char *lease_token,
+                        const aps_task_result *r);
+
+/**
+ * Extends a run's lease (a heartbeat): the new deadline is now + extend_us
+ * on the scheduler's clock. Call it well before the deadline, e.g. at a
+ * third of the lease.
+ * @param[in] extend_us  the new lease length: 0 = the length granted at
+ *                       take; at most #APS_WORKER_LEASE_MAX_US.
+ * @param[out] deadline  the new deadline. May be NULL.
+ * @param[out] granted_us the lease length granted. May be NULL.
+ * @return 0, or APS_EINVAL (empty ids, extend_us out of range, a wrong
+ *         lease token), APS_ENOENT (no such run), APS_ESTATE (the run
+ *         already ended: completed, expired, cancelled or interrupted).
+ */
+int aps_worker_extend(aps_scheduler *s, const char *run_id, const char *lease_token,
+                      int64_t extend_us, aps_time *deadline, int64_t *granted_us);
+
+/**
+ * Detaches a worker and frees its handle (the Acquire stream ended). The
+ * runs it holds keep their leases (see above). When it returns, notify is
+ * not running and will not be called again for this worker. NULL is
+ * allowed.
+ */
+void aps_worker_detach(aps_worker *w);
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif
