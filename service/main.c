@@ -824,7 +824,7 @@ main(int argc, char **argv)
     scfg.n_stores = c.n_stores;
     scfg.executors = edefs;
     scfg.n_executors = c.n_execs;
-    scfg.default_coalesce = c.coalesce < 0 ? -1 : c.coalesce;
+    scfg.default_no_coalesce = c.coalesce == 0;
     scfg.default_max_instances = (uint32_t)c.max_instances;
     if (c.misfire != NULL && !strcmp(c.misfire, "unlimited")) {
         scfg.default_misfire = APS_MISFIRE_UNLIMITED;

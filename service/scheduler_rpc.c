@@ -937,7 +937,6 @@ h_run_job_now(aps_call *c, const ProtobufCMessage *m, void *ud)
 {
     const Apsd__V1__RunJobNowRequest *req = (const Apsd__V1__RunJobNowRequest *)m;
     aps_app *app = ud;
-    aps_job *job = NULL;
     if (require_id(c, req->job_id, "job_id") != 0 || check_request_id(c, req->request_id) != 0)
         return;
     if (aps_scheduler_get_state(app->sched) == APS_STATE_PAUSED) {
@@ -947,15 +946,23 @@ h_run_job_now(aps_call *c, const ProtobufCMessage *m, void *ud)
     }
     aps_time now = aps_time_now();
     aps_mutation mu = {.request_id = opt(req->request_id)};
-    int rc = aps_job_run_now(app->sched, req->job_id, &mu, &job);
+    char run_id[33] = "";
+    int queued = 0;
+    aps_error err = {0, ""};
+    int rc = aps_job_run_now(app->sched, req->job_id, &mu, run_id, &queued, &err);
+    if (rc == APS_ESTATE) {
+        aps_call_fail(c, GRPC_STATUS_FAILED_PRECONDITION, "%s", err.msg);
+        return;
+    }
     if (rc != 0) {
         not_found(c, rc, req->job_id);
         return;
     }
     Apsd__V1__RunJobNowResponse resp = APSD__V1__RUN_JOB_NOW_RESPONSE__INIT;
+    resp.run_id = run_id;
+    resp.queued = queued != 0;
     resp.scheduled_run_time = aps_ts_from_time(aps_call_arena(c), now);
     aps_call_reply(c, &resp.base);
-    aps_job_free(job);
 }
 
 /* ---- PreviewTrigger / Backfill --------------------------------------------------------- */

@@ -173,23 +173,26 @@ aps__events_publish(aps_scheduler *s, aps__evlist *l)
 void
 aps__events_dispatch_listeners(aps_scheduler *s)
 {
+    /* Listeners read through a cursor of their own: from the ring while
+     * they keep up, from the durable log when a burst outran the ring, so
+     * no event is skipped (only what retention pruned). */
     for (;;) {
         aps__listener *ls = NULL;
         size_t n = 0;
         aps_event *ev = NULL;
 
         pthread_mutex_lock(&s->mu);
-        if (s->listener_next < s->ring_first)
-            s->listener_next = s->ring_first; /* fell behind the ring: skip */
-        if (s->listener_next >= s->ring_next || s->n_listeners == 0) {
-            s->listener_next = s->ring_next;
-            pthread_mutex_unlock(&s->mu);
+        aps_subscriber *cursor = s->listener_cursor;
+        pthread_mutex_unlock(&s->mu);
+        if (cursor == NULL)
             return;
-        }
-        const aps_event *src = s->ring[s->listener_next % APS__RING_SIZE];
-        s->listener_next++;
-        int rc = aps__event_copy(src, &ev);
-        if (rc == 0) {
+        int rc = aps_subscriber_next(cursor, 0, &ev, NULL);
+        if (rc == APS_ERANGE)
+            continue; /* pruned: the cursor moved to the oldest kept */
+        if (rc != 0)
+            return;
+        pthread_mutex_lock(&s->mu);
+        if (s->n_listeners > 0) {
             ls = malloc(s->n_listeners * sizeof(*ls));
             if (ls != NULL) {
                 memcpy(ls, s->listeners, s->n_listeners * sizeof(*ls));
@@ -229,20 +232,33 @@ aps__events_dispose(aps_scheduler *s)
 int
 aps_scheduler_add_listener(aps_scheduler *s, aps_listener_fn fn, uint32_t mask, void *userdata)
 {
+    aps_subscriber *cursor = NULL;
     if (s == NULL || fn == NULL)
         return APS_EINVAL;
+    pthread_mutex_lock(&s->mu);
+    int need_cursor = s->listener_cursor == NULL;
+    pthread_mutex_unlock(&s->mu);
+    /* A new listener hears events from now on, as APScheduler's. */
+    if (need_cursor) {
+        int rc = aps_subscribe(s, UINT64_MAX, APS_EVENT_ALL, NULL, &cursor);
+        if (rc != 0)
+            return rc;
+    }
     pthread_mutex_lock(&s->mu);
     aps__listener *v = realloc(s->listeners, (s->n_listeners + 1) * sizeof(*v));
     if (v == NULL) {
         pthread_mutex_unlock(&s->mu);
+        aps_subscriber_close(cursor);
         return APS_ENOMEM;
     }
     s->listeners = v;
     v[s->n_listeners++] = (aps__listener){fn, mask, userdata};
-    /* A new listener hears events from now on, as APScheduler's. */
-    if (s->n_listeners == 1)
-        s->listener_next = s->ring_next;
+    if (s->listener_cursor == NULL) {
+        s->listener_cursor = cursor;
+        cursor = NULL;
+    }
     pthread_mutex_unlock(&s->mu);
+    aps_subscriber_close(cursor); /* lost a race: one cursor is enough */
     return 0;
 }
 

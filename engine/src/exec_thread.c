@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,11 @@
 typedef struct threadpool {
     aps__executor base; /* first: the executor handle */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    /* One token per queued run (and per worker at shutdown): a worker
+     * sleeps on it. A semaphore wakes exactly one worker per run, where a
+     * condition variable would need broadcasts (glibc 2.36 loses
+     * pthread_cond_signal wakeups: sourceware bug 25847). */
+    sem_t work;
     aps__run **queue; /* ring of max_queue entries */
     size_t head, count;
     aps__run **running; /* max_workers slots, NULL = idle */
@@ -100,10 +105,15 @@ worker_main(void *arg)
         slot++;
     tp->running[slot] = NULL;
     for (;;) {
-        while (tp->count == 0 && !tp->stopping)
-            pthread_cond_wait(&tp->cv, &tp->mu);
-        if (tp->count == 0)
-            break;
+        pthread_mutex_unlock(&tp->mu);
+        while (sem_wait(&tp->work) != 0)
+            ; /* EINTR */
+        pthread_mutex_lock(&tp->mu);
+        if (tp->count == 0) {
+            if (tp->stopping)
+                break;
+            continue;
+        }
         aps__run *run = tp->queue[tp->head];
         tp->head = (tp->head + 1) % tp->base.max_queue;
         tp->count--;
@@ -136,9 +146,7 @@ tp_submit(aps__executor *ex, aps__run *run)
     } else {
         tp->queue[(tp->head + tp->count) % tp->base.max_queue] = run;
         tp->count++;
-        /* broadcast, not signal: glibc 2.36 can lose a signalled wakeup
-         * (sourceware bug 25847), after which a broadcast hangs. */
-        pthread_cond_broadcast(&tp->cv);
+        sem_post(&tp->work);
     }
     pthread_mutex_unlock(&tp->mu);
     return rc;
@@ -203,8 +211,9 @@ tp_shutdown(aps__executor *ex, int wait)
                 tp->running[i]->cancelled = 1;
         }
     }
-    pthread_cond_broadcast(&tp->cv);
     size_t n = tp->n_threads;
+    for (size_t i = 0; i < n; i++)
+        sem_post(&tp->work);
     tp->n_threads = 0;
     pthread_mutex_unlock(&tp->mu);
     for (size_t i = 0; i < n; i++)
@@ -219,7 +228,7 @@ tp_destroy(aps__executor *ex)
         return;
     tp_shutdown(ex, 0);
     pthread_mutex_destroy(&tp->mu);
-    pthread_cond_destroy(&tp->cv);
+    sem_destroy(&tp->work);
     free(tp->queue);
     free(tp->running);
     free(tp->threads);
@@ -259,7 +268,7 @@ aps__executor_threadpool_create(aps_scheduler *s, const aps_executor_def *def,
         goto fail;
     }
     pthread_mutex_init(&tp->mu, NULL);
-    pthread_cond_init(&tp->cv, NULL);
+    sem_init(&tp->work, 0, 0);
     tp->queue = calloc(tp->base.max_queue, sizeof(*tp->queue));
     tp->running = calloc(tp->base.max_workers, sizeof(*tp->running));
     tp->threads = calloc(tp->base.max_workers, sizeof(*tp->threads));
@@ -285,7 +294,7 @@ fail_threads:
     tp_shutdown(&tp->base, 0);
 fail_sync:
     pthread_mutex_destroy(&tp->mu);
-    pthread_cond_destroy(&tp->cv);
+    sem_destroy(&tp->work);
 fail:
     if (tp != NULL) {
         free(tp->queue);

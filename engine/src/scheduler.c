@@ -411,6 +411,30 @@ request_record(aps_txn *t, const char *request_id, aps_time now, const char *job
     return aps__txn_meta_put(t, key, val, 8 + idlen);
 }
 
+/* Whether a request id was recorded within the retention window, in any
+ * store (outside a transaction: for retries whose job is gone). */
+static int
+request_known(aps_scheduler *s, const char *request_id, aps_time now)
+{
+    char key[APS_STORE_META_KEY_MAX + 1];
+    if (request_id == NULL || request_id[0] == '\0')
+        return 0;
+    snprintf(key, sizeof(key), REQ_PREFIX "%s", request_id);
+    for (size_t i = 0; i < s->n_stores; i++) {
+        void *data = NULL;
+        size_t len = 0;
+        if (aps__store_meta_get(s->stores[i].st, key, &data, &len) != 0)
+            continue;
+        int64_t at = 0;
+        for (size_t k = 0; k < 8 && k < len; k++)
+            at = (int64_t)((uint64_t)at << 8 | ((unsigned char *)data)[k]);
+        free(data);
+        if (len >= 8 && now - at <= s->request_retention_us)
+            return 1;
+    }
+    return 0;
+}
+
 static int
 check_request_id(const char *request_id, aps_error *err)
 {
@@ -693,11 +717,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     if (rc != 0)
         goto fail;
     snprintf(s->tz, sizeof(s->tz), "%s", tz);
-    s->default_coalesce = cfg->default_coalesce < 0 || cfg->default_coalesce > 1
-                              ? 1
-                              : cfg->default_coalesce;
-    if (cfg->default_coalesce == 0)
-        s->default_coalesce = 1; /* zero value = APScheduler's default (true) */
+    s->default_coalesce = !cfg->default_no_coalesce;
     s->default_max_instances = cfg->default_max_instances ? cfg->default_max_instances : 1;
     s->default_unlimited_grace = cfg->default_misfire == APS_MISFIRE_UNLIMITED;
     s->default_grace_us = cfg->default_misfire == APS_MISFIRE_DURATION
@@ -783,7 +803,6 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
         goto fail;
     }
     s->ring_first = s->ring_next = last + 1;
-    s->listener_next = s->ring_next;
     rc = load_state(s);
     if (rc != 0) {
         set_err(err, rc, "scheduler state: %s", aps_strerror(rc));
@@ -994,6 +1013,7 @@ typedef struct add_ctx {
     aps_time now;
     char replay_id[APS__ID_MAX + 1];
     int replayed;
+    aps__jobrec *saved; /* the record as written */
     wout o;
 } add_ctx;
 
@@ -1034,6 +1054,10 @@ add_fn(aps_txn *t, void *arg)
         save = copy;
     }
     rc = txn_save(t, save);
+    aps__jobrec_free(c->saved);
+    c->saved = NULL;
+    if (rc == 0)
+        rc = aps__jobrec_copy(save, &c->saved);
     if (rc == 0)
         rc = out_event(&c->o, APS_EVENT_JOB_ADDED, c->now, &save->job, NULL, NULL, 0, NULL);
     if (rc == 0)
@@ -1054,6 +1078,7 @@ aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
     add_ctx c;
     int rc;
 
+    memset(&c, 0, sizeof(c));
     if (out)
         *out = NULL;
     if (s == NULL || spec == NULL)
@@ -1096,7 +1121,6 @@ aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
             goto out;
         }
     }
-    memset(&c, 0, sizeof(c));
     c.s = s;
     c.si = (size_t)si;
     c.rec = rec;
@@ -1114,9 +1138,21 @@ aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
         goto out;
     }
     aps__scheduler_wake(s);
-    if (out != NULL)
-        rc = aps_job_get(s, c.replayed ? c.replay_id : rec->job.id, out);
+    /* The job as written: it may fire and be gone before a re-read. A
+     * replay answers with the job as it is now, if it still exists. */
+    if (out != NULL) {
+        if (c.replayed)
+            rc = aps_job_get(s, c.replay_id, out);
+        else
+            rc = aps__job_from_rec(c.saved, out);
+        if (c.replayed && rc == APS_ENOENT) {
+            free(rec->job.id);
+            rec->job.id = strdup(c.replay_id);
+            rc = rec->job.id ? aps__job_from_rec(rec, out) : APS_ENOMEM;
+        }
+    }
 out:
+    aps__jobrec_free(c.saved);
     aps__jobrec_free(rec);
     return rc;
 }
@@ -1317,6 +1353,7 @@ typedef struct mut_ctx {
     int replayed;
     int removed;
     size_t count;
+    char run_id[33];
     char replay_id[APS__ID_MAX + 1];
     wout o;
 } mut_ctx;
@@ -1363,6 +1400,7 @@ mut_fn(aps_txn *t, void *arg)
     reset_out(&c->o);
     c->removed = 0;
     c->count = 0;
+    c->run_id[0] = '\0';
     c->replayed = request_seen(c->s, t, c->request_id, c->now, c->replay_id, sizeof(c->replay_id));
     if (c->replayed)
         return 0;
@@ -1401,10 +1439,24 @@ mut_fn(aps_txn *t, void *arg)
         }
         rec->job.paused = 0;
         break;
-    case MUT_RUN_NOW:
-        rec->job.next_run_time = c->now;
-        rec->job.paused = 0;
+    case MUT_RUN_NOW: {
+        /* An extra run beside the schedule. It obeys max_instances and the
+         * overlap policy: with SKIP and no free slot it is refused. */
+        size_t before = rec->n_running;
+        if (rec->n_running >= job_max_instances(c->s, &rec->job) &&
+            job_overlap(&rec->job) == APS_OVERLAP_SKIP) {
+            rc = set_err(c->err, APS_ESTATE, "job_id: \"%s\" already runs max_instances (%u) "
+                         "instances", c->id, job_max_instances(c->s, &rec->job));
+            break;
+        }
+        rc = push_pending(rec, &c->now, 1, 1);
+        if (rc == 0)
+            rc = start_pending(c->s, t, &c->o, rec, c->now);
+        if (rc == 0 && rec->n_running > before)
+            memcpy(c->run_id, rec->running[rec->n_running - 1].run_id, sizeof(c->run_id));
+        c->count = rec->n_pending > 0;
         break;
+    }
     case MUT_REMOVE:
         ev = APS_EVENT_JOB_REMOVED;
         c->removed = 1;
@@ -1426,7 +1478,7 @@ mut_fn(aps_txn *t, void *arg)
         goto out;
     rec->job.update_time = c->now;
     rc = c->removed ? aps__txn_job_del(t, c->id) : txn_save(t, rec);
-    if (rc == 0 && c->kind != MUT_BACKFILL)
+    if (rc == 0 && c->kind != MUT_BACKFILL && c->kind != MUT_RUN_NOW)
         rc = out_event(&c->o, ev, c->now, &rec->job, NULL, NULL, 0, NULL);
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
@@ -1455,6 +1507,10 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
         return rc;
     c->now = aps__scheduler_now(s);
     int si = locate(s, c->id);
+    if (si < 0 && request_known(s, c->request_id, c->now)) {
+        c->replayed = 1; /* a retry of a change to a job removed since (or by it) */
+        return 0;
+    }
     if (si < 0)
         return set_err(err, APS_ENOENT, "job_id: no job with id \"%s\"", c->id);
     c->si = (size_t)si;
@@ -1535,9 +1591,19 @@ aps_job_resume(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job 
 }
 
 int
-aps_job_run_now(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out)
+aps_job_run_now(aps_scheduler *s, const char *id, const aps_mutation *m, char run_id[33],
+                int *queued, aps_error *err)
 {
-    return mutate_simple(s, MUT_RUN_NOW, id, m, out);
+    mut_ctx c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MUT_RUN_NOW;
+    c.id = id;
+    int rc = mutate(s, &c, m, NULL, err);
+    if (rc == 0 && run_id != NULL)
+        memcpy(run_id, c.run_id, sizeof(c.run_id));
+    if (rc == 0 && queued != NULL)
+        *queued = (int)c.count;
+    return rc;
 }
 
 int
@@ -2473,6 +2539,8 @@ aps_scheduler_destroy(aps_scheduler *s)
     free(s->functions);
     free(s->listeners);
     trig_cache_clear(s);
+    aps_subscriber_close(s->listener_cursor);
+    s->listener_cursor = NULL;
     aps__events_dispose(s);
     if (s->wake_fd >= 0)
         close(s->wake_fd);

@@ -89,7 +89,7 @@ struct aps_scheduler {
     int have_thread;
     aps__listener *listeners;
     size_t n_listeners;
-    uint64_t listener_next; /* next sequence listeners get */
+    aps_subscriber *listener_cursor; /* where listeners read (created with the first) */
     aps__run *completed;    /* finished runs, newest first */
     size_t n_running;       /* runs handed to executors, not yet finished */
     pthread_cond_t idle_cv; /* signalled when n_running drops */

@@ -104,7 +104,7 @@ calls_count(void)
 
 /* ---- recorded events -------------------------------------------------------- */
 
-static aps_event *events[8192];
+static aps_event *events[16384];
 static size_t n_events;
 
 static void
@@ -124,7 +124,7 @@ listener(const aps_event *ev, void *userdata)
     }
     if (ev->outcome && ev->outcome->error)
         copy->run_id = strdup(ev->outcome->error); /* the error text, for assertions */
-    if (n_events < 8192)
+    if (n_events < 16384)
         events[n_events++] = copy;
     else
         aps_event_free(copy);
@@ -522,21 +522,41 @@ test_pause_resume_run_now_remove(void **state)
     assert_true(job->next_run_time == T0 + 180 * SEC);
     aps_job_free(job);
     set_now(T0 + 120 * SEC);
-    /* Run now: next run time = now, and it runs. */
-    assert_int_equal(aps_job_run_now(s, "p", NULL, &job), 0);
-    assert_true(job->next_run_time == T0 + 120 * SEC);
-    aps_job_free(job);
+    /* Run now: one extra run at once, the schedule untouched. */
+    char run_id[33] = "";
+    int queued = -1;
+    assert_int_equal(aps_job_run_now(s, "p", NULL, run_id, &queued, NULL), 0);
+    assert_int_equal(strlen(run_id), 32);
+    assert_int_equal(queued, 0);
     settle(s, 1);
     assert_true(calls[0] == T0 + 120 * SEC);
     job = get(s, "p");
     assert_true(job->next_run_time == T0 + 180 * SEC);
+    assert_int_equal(job->stats.runs, 1);
     aps_job_free(job);
+    /* A paused job runs now too, and stays paused. */
+    assert_int_equal(aps_job_pause(s, "p", NULL, NULL), 0);
+    assert_int_equal(aps_job_run_now(s, "p", NULL, run_id, &queued, NULL), 0);
+    settle(s, 2);
+    job = get(s, "p");
+    assert_true(job->paused);
+    aps_job_free(job);
+    assert_int_equal(aps_job_resume(s, "p", NULL, NULL), 0);
     assert_int_equal(aps_job_remove(s, "p", NULL), 0);
     assert_int_equal(aps_job_get(s, "p", &job), APS_ENOENT);
     assert_int_equal(aps_job_remove(s, "p", NULL), APS_ENOENT);
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
     assert_int_equal(count_events(APS_EVENT_JOB_REMOVED), 1);
-    assert_int_equal(count_events(APS_EVENT_JOB_MODIFIED), 3);
+    assert_int_equal(count_events(APS_EVENT_JOB_MODIFIED), 4); /* pause, resume, pause, resume */
+    /* A retried remove (same request id) succeeds though the job is gone. */
+    aps_trigger_spec t2 = interval_s(60);
+    aps_job_spec spec2 = func_job("r", &t2, NULL);
+    aps_job_free(add(s, &spec2));
+    aps_mutation rm = {"rm-1", 0};
+    assert_int_equal(aps_job_remove(s, "r", &rm), 0);
+    assert_int_equal(aps_job_remove(s, "r", &rm), 0);
+    aps_mutation other = {"rm-2", 0};
+    assert_int_equal(aps_job_remove(s, "r", &other), APS_ENOENT);
     aps_scheduler_destroy(s);
 }
 
@@ -921,6 +941,26 @@ test_subscriber_gap_marker(void **state)
 }
 
 static void
+test_listeners_miss_nothing_in_a_burst(void **state)
+{
+    (void)state;
+    /* More events between two loop passes than the in-memory ring holds:
+     * listeners catch up from the durable log, in order. */
+    aps_scheduler *s = open_sched(tmpdir("burst"), 1);
+    aps_job_spec spec = func_job(NULL, NULL, NULL);
+    spec.next_run_time = T0 + 3600 * SEC;
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    clear_events();
+    for (int i = 0; i < 9000; i++)
+        aps_job_free(add(s, &spec));
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    assert_int_equal(count_events(APS_EVENT_JOB_ADDED), 9000);
+    for (size_t i = 1; i < n_events; i++)
+        assert_int_equal(events[i]->sequence, events[i - 1]->sequence + 1);
+    aps_scheduler_destroy(s);
+}
+
+static void
 test_scheduler_pause_persists(void **state)
 {
     (void)state;
@@ -1097,6 +1137,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_restart_runs_missed_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_sequences_and_subscribers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscriber_gap_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listeners_miss_nothing_in_a_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scheduler_pause_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_by_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_and_background_modes, setup, teardown),

@@ -473,13 +473,9 @@ class ServiceTest(unittest.TestCase):
         a = self.s.AddJob(pb.AddJobRequest(job=cmd_job(trigger=far_date())), timeout=T)
         rm = pb.RemoveJobRequest(job_id=a.id, request_id="rid-rm-1")
         self.s.RemoveJob(rm, timeout=T)
-        try:
-            self.s.RemoveJob(rm, timeout=T)  # a retry succeeds instead of NOT_FOUND
-        except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.NOT_FOUND:
-                # The engine looks the job up before it checks the request id.
-                self.skipTest("engine: a replayed RemoveJob of a removed job gives NOT_FOUND")
-            raise
+        self.s.RemoveJob(rm, timeout=T)  # a retry succeeds instead of NOT_FOUND
+        self.assertCode(grpc.StatusCode.NOT_FOUND, self.s.RemoveJob,
+                        pb.RemoveJobRequest(job_id=a.id, request_id="rid-rm-2"))
 
     # ---- the other RPCs ----------------------------------------------------------------------
 
@@ -498,6 +494,10 @@ class ServiceTest(unittest.TestCase):
                         contains="trigger.cron.day_of_week")
         r = self.s.RunJobNow(pb.RunJobNowRequest(job_id="pr-1"), timeout=T)
         self.assertTrue(r.HasField("scheduled_run_time"))
+        self.assertEqual(len(r.run_id), 32)  # started at once: a free instance slot
+        self.assertFalse(r.queued)
+        j = self.s.GetJob(pb.GetJobRequest(job_id="pr-1"), timeout=T)
+        self.assertEqual(j.trigger.interval.hours, 2)  # the schedule is untouched
         self.assertCode(grpc.StatusCode.NOT_FOUND, self.s.RunJobNow, pb.RunJobNowRequest(job_id="nope"))
         self.s.RemoveJob(pb.RemoveJobRequest(job_id="pr-1"), timeout=T)
 

@@ -430,7 +430,7 @@ typedef struct aps_scheduler_config {
     size_t n_executors;
     /* job_defaults, as APScheduler 3: coalesce true, max_instances 1,
      * misfire_grace_time 1 s. Zero values mean these defaults. */
-    int default_coalesce;                /**< -1 = true (default), 0, 1 */
+    int default_no_coalesce;             /**< 1: job_defaults coalesce=False */
     uint32_t default_max_instances;      /**< 0 = 1 */
     aps_misfire_kind default_misfire;    /**< DEFAULT = 1 s */
     int64_t default_misfire_grace_us;
@@ -582,8 +582,18 @@ int aps_job_pause(aps_scheduler *s, const char *id, const aps_mutation *m, aps_j
  */
 int aps_job_resume(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out);
 
-/** Sets the next run time to now, as APScheduler's modify(next_run_time=now): a paused job is resumed. */
-int aps_job_run_now(aps_scheduler *s, const char *id, const aps_mutation *m, aps_job **out);
+/**
+ * Runs the job once now, beside its schedule (its next run time does not
+ * move; a paused job stays paused). The run is not subject to
+ * misfire_grace_time. When max_instances runs are running it follows the
+ * overlap policy: SKIP refuses it (APS_ESTATE), the others queue it.
+ * @param[out] run_id  may be NULL: the run's id when it started at once,
+ *                     "" when it is queued (or on a request-id replay).
+ * @param[out] queued  may be NULL: 1 when it waits for an instance slot.
+ * @return 0, APS_ENOENT, APS_ESTATE (message in err), or a store error.
+ */
+int aps_job_run_now(aps_scheduler *s, const char *id, const aps_mutation *m, char run_id[33],
+                    int *queued, aps_error *err);
 
 /** Removes a job. Emits JOB_REMOVED. APS_ENOENT. */
 int aps_job_remove(aps_scheduler *s, const char *id, const aps_mutation *m);
