@@ -745,8 +745,10 @@ aps_server_create(const aps_server_config *cfg, const aps_method *methods, size_
     s->cfg = *cfg;
     if (s->cfg.cq_threads <= 0)
         s->cfg.cq_threads = 1;
+    /* Engine calls block on durable commits; the more of them in flight,
+     * the more one group commit carries: threads are cheap next to fsync. */
     if (s->cfg.pool_threads <= 0)
-        s->cfg.pool_threads = 4;
+        s->cfg.pool_threads = 32;
     if (s->cfg.pool_queue == 0)
         s->cfg.pool_queue = 1024;
     if (s->cfg.requests_per_method <= 0)
