@@ -1149,15 +1149,7 @@ int aps__cron_next(aps_cron *c, const aps_tz *tz, aps_time start, aps_time end, 
 /* Description                                                         */
 /* ------------------------------------------------------------------ */
 
-typedef struct sbuf {
-    char *buf;
-    size_t len, pos;
-    int overflow;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
+void aps__sb_printf(aps__sbuf *b, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -1176,24 +1168,24 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
 }
 
 /* str() of one expression. */
-static void describe_expr(sbuf *b, const aps_cron *c, int f, const cron_expr *e)
+static void describe_expr(aps__sbuf *b, const aps_cron *c, int f, const cron_expr *e)
 {
     int v, run;
 
     switch (e->kind) {
     case EX_ALL:
         if (e->step)
-            sb_printf(b, "*/%d", e->step);
+            aps__sb_printf(b, "*/%d", e->step);
         else
-            sb_printf(b, "*");
+            aps__sb_printf(b, "*");
         return;
     case EX_RANGE:
         if (e->last != NO_VALUE && e->last != e->first)
-            sb_printf(b, "%d-%d", e->first, e->last);
+            aps__sb_printf(b, "%d-%d", e->first, e->last);
         else
-            sb_printf(b, "%d", e->first);
+            aps__sb_printf(b, "%d", e->first);
         if (e->step)
-            sb_printf(b, "/%d", e->step);
+            aps__sb_printf(b, "/%d", e->step);
         return;
     case EX_MONTHS:
     case EX_WEEKDAYS: {
@@ -1201,16 +1193,16 @@ static void describe_expr(sbuf *b, const aps_cron *c, int f, const cron_expr *e)
         int base = e->kind == EX_MONTHS ? 1 : 0;
 
         if (e->last != NO_VALUE && e->last != e->first)
-            sb_printf(b, "%s-%s", names[e->first - base], names[e->last - base]);
+            aps__sb_printf(b, "%s-%s", names[e->first - base], names[e->last - base]);
         else
-            sb_printf(b, "%s", names[e->first - base]);
+            aps__sb_printf(b, "%s", names[e->first - base]);
         return;
     }
     case EX_NTH:
-        sb_printf(b, "%s %s", nth_names[e->nth], weekday_names[e->weekday]);
+        aps__sb_printf(b, "%s %s", nth_names[e->nth], weekday_names[e->weekday]);
         return;
     case EX_LAST:
-        sb_printf(b, "last");
+        aps__sb_printf(b, "last");
         return;
     case EX_CRONTAB_DOW:
         /* Runs of Monday-based days as APScheduler weekday names, so the
@@ -1224,9 +1216,9 @@ static void describe_expr(sbuf *b, const aps_cron *c, int f, const cron_expr *e)
             for (w = v; w + 1 < 7 && (c->bits[f] >> (w + 1) & 1); w++)
                 ;
             if (w > v)
-                sb_printf(b, "%s%s-%s", run ? "," : "", weekday_names[v], weekday_names[w]);
+                aps__sb_printf(b, "%s%s-%s", run ? "," : "", weekday_names[v], weekday_names[w]);
             else
-                sb_printf(b, "%s%s", run ? "," : "", weekday_names[v]);
+                aps__sb_printf(b, "%s%s", run ? "," : "", weekday_names[v]);
             run = 1;
             v = w;
         }
@@ -1238,7 +1230,7 @@ static void describe_expr(sbuf *b, const aps_cron *c, int f, const cron_expr *e)
 
 int aps__cron_describe(const aps_cron *c, char *buf, size_t len)
 {
-    sbuf b = {buf, len, 0, 0};
+    aps__sbuf b = {buf, len, 0, 0};
     int f, any = 0;
     uint32_t i;
 
@@ -1247,13 +1239,13 @@ int aps__cron_describe(const aps_cron *c, char *buf, size_t len)
     for (f = 0; f < F_COUNT; f++) {
         if (c->is_default[f])
             continue;
-        sb_printf(&b, "%s%s='", any ? ", " : "", field_names[f]);
+        aps__sb_printf(&b, "%s%s='", any ? ", " : "", field_names[f]);
         for (i = 0; i < c->count[f]; i++) {
             if (i)
-                sb_printf(&b, ",");
+                aps__sb_printf(&b, ",");
             describe_expr(&b, c, f, &c->exprs[c->first[f] + i]);
         }
-        sb_printf(&b, "'");
+        aps__sb_printf(&b, "'");
         any = 1;
     }
     if (len && b.pos >= len)

@@ -112,4 +112,14 @@ int aps__cron_next(aps_cron *c, const aps_tz *tz, aps_time start, aps_time end, 
  */
 int aps__cron_describe(const aps_cron *c, char *buf, size_t len);
 
+/** A bounded output buffer for the str()-style descriptions. */
+typedef struct aps__sbuf {
+    char *buf;
+    size_t len, pos;
+    int overflow; /**< set when the output did not fit */
+} aps__sbuf;
+
+/** Appends formatted text to `b`, truncating (and flagging) when full. */
+void aps__sb_printf(aps__sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif /* APSD_CRON_H */

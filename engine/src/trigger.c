@@ -757,44 +757,21 @@ int aps_trigger_next(aps_trigger *t, aps_time previous, aps_time now, aps_time *
 /* Description                                                         */
 /* ------------------------------------------------------------------ */
 
-typedef struct sbuf {
-    char *buf;
-    size_t len, pos;
-    int overflow;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-    size_t room = b->pos < b->len ? b->len - b->pos : 0;
-
-    va_start(ap, fmt);
-    n = vsnprintf(room ? b->buf + b->pos : NULL, room, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= room)
-        b->overflow = 1;
-    if (n > 0)
-        b->pos += (size_t)n;
-}
-
 /* str(timedelta): "0:00:03", "1 day, 2:00:00", "0:00:00.500000". */
-static void describe_timedelta(sbuf *b, int64_t us)
+static void describe_timedelta(aps__sbuf *b, int64_t us)
 {
     int64_t days = aps__floor_div(us, US_PER_DAY, &us), secs = us / US_PER_SEC;
 
     us %= US_PER_SEC;
     if (days)
-        sb_printf(b, "%lld day%s, ", (long long)days, days == 1 || days == -1 ? "" : "s");
-    sb_printf(b, "%lld:%02lld:%02lld", (long long)(secs / 3600), (long long)(secs / 60 % 60),
+        aps__sb_printf(b, "%lld day%s, ", (long long)days, days == 1 || days == -1 ? "" : "s");
+    aps__sb_printf(b, "%lld:%02lld:%02lld", (long long)(secs / 3600), (long long)(secs / 60 % 60),
               (long long)(secs % 60));
     if (us)
-        sb_printf(b, ".%06lld", (long long)us);
+        aps__sb_printf(b, ".%06lld", (long long)us);
 }
 
-static void describe_at(const aps_trigger *t, sbuf *b)
+static void describe_at(const aps_trigger *t, aps__sbuf *b)
 {
     size_t i;
 
@@ -802,7 +779,7 @@ static void describe_at(const aps_trigger *t, sbuf *b)
     case APS_TRIGGER_CRON: {
         size_t room;
 
-        sb_printf(b, "cron[");
+        aps__sb_printf(b, "cron[");
         room = b->pos < b->len ? b->len - b->pos : 0;
         if (aps__cron_describe(t->u.cron.expr, room ? b->buf + b->pos : NULL, room) ||
             !room) {
@@ -812,13 +789,13 @@ static void describe_at(const aps_trigger *t, sbuf *b)
         } else {
             b->pos += strlen(b->buf + b->pos);
         }
-        sb_printf(b, "]");
+        aps__sb_printf(b, "]");
         return;
     }
     case APS_TRIGGER_INTERVAL:
-        sb_printf(b, "interval[");
+        aps__sb_printf(b, "interval[");
         describe_timedelta(b, t->u.interval.step_us);
-        sb_printf(b, "]");
+        aps__sb_printf(b, "]");
         return;
     case APS_TRIGGER_DATE: {
         /* datetime_repr(): '%Y-%m-%d %H:%M:%S %Z'. */
@@ -827,31 +804,31 @@ static void describe_at(const aps_trigger *t, sbuf *b)
 
         aps__tz_to_local(t->tz, t->u.date.run_date, &lc, NULL);
         aps__tz_lookup(t->tz, t->u.date.run_date, NULL, NULL, &abbr);
-        sb_printf(b, "date[%04d-%02d-%02d %02d:%02d:%02d %s]", lc.year, lc.month, lc.day,
+        aps__sb_printf(b, "date[%04d-%02d-%02d %02d:%02d:%02d %s]", lc.year, lc.month, lc.day,
                   lc.hour, lc.minute, lc.second, abbr ? abbr : "");
         return;
     }
     case APS_TRIGGER_CALENDAR_INTERVAL:
-        sb_printf(b, "calendar_interval[");
+        aps__sb_printf(b, "calendar_interval[");
         if (t->u.cal.years)
-            sb_printf(b, "years=%d, ", t->u.cal.years);
+            aps__sb_printf(b, "years=%d, ", t->u.cal.years);
         if (t->u.cal.months)
-            sb_printf(b, "months=%d, ", t->u.cal.months);
+            aps__sb_printf(b, "months=%d, ", t->u.cal.months);
         if (t->u.cal.weeks)
-            sb_printf(b, "weeks=%d, ", t->u.cal.weeks);
+            aps__sb_printf(b, "weeks=%d, ", t->u.cal.weeks);
         if (t->u.cal.days)
-            sb_printf(b, "days=%d, ", t->u.cal.days);
-        sb_printf(b, "time='%02d:%02d:%02d']", t->u.cal.hour, t->u.cal.minute, t->u.cal.second);
+            aps__sb_printf(b, "days=%d, ", t->u.cal.days);
+        aps__sb_printf(b, "time='%02d:%02d:%02d']", t->u.cal.hour, t->u.cal.minute, t->u.cal.second);
         return;
     case APS_TRIGGER_ALL_OF:
     case APS_TRIGGER_ANY_OF:
-        sb_printf(b, "%s[", t->kind == APS_TRIGGER_ALL_OF ? "and" : "or");
+        aps__sb_printf(b, "%s[", t->kind == APS_TRIGGER_ALL_OF ? "and" : "or");
         for (i = 0; i < t->u.combo.count; i++) {
             if (i)
-                sb_printf(b, ", ");
+                aps__sb_printf(b, ", ");
             describe_at(t->u.combo.children[i], b);
         }
-        sb_printf(b, "]");
+        aps__sb_printf(b, "]");
         return;
     default:
         return;
@@ -860,7 +837,7 @@ static void describe_at(const aps_trigger *t, sbuf *b)
 
 int aps_trigger_describe(const aps_trigger *t, char *buf, size_t len)
 {
-    sbuf b = {buf, len, 0, 0};
+    aps__sbuf b = {buf, len, 0, 0};
 
     if (!t || (!buf && len))
         return APS_EINVAL;
