@@ -22,7 +22,9 @@ static void usage(FILE *out)
           "\"N passed, M failed\". Exits 0 only when none failed.\n"
           "\n"
           "  --server HOST:PORT  run the vectors through a running apsd's\n"
-          "                      PreviewTrigger RPC instead (not yet supported)\n"
+          "                      PreviewTrigger RPC instead (handled by the\n"
+          "                      tools/conformance wrapper, with the Python client\n"
+          "                      tools/conform/preview_client.py)\n"
           "  -h, --help          show this help\n",
           out);
 }
@@ -41,8 +43,8 @@ int main(int argc, char **argv)
             return 0;
         }
         if (!opts_done && (!strcmp(a, "--server") || !strncmp(a, "--server=", 9))) {
-            fprintf(stderr, "conformance: --server: not yet supported (the engine is run "
-                            "in-process for now)\n");
+            fprintf(stderr, "conformance: --server: run it as tools/conformance --server "
+                            "HOST:PORT FILE.jsonl... (the wrapper uses the Python client)\n");
             return 2;
         }
         if (!opts_done && !strcmp(a, "--")) {
