@@ -2232,7 +2232,6 @@ recover_interrupted(aps_scheduler *s)
         scan_ctx sc = {0};
         rc = aps__store_meta_scan(s->stores[si].st, RUN_PREFIX, scan_runs, &sc);
         for (size_t i = 0; i < sc.n && rc == 0; i++) {
-            aps_job *job = NULL;
             aps__run *run = calloc(1, sizeof(*run));
             if (run == NULL) {
                 rc = APS_ENOMEM;
@@ -2242,30 +2241,28 @@ recover_interrupted(aps_scheduler *s)
             memcpy(run->run_id, sc.v[i].run_id, sizeof(run->run_id));
             run->job_id = strdup(sc.v[i].job_id);
             run->jobstore = strdup(s->stores[si].name);
-            if (aps_job_get(s, sc.v[i].job_id, &job) == 0) {
-                run->executor = strdup(job->executor);
-                /* The run times come from the job's running list. */
-                void *data = NULL;
-                size_t len = 0;
-                aps__jobrec *rec = NULL;
-                if (aps__store_job_get(s->stores[si].st, job->id, &data, &len, NULL) == 0 &&
-                    aps__jobrec_decode(data, len, &rec) == 0) {
-                    for (size_t k = 0; k < rec->n_running; k++) {
-                        if (strcmp(rec->running[k].run_id, run->run_id) != 0)
-                            continue;
-                        run->n_run_times = rec->running[k].n_run_times;
-                        run->run_times = malloc(run->n_run_times * sizeof(aps_time));
-                        if (run->run_times)
-                            memcpy(run->run_times, rec->running[k].run_times,
-                                   run->n_run_times * sizeof(aps_time));
-                        else
-                            run->n_run_times = 0;
-                    }
+            /* The executor and run times come from the job's running list,
+             * read once from the store that recorded the run. */
+            void *data = NULL;
+            size_t len = 0;
+            aps__jobrec *rec = NULL;
+            if (aps__store_job_get(s->stores[si].st, sc.v[i].job_id, &data, &len, NULL) == 0 &&
+                aps__jobrec_decode(data, len, &rec) == 0) {
+                run->executor = strdup(rec->job.executor);
+                for (size_t k = 0; k < rec->n_running; k++) {
+                    if (strcmp(rec->running[k].run_id, run->run_id) != 0)
+                        continue;
+                    run->n_run_times = rec->running[k].n_run_times;
+                    run->run_times = malloc(run->n_run_times * sizeof(aps_time));
+                    if (run->run_times)
+                        memcpy(run->run_times, rec->running[k].run_times,
+                               run->n_run_times * sizeof(aps_time));
+                    else
+                        run->n_run_times = 0;
                 }
-                aps__jobrec_free(rec);
-                free(data);
-                aps_job_free(job);
             }
+            aps__jobrec_free(rec);
+            free(data);
             if (run->executor == NULL)
                 run->executor = strdup("");
             if (run->n_run_times == 0) {
