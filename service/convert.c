@@ -222,6 +222,124 @@ aps_pb_unpack(aps_arena *a, const ProtobufCMessageDescriptor *desc, const uint8_
     return protobuf_c_message_unpack(desc, aps_arena_allocator(a), len, data);
 }
 
+/* 1 if the n bytes at s are UTF-8 (RFC 3629: no overlongs, no surrogates,
+ * nothing above U+10FFFF) without a NUL. */
+static int
+wire_utf8_ok(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i], k;
+        uint32_t cp;
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= k)
+            return 0;
+        for (unsigned j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + j] & 0x3f);
+        }
+        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* Walks the wire form like depth_ok (the message already unpacked, so it is
+ * well-formed and its depth bounded). Returns 0, or BAD_STRING / BAD_FIELD0
+ * with `path` extended by the names down to the offending field. */
+enum { BAD_STRING = 1, BAD_FIELD0 = 2 };
+
+static int
+wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, char *path,
+           size_t cap)
+{
+    const uint8_t *end = p + len;
+    size_t base = strlen(path);
+    while (p < end) {
+        uint64_t key, n;
+        if (read_varint(&p, end, &key) != 0)
+            return 0;
+        if (key >> 3 == 0)
+            return BAD_FIELD0;
+        switch (key & 7) {
+        case 0:
+            if (read_varint(&p, end, &n) != 0)
+                return 0;
+            break;
+        case 1:
+            if ((size_t)(end - p) < 8)
+                return 0;
+            p += 8;
+            break;
+        case 5:
+            if ((size_t)(end - p) < 4)
+                return 0;
+            p += 4;
+            break;
+        case 2: {
+            if (read_varint(&p, end, &n) != 0 || n > (uint64_t)(end - p))
+                return 0;
+            const ProtobufCFieldDescriptor *f =
+                key >> 3 <= UINT32_MAX
+                    ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
+                    : NULL;
+            if (f != NULL &&
+                (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
+                snprintf(path + base, cap - base, "%s%s", base ? "." : "", f->name);
+                int rc = f->type == PROTOBUF_C_TYPE_STRING
+                             ? (wire_utf8_ok(p, (size_t)n) ? 0 : BAD_STRING)
+                             : wire_check(f->descriptor, p, (size_t)n, path, cap);
+                if (rc != 0)
+                    return rc;
+                path[base] = '\0';
+            }
+            p += n;
+            break;
+        }
+        default:
+            return 0;
+        }
+    }
+    return 0;
+}
+
+int
+aps_pb_check_request(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                     char *msg, size_t msglen)
+{
+    char path[128] = "";
+    switch (wire_check(desc, data, len, path, sizeof path)) {
+    case 0:
+        return 0;
+    case BAD_STRING:
+        snprintf(msg, msglen, "%s: not valid UTF-8, or holds a NUL byte", path);
+        return APS_EINVAL;
+    default:
+        snprintf(msg, msglen, "%s%sfield number 0 (not valid protobuf)", path, path[0] ? ": " : "");
+        return APS_EINVAL;
+    }
+}
+
 /* ---- status ------------------------------------------------------------------ */
 
 static const struct {
@@ -1174,13 +1292,22 @@ aps_trigger_fill_defaults(aps_arena *a, aps_trigger_spec *t, const char *default
         if (t->u.interval.timezone == NULL)
             t->u.interval.timezone = tz;
         if (t->u.interval.start_date == APS_TIME_NONE) {
-            /* APScheduler 3: start_date = now + interval (all zero = 1 s). */
-            int64_t step = t->u.interval.weeks * 7 * 86400 * US_PER_SEC +
-                           t->u.interval.days * 86400 * US_PER_SEC +
-                           t->u.interval.hours * 3600 * US_PER_SEC +
-                           t->u.interval.minutes * 60 * US_PER_SEC +
-                           t->u.interval.seconds * US_PER_SEC + t->u.interval.microseconds;
-            t->u.interval.start_date = now + (step > 0 ? step : US_PER_SEC);
+            /* APScheduler 3: start_date = now + interval (all zero = 1 s).
+             * An interval too large for int64 keeps no start date: the
+             * engine then rejects it ("interval: weeks: ... is too large"). */
+            const int64_t part[6] = {t->u.interval.weeks,   t->u.interval.days,
+                                     t->u.interval.hours,   t->u.interval.minutes,
+                                     t->u.interval.seconds, t->u.interval.microseconds};
+            const int64_t unit[6] = {7 * 86400 * US_PER_SEC, 86400 * US_PER_SEC,
+                                     3600 * US_PER_SEC,      60 * US_PER_SEC,
+                                     US_PER_SEC,             1};
+            int64_t step = 0, prod, start;
+            int over = 0;
+            for (int i = 0; i < 6 && !over; i++)
+                over = __builtin_mul_overflow(part[i], unit[i], &prod) ||
+                       __builtin_add_overflow(step, prod, &step);
+            if (!over && !__builtin_add_overflow(now, step > 0 ? step : US_PER_SEC, &start))
+                t->u.interval.start_date = start;
         }
         break;
     }

@@ -65,6 +65,24 @@ ProtobufCAllocator *aps_arena_allocator(aps_arena *a);
 ProtobufCMessage *aps_pb_unpack(aps_arena *a, const ProtobufCMessageDescriptor *desc,
                                 const uint8_t *data, size_t len, int max_depth);
 
+/**
+ * Checks what protobuf-c lets through in a request that aps_pb_unpack()
+ * accepted (call it only then: the walk relies on the depth check).
+ * - Every `string` field must be UTF-8, as proto3 requires: protobuf-c does
+ *   not check, and an invalid string stored in a job would come back in
+ *   every response holding it, which other languages' parsers reject (one
+ *   bad job would break ListJobs for every client).
+ * - No string may hold a NUL byte: protobuf-c makes C strings, so
+ *   `"/bin/true\0..."` would silently become `"/bin/true"`.
+ * - No field may be numbered 0 (protobuf-c accepts it in a multi-byte key).
+ * @param msg receives the status message, starting with the path of the
+ *            field, e.g. `job.target.command.argv: not valid UTF-8, or
+ *            holds a NUL byte`.
+ * @return 0, or APS_EINVAL.
+ */
+int aps_pb_check_request(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                         char *msg, size_t msglen);
+
 /* ---- status -------------------------------------------------------------------- */
 
 /**

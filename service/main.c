@@ -1,5 +1,6 @@
 /* apsd: the daemon. Flags, the INI configuration file, signals, start-up and
  * the graceful shutdown order (../shared/notes/grpc-core.md). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <grpc/grpc.h>
@@ -631,7 +632,23 @@ mkdirs(const char *path)
     return 0;
 }
 
-/* 1 for a loopback or local (unix socket) address. */
+/* 1 if `p` is a port: digits and nothing else. */
+static int
+is_port(const char *p)
+{
+    if (*p == '\0')
+        return 0;
+    for (; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    return 1;
+}
+
+/* 1 for a loopback or local (unix socket) address. Only `127.x.y.z:PORT`
+ * (an IPv4 literal: a host name such as `127.example.com` resolves to
+ * anything), `[::1]:PORT` and `localhost:PORT` count, and nothing may follow
+ * the port (gRPC's `ipv4:`/`ipv6:` targets take comma-separated lists:
+ * `ipv4:127.0.0.1:1,0.0.0.0:2`). */
 static int
 is_loopback(const char *addr)
 {
@@ -641,10 +658,45 @@ is_loopback(const char *addr)
         addr += 5;
     else if (!strncmp(addr, "ipv6:", 5))
         addr += 5;
-    if (!strncmp(addr, "127.", 4) || !strncmp(addr, "localhost:", 10) ||
-        !strncmp(addr, "[::1]:", 6))
-        return 1;
+    if (!strncmp(addr, "127.", 4)) {
+        const char *colon = strchr(addr, ':');
+        size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+        char host[INET_ADDRSTRLEN];
+        struct in_addr in;
+        if (n >= sizeof host || (colon != NULL && !is_port(colon + 1)))
+            return 0;
+        memcpy(host, addr, n);
+        host[n] = '\0';
+        return inet_pton(AF_INET, host, &in) == 1;
+    }
+    if (!strncmp(addr, "localhost:", 10))
+        return is_port(addr + 10);
+    if (!strncmp(addr, "[::1]:", 6))
+        return is_port(addr + 6);
     return 0;
+}
+
+/* Allow-list entries as the process executor keeps them (exec_process.c):
+ * realpath'ed, directories still ending in '/', entries that do not exist
+ * as written. AddJob's check compares them with the realpath of argv[0], so
+ * on merged-/usr systems `--allow-command /bin/true` must read
+ * `/usr/bin/true`, or nothing passes. */
+static void
+canonical_allow(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char real[PATH_MAX + 1];
+        size_t al = strlen(v[i]);
+        if (al == 0 || v[i][0] != '/' || realpath(v[i], real) == NULL)
+            continue;
+        size_t rl = strlen(real);
+        if (v[i][al - 1] == '/' && real[rl - 1] != '/' && rl + 1 < sizeof real) {
+            real[rl] = '/';
+            real[rl + 1] = '\0';
+        }
+        free(v[i]);
+        v[i] = xstrdup(real);
+    }
 }
 
 /* ---- authorization --------------------------------------------------------------- */
@@ -792,6 +844,9 @@ main(int argc, char **argv)
         e = exec_named(&c, "workers");
         e->type = xstrdup("workers");
     }
+    canonical_allow(c.allow, c.n_allow);
+    for (size_t i = 0; i < c.n_execs; i++)
+        canonical_allow(c.execs[i].allow, c.execs[i].n_allow);
     aps_executor_def edefs[MAX_EXECS];
     aps_app_executor aexecs[MAX_EXECS];
     memset(edefs, 0, sizeof edefs);

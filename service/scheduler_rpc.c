@@ -296,6 +296,10 @@ h_get_job(aps_call *c, const ProtobufCMessage *m, void *ud)
     aps_job *job = NULL;
     if (require_id(c, req->job_id, "job_id") != 0)
         return;
+    if ((unsigned)req->view > APSD__V1__JOB_VIEW__JOB_VIEW_FULL) {
+        aps_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "view: unknown value %d", (int)req->view);
+        return;
+    }
     int rc = aps_job_get(app->sched, req->job_id, &job);
     if (rc == APS_ENOENT) {
         aps_call_fail(c, GRPC_STATUS_NOT_FOUND, "job_id: no job with id \"%.200s\"", req->job_id);
@@ -607,6 +611,10 @@ h_list_jobs(aps_call *c, const ProtobufCMessage *m, void *ud)
                       (int)req->page_size);
         return;
     }
+    if ((unsigned)req->view > APSD__V1__JOB_VIEW__JOB_VIEW_FULL) {
+        aps_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "view: unknown value %d", (int)req->view);
+        return;
+    }
     size_t page = req->page_size == 0         ? PAGE_DEFAULT
                   : req->page_size > PAGE_MAX ? PAGE_MAX
                                               : (size_t)req->page_size;
@@ -624,8 +632,9 @@ h_list_jobs(aps_call *c, const ProtobufCMessage *m, void *ud)
         unsigned char raw[8 + 256];
         size_t n = 0;
         uint64_t th = 0;
+        /* n - 8 < sizeof cursor: room for the cursor's NUL. */
         if (strlen(req->page_token) > 400 || b64_decode(req->page_token, raw, sizeof raw, &n) ||
-            n <= 8) {
+            n <= 8 || n - 8 >= sizeof cursor) {
             aps_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT, "page_token: malformed");
             return;
         }
@@ -1291,6 +1300,12 @@ typedef struct sub_stream {
     char **job_ids; /* sorted; only when more than one (one goes to the engine) */
     size_t n_job_ids;
     int continue_after_gap, bookmarks, caught_up;
+    /* No after_sequence: nothing to replay, so the replay window never
+     * applies and the slow-subscriber cut does from the first event (a
+     * live stream that has not yet drained the ring once is not replaying:
+     * under a high event rate it may never drain it, and a client that
+     * never reads would then sit until the log is pruned past it). */
+    int live;
     uint64_t last_seq; /* newest sequence examined */
     int64_t last_sent_us;
     int done;
@@ -1367,7 +1382,7 @@ sub_service(aps_pump_src *src, int tick)
     int i;
     for (i = 0; i < SUB_BATCH; i++) {
         size_t queued = aps_call_queued(st->c);
-        if (!st->caught_up && queued >= SUB_REPLAY_WINDOW)
+        if (!st->caught_up && !st->live && queued >= SUB_REPLAY_WINDOW)
             break; /* replaying: resumes when a write completes */
         aps_event *ev = NULL;
         uint64_t gap_first = 0;
@@ -1379,7 +1394,7 @@ sub_service(aps_pump_src *src, int tick)
                 aps_event_free(ev);
                 continue;
             }
-            if (st->caught_up && queued >= app->subscriber_queue) {
+            if ((st->caught_up || st->live) && queued >= app->subscriber_queue) {
                 aps_event_free(ev);
                 snprintf(msg, sizeof msg,
                          "subscriber too slow: %zu events not delivered; resume with "
@@ -1523,6 +1538,7 @@ h_subscribe_events(aps_call *c, const ProtobufCMessage *m, void *ud)
     st->c = c;
     st->continue_after_gap = req->continue_after_gap;
     st->bookmarks = req->send_bookmarks;
+    st->live = !resume;
     st->last_seq = resume ? req->after_sequence : last;
     st->last_sent_us = mono_us();
     if (req->n_job_ids > 1) {

@@ -43,6 +43,8 @@ struct aps__run {
     int64_t grace_us;      /**< the misfire limit otherwise */
     aps__run_result *results; /**< n_run_times entries, filled by the executor */
     int cancelled;         /**< set by a cancel request */
+    int unrecorded;        /**< its completion could not be written (a full
+                                disk): queued again for the next pass */
     aps_scheduler *sched;  /**< where aps__run_finished delivers it */
     aps__run *next;        /**< the scheduler's completion queue link */
 };

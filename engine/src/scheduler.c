@@ -447,6 +447,32 @@ check_request_id(const char *request_id, aps_error *err)
     return 0;
 }
 
+/* The durable run index: run/<run_id> -> the job id, NUL, the executor,
+ * NUL, then the run times (8 bytes big-endian each), so that restart
+ * recovery can report an interrupted run fully even when its job is gone
+ * (a date job is removed when its run is submitted). Records of older
+ * versions hold the job id alone. */
+static int
+put_run_index(aps_txn *t, const char *key, const aps_job *job, const aps_time *rts, size_t n)
+{
+    size_t idlen = strlen(job->id), exlen = strlen(job->executor);
+    size_t len = idlen + 1 + exlen + 1 + 8 * n;
+    unsigned char *v = malloc(len);
+    if (v == NULL)
+        return APS_ENOMEM;
+    memcpy(v, job->id, idlen + 1);
+    memcpy(v + idlen + 1, job->executor, exlen + 1);
+    unsigned char *p = v + idlen + 1 + exlen + 1;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u = (uint64_t)rts[i];
+        for (int b = 0; b < 8; b++)
+            *p++ = (unsigned char)(u >> (56 - 8 * b));
+    }
+    int rc = aps__txn_meta_put(t, key, v, len);
+    free(v);
+    return rc;
+}
+
 /* Records a new running instance in rec (and the durable run index), emits
  * JOB_SUBMITTED, and queues the executor run. */
 static int
@@ -476,7 +502,7 @@ start_run(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_tim
     rec->n_running++;
 
     snprintf(key, sizeof(key), RUN_PREFIX "%s", run_id);
-    rc = aps__txn_meta_put(t, key, rec->job.id, strlen(rec->job.id));
+    rc = put_run_index(t, key, &rec->job, rts, n);
     if (rc != 0)
         return rc;
     rc = out_event(o, APS_EVENT_JOB_SUBMITTED, now, &rec->job, run_id, rts, n, NULL);
@@ -2065,22 +2091,54 @@ done_select(aps_scheduler *s, size_t si, const completions *cp, done_ctx *c)
     return 0;
 }
 
-/* Frees the runs once recorded (or dropped when out of memory). */
+/* Frees the runs once recorded (or dropped when out of memory). A run
+ * whose completion could not be written (a full disk) goes back on the
+ * completion queue while the scheduler runs: dropped, it would leave its
+ * job with an instance slot taken until a restart. */
 static void
 finish_completed(aps_scheduler *s, completions *cp)
 {
-    aps__run *rev = cp->list;
+    aps__run *rev = cp->list, *keep = NULL;
     free(cp->runs);
     pthread_mutex_lock(&s->mu);
+    int requeue = s->started && !s->stopping;
     while (rev) {
         aps__run *next = rev->next;
-        aps__run_free(rev);
-        s->n_running--;
+        if (rev->unrecorded && requeue) {
+            /* Oldest first in cp: pushed in front, newest first, as the
+             * queue keeps them. */
+            rev->unrecorded = 0;
+            rev->next = keep;
+            keep = rev;
+        } else {
+            aps__run_free(rev);
+            s->n_running--;
+        }
         rev = next;
+    }
+    if (keep != NULL) {
+        /* Older than anything that finished meanwhile: the queue's end. */
+        aps__run **end = &s->completed;
+        while (*end != NULL)
+            end = &(*end)->next;
+        *end = keep;
     }
     pthread_cond_broadcast(&s->idle_cv);
     pthread_mutex_unlock(&s->mu);
     memset(cp, 0, sizeof(*cp));
+}
+
+/* Records finished runs in store `si`; if the write fails, marks them to
+ * be queued again (finish_completed). */
+static int
+write_done(aps_scheduler *s, size_t si, done_ctx *done)
+{
+    int rc = write_and_publish(s, si, done_fn, done, &done->o);
+    if (rc != 0) {
+        for (size_t i = 0; i < done->n; i++)
+            done->runs[i]->unrecorded = 1;
+    }
+    return rc;
 }
 
 /* Records the finished runs: one write per store. Returns how many. */
@@ -2100,7 +2158,7 @@ process_completed(aps_scheduler *s)
         if (done_select(s, si, &cp, &c) != 0)
             break;
         if (c.n > 0)
-            write_and_publish(s, si, done_fn, &c, &c.o);
+            write_done(s, si, &c);
         free(c.runs);
     }
     free_out(&c.o);
@@ -2168,8 +2226,10 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done)
             if (rc != 0) {
                 /* Apart, as without sharing: a failing due batch does not
                  * lose the finished runs. */
-                write_and_publish(s, si, done_fn, done, &done->o);
+                int r = write_done(s, si, done);
                 rc = write_and_publish(s, si, due_fn, &c, &c.o);
+                if (rc == 0)
+                    rc = r;
             }
             done->n = 0;
         } else {
@@ -2181,7 +2241,9 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done)
 out:
     if (done->n > 0) {
         /* Nothing due: the finished runs alone. */
-        write_and_publish(s, si, done_fn, done, &done->o);
+        int r = write_done(s, si, done);
+        if (rc == 0)
+            rc = r; /* retried soon, as a failed due write */
         done->n = 0;
     }
     free_out(&c.o);
@@ -2194,6 +2256,9 @@ out:
 typedef struct interrupted {
     char run_id[33];
     char job_id[APS__ID_MAX + 1];
+    char *executor;      /* from the run index; NULL in older records */
+    aps_time *run_times; /* the same */
+    size_t n_run_times;
 } interrupted;
 
 typedef struct scan_ctx {
@@ -2214,10 +2279,32 @@ scan_runs(void *arg, const char *key, const void *data, size_t len)
         c->cap = cap;
     }
     interrupted *it = &c->v[c->n++];
+    memset(it, 0, sizeof(*it));
     snprintf(it->run_id, sizeof(it->run_id), "%s", key + strlen(RUN_PREFIX));
-    size_t l = len < APS__ID_MAX ? len : APS__ID_MAX;
-    memcpy(it->job_id, data, l);
+    const unsigned char *v = data;
+    const unsigned char *nul = memchr(v, 0, len);
+    size_t idlen = nul ? (size_t)(nul - v) : len;
+    size_t l = idlen < APS__ID_MAX ? idlen : APS__ID_MAX;
+    memcpy(it->job_id, v, l);
     it->job_id[l] = '\0';
+    if (nul == NULL)
+        return 0; /* an older record: the job id alone */
+    const unsigned char *ex = nul + 1;
+    const unsigned char *nul2 = memchr(ex, 0, len - idlen - 1);
+    if (nul2 == NULL)
+        return 0; /* damaged: the job id is all that can be trusted */
+    it->executor = strndup((const char *)ex, (size_t)(nul2 - ex));
+    const unsigned char *p = nul2 + 1;
+    size_t n = (len - (size_t)(p - v)) / 8;
+    if (n > 0 && (it->run_times = malloc(n * sizeof(aps_time))) != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t u = 0;
+            for (size_t b = 0; b < 8; b++)
+                u = u << 8 | p[8 * i + b];
+            it->run_times[i] = (aps_time)u;
+        }
+        it->n_run_times = n;
+    }
     return 0;
 }
 
@@ -2263,6 +2350,17 @@ recover_interrupted(aps_scheduler *s)
             }
             aps__jobrec_free(rec);
             free(data);
+            if (run->n_run_times == 0 && sc.v[i].n_run_times > 0) {
+                /* The job is gone (or no longer lists the run): the index
+                 * still knows the run times. */
+                run->run_times = sc.v[i].run_times;
+                run->n_run_times = sc.v[i].n_run_times;
+                sc.v[i].run_times = NULL;
+            }
+            if (run->executor == NULL && sc.v[i].executor != NULL) {
+                run->executor = sc.v[i].executor;
+                sc.v[i].executor = NULL;
+            }
             if (run->executor == NULL)
                 run->executor = strdup("");
             if (run->n_run_times == 0) {
@@ -2288,6 +2386,10 @@ recover_interrupted(aps_scheduler *s)
             s->n_running++;
             pthread_mutex_unlock(&s->mu);
             aps__run_finished(run);
+        }
+        for (size_t i = 0; i < sc.n; i++) {
+            free(sc.v[i].executor);
+            free(sc.v[i].run_times);
         }
         free(sc.v);
     }
@@ -2372,6 +2474,16 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
             if (next == APS_TIME_NONE || retry < next)
                 next = retry;
         }
+    }
+    pthread_mutex_lock(&s->mu);
+    int unrecorded = s->completed != NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (unrecorded) {
+        /* Completions queued again after a failed write (or just in, and
+         * then the wake-up fd brings the loop back sooner): retry soon. */
+        aps_time retry = now + 10 * US_PER_SEC;
+        if (next == APS_TIME_NONE || retry < next)
+            next = retry;
     }
     prune_requests(s, now);
     aps__events_dispatch_listeners(s);
@@ -2526,7 +2638,14 @@ aps_scheduler_destroy(aps_scheduler *s)
             s->execs[i].ex->ops->destroy(s->execs[i].ex);
         }
     }
-    process_completed(s);
+    /* Gone: a queued run that a completion below starts is refused as
+     * having no executor, instead of reaching freed memory. */
+    for (size_t i = 0; i < s->n_execs; i++)
+        s->execs[i].ex = NULL;
+    /* A completion may start a queued run, which is refused and completes
+     * in turn: until none is left, so that none leaks. */
+    while (process_completed(s) > 0)
+        ;
     for (size_t i = 0; i < s->n_stores; i++)
         aps__store_close(s->stores[i].st);
     free(s->stores);

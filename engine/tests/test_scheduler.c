@@ -1117,6 +1117,43 @@ test_external_loop_fd(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* Found by service/fuzz/request_fuzz.c: destroying a scheduler while runs
+ * wait for an instance slot (queued behind a running one) handed a queued
+ * run to an executor already freed (a use after free, reported by ASan
+ * and tools/valgrind). Each queued run must end, refused, and none leak. */
+static void
+test_destroy_with_queued_runs(void **state)
+{
+    (void)state;
+    static const aps_executor_def execs[] = {{.name = "workers", .type = "workers", .max_workers = 1}};
+    aps_scheduler_config cfg;
+    aps_scheduler *s = NULL;
+    aps_error err;
+    aps_trigger_spec t;
+    size_t count = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.executors = execs;
+    cfg.n_executors = 1;
+    cfg.clock = &fake_clock;
+    assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
+    memset(&t, 0, sizeof(t));
+    t.kind = APS_TRIGGER_CRON;
+    t.u.cron.minute = "0";
+    t.u.cron.start_date = t.u.cron.end_date = APS_TIME_NONE;
+    aps_job_spec spec = {.id = "r", .trigger = &t, .executor = "workers", .coalesce = -1,
+                         .max_instances = 1, .overlap = APS_OVERLAP_QUEUE_ALL,
+                         .next_run_time = APS_TIME_NONE};
+    spec.target.kind = APS_TARGET_REMOTE;
+    spec.target.u.remote.task = "t";
+    assert_int_equal(aps_job_add(s, &spec, NULL, NULL, &err), 0);
+    /* One run takes the slot (no worker takes it), four wait. */
+    assert_int_equal(aps_job_backfill(s, "r", T0 - 5 * 3600 * SEC, T0, 0, NULL, &count, &err), 0);
+    assert_int_equal(count, 5);
+    aps_scheduler_destroy(s);
+}
+
 int
 main(void)
 {
@@ -1142,6 +1179,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_interrupted_by_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_and_background_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_external_loop_fd, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_with_queued_runs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -609,9 +609,13 @@ seq_cb(void *arg, uint64_t seq, aps_time at, const void *data, size_t len)
         c->bad++;
     c->next = seq + 1;
     c->n++;
-    /* A failed write's event must not be there (ids t..-xx4, -xx9). */
-    if (len >= 1 && sscanf((const char *)data + len - 1, "%1d", &i) == 1 && (i == 4 || i == 9))
-        c->bad++;
+    /* A failed write's event must not be there (ids t..-xx4, -xx9). The
+     * data is not NUL-terminated: its last byte, not a sscanf of it. */
+    if (len >= 1) {
+        i = ((const char *)data)[len - 1];
+        if (i == '4' || i == '9')
+            c->bad++;
+    }
     return 0;
 }
 

@@ -6,7 +6,7 @@
 #   set-*  mode byte 0x01, then a FileDescriptorSet: the extension test set
 #          and a small set without source info.
 set -euo pipefail
-out=service/fuzz/corpus
+out=service/fuzz/corpus/reflection
 mkdir -p "$out"
 enc() { # text-format ServerReflectionRequest -> binary on stdout
     protoc --encode=grpc.reflection.v1.ServerReflectionRequest -Iproto \

@@ -16,16 +16,8 @@
  *   - closure: every import of every file sent was sent on the stream
  *     (before or in the same response), so a client can always build it.
  *
- * Build and run (from the repository root, after `bazel build //proto:all`):
- *   B=bazel-bin/proto
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iengine/include -I$B \
- *     -Iproto -Iservice service/fuzz/reflection_fuzz.c service/reflection.c \
- *     $B/grpc/reflection/v1/reflection.pb-c.c \
- *     $B/google/protobuf/descriptor.pb-c.c $B/apsd_fdset.c \
- *     -lprotobuf-c -lcrypto -o /tmp/reflection_fuzz
- *   mkdir -p /tmp/rfc && /tmp/reflection_fuzz -max_total_time=60 /tmp/rfc \
- *     service/fuzz/corpus
- * (New inputs go to the first directory, so the seeds stay as they are.)
+ * Build and run: `tools/fuzz reflection` (seeds in corpus/reflection/);
+ * //service/fuzz:reflection_corpus_test runs the seeds once as a test.
  * Seeds: service/fuzz/gen_corpus.sh.
  */
 #include <stddef.h>

@@ -184,6 +184,14 @@ test_trigger_and_job_mapping(void **state)
     aps_trigger_fill_defaults(a, spec, "Europe/Berlin", 1000000);
     assert_string_equal(spec->u.interval.timezone, "Europe/Berlin");
     assert_int_equal(spec->u.interval.start_date, 1000000 + 300000000);
+    /* Found by request_fuzz: weeks near INT32_MAX overflowed int64 here
+     * (undefined behaviour). Too large: no start date; the engine then
+     * rejects the interval. */
+    aps_trigger_spec big = *spec;
+    big.u.interval.weeks = INT32_MAX;
+    big.u.interval.start_date = APS_TIME_NONE;
+    aps_trigger_fill_defaults(a, &big, "UTC", 1000000);
+    assert_int_equal(big.u.interval.start_date, APS_TIME_NONE);
     Apsd__V1__Trigger *back = aps_trigger_to_pb(a, spec);
     assert_int_equal(back->interval->minutes, 5);
     assert_string_equal(back->interval->timezone, "Europe/Berlin");

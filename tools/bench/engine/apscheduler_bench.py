@@ -4,6 +4,9 @@
   apscheduler_bench.py adds THREADS SECONDS sqlite|memory DIR
       durable (SQLAlchemyJobStore on SQLite) or in-memory add_job calls per
       second from THREADS threads; prints "adds_per_s N"
+  apscheduler_bench.py adds_multi THREADS,THREADS,... SECONDS sqlite|memory DIR RUNS
+      the same for each thread count, RUNS times (interleaved), in one
+      process (one import); prints "adds threads=T run=R per_s=N" lines
   apscheduler_bench.py lateness JOBS SECONDS [WARMUP]
       JOBS interval jobs (seconds=1), start times spread over one second, a
       no-op function, MemoryJobStore, ThreadPoolExecutor(20); lateness =
@@ -12,7 +15,9 @@
       bench_engine's window); prints "lateness_us p50 p99 max count
       expected submitted add_s" (count < expected: runs coalesced or not
       yet submitted 5 s after the window; submitted: every submission seen;
-      add_s: time to add the jobs and start)
+      add_s: time to add the jobs and start). APS_BENCH_DUMP=FILE also
+      writes each sample of the window, "offset_us lateness_us" (offset of
+      the scheduled time in the window), as bench_engine does.
 """
 import os
 import sys
@@ -30,7 +35,7 @@ def noop():
     pass
 
 
-def bench_adds(threads, seconds, kind, directory):
+def bench_adds(threads, seconds, kind, directory, quiet=False):
     if kind == "sqlite":
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         path = os.path.join(directory, "jobs.sqlite")
@@ -60,7 +65,20 @@ def bench_adds(threads, seconds, kind, directory):
         t.join()
     elapsed = time.monotonic() - t0
     sched.shutdown(wait=False)
-    print("adds_per_s %.0f" % (sum(counts) / elapsed))
+    if kind == "sqlite":
+        store.engine.dispose()
+    rate = sum(counts) / elapsed
+    if not quiet:
+        print("adds_per_s %.0f" % rate)
+    return rate
+
+
+def bench_adds_multi(thread_counts, seconds, kind, directory, runs):
+    for r in range(runs):
+        for t in thread_counts:
+            rate = bench_adds(t, seconds, kind, directory, quiet=True)
+            print("adds threads=%d run=%d per_s=%.0f" % (t, r, rate))
+            sys.stdout.flush()
 
 
 def bench_lateness(jobs, seconds, warmup):
@@ -74,6 +92,8 @@ def bench_lateness(jobs, seconds, warmup):
 
     submitted = [0]
 
+    dump = [] if os.environ.get("APS_BENCH_DUMP") else None
+
     def on_submit(ev):
         now = datetime.now(timezone.utc)
         sched = ev.scheduled_run_times[-1]
@@ -82,6 +102,8 @@ def bench_lateness(jobs, seconds, warmup):
             d = (now - sched).total_seconds()
             with lock:
                 late.append(d)
+                if dump is not None:
+                    dump.append(((sched - window_from).total_seconds(), d))
 
     sched = BackgroundScheduler(
         jobstores={"default": MemoryJobStore()},
@@ -107,6 +129,10 @@ def bench_lateness(jobs, seconds, warmup):
     with lock:
         late = sorted(late)
         total = submitted[0]
+        if dump is not None:
+            with open(os.environ["APS_BENCH_DUMP"], "w") as f:
+                for off, d in dump:
+                    f.write("%d %d\n" % (off * 1e6, d * 1e6))
     if not late:
         print("lateness_us 0 0 0 0 %d %d %.1f" % (expected, total, add_s))
     else:
@@ -123,6 +149,9 @@ def bench_lateness(jobs, seconds, warmup):
 if __name__ == "__main__":
     if sys.argv[1] == "adds":
         bench_adds(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif sys.argv[1] == "adds_multi":
+        bench_adds_multi([int(t) for t in sys.argv[2].split(",")], float(sys.argv[3]),
+                         sys.argv[4], sys.argv[5], int(sys.argv[6]))
     elif sys.argv[1] == "lateness":
         bench_lateness(int(sys.argv[2]), int(sys.argv[3]),
                        int(sys.argv[4]) if len(sys.argv) > 4 else 2)
