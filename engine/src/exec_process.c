@@ -1336,11 +1336,23 @@ pp_destroy(aps__executor *ex)
     pp_free(pp);
 }
 
+static void
+pp_stats(aps__executor *ex, aps_executor_info *out)
+{
+    procpool *pp = (procpool *)ex;
+    pthread_mutex_lock(&pp->mu);
+    out->running = pp->busy;
+    out->pending = (uint32_t)pp->count;
+    pthread_mutex_unlock(&pp->mu);
+    out->connected_workers = 0;
+}
+
 static const aps__executor_ops process_ops = {
     .submit = pp_submit,
     .cancel = pp_cancel,
     .shutdown = pp_shutdown,
     .destroy = pp_destroy,
+    .stats = pp_stats,
 };
 
 int

@@ -174,12 +174,14 @@ static int rx_submit(aps__executor *ex, aps__run *run);
 static int rx_cancel(aps__executor *ex, const char *run_id);
 static void rx_shutdown(aps__executor *ex, int wait);
 static void rx_destroy(aps__executor *ex);
+static void rx_stats(aps__executor *ex, aps_executor_info *out);
 
 static const aps__executor_ops remote_ops = {
     .submit = rx_submit,
     .cancel = rx_cancel,
     .shutdown = rx_shutdown,
     .destroy = rx_destroy,
+    .stats = rx_stats,
 };
 
 static int
@@ -1009,6 +1011,18 @@ rx_destroy(aps__executor *ex)
     if (last)
         hub_free(h);
     free(rx);
+}
+
+static void
+rx_stats(aps__executor *ex, aps_executor_info *out)
+{
+    remote_ex *rx = (remote_ex *)ex;
+    pthread_mutex_lock(&rx->h->mu);
+    out->running = (uint32_t)rx->n_leased;
+    out->pending = (uint32_t)rx->n_queued;
+    /* Workers attach to queues, which every workers executor serves. */
+    out->connected_workers = (uint32_t)rx->h->n_workers;
+    pthread_mutex_unlock(&rx->h->mu);
 }
 
 int

@@ -235,11 +235,26 @@ tp_destroy(aps__executor *ex)
     free(tp);
 }
 
+static void
+tp_stats(aps__executor *ex, aps_executor_info *out)
+{
+    threadpool *tp = (threadpool *)ex;
+    uint32_t running = 0;
+    pthread_mutex_lock(&tp->mu);
+    for (size_t i = 0; i < tp->base.max_workers; i++)
+        running += tp->running[i] != NULL && tp->running[i] != (aps__run *)tp;
+    out->running = running;
+    out->pending = (uint32_t)tp->count;
+    pthread_mutex_unlock(&tp->mu);
+    out->connected_workers = 0;
+}
+
 static const aps__executor_ops threadpool_ops = {
     .submit = tp_submit,
     .cancel = tp_cancel,
     .shutdown = tp_shutdown,
     .destroy = tp_destroy,
+    .stats = tp_stats,
 };
 
 int

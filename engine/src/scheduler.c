@@ -367,72 +367,125 @@ txn_save(aps_txn *t, const aps__jobrec *rec)
     return rc;
 }
 
-/* Idempotency: a request id seen within the retention window. The record
- * holds its time and the job id it concerned. */
+/* A request id record: 8 big-endian bytes of its time, then the job id it
+ * concerned. Records that also hold the request's fingerprint set the top
+ * bit of the time (times are positive) and put 8 bytes of it before the id;
+ * older records have none and are not checked. */
+#define REQ_HAS_FP 0x80u
+
 static int
-request_seen(aps_scheduler *s, aps_txn *t, const char *request_id, aps_time now, char *job_id,
-             size_t job_id_len)
+request_parse(const void *data, size_t len, aps_time *at, uint64_t *fp, const char **id,
+              size_t *idlen)
+{
+    const unsigned char *b = data;
+    size_t off = 8;
+    uint64_t v = 0;
+    if (len < 8)
+        return APS_ECORRUPT;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | b[i];
+    *fp = 0;
+    if (b[0] & REQ_HAS_FP) {
+        if (len < 16)
+            return APS_ECORRUPT;
+        v &= ~((uint64_t)REQ_HAS_FP << 56);
+        for (int i = 8; i < 16; i++)
+            *fp = *fp << 8 | b[i];
+        off = 16;
+    }
+    *at = (aps_time)v;
+    *id = (const char *)b + off;
+    *idlen = len - off;
+    return 0;
+}
+
+/* Idempotency: 1 if the request id was seen within the retention window
+ * (job_id gets the id it concerned), 0 if not, APS_EINVAL if it was seen
+ * with a different request fingerprint (a reused id, not a retry). */
+static int
+request_seen(aps_scheduler *s, aps_txn *t, const char *request_id, uint64_t fp, aps_time now,
+             char *job_id, size_t job_id_len)
 {
     char key[APS_STORE_META_KEY_MAX + 1];
     const void *data = NULL;
-    size_t len = 0;
+    const char *id = NULL;
+    size_t len = 0, idlen = 0;
+    uint64_t seen_fp = 0;
+    aps_time at = 0;
 
     if (request_id == NULL || request_id[0] == '\0')
         return 0;
     snprintf(key, sizeof(key), REQ_PREFIX "%s", request_id);
-    if (aps__txn_meta_get(t, key, &data, &len) != 0 || len < 8)
+    if (aps__txn_meta_get(t, key, &data, &len) != 0 ||
+        request_parse(data, len, &at, &seen_fp, &id, &idlen) != 0)
         return 0;
-    int64_t at = 0;
-    for (int i = 0; i < 8; i++)
-        at = (int64_t)((uint64_t)at << 8 | ((const unsigned char *)data)[i]);
     if (now - at > s->request_retention_us)
         return 0;
-    size_t n = len - 8 < job_id_len - 1 ? len - 8 : job_id_len - 1;
-    memcpy(job_id, (const char *)data + 8, n);
+    if (fp != 0 && seen_fp != 0 && fp != seen_fp)
+        return APS_EINVAL;
+    size_t n = idlen < job_id_len - 1 ? idlen : job_id_len - 1;
+    memcpy(job_id, id, n);
     job_id[n] = '\0';
     return 1;
 }
 
 static int
-request_record(aps_txn *t, const char *request_id, aps_time now, const char *job_id)
+request_record(aps_txn *t, const char *request_id, uint64_t fp, aps_time now, const char *job_id)
 {
     char key[APS_STORE_META_KEY_MAX + 1];
-    unsigned char val[8 + APS__ID_MAX];
-    size_t idlen = job_id ? strlen(job_id) : 0;
+    unsigned char val[16 + APS__ID_MAX];
+    size_t idlen = job_id ? strlen(job_id) : 0, off = 8;
 
     if (request_id == NULL || request_id[0] == '\0')
         return 0;
     snprintf(key, sizeof(key), REQ_PREFIX "%s", request_id);
     for (int i = 0; i < 8; i++)
         val[i] = (unsigned char)((uint64_t)now >> (56 - 8 * i));
+    if (fp != 0) {
+        val[0] |= REQ_HAS_FP;
+        for (int i = 0; i < 8; i++)
+            val[8 + i] = (unsigned char)(fp >> (56 - 8 * i));
+        off = 16;
+    }
     if (idlen > APS__ID_MAX)
         idlen = APS__ID_MAX;
-    memcpy(val + 8, job_id ? job_id : "", idlen);
-    return aps__txn_meta_put(t, key, val, 8 + idlen);
+    memcpy(val + off, job_id ? job_id : "", idlen);
+    return aps__txn_meta_put(t, key, val, off + idlen);
+}
+
+static int
+request_mismatch(aps_error *err, const char *request_id)
+{
+    return set_err(err, APS_EINVAL,
+                   "request_id: reused with a different request (\"%.200s\" was first used, "
+                   "within the retention window, for another one; a retry repeats it unchanged)",
+                   request_id);
 }
 
 /* Whether a request id was recorded within the retention window, in any
  * store (outside a transaction: for retries whose job is gone). */
 static int
-request_known(aps_scheduler *s, const char *request_id, aps_time now)
+request_known(aps_scheduler *s, const char *request_id, uint64_t fp, aps_time now)
 {
     char key[APS_STORE_META_KEY_MAX + 1];
+    int known = 0;
     if (request_id == NULL || request_id[0] == '\0')
         return 0;
     snprintf(key, sizeof(key), REQ_PREFIX "%s", request_id);
-    for (size_t i = 0; i < s->n_stores; i++) {
+    for (size_t i = 0; i < s->n_stores && known == 0; i++) {
         void *data = NULL;
-        size_t len = 0;
+        const char *id = NULL;
+        size_t len = 0, idlen = 0;
+        uint64_t seen_fp = 0;
+        aps_time at = 0;
         if (aps__store_meta_get(s->stores[i].st, key, &data, &len) != 0)
             continue;
-        int64_t at = 0;
-        for (size_t k = 0; k < 8 && k < len; k++)
-            at = (int64_t)((uint64_t)at << 8 | ((unsigned char *)data)[k]);
+        if (request_parse(data, len, &at, &seen_fp, &id, &idlen) == 0 &&
+            now - at <= s->request_retention_us)
+            known = fp != 0 && seen_fp != 0 && fp != seen_fp ? APS_EINVAL : 1;
         free(data);
-        if (len >= 8 && now - at <= s->request_retention_us)
-            return 1;
     }
-    return 0;
+    return known;
 }
 
 static int
@@ -1010,6 +1063,7 @@ typedef struct add_ctx {
     const aps__jobrec *rec;
     int replace;
     const char *request_id;
+    uint64_t request_fp;
     aps_time now;
     char replay_id[APS__ID_MAX + 1];
     int replayed;
@@ -1025,9 +1079,10 @@ add_fn(aps_txn *t, void *arg)
     int rc;
 
     reset_out(&c->o);
-    c->replayed = request_seen(c->s, t, c->request_id, c->now, c->replay_id, sizeof(c->replay_id));
-    if (c->replayed)
-        return 0;
+    c->replayed = request_seen(c->s, t, c->request_id, c->request_fp, c->now, c->replay_id,
+                               sizeof(c->replay_id));
+    if (c->replayed != 0)
+        return c->replayed < 0 ? c->replayed : 0;
     rc = txn_load(t, c->rec->job.id, &old);
     if (rc == 0 && !c->replace) {
         aps__jobrec_free(old);
@@ -1063,7 +1118,7 @@ add_fn(aps_txn *t, void *arg)
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
     if (rc == 0)
-        rc = request_record(t, c->request_id, c->now, save->job.id);
+        rc = request_record(t, c->request_id, c->request_fp, c->now, save->job.id);
 out:
     aps__jobrec_free(copy);
     aps__jobrec_free(old);
@@ -1126,9 +1181,14 @@ aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
     c.rec = rec;
     c.replace = m ? m->replace_existing : 0;
     c.request_id = request_id;
+    c.request_fp = m ? m->request_fingerprint : 0;
     c.now = now;
     rc = write_and_publish(s, (size_t)si, add_fn, &c, &c.o);
     free_out(&c.o);
+    if (rc == APS_EINVAL && c.replayed < 0) {
+        rc = request_mismatch(err, request_id);
+        goto out;
+    }
     if (rc == APS_EEXIST) {
         set_err(err, rc, "id: a job with id \"%s\" already exists", rec->job.id);
         goto out;
@@ -1341,6 +1401,7 @@ typedef struct mut_ctx {
     mut_kind kind;
     const char *id;
     const char *request_id;
+    uint64_t request_fp;
     aps_time now;
     /* inputs */
     const aps_job_spec *spec;
@@ -1401,9 +1462,10 @@ mut_fn(aps_txn *t, void *arg)
     c->removed = 0;
     c->count = 0;
     c->run_id[0] = '\0';
-    c->replayed = request_seen(c->s, t, c->request_id, c->now, c->replay_id, sizeof(c->replay_id));
-    if (c->replayed)
-        return 0;
+    c->replayed = request_seen(c->s, t, c->request_id, c->request_fp, c->now, c->replay_id,
+                               sizeof(c->replay_id));
+    if (c->replayed != 0)
+        return c->replayed < 0 ? c->replayed : 0;
     rc = txn_load(t, c->id, &rec);
     if (rc != 0)
         return rc;
@@ -1483,7 +1545,7 @@ mut_fn(aps_txn *t, void *arg)
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
     if (rc == 0)
-        rc = request_record(t, c->request_id, c->now, c->id);
+        rc = request_record(t, c->request_id, c->request_fp, c->now, c->id);
 out:
     free(times);
     aps_trigger_destroy(trig);
@@ -1502,20 +1564,28 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     c->s = s;
     c->err = err;
     c->request_id = m ? m->request_id : NULL;
+    c->request_fp = m ? m->request_fingerprint : 0;
     rc = check_request_id(c->request_id, err);
     if (rc != 0)
         return rc;
     c->now = aps__scheduler_now(s);
     int si = locate(s, c->id);
-    if (si < 0 && request_known(s, c->request_id, c->now)) {
-        c->replayed = 1; /* a retry of a change to a job removed since (or by it) */
-        return 0;
+    if (si < 0) {
+        rc = request_known(s, c->request_id, c->request_fp, c->now);
+        if (rc < 0)
+            return request_mismatch(err, c->request_id);
+        if (rc > 0) {
+            c->replayed = 1; /* a retry of a change to a job removed since (or by it) */
+            return 0;
+        }
     }
     if (si < 0)
         return set_err(err, APS_ENOENT, "job_id: no job with id \"%s\"", c->id);
     c->si = (size_t)si;
     rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
     free_out(&c->o);
+    if (rc == APS_EINVAL && c->replayed < 0)
+        return request_mismatch(err, c->request_id);
     if (rc == APS_ENOENT)
         return set_err(err, rc, "job_id: no job with id \"%s\"", c->id);
     if (rc != 0) {
@@ -1641,8 +1711,10 @@ typedef struct remove_all_ctx {
     int last; /* the last store: emits the event */
     const char *jobstore;
     const char *request_id;
+    uint64_t request_fp;
     aps_time now;
     size_t removed;
+    int mismatch;
     wout o;
 } remove_all_ctx;
 
@@ -1654,8 +1726,13 @@ remove_all_fn(aps_txn *t, void *arg)
     aps_event *ev = NULL;
     reset_out(&c->o);
     c->removed = 0;
-    if (c->si == c->s->log_store && request_seen(c->s, t, c->request_id, c->now, dummy, sizeof(dummy)))
-        return 0;
+    if (c->si == c->s->log_store) {
+        int seen = request_seen(c->s, t, c->request_id, c->request_fp, c->now, dummy,
+                                sizeof(dummy));
+        c->mismatch = seen < 0;
+        if (seen != 0)
+            return seen < 0 ? seen : 0;
+    }
     int rc = aps__txn_job_del_all(t, &c->removed);
     if (rc == 0 && c->last) {
         rc = out_event(&c->o, APS_EVENT_ALL_JOBS_REMOVED, c->now, NULL, NULL, NULL, 0, &ev);
@@ -1665,7 +1742,7 @@ remove_all_fn(aps_txn *t, void *arg)
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
     if (rc == 0 && c->si == c->s->log_store)
-        rc = request_record(t, c->request_id, c->now, NULL);
+        rc = request_record(t, c->request_id, c->request_fp, c->now, NULL);
     return rc;
 }
 
@@ -1693,6 +1770,7 @@ aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutation *m
         c.last = i == last;
         c.jobstore = jobstore;
         c.request_id = m ? m->request_id : NULL;
+        c.request_fp = m ? m->request_fingerprint : 0;
         c.now = aps__scheduler_now(s);
         rc = write_and_publish(s, i, remove_all_fn, &c, &c.o);
         free_out(&c.o);
@@ -2567,9 +2645,12 @@ prune_visit(void *arg, const char *key, const void *data, size_t len)
     prune_ctx *c = arg;
     if (len < 8)
         return 0;
-    int64_t at = 0;
-    for (int i = 0; i < 8; i++)
-        at = (int64_t)((uint64_t)at << 8 | ((const unsigned char *)data)[i]);
+    aps_time at = 0;
+    uint64_t fp = 0;
+    const char *id = NULL;
+    size_t idlen = 0;
+    if (request_parse(data, len, &at, &fp, &id, &idlen) != 0)
+        at = 0; /* unreadable: prune it */
     if (c->now - at <= c->s->request_retention_us || c->n == c->cap)
         return 0;
     snprintf(c->keys[c->n++], APS_STORE_META_KEY_MAX + 1, "%s", key);
@@ -2605,4 +2686,44 @@ prune_requests(aps_scheduler *s, aps_time now)
             aps__store_write(s->stores[si].st, prune_fn, &c);
     }
     free(c.keys);
+}
+
+/* ---- figures ------------------------------------------------------------------ */
+
+int
+aps_scheduler_store_info(aps_scheduler *s, size_t i, aps_store_info *out)
+{
+    size_t jobs = 0, scheduled = 0;
+    if (s == NULL || out == NULL)
+        return APS_EINVAL;
+    if (i >= s->n_stores)
+        return APS_ENOENT;
+    memset(out, 0, sizeof(*out));
+    out->name = s->stores[i].name;
+    out->type = s->stores[i].type;
+    int rc = aps__store_counts(s->stores[i].st, &jobs, &scheduled);
+    if (rc == 0)
+        rc = aps__store_next_due(s->stores[i].st, &out->next_run_time);
+    if (rc != 0)
+        return rc;
+    out->jobs = jobs;
+    out->unscheduled = jobs > scheduled ? jobs - scheduled : 0;
+    return 0;
+}
+
+int
+aps_scheduler_executor_info(aps_scheduler *s, size_t i, aps_executor_info *out)
+{
+    if (s == NULL || out == NULL)
+        return APS_EINVAL;
+    if (i >= s->n_execs)
+        return APS_ENOENT;
+    aps__executor *ex = s->execs[i].ex;
+    memset(out, 0, sizeof(*out));
+    out->name = s->execs[i].name;
+    out->type = ex->type;
+    out->max_workers = ex->max_workers;
+    if (ex->ops->stats != NULL)
+        ex->ops->stats(ex, out);
+    return 0;
 }

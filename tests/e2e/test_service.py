@@ -467,6 +467,13 @@ class ServiceTest(unittest.TestCase):
         p = pb.PauseJobRequest(job_id=a.id, request_id="rid-pause-1")
         self.assertTrue(self.s.PauseJob(p, timeout=T).paused)
         self.assertTrue(self.s.PauseJob(p, timeout=T).paused)
+        # The same id with a different body is a mistake, not a retry.
+        other = pb.AddJobRequest(job=cmd_job(trigger=far_date(), labels={"rid": "2"}), request_id="rid-add-1")
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.s.AddJob, other, contains="different request")
+        self.assertEqual(len(self.s.ListJobs(pb.ListJobsRequest(label_selector="rid=2"), timeout=T).jobs), 0)
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.s.ResumeJob,
+                        pb.ResumeJobRequest(job_id=a.id, request_id="rid-pause-1"), contains="request_id")
+        self.assertTrue(self.s.GetJob(pb.GetJobRequest(job_id=a.id), timeout=T).paused)
         self.s.RemoveJob(pb.RemoveJobRequest(job_id=a.id), timeout=T)
 
     def test_remove_request_id_replay(self):
@@ -545,6 +552,18 @@ class ServiceTest(unittest.TestCase):
         self.assertGreater(info.event_log.last_sequence, 0)
         self.assertTrue(info.default_coalesce)
         self.assertEqual(info.default_max_instances, 1)
+        # Counts come from the store indexes, not a scan.
+        self.s.AddJob(pb.AddJobRequest(job=cmd_job("bf-2", trigger=interval(minutes=10))), timeout=T)
+        self.s.PauseJob(pb.PauseJobRequest(job_id="bf-2"), timeout=T)
+        listed = self.s.ListJobs(pb.ListJobsRequest(jobstore="default", page_size=1000), timeout=T).jobs
+        info = self.s.GetScheduler(pb.GetSchedulerRequest(), timeout=T)
+        store = [st for st in info.jobstores if st.name == "default"][0]
+        self.assertEqual(store.job_count, len(listed))
+        self.assertEqual(store.paused_job_count, sum(1 for j in listed if j.paused))
+        self.assertGreaterEqual(store.paused_job_count, 1)
+        wake = min(j.next_run_time.ToMicroseconds() for j in listed if j.HasField("next_run_time"))
+        self.assertEqual(info.next_wakeup_time.ToMicroseconds(), wake)
+        self.s.RemoveJob(pb.RemoveJobRequest(job_id="bf-2"), timeout=T)
         self.s.RemoveJob(pb.RemoveJobRequest(job_id="bf-1"), timeout=T)
 
     def test_health_and_reflection(self):
@@ -581,6 +600,10 @@ class ServiceTest(unittest.TestCase):
             item = next(stream)
             self.assertEqual(item.WhichOneof("item"), "dispatch")
             d = item.dispatch
+            # Leased to this worker: running 1, pending 0, one worker attached.
+            ex = [e for e in self.s.GetScheduler(pb.GetSchedulerRequest(), timeout=T).executors
+                  if e.type == "workers"][0]
+            self.assertEqual((ex.running, ex.pending, ex.connected_workers), (1, 0, 1))
             self.assertEqual(d.job_id, "remote-1")
             self.assertEqual(d.task, "mod:func")
             self.assertEqual(list(d.args), [1, "two"])

@@ -514,6 +514,10 @@ int aps_scheduler_register_function(aps_scheduler *s, const char *name, aps_job_
 typedef struct aps_mutation {
     const char *request_id; /**< retry key: a repeat within the retention window returns the first result */
     int replace_existing;   /**< aps_job_add: replace a job with the same id */
+    /** A hash of the whole request (0 = none). Stored with the request id;
+     *  a repeat of the id with a different non-zero fingerprint fails with
+     *  APS_EINVAL ("request_id: ... different request") instead of replaying. */
+    uint64_t request_fingerprint;
 } aps_mutation;
 
 /**
@@ -648,6 +652,33 @@ void aps_subscriber_close(aps_subscriber *sub);
 
 /** Oldest and newest sequence in the event log (0, 0 when empty). */
 int aps_scheduler_event_bounds(aps_scheduler *s, uint64_t *first, uint64_t *last);
+
+/** A job store's figures (aps_scheduler_store_info). */
+typedef struct aps_store_info {
+    const char *name;       /**< borrowed from the scheduler */
+    const char *type;       /**< "lmdb" or "memory" */
+    uint64_t jobs;          /**< jobs in it */
+    uint64_t unscheduled;   /**< of those, without a next run time: paused (or
+                                 finished, waiting for their queued runs) */
+    aps_time next_run_time; /**< the earliest; APS_TIME_NONE if none */
+} aps_store_info;
+
+/** An executor's figures (aps_scheduler_executor_info). */
+typedef struct aps_executor_info {
+    const char *name;           /**< borrowed from the scheduler */
+    const char *type;           /**< "threadpool", "processpool" or "workers" */
+    uint32_t max_workers;       /**< most runs at once; 0 = no limit */
+    uint32_t running;           /**< runs executing now (workers: leased) */
+    uint32_t pending;           /**< submitted, waiting for a slot or a worker */
+    uint32_t connected_workers; /**< workers: attached worker handles */
+} aps_executor_info;
+
+/** Store `i` (0-based, in configuration order): constant time, no scan.
+ *  APS_ENOENT past the last store. */
+int aps_scheduler_store_info(aps_scheduler *s, size_t i, aps_store_info *out);
+
+/** Executor `i` (0-based, in configuration order). APS_ENOENT past the last. */
+int aps_scheduler_executor_info(aps_scheduler *s, size_t i, aps_executor_info *out);
 /** @} */
 
 /** @defgroup workers Remote workers
