@@ -441,6 +441,13 @@ typedef struct aps_scheduler_config {
     int64_t request_id_retention_us;     /**< idempotency window; 0 = 1 hour */
     uint64_t jitter_seed;                /**< 0 = random */
     int no_sync;                         /**< lmdb without fsync: tests only */
+    /** LMDB stores: how long before their time due runs are committed, so
+     *  that the fsync does not delay them; each run is still handed to its
+     *  executor at its time, by a thread of its own. A job removed or paused
+     *  within this window before a fire time still fires that once (the run
+     *  was already submitted). 0 = 50 ms; negative = off. Off with an
+     *  injected clock and in APS_RUN_EXTERNAL mode. */
+    int64_t commit_ahead_us;
 } aps_scheduler_config;
 
 /** The scheduler's state (APScheduler's STATE_*). */
