@@ -582,6 +582,78 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("fire_times", out.stdout)
 
+    def test_reflection_client_from_reflection_proto(self):
+        """A reflection client built from the modules generated from
+        proto/grpc/reflection/{v1,v1alpha}/reflection.proto (loaded by path:
+        the `grpc` package name is grpcio's), used as grpcurl uses it: list
+        the services, fetch the files of a symbol and their imports, build a
+        dynamic client from them and make a call with it."""
+        import importlib.util
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        for version in ("v1", "v1alpha"):
+            path = find_runfile("proto/grpc/reflection/%s/reflection_pb2.py" % version)
+            spec = importlib.util.spec_from_file_location("apsd_test_reflection_" + version, path)
+            rpb = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(rpb)
+            call = self.d.channel.stream_stream(
+                "/grpc.reflection.%s.ServerReflection/ServerReflectionInfo" % version,
+                request_serializer=rpb.ServerReflectionRequest.SerializeToString,
+                response_deserializer=rpb.ServerReflectionResponse.FromString)
+
+            def ask(**kw):
+                return list(call(iter([rpb.ServerReflectionRequest(**kw)]), timeout=T))[0]
+
+            services = {s.name for s in ask(list_services="").list_services_response.service}
+            self.assertTrue({"apsd.v1.Scheduler", "apsd.v1.Workers", "grpc.health.v1.Health",
+                             "grpc.reflection.v1.ServerReflection",
+                             "grpc.reflection.v1alpha.ServerReflection"} <= services, services)
+            protos = {}
+
+            def take(resp):
+                names = []
+                for raw in resp.file_descriptor_response.file_descriptor_proto:
+                    fd = descriptor_pb2.FileDescriptorProto.FromString(raw)
+                    protos[fd.name] = fd
+                    names.append(fd.name)
+                return names
+
+            pending = take(ask(file_containing_symbol="apsd.v1.Scheduler"))
+            self.assertIn("apsd/v1/scheduler.proto", pending)
+            while pending:  # imports not sent yet are fetched by name
+                for dep in protos[pending.pop()].dependency:
+                    if dep not in protos:
+                        pending += take(ask(file_by_filename=dep))
+            pool = descriptor_pool.DescriptorPool()
+            added = set()
+
+            def add(name):
+                if name not in added:
+                    for dep in protos[name].dependency:
+                        add(dep)
+                    pool.Add(protos[name])
+                    added.add(name)
+
+            for name in list(protos):
+                add(name)
+            method = pool.FindServiceByName("apsd.v1.Scheduler").methods_by_name["PreviewTrigger"]
+            factory = message_factory.MessageFactory(pool)  # protobuf 3.21 (Debian 12)
+            req_cls = factory.GetPrototype(method.input_type)
+            resp_cls = factory.GetPrototype(method.output_type)
+            req = req_cls()
+            req.trigger.cron.hour = "9"
+            req.count = 2
+            resp = self.d.channel.unary_unary(
+                "/apsd.v1.Scheduler/PreviewTrigger", request_serializer=req_cls.SerializeToString,
+                response_deserializer=resp_cls.FromString)(req, timeout=T)
+            self.assertEqual(len(resp.fire_times), 2)
+            ext = ask(all_extension_numbers_of_type="apsd.v1.Job")
+            self.assertEqual(ext.WhichOneof("message_response"), "all_extension_numbers_response")
+            # Unknown names are NOT_FOUND inside the stream.
+            for kw in ({"file_containing_symbol": "no.such.Symbol"}, {"file_by_filename": "no/such.proto"}):
+                err = ask(**kw).error_response
+                self.assertEqual(err.error_code, grpc.StatusCode.NOT_FOUND.value[0], kw)
+
     # ---- workers ------------------------------------------------------------------------------
 
     def test_workers_acquire_complete(self):
