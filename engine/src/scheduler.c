@@ -1008,6 +1008,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
 
     s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->timer_fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+    s->timer_armed = APS_TIME_NONE;
     s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (s->wake_fd < 0 || s->timer_fd < 0 || s->epoll_fd < 0) {
         rc = set_err(err, APS_EIO, "eventfd/timerfd/epoll: %s", strerror(errno));
@@ -2570,6 +2571,11 @@ static void
 arm_timer(aps_scheduler *s, aps_time when)
 {
     struct itimerspec its;
+    /* The same future deadline as armed: one syscall per pass saved (a
+     * pass per few runs at high rates). */
+    if (when == s->timer_armed && when != APS_TIME_NONE && when > aps__scheduler_now(s))
+        return;
+    s->timer_armed = when;
     memset(&its, 0, sizeof(its));
     if (when != APS_TIME_NONE && s->clock.now == real_now) {
         if (when <= 0)
@@ -2589,7 +2595,10 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
     if (s == NULL)
         return APS_EINVAL;
     drain_fd(s->wake_fd);
-    drain_fd(s->timer_fd);
+    /* Expired, or cancelled by a clock change: arm it again in any case. */
+    uint64_t v;
+    if (read(s->timer_fd, &v, sizeof(v)) > 0 || errno == ECANCELED)
+        s->timer_armed = APS_TIME_NONE;
     pthread_mutex_lock(&s->mu);
     int running = s->started && !s->stopping && s->state == APS_STATE_RUNNING;
     pthread_mutex_unlock(&s->mu);

@@ -114,6 +114,7 @@ struct aps_scheduler {
     aps__trig_entry *trig;
     size_t n_trig, cap_trig;
     aps_time last_request_prune;
+    aps_time timer_armed; /* the deadline timer_fd holds (APS_TIME_NONE: none) */
 
     /* Commit-ahead (aps_scheduler_config.commit_ahead_us): runs committed
      * before their time wait in `held` (a min-heap by first run time) for
