@@ -8,6 +8,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -98,7 +99,12 @@ typedef struct pool {
     int busy;
     int stop;
     pthread_mutex_t mu;
-    pthread_cond_t cv, idle_cv;
+    /* One token per queued call (and one per thread at stop): a thread
+     * sleeps on it. A semaphore wakes exactly one thread per call, where a
+     * condition variable would need broadcasts (glibc 2.36 loses
+     * pthread_cond_signal wake-ups: sourceware bug 25847). */
+    sem_t work;
+    pthread_cond_t idle_cv;
 } pool;
 
 typedef struct reg_method {
@@ -186,10 +192,15 @@ pool_main(void *arg)
     pool *p = &s->pool;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->len == 0 && !p->stop)
-            pthread_cond_wait(&p->cv, &p->mu);
-        if (p->len == 0 && p->stop)
-            break;
+        pthread_mutex_unlock(&p->mu);
+        while (sem_wait(&p->work) != 0)
+            ; /* EINTR */
+        pthread_mutex_lock(&p->mu);
+        if (p->len == 0) {
+            if (p->stop)
+                break;
+            continue;
+        }
         aps_call *c = p->q[p->head];
         p->head = (p->head + 1) % p->cap;
         p->len--;
@@ -219,8 +230,8 @@ pool_push(aps_server *s, aps_call *c)
     }
     p->q[(p->head + p->len) % p->cap] = c;
     p->len++;
-    pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    sem_post(&p->work);
     return 0;
 }
 
@@ -760,7 +771,7 @@ aps_server_create(const aps_server_config *cfg, const aps_method *methods, size_
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->pool.mu, NULL);
-    pthread_cond_init(&s->pool.cv, NULL);
+    sem_init(&s->pool.work, 0, 0);
     pthread_cond_init(&s->pool.idle_cv, NULL);
     s->shutdown_tag.done = on_shutdown_done;
 
@@ -976,8 +987,9 @@ aps_server_destroy(aps_server *s)
     /* The pool first: its handlers may still start batches. */
     pthread_mutex_lock(&s->pool.mu);
     s->pool.stop = 1;
-    pthread_cond_broadcast(&s->pool.cv);
     pthread_mutex_unlock(&s->pool.mu);
+    for (int i = 0; i < s->pool.n; i++)
+        sem_post(&s->pool.work);
     for (int i = 0; i < s->pool.n; i++)
         pthread_join(s->pool.th[i], NULL);
     if (s->server != NULL) {
@@ -1009,7 +1021,7 @@ aps_server_destroy(aps_server *s)
     free(s->cq_th);
     free(s->reg);
     pthread_mutex_destroy(&s->pool.mu);
-    pthread_cond_destroy(&s->pool.cv);
+    sem_destroy(&s->pool.work);
     pthread_cond_destroy(&s->pool.idle_cv);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

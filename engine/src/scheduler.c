@@ -1464,53 +1464,62 @@ aps_job_list(aps_scheduler *s, const aps_job_filter *f, const char *after_id, si
     c.jobs = calloc(limit, sizeof(aps_job *));
     if (c.jobs == NULL)
         return APS_ENOMEM;
-    /* A filtered page may need several reads: continue until it is full or
-     * every store is exhausted. */
-    char cursor[APS__ID_MAX + 1] = "";
-    if (after_id)
-        snprintf(cursor, sizeof(cursor), "%s", after_id);
-    for (;;) {
-        /* The smallest next id over the stores. */
-        char best[APS__ID_MAX + 1] = "";
-        int best_store = -1;
-        for (size_t i = 0; i < s->n_stores; i++) {
-            if (f && f->jobstore && strcmp(f->jobstore, s->stores[i].name) != 0)
-                continue;
-            list_ctx peek;
-            memset(&peek, 0, sizeof(peek));
-            peek.limit = 0;
-            rc = aps__store_job_list(s->stores[i].st, cursor[0] ? cursor : NULL, 1, list_visit,
-                                     &peek);
-            if (rc < 0 && rc != 1)
-                goto fail;
-            rc = 0;
-            if (peek.last_id[0] && (best_store < 0 || strcmp(peek.last_id, best) < 0)) {
-                memcpy(best, peek.last_id, sizeof(best));
-                best_store = (int)i;
-            }
+    /* One scan per store: each yields its first `limit` matches after the
+     * cursor (and whether it has more); the page is the smallest ids of
+     * their union (ids are unique across stores). */
+    list_ctx *per = calloc(s->n_stores, sizeof(*per));
+    if (per == NULL) {
+        rc = APS_ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < s->n_stores; i++) {
+        if (f && f->jobstore && strcmp(f->jobstore, s->stores[i].name) != 0)
+            continue;
+        per[i].f = f;
+        per[i].limit = limit;
+        per[i].jobs = calloc(limit, sizeof(aps_job *));
+        if (per[i].jobs == NULL) {
+            rc = APS_ENOMEM;
+            break;
         }
-        if (best_store < 0)
+        rc = aps__store_job_list(s->stores[i].st, after_id && after_id[0] ? after_id : NULL, 0,
+                                 list_visit, &per[i]);
+        if (per[i].rc != 0)
+            rc = per[i].rc;
+        else if (rc == 1)
+            rc = 0; /* the visitor stopped: the page is full */
+        if (rc != 0)
+            break;
+    }
+    size_t *pos = rc == 0 ? calloc(s->n_stores, sizeof(size_t)) : NULL;
+    if (rc == 0 && pos == NULL)
+        rc = APS_ENOMEM;
+    while (rc == 0) {
+        int best = -1;
+        for (size_t i = 0; i < s->n_stores; i++) {
+            if (pos[i] < per[i].n &&
+                (best < 0 || strcmp(per[i].jobs[pos[i]]->id, per[best].jobs[pos[best]]->id) < 0))
+                best = (int)i;
+        }
+        if (best < 0)
             break;
         if (c.n == limit) {
             c.more = 1;
             break;
         }
-        /* Take the job `best` through the filter. */
-        list_ctx one;
-        memset(&one, 0, sizeof(one));
-        one.f = f;
-        one.limit = 1;
-        one.jobs = &c.jobs[c.n];
-        rc = aps__store_job_list(s->stores[best_store].st, cursor[0] ? cursor : NULL, 1,
-                                 list_visit, &one);
-        if (one.rc != 0) {
-            rc = one.rc;
-            goto fail;
-        }
-        rc = 0;
-        c.n += one.n;
-        memcpy(cursor, best, sizeof(cursor));
+        c.jobs[c.n++] = per[best].jobs[pos[best]];
+        per[best].jobs[pos[best]++] = NULL;
     }
+    for (size_t i = 0; i < s->n_stores; i++) {
+        /* A store that stopped at `limit` matches may hold more. */
+        if (rc == 0 && per[i].more && c.n == limit)
+            c.more = 1;
+        aps_job_list_free(per[i].jobs, per[i].n);
+    }
+    free(pos);
+    free(per);
+    if (rc != 0)
+        goto fail;
     if (c.more && next_after) {
         *next_after = strdup(c.jobs[c.n - 1]->id);
         if (*next_after == NULL) {
