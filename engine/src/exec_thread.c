@@ -170,7 +170,8 @@ tp_cancel(aps__executor *ex, const char *run_id)
     }
     for (size_t i = 0; i < tp->base.max_workers; i++) {
         aps__run *r = tp->running[i];
-        if (r != NULL && strcmp(r->run_id, run_id) == 0) {
+        /* NULL: idle; tp itself: a slot no thread has claimed yet. */
+        if (r != NULL && r != (aps__run *)tp && strcmp(r->run_id, run_id) == 0) {
             r->cancelled = 1;
             rc = 0;
         }

@@ -91,6 +91,15 @@ find_store(const aps_scheduler *s, const char *name)
     return -1;
 }
 
+/* Whether store `name` outlives the process: only then does the durable
+ * run index (run/<id>, for "interrupted by restart") mean anything. */
+static int
+store_persists(const aps_scheduler *s, const char *name)
+{
+    int i = find_store(s, name);
+    return i < 0 || strcmp(s->stores[i].type, "memory") != 0;
+}
+
 static aps__executor *
 find_exec(const aps_scheduler *s, const char *name)
 {
@@ -536,7 +545,9 @@ start_run(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_tim
     rec->n_running++;
 
     snprintf(key, sizeof(key), RUN_PREFIX "%s", run_id);
-    rc = aps__txn_meta_put(t, key, rec->job.id, strlen(rec->job.id));
+    rc = store_persists(s, rec->job.jobstore)
+             ? aps__txn_meta_put(t, key, rec->job.id, strlen(rec->job.id))
+             : 0;
     if (rc != 0)
         return rc;
     rc = out_event(o, APS_EVENT_JOB_SUBMITTED, now, &rec->job, run_id, rts, n, NULL);
@@ -1304,6 +1315,12 @@ aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
         rec->job.next_run_time = APS_TIME_NONE;
     } else if (spec->next_run_time == APS_TIME_NONE) {
         rc = first_fire(s, rec->job.trigger, now, &rec->job.next_run_time);
+        if (rc == APS_EINVAL) {
+            /* The combination search gives up rather than loop forever. */
+            set_err(err, rc, "trigger: no fire time could be found (an all_of whose triggers "
+                             "never coincide? PreviewTrigger shows what a trigger fires)");
+            goto out;
+        }
         if (rc != 0) {
             set_err(err, rc, "trigger: %s", aps_strerror(rc));
             goto out;
@@ -1654,14 +1671,28 @@ mut_fn(aps_txn *t, void *arg)
         rec->job.paused = 0;
         break;
     case MUT_RUN_NOW: {
-        /* An extra run beside the schedule. It obeys max_instances and the
-         * overlap policy: with SKIP and no free slot it is refused. */
+        /* An extra run beside the schedule, under the rules of a scheduled
+         * one (submit()): a free slot starts it; else the overlap policy
+         * queues it, cancels the oldest running instance, or refuses it
+         * (SKIP, or a queue that is full for the policy). */
         size_t before = rec->n_running;
-        if (rec->n_running >= job_max_instances(c->s, &rec->job) &&
-            job_overlap(&rec->job) == APS_OVERLAP_SKIP) {
-            rc = set_err(c->err, APS_ESTATE, "job_id: \"%s\" already runs max_instances (%u) "
-                         "instances", c->id, job_max_instances(c->s, &rec->job));
-            break;
+        uint32_t max = job_max_instances(c->s, &rec->job);
+        aps_overlap ov = job_overlap(&rec->job);
+        if (rec->n_running >= max || rec->n_pending > 0) {
+            if (ov == APS_OVERLAP_SKIP ||
+                ((ov == APS_OVERLAP_QUEUE_ONE || ov == APS_OVERLAP_CANCEL_RUNNING) &&
+                 rec->n_pending > 0) ||
+                (ov == APS_OVERLAP_QUEUE_ALL && rec->n_pending >= PENDING_MAX)) {
+                rc = set_err(c->err, APS_ESTATE,
+                             "job_id: \"%s\" already runs max_instances (%u) instances%s", c->id,
+                             max, rec->n_pending > 0 ? " and has runs queued" : "");
+                break;
+            }
+            if (ov == APS_OVERLAP_CANCEL_RUNNING && rec->n_running > 0) {
+                rc = out_cancel(&c->o, rec->running[0].executor, rec->running[0].run_id);
+                if (rc != 0)
+                    break;
+            }
         }
         rc = push_pending(rec, &c->now, 1, 1);
         if (rc == 0)
@@ -2231,7 +2262,7 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
     for (size_t i = 0; i < run->n_run_times && rc == 0; i++)
         rc = outcome_event(c, run, &run->results[i], rec);
     snprintf(key, sizeof(key), RUN_PREFIX "%s", run->run_id);
-    if (rc == 0) {
+    if (rc == 0 && store_persists(c->s, run->jobstore)) {
         rc = aps__txn_meta_del(t, key);
         if (rc == APS_ENOENT)
             rc = 0;

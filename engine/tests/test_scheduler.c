@@ -475,6 +475,57 @@ test_max_instances_and_overlap(void **state)
     overlap_case(APS_OVERLAP_CANCEL_RUNNING, 2, 2); /* one replaces the running one */
 }
 
+/* RunJobNow while an instance runs follows the job's overlap policy, as a
+ * scheduled run would: refused (SKIP), queued once (QUEUE_ONE, and
+ * CANCEL_RUNNING, which also cancels the running one), queued each time
+ * (QUEUE_ALL). */
+static void
+run_now_case(aps_overlap policy, int accepted)
+{
+    setup(NULL);
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(3600);
+    aps_job_spec spec = func_job("now", &t, NULL);
+    spec.overlap = policy;
+    aps_job_free(add(s, &spec));
+    gate(1);
+    char run_id[33];
+    int queued = -1, ok = 0;
+    assert_int_equal(aps_job_run_now(s, "now", NULL, run_id, &queued, NULL), 0);
+    assert_int_equal(queued, 0);
+    wait_running(1);
+    for (int i = 0; i < 3; i++) {
+        aps_error err;
+        int rc = aps_job_run_now(s, "now", NULL, run_id, &queued, &err);
+        if (rc == 0) {
+            assert_int_equal(queued, 1);
+            ok++;
+        } else {
+            assert_int_equal(rc, APS_ESTATE);
+            assert_non_null(strstr(err.msg, "max_instances"));
+        }
+    }
+    assert_int_equal(ok, accepted);
+    aps_job *job = get(s, "now");
+    assert_int_equal(job->queued_runs, accepted);
+    aps_job_free(job);
+    gate(0);
+    settle(s, 1 + (size_t)accepted);
+    assert_int_equal(calls_count(), 1 + (size_t)accepted);
+    aps_scheduler_destroy(s);
+    teardown(NULL);
+}
+
+static void
+test_run_now_overlap(void **state)
+{
+    (void)state;
+    run_now_case(APS_OVERLAP_SKIP, 0);
+    run_now_case(APS_OVERLAP_QUEUE_ONE, 1);
+    run_now_case(APS_OVERLAP_QUEUE_ALL, 3);
+    run_now_case(APS_OVERLAP_CANCEL_RUNNING, 1);
+}
+
 static void
 test_queue_all_runs_in_order(void **state)
 {
@@ -1195,6 +1246,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_several_stores_and_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_replay_across_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_fingerprint, setup, teardown),
+        cmocka_unit_test(test_run_now_overlap),
         cmocka_unit_test_setup_teardown(test_restart_runs_missed_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_sequences_and_subscribers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscriber_gap_marker, setup, teardown),
