@@ -888,7 +888,7 @@ aps__event_encode(const aps_event *ev, void **buf, size_t *len)
 
     *buf = NULL;
     *len = 0;
-    aps__w_u8(&w, APS__EVENT_FORMAT_V1);
+    aps__w_u8(&w, APS__EVENT_FORMAT_V2);
     aps__w_u64(&w, ev->sequence);
     aps__w_u8(&w, (uint8_t)ev->type);
     if (ev->type < APS_EVENT_SCHEDULER_STARTED || ev->type > APS_EVENT_JOB_MAX_INSTANCES)
@@ -918,6 +918,10 @@ aps__event_encode(const aps_event *ev, void **buf, size_t *len)
         aps__w_str(&w, o->return_json);
     }
     aps__w_str(&w, ev->message);
+    if (o) { /* V2 */
+        aps__w_str(&w, o->error_type);
+        aps__w_str(&w, o->worker_id);
+    }
     if (w.rc) {
         free(w.p);
         return w.rc;
@@ -939,7 +943,8 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
     *out = NULL;
     if (!buf)
         r.len = 0;
-    if (aps__r_u8(&r) != APS__EVENT_FORMAT_V1)
+    uint8_t version = aps__r_u8(&r);
+    if (version != APS__EVENT_FORMAT_V1 && version != APS__EVENT_FORMAT_V2)
         return APS_ECORRUPT;
     ev = aps__jcalloc(1, sizeof *ev);
     if (!ev)
@@ -979,6 +984,10 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
         }
     }
     ev->message = aps__r_str(&r);
+    if (version == APS__EVENT_FORMAT_V2 && ev->outcome) {
+        ev->outcome->error_type = aps__r_str(&r);
+        ev->outcome->worker_id = aps__r_str(&r);
+    }
     if (!r.rc && r.pos != r.len)
         aps__r_fail(&r, APS_ECORRUPT);
     if (r.rc) {

@@ -1502,23 +1502,31 @@ error_text(const aps_task_result *r)
 }
 
 static int
-outcome_build(aps_outcome *o, const aps_task_result *r, aps_time start, aps_time end)
+outcome_build(aps_outcome *o, const aps_task_result *r, aps_time start, aps_time end,
+              const char *worker_id)
 {
     memset(o, 0, sizeof(*o));
     o->start_time = start;
     o->end_time = end;
+    if (worker_id != NULL && (o->worker_id = strdup(worker_id)) == NULL)
+        return APS_ENOMEM;
     if (r->ok) {
         o->status = APS_RUN_SUCCEEDED;
         o->return_json = strdup(r->return_json ? r->return_json : "null");
-        if (o->return_json == NULL)
+        if (o->return_json == NULL) {
+            aps__outcome_dispose(o);
             return APS_ENOMEM;
+        }
         return 0;
     }
     o->status = APS_RUN_FAILED;
     o->error = error_text(r);
     if (r->traceback != NULL)
         o->traceback = strdup(r->traceback);
-    if (o->error == NULL || (r->traceback != NULL && o->traceback == NULL)) {
+    if (r->error_type != NULL && r->error_type[0])
+        o->error_type = strdup(r->error_type);
+    if (o->error == NULL || (r->traceback != NULL && o->traceback == NULL) ||
+        (r->error_type != NULL && r->error_type[0] && o->error_type == NULL)) {
         aps__outcome_dispose(o);
         return APS_ENOMEM;
     }
@@ -1578,7 +1586,7 @@ aps_worker_complete(aps_scheduler *s, const char *run_id, const char *lease_toke
         size_t k = 0;
         for (; rc == 0 && k < run->n_run_times; k++) {
             if (!run->results[k].missed)
-                rc = outcome_build(&built[k], r, x->taken, now);
+                rc = outcome_build(&built[k], r, x->taken, now, x->w ? x->w->id : NULL);
         }
         if (rc != 0) {
             for (size_t i = 0; built && i < k; i++)

@@ -1582,6 +1582,8 @@ outcome_free(aps_outcome *o)
     free(o->error);
     free(o->traceback);
     free(o->return_json);
+    free(o->error_type);
+    free(o->worker_id);
     free(o);
 }
 
@@ -1635,7 +1637,8 @@ aps__outcome_copy(const aps_outcome *so, aps_outcome **out)
     if (blob_copy(&o->stdout_tail, &o->stdout_len, so->stdout_tail, so->stdout_len) ||
         blob_copy(&o->stderr_tail, &o->stderr_len, so->stderr_tail, so->stderr_len) ||
         dup_opt(&o->error, so->error) || dup_opt(&o->traceback, so->traceback) ||
-        dup_opt(&o->return_json, so->return_json)) {
+        dup_opt(&o->return_json, so->return_json) || dup_opt(&o->error_type, so->error_type) ||
+        dup_opt(&o->worker_id, so->worker_id)) {
         outcome_free(o);
         return APS_ENOMEM;
     }

@@ -40,6 +40,8 @@
 #define APS__JOBREC_FORMAT_V1 0x11
 /** Leading byte of an encoded event. */
 #define APS__EVENT_FORMAT_V1 0x21
+/* V2: V1, then the outcome's error_type and worker_id (when it has one). */
+#define APS__EVENT_FORMAT_V2 0x22
 /** Trigger nesting depth the decoder accepts (validation allows less). */
 #define APS__CODEC_MAX_DEPTH 16
 
@@ -213,7 +215,7 @@ int aps__jobrec_encode(const aps__jobrec *r, void **buf, size_t *len);
 int aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out);
 
 /**
- * Encodes an event (format APS__EVENT_FORMAT_V1). Empty output tails are
+ * Encodes an event (format APS__EVENT_FORMAT_V2; V1 records still decode). Empty output tails are
  * stored as absent (they decode as NULL with length 0).
  * @return 0; APS_EINVAL (a tail length without data); APS_ENOMEM.
  */

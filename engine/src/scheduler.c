@@ -194,6 +194,8 @@ aps__outcome_dispose(aps_outcome *o)
     free(o->error);
     free(o->traceback);
     free(o->return_json);
+    free(o->error_type);
+    free(o->worker_id);
     memset(o, 0, sizeof(*o));
 }
 

@@ -142,6 +142,19 @@ wait_calls(size_t n, int64_t timeout_us)
     }
 }
 
+static void
+wait_submitted(size_t n)
+{
+    for (int i = 0; i < 5000; i++) {
+        pthread_mutex_lock(&mu);
+        size_t k = n_submitted;
+        pthread_mutex_unlock(&mu);
+        if (k >= n)
+            return;
+        usleep(1000);
+    }
+}
+
 static aps_trigger_spec
 date_at(aps_time t)
 {
@@ -164,6 +177,7 @@ test_commits_before_and_starts_on_time(void **state)
     aps_trigger_spec d = date_at(due);
     add_job(s, "once", &d, 1);
     assert_int_equal(wait_calls(1, 5000 * MS), 1);
+    wait_submitted(1);
     pthread_mutex_lock(&mu);
     assert_int_equal(n_submitted, 1);
     assert_true(submitted_for[0] == due);
@@ -185,15 +199,15 @@ test_running_instance_decided_at_its_time(void **state)
     (void)state;
     aps_scheduler *s = open_sched(AHEAD);
     pthread_mutex_lock(&mu);
-    busy_us = 250 * MS; /* finishes 150 ms before the next fire */
+    busy_us = 300 * MS; /* runs into the next run's window, ends 200 ms before it */
     pthread_mutex_unlock(&mu);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_trigger_spec t;
     memset(&t, 0, sizeof(t));
     t.kind = APS_TRIGGER_INTERVAL;
-    t.u.interval.microseconds = 400 * MS;
+    t.u.interval.microseconds = 500 * MS;
     t.u.interval.start_date = aps_time_now() + 400 * MS;
-    t.u.interval.end_date = t.u.interval.start_date + 1200 * MS; /* 4 fires */
+    t.u.interval.end_date = t.u.interval.start_date + 1500 * MS; /* 4 fires */
     add_job(s, "busy", &t, 1);
     assert_int_equal(wait_calls(4, 6000 * MS), 4);
     pthread_mutex_lock(&mu);
@@ -257,6 +271,7 @@ test_off(void **state)
     aps_trigger_spec d = date_at(due);
     add_job(s, "plain", &d, 1);
     assert_int_equal(wait_calls(1, 5000 * MS), 1);
+    wait_submitted(1); /* listeners are called at the end of the loop's pass */
     pthread_mutex_lock(&mu);
     assert_int_equal(n_submitted, 1);
     assert_true(submitted_at[0] >= due);

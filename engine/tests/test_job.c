@@ -216,7 +216,8 @@ event_eq(const aps_event *a, const aps_event *b)
            x->stdout_truncated == y->stdout_truncated &&
            x->stderr_truncated == y->stderr_truncated && x->start_time == y->start_time &&
            x->end_time == y->end_time && str_eq(x->error, y->error) &&
-           str_eq(x->traceback, y->traceback) && str_eq(x->return_json, y->return_json);
+           str_eq(x->traceback, y->traceback) && str_eq(x->return_json, y->return_json) &&
+           str_eq(x->error_type, y->error_type) && str_eq(x->worker_id, y->worker_id);
 }
 
 /* ---- spec fixtures ---------------------------------------------------- */
@@ -1469,6 +1470,8 @@ sample_event(int with_outcome)
         o.error = "timed out after 5 s";
         o.traceback = "Traceback (most recent call last):\n  ...";
         o.return_json = "{\"x\": 1}";
+        o.error_type = "TimeoutError";
+        o.worker_id = "worker-7";
         ev.outcome = &o;
     }
     assert_int_equal(aps__event_copy(&ev, &copy), 0);
@@ -1484,11 +1487,20 @@ event_roundtrip(const aps_event *ev)
     aps_event *d = NULL;
 
     assert_int_equal(aps__event_encode(ev, &buf, &len), 0);
-    assert_int_equal(((unsigned char *)buf)[0], APS__EVENT_FORMAT_V1);
+    assert_int_equal(((unsigned char *)buf)[0], APS__EVENT_FORMAT_V2);
     assert_int_equal(aps__event_decode(buf, len, &d), 0);
     assert_int_equal(aps__event_encode(d, &buf2, &len2), 0);
     assert_int_equal(len, len2);
     assert_memory_equal(buf, buf2, len);
+    if (ev->outcome == NULL) {
+        /* Without an outcome V2 adds nothing: a V1 record of before is the
+         * same bytes under the old format byte, and still decodes. */
+        aps_event *v1 = NULL;
+        ((unsigned char *)buf)[0] = APS__EVENT_FORMAT_V1;
+        assert_int_equal(aps__event_decode(buf, len, &v1), 0);
+        assert_true(event_eq(d, v1));
+        aps_event_free(v1);
+    }
     free(buf);
     free(buf2);
     return d;

@@ -698,6 +698,7 @@ class ServiceTest(unittest.TestCase):
         try:
             self.assertTrue(col.wait(lambda c: len(c.events()) >= 1), str(col.error))
             self.assertEqual(col.events()[0].outcome.return_value.string_value, "done")
+            self.assertEqual(col.events()[0].outcome.worker_id, "w-1")
         finally:
             col.close()
         self.assertCode(grpc.StatusCode.INVALID_ARGUMENT,

@@ -348,6 +348,8 @@ typedef struct aps_outcome {
     char *error;         /**< NULL on success */
     char *traceback;     /**< remote tasks */
     char *return_json;   /**< remote tasks: the return value as JSON */
+    char *error_type;    /**< remote tasks: the exception's type name */
+    char *worker_id;     /**< remote tasks: the worker that ran it */
 } aps_outcome;
 
 /** An event. Owned by whoever received it: aps_event_free. */
