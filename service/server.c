@@ -122,6 +122,7 @@ struct aps_server {
     size_t n_reg;
     pool pool;
     atomic_int shutting_down;
+    atomic_long live_calls; /* accepted calls not yet freed */
     int started;
 
     pthread_mutex_t mu;
@@ -270,6 +271,7 @@ call_free(aps_call *c)
         grpc_call_unref(c->call);
     aps_arena_free(c->arena);
     pthread_mutex_destroy(&c->mu);
+    atomic_fetch_sub(&c->srv->live_calls, 1);
     free(c);
 }
 
@@ -510,6 +512,7 @@ call_new(aps_server *s, const aps_method *m, req_slot *slot)
         memcpy(c->path, GRPC_SLICE_START_PTR(slot->details.method), n);
         c->path[n] = '\0';
     }
+    atomic_fetch_add(&s->live_calls, 1);
     return c;
 }
 
@@ -968,8 +971,20 @@ aps_server_wait_calls(aps_server *s, int64_t grace_ms)
 {
     if (!s->shutdown_posted)
         return 0;
-    if (wait_shutdown_tag(s, grace_ms) == 0)
-        return 0;
+    /* The shutdown also waits for connections to close: a client keeping an
+     * idle channel open would hold it for the whole grace period. Once no
+     * call is left, cancelling "all calls" cancels none and closes those
+     * connections at once. */
+    for (int64_t waited = 0; waited < grace_ms; waited += 20) {
+        if (wait_shutdown_tag(s, 20) == 0)
+            return 0;
+        if (atomic_load(&s->live_calls) == 0) {
+            grpc_server_cancel_all_calls(s->server);
+            if (wait_shutdown_tag(s, grace_ms - waited) == 0)
+                return 0;
+            break;
+        }
+    }
     aps_log(APS_LOG_WARN, "calls still open after the grace period: cancelling them",
             "grace_ms=%lld", (long long)grace_ms);
     grpc_server_cancel_all_calls(s->server);
