@@ -1255,7 +1255,9 @@ add_fn(aps_txn *t, void *arg)
             goto out;
         copy->job.create_time = old->job.create_time;
         copy->job.stats = old->job.stats;
-        memcpy(copy->lateness, old->lateness, sizeof(old->lateness));
+        free(copy->lateness);
+        copy->lateness = old->lateness;
+        old->lateness = NULL;
         copy->n_lateness = old->n_lateness;
         copy->lateness_pos = old->lateness_pos;
         copy->running = old->running;
@@ -2449,11 +2451,13 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
     c.now = now;
     c.upto = now + store_ahead(s, si);
     c.deferred = APS_TIME_NONE;
-    c.ids = malloc(DUE_BATCH * sizeof(*c.ids));
-    if (c.ids == NULL) {
+    /* The loop's own buffer: 100 KB allocated per pass made glibc
+     * consolidate its free lists every time (a fifth of the loop's CPU). */
+    if (s->due_ids == NULL && (s->due_ids = malloc(DUE_BATCH * sizeof(*c.ids))) == NULL) {
         rc = APS_ENOMEM;
         goto out;
     }
+    c.ids = s->due_ids;
     for (int rounds = 0; rounds < 64; rounds++) {
         c.n_ids = 0;
         rc = aps__store_due(s->stores[si].st, c.upto, DUE_BATCH, due_collect, &c);
@@ -2483,7 +2487,6 @@ out:
         done->n = 0;
     }
     free_out(&c.o);
-    free(c.ids);
     return rc;
 }
 
@@ -2872,6 +2875,7 @@ aps_scheduler_destroy(aps_scheduler *s)
     pthread_cond_destroy(&s->hold_cv);
     pthread_mutex_destroy(&s->hold_mu);
     free(s->held);
+    free(s->due_ids);
     pthread_mutex_destroy(&s->mu);
     pthread_rwlock_destroy(&s->fn_lock);
     free(s);

@@ -12,6 +12,7 @@
 
 #include "apsd/engine.h"
 #include "exec.h"
+#include "job.h"
 #include "store.h"
 
 /** Events kept in memory for live subscribers; older ones come from the log. */
@@ -115,6 +116,7 @@ struct aps_scheduler {
     size_t n_trig, cap_trig;
     aps_time last_request_prune;
     aps_time timer_armed; /* the deadline timer_fd holds (APS_TIME_NONE: none) */
+    char (*due_ids)[APS__ID_MAX + 1]; /* process_store's batch of ids */
 
     /* Commit-ahead (aps_scheduler_config.commit_ahead_us): runs committed
      * before their time wait in `held` (a min-heap by first run time) for
