@@ -191,8 +191,10 @@ tp_shutdown(aps__executor *ex, int wait)
         return;
     }
     tp->stopping = 1;
-    /* Queued runs never start: they finish as interrupted. */
-    while (tp->count > 0) {
+    /* With `wait`, queued runs still run, as concurrent.futures' (and so
+     * APScheduler's) shutdown(wait=True) does; else they never start and
+     * finish as interrupted. */
+    while (!wait && tp->count > 0) {
         aps__run *run = tp->queue[tp->head];
         tp->head = (tp->head + 1) % tp->base.max_queue;
         tp->count--;

@@ -1817,6 +1817,8 @@ test_copies(void **state)
         free(o->error);
         free(o->traceback);
         free(o->return_json);
+        free(o->error_type);
+        free(o->worker_id);
         free(o);
         aps_event_free(ev);
     }
@@ -2139,7 +2141,8 @@ test_oom(void **state)
                  (assert_true(target_eq(&tg, &r->job.target)), aps__target_dispose(&tg)));
         OOM_LOOP(aps__outcome_copy(ev->outcome, &oc),
                  (free(oc->stdout_tail), free(oc->stderr_tail), free(oc->error),
-                  free(oc->traceback), free(oc->return_json), free(oc)));
+                  free(oc->traceback), free(oc->return_json), free(oc->error_type),
+                  free(oc->worker_id), free(oc)));
     }
     OOM_LOOP(aps__event_copy(ev, &ex), (assert_true(event_eq(ev, ex)), aps_event_free(ex)));
     OOM_LOOP(aps__event_encode(ev, &ebuf, &elen), (void)0);
