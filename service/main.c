@@ -94,7 +94,7 @@ static const char usage_text[] =
     "  --run-as USER[:GROUP]    run commands as this user (the daemon must be root)\n"
     "  --log-level LEVEL        debug, info, warn, error (default info)\n"
     "  --cq-threads N           completion-queue threads (default 1)\n"
-    "  --engine-threads N       threads making blocking engine calls (default 32)\n"
+    "  --engine-threads N       threads making blocking engine calls (default 64)\n"
     "  --engine-queue N         requests waiting for them; beyond: RESOURCE_EXHAUSTED\n"
     "                           (default 1024)\n"
     "  --max-message-bytes N    largest request accepted (default 4194304)\n"

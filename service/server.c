@@ -762,7 +762,7 @@ aps_server_create(const aps_server_config *cfg, const aps_method *methods, size_
     /* Engine calls block on durable commits; the more of them in flight,
      * the more one group commit carries: threads are cheap next to fsync. */
     if (s->cfg.pool_threads <= 0)
-        s->cfg.pool_threads = 32;
+        s->cfg.pool_threads = 64; /* concurrent adds share one group commit */
     if (s->cfg.pool_queue == 0)
         s->cfg.pool_queue = 1024;
     if (s->cfg.requests_per_method <= 0)
