@@ -815,7 +815,7 @@ main(int argc, char **argv)
         if (!strcmp(type, "workers"))
             d->lease_us = e->lease_s > 0 ? secs_us(e->lease_s) : 30LL * 1000000;
         aexecs[i] = (aps_app_executor){e->name, type, d->max_workers ? d->max_workers : 10,
-                                       d->allow, d->n_allow};
+                                       d->allow, d->n_allow, APS_OUTPUT_LIMIT_DEFAULT};
     }
 
     aps_scheduler_config scfg;

@@ -232,6 +232,14 @@ check_exec_target(aps_call *c, const aps_app *app, const char *name, const aps_t
                       ex->type, strcmp(name, "workers") == 0 ? "" : " (use a `workers` executor)");
         return -1;
     }
+    if (t->kind == APS_TARGET_COMMAND && ex->max_output_limit > 0 &&
+        t->u.command.max_output > ex->max_output_limit) {
+        aps_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
+                      "%starget.command.max_output_bytes: %u is more than executor \"%s\" keeps "
+                      "(%u)",
+                      path, t->u.command.max_output, name, ex->max_output_limit);
+        return -1;
+    }
     if (t->kind == APS_TARGET_COMMAND && ex->allow != NULL && ex->n_allow > 0) {
         char real[PATH_MAX];
         if (resolve_program(t->u.command.argv[0], real, sizeof real) != 0 ||

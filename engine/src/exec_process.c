@@ -62,7 +62,7 @@
 #define DEFAULT_MAX_QUEUE 10000u
 #define MAX_WORKERS 1024u
 #define DEFAULT_MAX_OUTPUT (64u * 1024)
-#define DEFAULT_OUTPUT_LIMIT (16u * 1024 * 1024)
+#define DEFAULT_OUTPUT_LIMIT APS_OUTPUT_LIMIT_DEFAULT
 #define DEFAULT_GRACE_US INT64_C(5000000)
 #define DEFAULT_PATH "PATH=/usr/local/bin:/usr/bin:/bin"
 /* How long pipes may stay open after the child exited (a grandchild holding

@@ -226,6 +226,9 @@ class ServiceTest(unittest.TestCase):
                         contains="job.trigger.interval.seconds")
         self.assertCode(c, add, pb.AddJobRequest(job=cmd_job("e5", trigger=pb.Trigger())),
                         contains="job.trigger")
+        big = cmd_job("e5b", trigger=far_date())
+        big.target.command.max_output_bytes = 16 * 1024 * 1024 + 1  # the executor keeps 16 MiB
+        self.assertCode(c, add, pb.AddJobRequest(job=big), contains="job.target.command.max_output_bytes")
         self.assertCode(c, add, pb.AddJobRequest(job=pb.Job(id="e6", trigger=far_date())),
                         contains="job.target")
         self.assertCode(c, add, pb.AddJobRequest(), contains="job")

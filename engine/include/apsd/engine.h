@@ -397,6 +397,9 @@ typedef struct aps_store_def {
     const char *path;   /**< lmdb: the data directory */
 } aps_store_def;
 
+/** The default largest per-job output tail of a processpool executor. */
+#define APS_OUTPUT_LIMIT_DEFAULT (16u * 1024 * 1024)
+
 /** A named executor (APScheduler's `executors={...}`). Several of each
  * type may be configured, each with its own pool. Zero fields = defaults. */
 typedef struct aps_executor_def {
@@ -416,7 +419,8 @@ typedef struct aps_executor_def {
     size_t n_base_env;
     const char *cwd;          /**< default working directory; NULL = "/" */
     uint32_t max_output;      /**< default bytes of stdout/stderr tail kept; 0 = 64 KiB */
-    uint32_t max_output_limit; /**< largest per-job max_output accepted; 0 = 16 MiB */
+    uint32_t max_output_limit; /**< largest per-job max_output accepted; 0 =
+                                    APS_OUTPUT_LIMIT_DEFAULT */
     int64_t kill_grace_us;    /**< SIGTERM to SIGKILL on timeout/cancel; 0 = 5 s */
     uint64_t rlimit_cpu_s;    /**< RLIMIT_CPU of children; 0 = inherited */
     uint64_t rlimit_as;       /**< RLIMIT_AS (bytes); 0 = inherited */
