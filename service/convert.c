@@ -1611,6 +1611,8 @@ aps_outcome_to_pb(aps_arena *a, const aps_outcome *o)
         pb->duration = aps_dur_from_us(a, o->end_time - o->start_time);
     pb->error = estr(a, o->error);
     pb->traceback = estr(a, o->traceback);
+    pb->error_type = estr(a, o->error_type);
+    pb->worker_id = estr(a, o->worker_id);
     if (o->return_json != NULL) {
         Google__Protobuf__Value *v = NULL;
         if (aps_json_to_value(a, o->return_json, &v) == 0)

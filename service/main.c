@@ -95,7 +95,7 @@ static const char usage_text[] =
     "  --run-as USER[:GROUP]    run commands as this user (the daemon must be root)\n"
     "  --log-level LEVEL        debug, info, warn, error (default info)\n"
     "  --cq-threads N           completion-queue threads (default 1)\n"
-    "  --engine-threads N       threads making blocking engine calls (default 32)\n"
+    "  --engine-threads N       threads making blocking engine calls (default 64)\n"
     "  --engine-queue N         requests waiting for them; beyond: RESOURCE_EXHAUSTED\n"
     "                           (default 1024)\n"
     "  --max-message-bytes N    largest request accepted (default 4194304)\n"
@@ -870,7 +870,7 @@ main(int argc, char **argv)
         if (!strcmp(type, "workers"))
             d->lease_us = e->lease_s > 0 ? secs_us(e->lease_s) : 30LL * 1000000;
         aexecs[i] = (aps_app_executor){e->name, type, d->max_workers ? d->max_workers : 10,
-                                       d->allow, d->n_allow};
+                                       d->allow, d->n_allow, APS_OUTPUT_LIMIT_DEFAULT};
     }
 
     aps_scheduler_config scfg;

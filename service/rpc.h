@@ -23,6 +23,7 @@ typedef struct aps_app_executor {
     uint32_t max_workers;
     const char *const *allow; /**< command allow-list (processpool); NULL = any */
     size_t n_allow;
+    uint32_t max_output_limit; /**< processpool: largest max_output_bytes a job may ask */
 } aps_app_executor;
 
 /** A configured job store. */

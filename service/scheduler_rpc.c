@@ -69,6 +69,42 @@ opt(const char *s)
     return s != NULL && s[0] != '\0' ? s : NULL;
 }
 
+/* A request id used before, within its retention window, for another
+ * request: a client bug (two requests under one key), not a retry. */
+static void
+fail_reused_request_id(aps_call *c, const char *rid)
+{
+    aps_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
+                  "request_id: reused with a different request (\"%.200s\" was first used, "
+                  "within the retention window, for another one; a retry repeats it unchanged)",
+                  rid);
+}
+
+/* The request's fingerprint for idempotency (aps_mutation): FNV-1a over
+ * its type name and its encoding, which protobuf-c makes canonical (fields
+ * in number order), so a retry of the same request matches and a reused id
+ * does not, even between two methods whose requests encode alike. */
+static uint64_t
+request_fp(const ProtobufCMessage *m, const char *rid)
+{
+    unsigned char stack[4096];
+    uint64_t h = 14695981039346656037u;
+    if (opt(rid) == NULL)
+        return 0;
+    for (const char *p = m->descriptor->name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211u;
+    size_t n = protobuf_c_message_get_packed_size(m);
+    unsigned char *buf = n <= sizeof(stack) ? stack : malloc(n);
+    if (buf == NULL)
+        return 0; /* unchecked: a replay still answers as the first call did */
+    protobuf_c_message_pack(m, buf);
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ buf[i]) * 1099511628211u;
+    if (buf != stack)
+        free(buf);
+    return h != 0 ? h : 1;
+}
+
 static int
 check_request_id(aps_call *c, const char *rid)
 {
@@ -196,6 +232,14 @@ check_exec_target(aps_call *c, const aps_app *app, const char *name, const aps_t
                       ex->type, strcmp(name, "workers") == 0 ? "" : " (use a `workers` executor)");
         return -1;
     }
+    if (t->kind == APS_TARGET_COMMAND && ex->max_output_limit > 0 &&
+        t->u.command.max_output > ex->max_output_limit) {
+        aps_call_fail(c, GRPC_STATUS_INVALID_ARGUMENT,
+                      "%starget.command.max_output_bytes: %u is more than executor \"%s\" keeps "
+                      "(%u)",
+                      path, t->u.command.max_output, name, ex->max_output_limit);
+        return -1;
+    }
     if (t->kind == APS_TARGET_COMMAND && ex->allow != NULL && ex->n_allow > 0) {
         char real[PATH_MAX];
         if (resolve_program(t->u.command.argv[0], real, sizeof real) != 0 ||
@@ -251,6 +295,7 @@ h_add_job(aps_call *c, const ProtobufCMessage *m, void *ud)
     if (check_exec_target(c, app, spec.executor, &spec.target, "job.") != 0)
         return;
     aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id),
                        .replace_existing = req->replace_existing};
     rc = aps_job_add(app->sched, &spec, &mu, &job, &err);
     if (rc == APS_ENOENT && err.msg[0] == '\0' && spec.id != NULL) {
@@ -320,8 +365,13 @@ h_remove_job(aps_call *c, const ProtobufCMessage *m, void *ud)
     aps_app *app = ud;
     if (require_id(c, req->job_id, "job_id") != 0 || check_request_id(c, req->request_id) != 0)
         return;
-    aps_mutation mu = {.request_id = opt(req->request_id)};
+    aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id)};
     int rc = aps_job_remove(app->sched, req->job_id, &mu);
+    if (rc == APS_EINVAL && opt(req->request_id) != NULL) {
+        fail_reused_request_id(c, req->request_id);
+        return;
+    }
     if (rc != 0) {
         aps_error err = {0};
         if (rc == APS_ENOENT)
@@ -346,8 +396,13 @@ h_remove_all(aps_call *c, const ProtobufCMessage *m, void *ud)
                       req->jobstore);
         return;
     }
-    aps_mutation mu = {.request_id = opt(req->request_id)};
+    aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id)};
     int rc = aps_job_remove_all(app->sched, opt(req->jobstore), &mu, &removed);
+    if (rc == APS_EINVAL) {
+        fail_reused_request_id(c, req->request_id);
+        return;
+    }
     if (rc != 0) {
         aps_rpc_fail_engine(c, rc, NULL, NULL);
         return;
@@ -839,7 +894,8 @@ h_modify_job(aps_call *c, const ProtobufCMessage *m, void *ud)
             return;
         }
     }
-    aps_mutation mu = {.request_id = opt(req->request_id)};
+    aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id)};
     rc = aps_job_modify(app->sched, spec.id, &spec, mask, &mu, &job, &err);
     aps_job_free(cur);
     if (rc != 0) {
@@ -868,7 +924,8 @@ h_reschedule_job(aps_call *c, const ProtobufCMessage *m, void *ud)
         fail_validation(c, rc, &err, NULL);
         return;
     }
-    aps_mutation mu = {.request_id = opt(req->request_id)};
+    aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id)};
     rc = aps_job_reschedule(app->sched, req->job_id, t, &mu, &job, &err);
     if (rc != 0) {
         fail_validation(c, rc, &err, NULL);
@@ -878,11 +935,15 @@ h_reschedule_job(aps_call *c, const ProtobufCMessage *m, void *ud)
     aps_job_free(job);
 }
 
+/* The failure of a call that names a job and may carry a request id: the
+ * engine's APS_EINVAL there means the request id was reused. */
 static void
-not_found(aps_call *c, int rc, const char *id)
+not_found(aps_call *c, int rc, const char *id, const char *rid)
 {
     if (rc == APS_ENOENT)
         aps_call_fail(c, GRPC_STATUS_NOT_FOUND, "job_id: no job with id \"%.200s\"", id);
+    else if (rc == APS_EINVAL && opt(rid) != NULL)
+        fail_reused_request_id(c, rid);
     else
         aps_rpc_fail_engine(c, rc, NULL, NULL);
 }
@@ -895,14 +956,15 @@ h_pause_job(aps_call *c, const ProtobufCMessage *m, void *ud)
     aps_job *job = NULL;
     if (require_id(c, req->job_id, "job_id") != 0 || check_request_id(c, req->request_id) != 0)
         return;
-    aps_mutation mu = {.request_id = opt(req->request_id)};
+    aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id)};
     int rc = aps_job_pause(app->sched, req->job_id, &mu, &job);
     if (rc != 0) {
-        not_found(c, rc, req->job_id);
+        not_found(c, rc, req->job_id, req->request_id);
         return;
     }
     if (job == NULL && (rc = aps_job_get(app->sched, req->job_id, &job)) != 0) {
-        not_found(c, rc, req->job_id);
+        not_found(c, rc, req->job_id, req->request_id);
         return;
     }
     reply_job(c, job, 1);
@@ -921,14 +983,15 @@ h_resume_job(aps_call *c, const ProtobufCMessage *m, void *ud)
      * the job as it was, with next_run_time unset. */
     int rc = aps_job_get(app->sched, req->job_id, &before);
     if (rc != 0) {
-        not_found(c, rc, req->job_id);
+        not_found(c, rc, req->job_id, req->request_id);
         return;
     }
-    aps_mutation mu = {.request_id = opt(req->request_id)};
+    aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id)};
     rc = aps_job_resume(app->sched, req->job_id, &mu, &job);
     if (rc != 0) {
         aps_job_free(before);
-        not_found(c, rc, req->job_id);
+        not_found(c, rc, req->job_id, req->request_id);
         return;
     }
     if (job == NULL) {
@@ -954,7 +1017,8 @@ h_run_job_now(aps_call *c, const ProtobufCMessage *m, void *ud)
         return;
     }
     aps_time now = aps_time_now();
-    aps_mutation mu = {.request_id = opt(req->request_id)};
+    aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id)};
     char run_id[33] = "";
     int queued = 0;
     aps_error err = {0, ""};
@@ -964,7 +1028,7 @@ h_run_job_now(aps_call *c, const ProtobufCMessage *m, void *ud)
         return;
     }
     if (rc != 0) {
-        not_found(c, rc, req->job_id);
+        not_found(c, rc, req->job_id, req->request_id);
         return;
     }
     Apsd__V1__RunJobNowResponse resp = APSD__V1__RUN_JOB_NOW_RESPONSE__INIT;
@@ -1099,7 +1163,7 @@ h_backfill(aps_call *c, const ProtobufCMessage *m, void *ud)
     size_t max = req->max_runs ? (size_t)req->max_runs : (size_t)app->backfill_max_runs;
     int rc = aps_job_get(app->sched, req->job_id, &job);
     if (rc != 0) {
-        not_found(c, rc, req->job_id);
+        not_found(c, rc, req->job_id, req->request_id);
         return;
     }
     if (!req->validate_only && aps_scheduler_get_state(app->sched) == APS_STATE_PAUSED) {
@@ -1134,11 +1198,12 @@ h_backfill(aps_call *c, const ProtobufCMessage *m, void *ud)
     aps_job_free(job);
     if (!req->validate_only) {
         size_t count = 0;
-        aps_mutation mu = {.request_id = opt(req->request_id)};
+        aps_mutation mu = {.request_id = opt(req->request_id),
+                       .request_fingerprint = request_fp(&req->base, req->request_id)};
         rc = aps_job_backfill(app->sched, req->job_id, start, end, max, &mu, &count, &err);
         if (rc != 0) {
             if (rc == APS_ENOENT)
-                not_found(c, rc, req->job_id);
+                not_found(c, rc, req->job_id, req->request_id);
             else
                 fail_validation(c, rc, &err, NULL);
             return;
@@ -1174,47 +1239,36 @@ reply_scheduler(aps_call *c, aps_app *app)
         aps_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    for (size_t i = 0; i < app->n_stores; i++) {
+    /* The engine's figures: constant time per store (index sizes), so this
+     * stays the cheap call of the API whatever the number of jobs. */
+    aps_store_info si;
+    for (size_t i = 0; i < app->n_stores &&
+                       aps_scheduler_store_info(app->sched, i, &si) == 0; i++) {
         Apsd__V1__JobStoreInfo *js =
             APS_PB_NEW(a, Apsd__V1__JobStoreInfo, APSD__V1__JOB_STORE_INFO__INIT);
         if (js == NULL)
             break;
-        js->name = (char *)app->stores[i].name;
-        js->type = (char *)app->stores[i].type;
-        /* Counted by listing: bounded, as every page is. */
-        aps_job_filter f = {.jobstore = app->stores[i].name, .paused = -1};
-        char *cursor = NULL;
-        for (int pages = 0; pages < 1000; pages++) {
-            aps_job **jobs = NULL;
-            size_t k = 0;
-            char *next = NULL;
-            if (aps_job_list(app->sched, &f, cursor, 1000, &jobs, &k, &next) != 0)
-                break;
-            for (size_t j = 0; j < k; j++) {
-                js->job_count++;
-                if (jobs[j]->paused)
-                    js->paused_job_count++;
-                else if (jobs[j]->next_run_time != APS_TIME_NONE &&
-                         (wake == APS_TIME_NONE || jobs[j]->next_run_time < wake))
-                    wake = jobs[j]->next_run_time;
-            }
-            aps_job_list_free(jobs, k);
-            free(cursor);
-            cursor = next;
-            if (cursor == NULL)
-                break;
-        }
-        free(cursor);
+        js->name = (char *)si.name;
+        js->type = (char *)si.type;
+        js->job_count = si.jobs > INT32_MAX ? INT32_MAX : (int32_t)si.jobs;
+        js->paused_job_count = si.unscheduled > INT32_MAX ? INT32_MAX : (int32_t)si.unscheduled;
+        if (si.next_run_time != APS_TIME_NONE && (wake == APS_TIME_NONE || si.next_run_time < wake))
+            wake = si.next_run_time;
         info.jobstores[info.n_jobstores++] = js;
     }
-    for (size_t i = 0; i < app->n_executors; i++) {
+    aps_executor_info ei;
+    for (size_t i = 0; i < app->n_executors &&
+                       aps_scheduler_executor_info(app->sched, i, &ei) == 0; i++) {
         Apsd__V1__ExecutorInfo *ex =
             APS_PB_NEW(a, Apsd__V1__ExecutorInfo, APSD__V1__EXECUTOR_INFO__INIT);
         if (ex == NULL)
             break;
-        ex->name = (char *)app->executors[i].name;
-        ex->type = (char *)app->executors[i].type;
-        ex->max_workers = (int32_t)app->executors[i].max_workers;
+        ex->name = (char *)ei.name;
+        ex->type = (char *)ei.type;
+        ex->max_workers = (int32_t)ei.max_workers;
+        ex->running = (int32_t)ei.running;
+        ex->pending = (int32_t)ei.pending;
+        ex->connected_workers = (int32_t)ei.connected_workers;
         info.executors[info.n_executors++] = ex;
     }
     Apsd__V1__EventLogInfo *log =

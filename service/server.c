@@ -8,6 +8,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -100,7 +101,12 @@ typedef struct pool {
     int busy;
     int stop;
     pthread_mutex_t mu;
-    pthread_cond_t cv, idle_cv;
+    /* One token per queued call (and one per thread at stop): a thread
+     * sleeps on it. A semaphore wakes exactly one thread per call, where a
+     * condition variable would need broadcasts (glibc 2.36 loses
+     * pthread_cond_signal wake-ups: sourceware bug 25847). */
+    sem_t work;
+    pthread_cond_t idle_cv;
 } pool;
 
 typedef struct reg_method {
@@ -118,6 +124,7 @@ struct aps_server {
     size_t n_reg;
     pool pool;
     atomic_int shutting_down;
+    atomic_long live_calls; /* accepted calls not yet freed */
     int started;
 
     pthread_mutex_t mu;
@@ -188,10 +195,15 @@ pool_main(void *arg)
     pool *p = &s->pool;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->len == 0 && !p->stop)
-            pthread_cond_wait(&p->cv, &p->mu);
-        if (p->len == 0 && p->stop)
-            break;
+        pthread_mutex_unlock(&p->mu);
+        while (sem_wait(&p->work) != 0)
+            ; /* EINTR */
+        pthread_mutex_lock(&p->mu);
+        if (p->len == 0) {
+            if (p->stop)
+                break;
+            continue;
+        }
         aps_call *c = p->q[p->head];
         p->head = (p->head + 1) % p->cap;
         p->len--;
@@ -221,8 +233,8 @@ pool_push(aps_server *s, aps_call *c)
     }
     p->q[(p->head + p->len) % p->cap] = c;
     p->len++;
-    pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
+    sem_post(&p->work);
     return 0;
 }
 
@@ -261,6 +273,7 @@ call_free(aps_call *c)
         grpc_call_unref(c->call);
     aps_arena_free(c->arena);
     pthread_mutex_destroy(&c->mu);
+    atomic_fetch_sub(&c->srv->live_calls, 1);
     free(c);
 }
 
@@ -501,6 +514,7 @@ call_new(aps_server *s, const aps_method *m, req_slot *slot)
         memcpy(c->path, GRPC_SLICE_START_PTR(slot->details.method), n);
         c->path[n] = '\0';
     }
+    atomic_fetch_add(&s->live_calls, 1);
     return c;
 }
 
@@ -757,7 +771,7 @@ aps_server_create(const aps_server_config *cfg, const aps_method *methods, size_
     /* Engine calls block on durable commits; the more of them in flight,
      * the more one group commit carries: threads are cheap next to fsync. */
     if (s->cfg.pool_threads <= 0)
-        s->cfg.pool_threads = 32;
+        s->cfg.pool_threads = 64; /* concurrent adds share one group commit */
     if (s->cfg.pool_queue == 0)
         s->cfg.pool_queue = 1024;
     if (s->cfg.requests_per_method <= 0)
@@ -769,7 +783,7 @@ aps_server_create(const aps_server_config *cfg, const aps_method *methods, size_
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->pool.mu, NULL);
-    pthread_cond_init(&s->pool.cv, NULL);
+    sem_init(&s->pool.work, 0, 0);
     pthread_cond_init(&s->pool.idle_cv, NULL);
     s->shutdown_tag.done = on_shutdown_done;
 
@@ -966,8 +980,20 @@ aps_server_wait_calls(aps_server *s, int64_t grace_ms)
 {
     if (!s->shutdown_posted)
         return 0;
-    if (wait_shutdown_tag(s, grace_ms) == 0)
-        return 0;
+    /* The shutdown also waits for connections to close: a client keeping an
+     * idle channel open would hold it for the whole grace period. Once no
+     * call is left, cancelling "all calls" cancels none and closes those
+     * connections at once. */
+    for (int64_t waited = 0; waited < grace_ms; waited += 20) {
+        if (wait_shutdown_tag(s, 20) == 0)
+            return 0;
+        if (atomic_load(&s->live_calls) == 0) {
+            grpc_server_cancel_all_calls(s->server);
+            if (wait_shutdown_tag(s, grace_ms - waited) == 0)
+                return 0;
+            break;
+        }
+    }
     aps_log(APS_LOG_WARN, "calls still open after the grace period: cancelling them",
             "grace_ms=%lld", (long long)grace_ms);
     grpc_server_cancel_all_calls(s->server);
@@ -985,8 +1011,9 @@ aps_server_destroy(aps_server *s)
     /* The pool first: its handlers may still start batches. */
     pthread_mutex_lock(&s->pool.mu);
     s->pool.stop = 1;
-    pthread_cond_broadcast(&s->pool.cv);
     pthread_mutex_unlock(&s->pool.mu);
+    for (int i = 0; i < s->pool.n; i++)
+        sem_post(&s->pool.work);
     for (int i = 0; i < s->pool.n; i++)
         pthread_join(s->pool.th[i], NULL);
     if (s->server != NULL) {
@@ -1018,7 +1045,7 @@ aps_server_destroy(aps_server *s)
     free(s->cq_th);
     free(s->reg);
     pthread_mutex_destroy(&s->pool.mu);
-    pthread_cond_destroy(&s->pool.cv);
+    sem_destroy(&s->pool.work);
     pthread_cond_destroy(&s->pool.idle_cv);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);

@@ -82,7 +82,7 @@ typedef struct aps_server_config {
     aps_authorize_fn authorize;    /**< NULL = everyone may do everything */
     void *authorize_ud;
     int cq_threads;          /**< 0 = 1 */
-    int pool_threads;        /**< 0 = 4 */
+    int pool_threads;        /**< 0 = 64 */
     size_t pool_queue;       /**< 0 = 1024 */
     int requests_per_method; /**< pre-posted requests per method; 0 = 16 */
     size_t max_message;      /**< max receive message size; 0 = 4 MiB */

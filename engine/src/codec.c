@@ -743,7 +743,9 @@ aps__jobrec_encode(const aps__jobrec *rec, void **buf, size_t *len)
         aps__w_fail(&w, APS_EINVAL);
     aps__w_u32(&w, rec->n_lateness);
     aps__w_u32(&w, rec->lateness_pos);
-    for (i = 0; i < rec->n_lateness && i < APS__LATENESS_WINDOW; i++)
+    if (rec->n_lateness > 0 && !rec->lateness)
+        aps__w_fail(&w, APS_EINVAL);
+    for (i = 0; rec->lateness && i < rec->n_lateness && i < APS__LATENESS_WINDOW; i++)
         aps__w_i64(&w, rec->lateness[i]);
     if (w.rc) {
         free(w.p);
@@ -857,8 +859,16 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
         (rec->n_lateness > APS__LATENESS_WINDOW || rec->lateness_pos >= APS__LATENESS_WINDOW ||
          (rec->n_lateness < APS__LATENESS_WINDOW && rec->lateness_pos != rec->n_lateness)))
         aps__r_fail(&r, APS_ECORRUPT);
-    for (i = 0; i < rec->n_lateness && !r.rc; i++)
-        rec->lateness[i] = aps__r_i64(&r);
+    if (rec->n_lateness > 0 && !r.rc &&
+        (rec->lateness = aps__jcalloc(APS__LATENESS_WINDOW, sizeof *rec->lateness)) == NULL)
+        aps__r_fail(&r, APS_ENOMEM);
+    for (i = 0; i < rec->n_lateness && !r.rc; i++) {
+        int64_t v = aps__r_i64(&r);
+        if (v != aps__clamp_lateness(v)) /* never written: samples are int32 */
+            aps__r_fail(&r, APS_ECORRUPT);
+        else
+            rec->lateness[i] = (int32_t)v;
+    }
     if (!r.rc && r.pos != r.len)
         aps__r_fail(&r, APS_ECORRUPT);
     if (r.rc) {
@@ -871,7 +881,6 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     }
     j->running_instances = (uint32_t)rec->n_running;
     j->queued_runs = (uint32_t)rec->n_pending;
-    aps__jobrec_lateness_stats(rec, &j->stats);
     *out = rec;
     return 0;
 }
@@ -888,7 +897,7 @@ aps__event_encode(const aps_event *ev, void **buf, size_t *len)
 
     *buf = NULL;
     *len = 0;
-    aps__w_u8(&w, APS__EVENT_FORMAT_V1);
+    aps__w_u8(&w, APS__EVENT_FORMAT_V2);
     aps__w_u64(&w, ev->sequence);
     aps__w_u8(&w, (uint8_t)ev->type);
     if (ev->type < APS_EVENT_SCHEDULER_STARTED || ev->type > APS_EVENT_JOB_MAX_INSTANCES)
@@ -918,6 +927,10 @@ aps__event_encode(const aps_event *ev, void **buf, size_t *len)
         aps__w_str(&w, o->return_json);
     }
     aps__w_str(&w, ev->message);
+    if (o) { /* V2 */
+        aps__w_str(&w, o->error_type);
+        aps__w_str(&w, o->worker_id);
+    }
     if (w.rc) {
         free(w.p);
         return w.rc;
@@ -939,7 +952,8 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
     *out = NULL;
     if (!buf)
         r.len = 0;
-    if (aps__r_u8(&r) != APS__EVENT_FORMAT_V1)
+    uint8_t version = aps__r_u8(&r);
+    if (version != APS__EVENT_FORMAT_V1 && version != APS__EVENT_FORMAT_V2)
         return APS_ECORRUPT;
     ev = aps__jcalloc(1, sizeof *ev);
     if (!ev)
@@ -979,6 +993,10 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
         }
     }
     ev->message = aps__r_str(&r);
+    if (version == APS__EVENT_FORMAT_V2 && ev->outcome) {
+        ev->outcome->error_type = aps__r_str(&r);
+        ev->outcome->worker_id = aps__r_str(&r);
+    }
     if (!r.rc && r.pos != r.len)
         aps__r_fail(&r, APS_ECORRUPT);
     if (r.rc) {

@@ -62,6 +62,8 @@ typedef struct aps__executor_ops {
     void (*shutdown)(aps__executor *ex, int wait);
     /** Frees the executor (after shutdown). */
     void (*destroy)(aps__executor *ex);
+    /** Fills running, pending and connected_workers of `out` (a snapshot). */
+    void (*stats)(aps__executor *ex, aps_executor_info *out);
 } aps__executor_ops;
 
 /** An executor: a kind's ops plus its own state after this header. */

@@ -62,7 +62,7 @@
 #define DEFAULT_MAX_QUEUE 10000u
 #define MAX_WORKERS 1024u
 #define DEFAULT_MAX_OUTPUT (64u * 1024)
-#define DEFAULT_OUTPUT_LIMIT (16u * 1024 * 1024)
+#define DEFAULT_OUTPUT_LIMIT APS_OUTPUT_LIMIT_DEFAULT
 #define DEFAULT_GRACE_US INT64_C(5000000)
 #define DEFAULT_PATH "PATH=/usr/local/bin:/usr/bin:/bin"
 /* How long pipes may stay open after the child exited (a grandchild holding
@@ -1336,11 +1336,23 @@ pp_destroy(aps__executor *ex)
     pp_free(pp);
 }
 
+static void
+pp_stats(aps__executor *ex, aps_executor_info *out)
+{
+    procpool *pp = (procpool *)ex;
+    pthread_mutex_lock(&pp->mu);
+    out->running = pp->busy;
+    out->pending = (uint32_t)pp->count;
+    pthread_mutex_unlock(&pp->mu);
+    out->connected_workers = 0;
+}
+
 static const aps__executor_ops process_ops = {
     .submit = pp_submit,
     .cancel = pp_cancel,
     .shutdown = pp_shutdown,
     .destroy = pp_destroy,
+    .stats = pp_stats,
 };
 
 int

@@ -174,12 +174,14 @@ static int rx_submit(aps__executor *ex, aps__run *run);
 static int rx_cancel(aps__executor *ex, const char *run_id);
 static void rx_shutdown(aps__executor *ex, int wait);
 static void rx_destroy(aps__executor *ex);
+static void rx_stats(aps__executor *ex, aps_executor_info *out);
 
 static const aps__executor_ops remote_ops = {
     .submit = rx_submit,
     .cancel = rx_cancel,
     .shutdown = rx_shutdown,
     .destroy = rx_destroy,
+    .stats = rx_stats,
 };
 
 static int
@@ -1011,6 +1013,18 @@ rx_destroy(aps__executor *ex)
     free(rx);
 }
 
+static void
+rx_stats(aps__executor *ex, aps_executor_info *out)
+{
+    remote_ex *rx = (remote_ex *)ex;
+    pthread_mutex_lock(&rx->h->mu);
+    out->running = (uint32_t)rx->n_leased;
+    out->pending = (uint32_t)rx->n_queued;
+    /* Workers attach to queues, which every workers executor serves. */
+    out->connected_workers = (uint32_t)rx->h->n_workers;
+    pthread_mutex_unlock(&rx->h->mu);
+}
+
 int
 aps__executor_remote_create(aps_scheduler *s, const aps_executor_def *def, aps__executor **out,
                             aps_error *err)
@@ -1488,23 +1502,31 @@ error_text(const aps_task_result *r)
 }
 
 static int
-outcome_build(aps_outcome *o, const aps_task_result *r, aps_time start, aps_time end)
+outcome_build(aps_outcome *o, const aps_task_result *r, aps_time start, aps_time end,
+              const char *worker_id)
 {
     memset(o, 0, sizeof(*o));
     o->start_time = start;
     o->end_time = end;
+    if (worker_id != NULL && (o->worker_id = strdup(worker_id)) == NULL)
+        return APS_ENOMEM;
     if (r->ok) {
         o->status = APS_RUN_SUCCEEDED;
         o->return_json = strdup(r->return_json ? r->return_json : "null");
-        if (o->return_json == NULL)
+        if (o->return_json == NULL) {
+            aps__outcome_dispose(o);
             return APS_ENOMEM;
+        }
         return 0;
     }
     o->status = APS_RUN_FAILED;
     o->error = error_text(r);
     if (r->traceback != NULL)
         o->traceback = strdup(r->traceback);
-    if (o->error == NULL || (r->traceback != NULL && o->traceback == NULL)) {
+    if (r->error_type != NULL && r->error_type[0])
+        o->error_type = strdup(r->error_type);
+    if (o->error == NULL || (r->traceback != NULL && o->traceback == NULL) ||
+        (r->error_type != NULL && r->error_type[0] && o->error_type == NULL)) {
         aps__outcome_dispose(o);
         return APS_ENOMEM;
     }
@@ -1564,7 +1586,7 @@ aps_worker_complete(aps_scheduler *s, const char *run_id, const char *lease_toke
         size_t k = 0;
         for (; rc == 0 && k < run->n_run_times; k++) {
             if (!run->results[k].missed)
-                rc = outcome_build(&built[k], r, x->taken, now);
+                rc = outcome_build(&built[k], r, x->taken, now, x->w ? x->w->id : NULL);
         }
         if (rc != 0) {
             for (size_t i = 0; built && i < k; i++)

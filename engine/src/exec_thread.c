@@ -170,7 +170,8 @@ tp_cancel(aps__executor *ex, const char *run_id)
     }
     for (size_t i = 0; i < tp->base.max_workers; i++) {
         aps__run *r = tp->running[i];
-        if (r != NULL && strcmp(r->run_id, run_id) == 0) {
+        /* NULL: idle; tp itself: a slot no thread has claimed yet. */
+        if (r != NULL && r != (aps__run *)tp && strcmp(r->run_id, run_id) == 0) {
             r->cancelled = 1;
             rc = 0;
         }
@@ -190,8 +191,10 @@ tp_shutdown(aps__executor *ex, int wait)
         return;
     }
     tp->stopping = 1;
-    /* Queued runs never start: they finish as interrupted. */
-    while (tp->count > 0) {
+    /* With `wait`, queued runs still run, as concurrent.futures' (and so
+     * APScheduler's) shutdown(wait=True) does; else they never start and
+     * finish as interrupted. */
+    while (!wait && tp->count > 0) {
         aps__run *run = tp->queue[tp->head];
         tp->head = (tp->head + 1) % tp->base.max_queue;
         tp->count--;
@@ -235,11 +238,26 @@ tp_destroy(aps__executor *ex)
     free(tp);
 }
 
+static void
+tp_stats(aps__executor *ex, aps_executor_info *out)
+{
+    threadpool *tp = (threadpool *)ex;
+    uint32_t running = 0;
+    pthread_mutex_lock(&tp->mu);
+    for (size_t i = 0; i < tp->base.max_workers; i++)
+        running += tp->running[i] != NULL && tp->running[i] != (aps__run *)tp;
+    out->running = running;
+    out->pending = (uint32_t)tp->count;
+    pthread_mutex_unlock(&tp->mu);
+    out->connected_workers = 0;
+}
+
 static const aps__executor_ops threadpool_ops = {
     .submit = tp_submit,
     .cancel = tp_cancel,
     .shutdown = tp_shutdown,
     .destroy = tp_destroy,
+    .stats = tp_stats,
 };
 
 int

@@ -1055,6 +1055,7 @@ aps__jobrec_free(aps__jobrec *r)
         for (i = 0; i < r->n_pending; i++)
             aps__pending_clear(&r->pending[i]);
     free(r->pending);
+    free(r->lateness);
     free(r);
 }
 
@@ -1083,7 +1084,12 @@ aps__jobrec_copy(const aps__jobrec *src, aps__jobrec **out)
         return APS_ENOMEM;
     if (job_copy_into(&r->job, &src->job))
         goto fail;
-    memcpy(r->lateness, src->lateness, sizeof r->lateness);
+    if (src->lateness) {
+        r->lateness = aps__jcalloc(APS__LATENESS_WINDOW, sizeof *r->lateness);
+        if (!r->lateness)
+            goto fail;
+        memcpy(r->lateness, src->lateness, APS__LATENESS_WINDOW * sizeof *r->lateness);
+    }
     r->n_lateness = src->n_lateness;
     r->lateness_pos = src->lateness_pos;
     if (src->n_running && src->running) {
@@ -1177,7 +1183,8 @@ aps__jobrec_lateness_stats(const aps__jobrec *r, aps_job_stats *stats)
         stats->lateness_max_us = 0;
         return;
     }
-    memcpy(sorted, r->lateness, n * sizeof sorted[0]);
+    for (uint32_t i = 0; i < n; i++)
+        sorted[i] = r->lateness ? r->lateness[i] : 0;
     qsort(sorted, n, sizeof sorted[0], cmp_i64);
     stats->lateness_p50_us = nearest_rank(sorted, n, 50);
     stats->lateness_p90_us = nearest_rank(sorted, n, 90);
@@ -1185,16 +1192,29 @@ aps__jobrec_lateness_stats(const aps__jobrec *r, aps_job_stats *stats)
     stats->lateness_max_us = sorted[n - 1];
 }
 
+int32_t
+aps__clamp_lateness(int64_t us)
+{
+    return us > INT32_MAX ? INT32_MAX : us < INT32_MIN ? INT32_MIN : (int32_t)us;
+}
+
+/* The percentiles are computed when a job is read (aps__job_from_rec), not
+ * here: this runs once per finished run. */
 void
 aps__jobrec_add_lateness(aps__jobrec *r, int64_t lateness_us)
 {
+    if (!r->lateness) {
+        r->lateness = aps__jcalloc(APS__LATENESS_WINDOW, sizeof *r->lateness);
+        if (!r->lateness)
+            return; /* out of memory: the sample is dropped, nothing else */
+        r->n_lateness = r->lateness_pos = 0;
+    }
     if (r->lateness_pos >= APS__LATENESS_WINDOW)
         r->lateness_pos = 0;
-    r->lateness[r->lateness_pos] = lateness_us;
+    r->lateness[r->lateness_pos] = aps__clamp_lateness(lateness_us);
     r->lateness_pos = (r->lateness_pos + 1) % APS__LATENESS_WINDOW;
     if (r->n_lateness < APS__LATENESS_WINDOW)
         r->n_lateness++;
-    aps__jobrec_lateness_stats(r, &r->job.stats);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1582,6 +1602,8 @@ outcome_free(aps_outcome *o)
     free(o->error);
     free(o->traceback);
     free(o->return_json);
+    free(o->error_type);
+    free(o->worker_id);
     free(o);
 }
 
@@ -1635,7 +1657,8 @@ aps__outcome_copy(const aps_outcome *so, aps_outcome **out)
     if (blob_copy(&o->stdout_tail, &o->stdout_len, so->stdout_tail, so->stdout_len) ||
         blob_copy(&o->stderr_tail, &o->stderr_len, so->stderr_tail, so->stderr_len) ||
         dup_opt(&o->error, so->error) || dup_opt(&o->traceback, so->traceback) ||
-        dup_opt(&o->return_json, so->return_json)) {
+        dup_opt(&o->return_json, so->return_json) || dup_opt(&o->error_type, so->error_type) ||
+        dup_opt(&o->worker_id, so->worker_id)) {
         outcome_free(o);
         return APS_ENOMEM;
     }

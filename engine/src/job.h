@@ -40,6 +40,8 @@
 #define APS__JOBREC_FORMAT_V1 0x11
 /** Leading byte of an encoded event. */
 #define APS__EVENT_FORMAT_V1 0x21
+/* V2: V1, then the outcome's error_type and worker_id (when it has one). */
+#define APS__EVENT_FORMAT_V2 0x22
 /** Trigger nesting depth the decoder accepts (validation allows less). */
 #define APS__CODEC_MAX_DEPTH 16
 
@@ -66,10 +68,14 @@ typedef struct aps__jobrec {
     size_t n_running;
     aps__pending *pending;
     size_t n_pending;
-    /** Ring of recent lateness samples (µs): while n_lateness is below the
-     * window the samples are lateness[0 .. n_lateness) and lateness_pos ==
-     * n_lateness; then lateness_pos is the slot the next sample overwrites. */
-    int64_t lateness[APS__LATENESS_WINDOW];
+    /** Ring of recent lateness samples (µs, clamped to int32: 35 min):
+     * while n_lateness is below the window the samples are lateness[0 ..
+     * n_lateness) and lateness_pos == n_lateness; then lateness_pos is the
+     * slot the next sample overwrites. APS__LATENESS_WINDOW entries,
+     * allocated with the first sample (NULL before). Apart from the record
+     * so that the record stays a small allocation: above 1 KB glibc's
+     * malloc consolidates its free lists on every one (twice per run). */
+    int32_t *lateness;
     uint32_t n_lateness, lateness_pos;
 } aps__jobrec;
 
@@ -136,8 +142,8 @@ int aps__jobrec_apply(aps__jobrec *r, const aps_job_spec *spec, uint32_t mask,
                       const char *default_tz, aps_time now, aps_error *err);
 
 /**
- * Adds a lateness sample to the ring (overwriting the oldest when full) and
- * refreshes r->job.stats' lateness fields.
+ * Adds a lateness sample to the ring (overwriting the oldest when full);
+ * the percentiles are computed when the job is read (aps__job_from_rec).
  */
 void aps__jobrec_add_lateness(aps__jobrec *r, int64_t lateness_us);
 
@@ -147,6 +153,9 @@ void aps__jobrec_add_lateness(aps__jobrec *r, int64_t lateness_us);
  * O(n log n) in the window size. Fills the lateness_* fields of `stats`.
  */
 void aps__jobrec_lateness_stats(const aps__jobrec *r, aps_job_stats *stats);
+
+/** A lateness sample as stored: clamped to the int32 range (about 35 min). */
+int32_t aps__clamp_lateness(int64_t us);
 
 /**
  * Deep-copies a target into `*dst` (overwritten, not freed first).
@@ -213,7 +222,7 @@ int aps__jobrec_encode(const aps__jobrec *r, void **buf, size_t *len);
 int aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out);
 
 /**
- * Encodes an event (format APS__EVENT_FORMAT_V1). Empty output tails are
+ * Encodes an event (format APS__EVENT_FORMAT_V2; V1 records still decode). Empty output tails are
  * stored as absent (they decode as NULL with length 0).
  * @return 0; APS_EINVAL (a tail length without data); APS_ENOMEM.
  */

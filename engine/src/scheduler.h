@@ -12,6 +12,7 @@
 
 #include "apsd/engine.h"
 #include "exec.h"
+#include "job.h"
 #include "store.h"
 
 /** Events kept in memory for live subscribers; older ones come from the log. */
@@ -21,6 +22,9 @@ typedef struct aps__store_slot {
     char name[64];
     char type[16];
     aps_store *st;
+    int durable; /* commits wait for the disk: commit-ahead applies */
+    aps_time deferred; /* the loop's: see process_store */
+    int failed;        /* the loop's: its last pass failed (retried later) */
 } aps__store_slot;
 
 typedef struct aps__exec_slot {
@@ -112,6 +116,20 @@ struct aps_scheduler {
     aps__trig_entry *trig;
     size_t n_trig, cap_trig;
     aps_time last_request_prune;
+    aps_time timer_armed; /* the deadline timer_fd holds (APS_TIME_NONE: none) */
+    char (*due_ids)[APS__ID_MAX + 1]; /* process_store's batch of ids */
+
+    /* Commit-ahead (aps_scheduler_config.commit_ahead_us): runs committed
+     * before their time wait in `held` (a min-heap by first run time) for
+     * the hold thread, which hands each to its executor at its time. */
+    int64_t ahead_us;  /* configured; 0 = off */
+    int hold_active;   /* set while the hold thread runs (loop thread reads) */
+    pthread_mutex_t hold_mu;
+    pthread_cond_t hold_cv; /* CLOCK_REALTIME, as run times are */
+    aps__run **held;
+    size_t n_held, cap_held;
+    int hold_stop;
+    pthread_t hold_thread;
 
     int wake_fd;  /* eventfd: mutations, completions, shutdown */
     int timer_fd; /* timerfd on CLOCK_REALTIME, absolute, cancelled on clock jumps */

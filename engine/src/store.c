@@ -326,7 +326,22 @@ aps__store_count(aps_store *s, size_t *jobs)
         return rc;
     if (!jobs)
         return APS_EINVAL;
-    return s->ops->count(s, jobs);
+    return s->ops->count(s, jobs, NULL);
+}
+
+int
+aps__store_counts(aps_store *s, size_t *jobs, size_t *scheduled)
+{
+    size_t j = 0, d = 0;
+    int rc = check_store(s);
+
+    if (rc == 0)
+        rc = s->ops->count(s, &j, &d);
+    if (rc == 0 && jobs)
+        *jobs = j;
+    if (rc == 0 && scheduled)
+        *scheduled = d;
+    return rc;
 }
 
 int

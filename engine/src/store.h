@@ -318,6 +318,14 @@ int aps__store_next_due(aps_store *s, aps_time *out);
 int aps__store_count(aps_store *s, size_t *jobs);
 
 /**
+ * The number of jobs and how many of them have a next run time (the due
+ * index's size; the rest are paused, or finished waiting for queued runs).
+ * Constant time in both backends. Either output may be NULL.
+ * @return as aps__store_count.
+ */
+int aps__store_counts(aps_store *s, size_t *jobs, size_t *scheduled);
+
+/**
  * Visits retained events with a sequence greater than `after_seq`, in order.
  * @return as aps__store_job_list.
  */

@@ -27,7 +27,7 @@ typedef struct aps_store_ops {
                     aps_store_job_cb cb, void *arg);
     int (*due)(aps_store *s, aps_time before, size_t limit, aps_store_job_cb cb, void *arg);
     int (*next_due)(aps_store *s, aps_time *out);
-    int (*count)(aps_store *s, size_t *jobs);
+    int (*count)(aps_store *s, size_t *jobs, size_t *scheduled);
     int (*events)(aps_store *s, uint64_t after_seq, size_t limit, aps_store_event_cb cb, void *arg);
     int (*event_bounds)(aps_store *s, uint64_t *first, uint64_t *last);
     int (*meta_get)(aps_store *s, const char *key, size_t keylen, void **data, size_t *len);

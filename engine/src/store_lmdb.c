@@ -395,10 +395,10 @@ out:
 }
 
 static int
-l_count(aps_store *bs, size_t *jobs)
+l_count(aps_store *bs, size_t *jobs, size_t *scheduled)
 {
     lmdb_store *s = L(bs);
-    MDB_stat st;
+    MDB_stat st, dst;
     MDB_txn *txn;
     int rc;
 
@@ -406,8 +406,13 @@ l_count(aps_store *bs, size_t *jobs)
     if (rc)
         return rc;
     rc = map_rc(mdb_stat(txn, s->jobs, &st));
-    if (!rc)
+    if (!rc && scheduled)
+        rc = map_rc(mdb_stat(txn, s->due, &dst));
+    if (!rc) {
         *jobs = st.ms_entries;
+        if (scheduled)
+            *scheduled = dst.ms_entries;
+    }
     rd_end(s, txn);
     return rc;
 }

@@ -792,12 +792,14 @@ mem_next_due(aps_store *bs, aps_time *out)
 }
 
 static int
-mem_count(aps_store *bs, size_t *jobs)
+mem_count(aps_store *bs, size_t *jobs, size_t *scheduled)
 {
     mem_store *s = M(bs);
 
     pthread_rwlock_rdlock(&s->lock);
     *jobs = s->jobs.count;
+    if (scheduled)
+        *scheduled = s->due.count;
     pthread_rwlock_unlock(&s->lock);
     return 0;
 }

@@ -342,6 +342,8 @@ test_error_with_traceback(void **state)
     assert_int_equal(ev->outcome->status, APS_RUN_FAILED);
     assert_string_equal(ev->outcome->error, "ValueError: boom");
     assert_string_equal(ev->outcome->traceback, r.traceback);
+    assert_string_equal(ev->outcome->error_type, "ValueError");
+    assert_string_equal(ev->outcome->worker_id, "w");
     assert_null(ev->outcome->return_json);
     assert_int_equal(count_events(APS_EVENT_JOB_EXECUTED), 0);
     /* Identical error retried: no-op. */

@@ -173,7 +173,8 @@ rec_eq(const aps__jobrec *a, const aps__jobrec *b)
 
     if (!job_eq(&a->job, &b->job) || a->n_running != b->n_running || a->n_pending != b->n_pending ||
         a->n_lateness != b->n_lateness || a->lateness_pos != b->lateness_pos ||
-        memcmp(a->lateness, b->lateness, a->n_lateness * sizeof a->lateness[0]) != 0)
+        (a->n_lateness > 0 &&
+         memcmp(a->lateness, b->lateness, a->n_lateness * sizeof a->lateness[0]) != 0))
         return 0;
     for (i = 0; i < a->n_running; i++)
         if (strcmp(a->running[i].run_id, b->running[i].run_id) != 0 ||
@@ -216,7 +217,8 @@ event_eq(const aps_event *a, const aps_event *b)
            x->stdout_truncated == y->stdout_truncated &&
            x->stderr_truncated == y->stderr_truncated && x->start_time == y->start_time &&
            x->end_time == y->end_time && str_eq(x->error, y->error) &&
-           str_eq(x->traceback, y->traceback) && str_eq(x->return_json, y->return_json);
+           str_eq(x->traceback, y->traceback) && str_eq(x->return_json, y->return_json) &&
+           str_eq(x->error_type, y->error_type) && str_eq(x->worker_id, y->worker_id);
 }
 
 /* ---- spec fixtures ---------------------------------------------------- */
@@ -1168,6 +1170,7 @@ test_record_roundtrip(void **state)
         assert_int_equal(d->pending[1].n_run_times, 0);
         assert_true(d->pending[2].run_times[1] == INT64_MIN + 1);
         assert_int_equal(d->n_lateness, 5);
+        aps__jobrec_lateness_stats(d, &d->job.stats); /* computed on read, not decode */
         assert_int_equal(d->job.stats.lateness_samples, 5);
         assert_true(d->job.stats.lateness_max_us == 2000);
         aps__jobrec_free(r);
@@ -1184,7 +1187,7 @@ test_record_roundtrip(void **state)
         assert_int_equal(r->n_lateness, APS__LATENESS_WINDOW);
         d = roundtrip(r);
         assert_int_equal(d->lateness_pos, r->lateness_pos);
-        assert_memory_equal(d->lateness, r->lateness, sizeof r->lateness);
+        assert_memory_equal(d->lateness, r->lateness, APS__LATENESS_WINDOW * sizeof r->lateness[0]);
         assert_true(stats_eq(&d->job.stats, &r->job.stats));
         aps__jobrec_free(r);
         aps__jobrec_free(d);
@@ -1221,6 +1224,8 @@ test_record_encode_rejects(void **state)
     r->job.target.u.command.argv[1] = NULL;
     assert_int_equal(aps__jobrec_encode(r, &buf, &len), APS_EINVAL);
     r->job.target.u.command.argv[1] = saved;
+    r->lateness = calloc(APS__LATENESS_WINDOW, sizeof *r->lateness);
+    assert_non_null(r->lateness);
     r->n_lateness = 3; /* ring state that the decoder would refuse */
     assert_int_equal(aps__jobrec_encode(r, &buf, &len), APS_EINVAL);
     r->lateness_pos = 3;
@@ -1469,6 +1474,8 @@ sample_event(int with_outcome)
         o.error = "timed out after 5 s";
         o.traceback = "Traceback (most recent call last):\n  ...";
         o.return_json = "{\"x\": 1}";
+        o.error_type = "TimeoutError";
+        o.worker_id = "worker-7";
         ev.outcome = &o;
     }
     assert_int_equal(aps__event_copy(&ev, &copy), 0);
@@ -1484,11 +1491,20 @@ event_roundtrip(const aps_event *ev)
     aps_event *d = NULL;
 
     assert_int_equal(aps__event_encode(ev, &buf, &len), 0);
-    assert_int_equal(((unsigned char *)buf)[0], APS__EVENT_FORMAT_V1);
+    assert_int_equal(((unsigned char *)buf)[0], APS__EVENT_FORMAT_V2);
     assert_int_equal(aps__event_decode(buf, len, &d), 0);
     assert_int_equal(aps__event_encode(d, &buf2, &len2), 0);
     assert_int_equal(len, len2);
     assert_memory_equal(buf, buf2, len);
+    if (ev->outcome == NULL) {
+        /* Without an outcome V2 adds nothing: a V1 record of before is the
+         * same bytes under the old format byte, and still decodes. */
+        aps_event *v1 = NULL;
+        ((unsigned char *)buf)[0] = APS__EVENT_FORMAT_V1;
+        assert_int_equal(aps__event_decode(buf, len, &v1), 0);
+        assert_true(event_eq(d, v1));
+        aps_event_free(v1);
+    }
     free(buf);
     free(buf2);
     return d;
@@ -1650,6 +1666,14 @@ test_event_names(void **state)
 
 /* ---- lateness --------------------------------------------------------- */
 
+/* A sample, then the percentiles as a read computes them. */
+static void
+add_lat(aps__jobrec *r, int64_t us)
+{
+    aps__jobrec_add_lateness(r, us);
+    aps__jobrec_lateness_stats(r, &r->job.stats);
+}
+
 static void
 test_percentiles(void **state)
 {
@@ -1663,7 +1687,7 @@ test_percentiles(void **state)
     assert_int_equal(r->job.stats.lateness_samples, 0);
     assert_true(r->job.stats.lateness_p50_us == 0 && r->job.stats.lateness_max_us == 0);
 
-    aps__jobrec_add_lateness(r, 42);
+    add_lat(r, 42);
     assert_int_equal(r->job.stats.lateness_samples, 1);
     assert_true(r->job.stats.lateness_p50_us == 42 && r->job.stats.lateness_p90_us == 42 &&
                 r->job.stats.lateness_p99_us == 42 && r->job.stats.lateness_max_us == 42);
@@ -1671,7 +1695,7 @@ test_percentiles(void **state)
     /* 1..10 added in a scrambled order: p50 = 5th, p90 = 9th, p99 = 10th. */
     r->n_lateness = r->lateness_pos = 0;
     for (i = 0; i < 10; i++)
-        aps__jobrec_add_lateness(r, ((i * 7) % 10 + 1) * 1000);
+        add_lat(r, ((i * 7) % 10 + 1) * 1000);
     assert_int_equal(r->job.stats.lateness_samples, 10);
     assert_true(r->job.stats.lateness_p50_us == 5000);
     assert_true(r->job.stats.lateness_p90_us == 9000);
@@ -1681,7 +1705,7 @@ test_percentiles(void **state)
     /* 1..100: exact ranks. */
     r->n_lateness = r->lateness_pos = 0;
     for (i = 100; i >= 1; i--)
-        aps__jobrec_add_lateness(r, i);
+        add_lat(r, i);
     assert_true(r->job.stats.lateness_p50_us == 50);
     assert_true(r->job.stats.lateness_p90_us == 90);
     assert_true(r->job.stats.lateness_p99_us == 99);
@@ -1690,7 +1714,7 @@ test_percentiles(void **state)
     /* The ring keeps the last 128 of 1..200 (73..200): ranks 64, 116, 127. */
     r->n_lateness = r->lateness_pos = 0;
     for (i = 1; i <= 200; i++)
-        aps__jobrec_add_lateness(r, i);
+        add_lat(r, i);
     assert_int_equal(r->n_lateness, 128);
     assert_int_equal(r->lateness_pos, 200 % 128);
     assert_int_equal(r->job.stats.lateness_samples, 128);
@@ -1701,16 +1725,16 @@ test_percentiles(void **state)
 
     /* Negative lateness (early runs) sorts below zero. */
     r->n_lateness = r->lateness_pos = 0;
-    aps__jobrec_add_lateness(r, -5);
-    aps__jobrec_add_lateness(r, INT64_MIN);
-    aps__jobrec_add_lateness(r, INT64_MAX);
+    add_lat(r, -5);
+    add_lat(r, INT64_MIN);
+    add_lat(r, INT64_MAX);
     assert_true(r->job.stats.lateness_p50_us == -5);
-    assert_true(r->job.stats.lateness_max_us == INT64_MAX);
+    assert_true(r->job.stats.lateness_max_us == INT32_MAX);
 
     /* The public copy carries the counts and the percentiles. */
     r->n_lateness = r->lateness_pos = 0;
     for (i = 1; i <= 200; i++)
-        aps__jobrec_add_lateness(r, i);
+        add_lat(r, i);
     memset(&r->job.stats.lateness_p50_us, 0, sizeof r->job.stats.lateness_p50_us);
     r->running = calloc(1, sizeof *r->running);
     assert_non_null(r->running);
@@ -1793,6 +1817,8 @@ test_copies(void **state)
         free(o->error);
         free(o->traceback);
         free(o->return_json);
+        free(o->error_type);
+        free(o->worker_id);
         free(o);
         aps_event_free(ev);
     }
@@ -2115,7 +2141,8 @@ test_oom(void **state)
                  (assert_true(target_eq(&tg, &r->job.target)), aps__target_dispose(&tg)));
         OOM_LOOP(aps__outcome_copy(ev->outcome, &oc),
                  (free(oc->stdout_tail), free(oc->stderr_tail), free(oc->error),
-                  free(oc->traceback), free(oc->return_json), free(oc)));
+                  free(oc->traceback), free(oc->return_json), free(oc->error_type),
+                  free(oc->worker_id), free(oc)));
     }
     OOM_LOOP(aps__event_copy(ev, &ex), (assert_true(event_eq(ev, ex)), aps_event_free(ex)));
     OOM_LOOP(aps__event_encode(ev, &ebuf, &elen), (void)0);

@@ -475,6 +475,57 @@ test_max_instances_and_overlap(void **state)
     overlap_case(APS_OVERLAP_CANCEL_RUNNING, 2, 2); /* one replaces the running one */
 }
 
+/* RunJobNow while an instance runs follows the job's overlap policy, as a
+ * scheduled run would: refused (SKIP), queued once (QUEUE_ONE, and
+ * CANCEL_RUNNING, which also cancels the running one), queued each time
+ * (QUEUE_ALL). */
+static void
+run_now_case(aps_overlap policy, int accepted)
+{
+    setup(NULL);
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(3600);
+    aps_job_spec spec = func_job("now", &t, NULL);
+    spec.overlap = policy;
+    aps_job_free(add(s, &spec));
+    gate(1);
+    char run_id[33];
+    int queued = -1, ok = 0;
+    assert_int_equal(aps_job_run_now(s, "now", NULL, run_id, &queued, NULL), 0);
+    assert_int_equal(queued, 0);
+    wait_running(1);
+    for (int i = 0; i < 3; i++) {
+        aps_error err;
+        int rc = aps_job_run_now(s, "now", NULL, run_id, &queued, &err);
+        if (rc == 0) {
+            assert_int_equal(queued, 1);
+            ok++;
+        } else {
+            assert_int_equal(rc, APS_ESTATE);
+            assert_non_null(strstr(err.msg, "max_instances"));
+        }
+    }
+    assert_int_equal(ok, accepted);
+    aps_job *job = get(s, "now");
+    assert_int_equal(job->queued_runs, accepted);
+    aps_job_free(job);
+    gate(0);
+    settle(s, 1 + (size_t)accepted);
+    assert_int_equal(calls_count(), 1 + (size_t)accepted);
+    aps_scheduler_destroy(s);
+    teardown(NULL);
+}
+
+static void
+test_run_now_overlap(void **state)
+{
+    (void)state;
+    run_now_case(APS_OVERLAP_SKIP, 0);
+    run_now_case(APS_OVERLAP_QUEUE_ONE, 1);
+    run_now_case(APS_OVERLAP_QUEUE_ALL, 3);
+    run_now_case(APS_OVERLAP_CANCEL_RUNNING, 1);
+}
+
 static void
 test_queue_all_runs_in_order(void **state)
 {
@@ -552,10 +603,10 @@ test_pause_resume_run_now_remove(void **state)
     aps_trigger_spec t2 = interval_s(60);
     aps_job_spec spec2 = func_job("r", &t2, NULL);
     aps_job_free(add(s, &spec2));
-    aps_mutation rm = {"rm-1", 0};
+    aps_mutation rm = {.request_id = "rm-1"};
     assert_int_equal(aps_job_remove(s, "r", &rm), 0);
     assert_int_equal(aps_job_remove(s, "r", &rm), 0);
-    aps_mutation other = {"rm-2", 0};
+    aps_mutation other = {.request_id = "rm-2"};
     assert_int_equal(aps_job_remove(s, "r", &other), APS_ENOENT);
     aps_scheduler_destroy(s);
 }
@@ -687,7 +738,7 @@ test_replace_existing(void **state)
     aps_job *first = add(s, &spec);
     set_now(T0 + 5 * SEC);
     spec.trigger = &t2;
-    aps_mutation m = {NULL, 1};
+    aps_mutation m = {.replace_existing = 1};
     aps_job *second = NULL;
     aps_error err;
     assert_int_equal(aps_job_add(s, &spec, &m, &second, &err), 0);
@@ -766,7 +817,7 @@ test_request_id_replay_across_restart(void **state)
     aps_scheduler *s = open_sched(path, 1);
     aps_job_spec spec = func_job(NULL, NULL, NULL); /* generated id */
     spec.next_run_time = T0 + 3600 * SEC;
-    aps_mutation m = {"req-1", 0};
+    aps_mutation m = {.request_id = "req-1"};
     aps_job *a = NULL, *b = NULL, *c = NULL;
     aps_error err;
     assert_int_equal(aps_job_add(s, &spec, &m, &a, &err), 0);
@@ -790,6 +841,66 @@ test_request_id_replay_across_restart(void **state)
     aps_job_free(b);
     aps_job_free(c);
     aps_job_free(d);
+    aps_scheduler_destroy(s);
+}
+
+/* A request id reused for a different request (another fingerprint) is an
+ * error, not a replay; the same fingerprint replays, also after a restart
+ * and for a job removed since; records without a fingerprint stay lenient. */
+static void
+test_request_id_fingerprint(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("fingerprint");
+    char path[256];
+    snprintf(path, sizeof(path), "%s", dir);
+    aps_scheduler *s = open_sched(path, 1);
+    aps_job_spec spec = func_job("fp-a", NULL, NULL);
+    spec.next_run_time = T0 + 3600 * SEC;
+    aps_mutation m = {.request_id = "fp-1", .request_fingerprint = 0x1111};
+    aps_mutation other = {.request_id = "fp-1", .request_fingerprint = 0x2222};
+    aps_mutation unchecked = {.request_id = "fp-1"};
+    aps_job *a = NULL, *b = NULL;
+    aps_error err;
+    assert_int_equal(aps_job_add(s, &spec, &m, &a, &err), 0);
+    assert_int_equal(aps_job_add(s, &spec, &m, &b, &err), 0);
+    assert_string_equal(a->id, b->id);
+    aps_job_free(b);
+    b = NULL;
+    aps_job_spec spec2 = func_job("fp-b", NULL, NULL);
+    spec2.next_run_time = T0 + 3600 * SEC;
+    assert_int_equal(aps_job_add(s, &spec2, &other, &b, &err), APS_EINVAL);
+    assert_non_null(strstr(err.msg, "request_id"));
+    assert_non_null(strstr(err.msg, "different request"));
+    assert_null(b);
+    assert_int_equal(aps_job_get(s, "fp-b", &b), APS_ENOENT); /* nothing added */
+    assert_int_equal(aps_job_add(s, &spec, &unchecked, &b, &err), 0); /* no fingerprint */
+    assert_string_equal(b->id, "fp-a");
+    aps_job_free(b);
+    b = NULL;
+    aps_scheduler_destroy(s);
+
+    s = open_sched(path, 1);
+    assert_int_equal(aps_job_add(s, &spec2, &other, &b, &err), APS_EINVAL);
+    /* Mutations: a remove replays after the job is gone; a different
+     * request under its id is refused, before and after. */
+    aps_mutation rm = {.request_id = "fp-rm", .request_fingerprint = 7};
+    aps_mutation rm_other = {.request_id = "fp-rm", .request_fingerprint = 8};
+    assert_int_equal(aps_job_pause(s, "fp-a", &rm_other, NULL), 0);
+    assert_int_equal(aps_job_remove(s, "fp-a", &rm), APS_EINVAL);
+    assert_int_equal(aps_job_get(s, "fp-a", &b), 0); /* not removed */
+    aps_job_free(b);
+    aps_mutation rm2 = {.request_id = "fp-rm2", .request_fingerprint = 9};
+    assert_int_equal(aps_job_remove(s, "fp-a", &rm2), 0);
+    assert_int_equal(aps_job_remove(s, "fp-a", &rm2), 0); /* replay: job gone */
+    rm2.request_fingerprint = 10;
+    assert_int_equal(aps_job_remove(s, "fp-a", &rm2), APS_EINVAL);
+    size_t removed = 0;
+    aps_mutation all = {.request_id = "fp-all", .request_fingerprint = 11};
+    aps_mutation all_other = {.request_id = "fp-all", .request_fingerprint = 12};
+    assert_int_equal(aps_job_remove_all(s, NULL, &all, &removed), 0);
+    assert_int_equal(aps_job_remove_all(s, NULL, &all_other, &removed), APS_EINVAL);
+    aps_job_free(a);
     aps_scheduler_destroy(s);
 }
 
@@ -1171,6 +1282,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_replace_existing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_several_stores_and_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_replay_across_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_id_fingerprint, setup, teardown),
+        cmocka_unit_test(test_run_now_overlap),
         cmocka_unit_test_setup_teardown(test_restart_runs_missed_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_sequences_and_subscribers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscriber_gap_marker, setup, teardown),

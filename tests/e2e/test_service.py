@@ -226,6 +226,9 @@ class ServiceTest(unittest.TestCase):
                         contains="job.trigger.interval.seconds")
         self.assertCode(c, add, pb.AddJobRequest(job=cmd_job("e5", trigger=pb.Trigger())),
                         contains="job.trigger")
+        big = cmd_job("e5b", trigger=far_date())
+        big.target.command.max_output_bytes = 16 * 1024 * 1024 + 1  # the executor keeps 16 MiB
+        self.assertCode(c, add, pb.AddJobRequest(job=big), contains="job.target.command.max_output_bytes")
         self.assertCode(c, add, pb.AddJobRequest(job=pb.Job(id="e6", trigger=far_date())),
                         contains="job.target")
         self.assertCode(c, add, pb.AddJobRequest(), contains="job")
@@ -467,6 +470,13 @@ class ServiceTest(unittest.TestCase):
         p = pb.PauseJobRequest(job_id=a.id, request_id="rid-pause-1")
         self.assertTrue(self.s.PauseJob(p, timeout=T).paused)
         self.assertTrue(self.s.PauseJob(p, timeout=T).paused)
+        # The same id with a different body is a mistake, not a retry.
+        other = pb.AddJobRequest(job=cmd_job(trigger=far_date(), labels={"rid": "2"}), request_id="rid-add-1")
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.s.AddJob, other, contains="different request")
+        self.assertEqual(len(self.s.ListJobs(pb.ListJobsRequest(label_selector="rid=2"), timeout=T).jobs), 0)
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.s.ResumeJob,
+                        pb.ResumeJobRequest(job_id=a.id, request_id="rid-pause-1"), contains="request_id")
+        self.assertTrue(self.s.GetJob(pb.GetJobRequest(job_id=a.id), timeout=T).paused)
         self.s.RemoveJob(pb.RemoveJobRequest(job_id=a.id), timeout=T)
 
     def test_remove_request_id_replay(self):
@@ -545,6 +555,18 @@ class ServiceTest(unittest.TestCase):
         self.assertGreater(info.event_log.last_sequence, 0)
         self.assertTrue(info.default_coalesce)
         self.assertEqual(info.default_max_instances, 1)
+        # Counts come from the store indexes, not a scan.
+        self.s.AddJob(pb.AddJobRequest(job=cmd_job("bf-2", trigger=interval(minutes=10))), timeout=T)
+        self.s.PauseJob(pb.PauseJobRequest(job_id="bf-2"), timeout=T)
+        listed = self.s.ListJobs(pb.ListJobsRequest(jobstore="default", page_size=1000), timeout=T).jobs
+        info = self.s.GetScheduler(pb.GetSchedulerRequest(), timeout=T)
+        store = [st for st in info.jobstores if st.name == "default"][0]
+        self.assertEqual(store.job_count, len(listed))
+        self.assertEqual(store.paused_job_count, sum(1 for j in listed if j.paused))
+        self.assertGreaterEqual(store.paused_job_count, 1)
+        wake = min(j.next_run_time.ToMicroseconds() for j in listed if j.HasField("next_run_time"))
+        self.assertEqual(info.next_wakeup_time.ToMicroseconds(), wake)
+        self.s.RemoveJob(pb.RemoveJobRequest(job_id="bf-2"), timeout=T)
         self.s.RemoveJob(pb.RemoveJobRequest(job_id="bf-1"), timeout=T)
 
     def test_health_and_reflection(self):
@@ -562,6 +584,78 @@ class ServiceTest(unittest.TestCase):
                              capture_output=True, timeout=30, text=True)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("fire_times", out.stdout)
+
+    def test_reflection_client_from_reflection_proto(self):
+        """A reflection client built from the modules generated from
+        proto/grpc/reflection/{v1,v1alpha}/reflection.proto (loaded by path:
+        the `grpc` package name is grpcio's), used as grpcurl uses it: list
+        the services, fetch the files of a symbol and their imports, build a
+        dynamic client from them and make a call with it."""
+        import importlib.util
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        for version in ("v1", "v1alpha"):
+            path = find_runfile("proto/grpc/reflection/%s/reflection_pb2.py" % version)
+            spec = importlib.util.spec_from_file_location("apsd_test_reflection_" + version, path)
+            rpb = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(rpb)
+            call = self.d.channel.stream_stream(
+                "/grpc.reflection.%s.ServerReflection/ServerReflectionInfo" % version,
+                request_serializer=rpb.ServerReflectionRequest.SerializeToString,
+                response_deserializer=rpb.ServerReflectionResponse.FromString)
+
+            def ask(**kw):
+                return list(call(iter([rpb.ServerReflectionRequest(**kw)]), timeout=T))[0]
+
+            services = {s.name for s in ask(list_services="").list_services_response.service}
+            self.assertTrue({"apsd.v1.Scheduler", "apsd.v1.Workers", "grpc.health.v1.Health",
+                             "grpc.reflection.v1.ServerReflection",
+                             "grpc.reflection.v1alpha.ServerReflection"} <= services, services)
+            protos = {}
+
+            def take(resp):
+                names = []
+                for raw in resp.file_descriptor_response.file_descriptor_proto:
+                    fd = descriptor_pb2.FileDescriptorProto.FromString(raw)
+                    protos[fd.name] = fd
+                    names.append(fd.name)
+                return names
+
+            pending = take(ask(file_containing_symbol="apsd.v1.Scheduler"))
+            self.assertIn("apsd/v1/scheduler.proto", pending)
+            while pending:  # imports not sent yet are fetched by name
+                for dep in protos[pending.pop()].dependency:
+                    if dep not in protos:
+                        pending += take(ask(file_by_filename=dep))
+            pool = descriptor_pool.DescriptorPool()
+            added = set()
+
+            def add(name):
+                if name not in added:
+                    for dep in protos[name].dependency:
+                        add(dep)
+                    pool.Add(protos[name])
+                    added.add(name)
+
+            for name in list(protos):
+                add(name)
+            method = pool.FindServiceByName("apsd.v1.Scheduler").methods_by_name["PreviewTrigger"]
+            factory = message_factory.MessageFactory(pool)  # protobuf 3.21 (Debian 12)
+            req_cls = factory.GetPrototype(method.input_type)
+            resp_cls = factory.GetPrototype(method.output_type)
+            req = req_cls()
+            req.trigger.cron.hour = "9"
+            req.count = 2
+            resp = self.d.channel.unary_unary(
+                "/apsd.v1.Scheduler/PreviewTrigger", request_serializer=req_cls.SerializeToString,
+                response_deserializer=resp_cls.FromString)(req, timeout=T)
+            self.assertEqual(len(resp.fire_times), 2)
+            ext = ask(all_extension_numbers_of_type="apsd.v1.Job")
+            self.assertEqual(ext.WhichOneof("message_response"), "all_extension_numbers_response")
+            # Unknown names are NOT_FOUND inside the stream.
+            for kw in ({"file_containing_symbol": "no.such.Symbol"}, {"file_by_filename": "no/such.proto"}):
+                err = ask(**kw).error_response
+                self.assertEqual(err.error_code, grpc.StatusCode.NOT_FOUND.value[0], kw)
 
     # ---- workers ------------------------------------------------------------------------------
 
@@ -581,6 +675,10 @@ class ServiceTest(unittest.TestCase):
             item = next(stream)
             self.assertEqual(item.WhichOneof("item"), "dispatch")
             d = item.dispatch
+            # Leased to this worker: running 1, pending 0, one worker attached.
+            ex = [e for e in self.s.GetScheduler(pb.GetSchedulerRequest(), timeout=T).executors
+                  if e.type == "workers"][0]
+            self.assertEqual((ex.running, ex.pending, ex.connected_workers), (1, 0, 1))
             self.assertEqual(d.job_id, "remote-1")
             self.assertEqual(d.task, "mod:func")
             self.assertEqual(list(d.args), [1, "two"])
@@ -603,6 +701,7 @@ class ServiceTest(unittest.TestCase):
         try:
             self.assertTrue(col.wait(lambda c: len(c.events()) >= 1), str(col.error))
             self.assertEqual(col.events()[0].outcome.return_value.string_value, "done")
+            self.assertEqual(col.events()[0].outcome.worker_id, "w-1")
         finally:
             col.close()
         self.assertCode(grpc.StatusCode.INVALID_ARGUMENT,
@@ -761,7 +860,11 @@ class RestartTest(unittest.TestCase):
                 got = [j.id for j in d2.sched.ListJobs(pb.ListJobsRequest(page_size=1000), timeout=T).jobs]
                 self.assertEqual(got, ids)
             finally:
+                # The channel stays open, idle: SIGTERM must not wait out
+                # the 5 s grace period for it to close.
+                t0 = time.monotonic()
                 self.assertEqual(d2.stop(), 0, d2.log_text())
+                self.assertLess(time.monotonic() - t0, 3.0, "SIGTERM waited for an idle connection")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -348,6 +348,8 @@ typedef struct aps_outcome {
     char *error;         /**< NULL on success */
     char *traceback;     /**< remote tasks */
     char *return_json;   /**< remote tasks: the return value as JSON */
+    char *error_type;    /**< remote tasks: the exception's type name */
+    char *worker_id;     /**< remote tasks: the worker that ran it */
 } aps_outcome;
 
 /** An event. Owned by whoever received it: aps_event_free. */
@@ -395,6 +397,9 @@ typedef struct aps_store_def {
     const char *path;   /**< lmdb: the data directory */
 } aps_store_def;
 
+/** The default largest per-job output tail of a processpool executor. */
+#define APS_OUTPUT_LIMIT_DEFAULT (16u * 1024 * 1024)
+
 /** A named executor (APScheduler's `executors={...}`). Several of each
  * type may be configured, each with its own pool. Zero fields = defaults. */
 typedef struct aps_executor_def {
@@ -414,7 +419,8 @@ typedef struct aps_executor_def {
     size_t n_base_env;
     const char *cwd;          /**< default working directory; NULL = "/" */
     uint32_t max_output;      /**< default bytes of stdout/stderr tail kept; 0 = 64 KiB */
-    uint32_t max_output_limit; /**< largest per-job max_output accepted; 0 = 16 MiB */
+    uint32_t max_output_limit; /**< largest per-job max_output accepted; 0 =
+                                    APS_OUTPUT_LIMIT_DEFAULT */
     int64_t kill_grace_us;    /**< SIGTERM to SIGKILL on timeout/cancel; 0 = 5 s */
     uint64_t rlimit_cpu_s;    /**< RLIMIT_CPU of children; 0 = inherited */
     uint64_t rlimit_as;       /**< RLIMIT_AS (bytes); 0 = inherited */
@@ -441,6 +447,13 @@ typedef struct aps_scheduler_config {
     int64_t request_id_retention_us;     /**< idempotency window; 0 = 1 hour */
     uint64_t jitter_seed;                /**< 0 = random */
     int no_sync;                         /**< lmdb without fsync: tests only */
+    /** LMDB stores: how long before their time due runs are committed, so
+     *  that the fsync does not delay them; each run is still handed to its
+     *  executor at its time, by a thread of its own. A job removed or paused
+     *  within this window before a fire time still fires that once (the run
+     *  was already submitted). 0 = 50 ms; negative = off. Off with an
+     *  injected clock and in APS_RUN_EXTERNAL mode. */
+    int64_t commit_ahead_us;
 } aps_scheduler_config;
 
 /** The scheduler's state (APScheduler's STATE_*). */
@@ -514,6 +527,10 @@ int aps_scheduler_register_function(aps_scheduler *s, const char *name, aps_job_
 typedef struct aps_mutation {
     const char *request_id; /**< retry key: a repeat within the retention window returns the first result */
     int replace_existing;   /**< aps_job_add: replace a job with the same id */
+    /** A hash of the whole request (0 = none). Stored with the request id;
+     *  a repeat of the id with a different non-zero fingerprint fails with
+     *  APS_EINVAL ("request_id: ... different request") instead of replaying. */
+    uint64_t request_fingerprint;
 } aps_mutation;
 
 /**
@@ -648,6 +665,33 @@ void aps_subscriber_close(aps_subscriber *sub);
 
 /** Oldest and newest sequence in the event log (0, 0 when empty). */
 int aps_scheduler_event_bounds(aps_scheduler *s, uint64_t *first, uint64_t *last);
+
+/** A job store's figures (aps_scheduler_store_info). */
+typedef struct aps_store_info {
+    const char *name;       /**< borrowed from the scheduler */
+    const char *type;       /**< "lmdb" or "memory" */
+    uint64_t jobs;          /**< jobs in it */
+    uint64_t unscheduled;   /**< of those, without a next run time: paused (or
+                                 finished, waiting for their queued runs) */
+    aps_time next_run_time; /**< the earliest; APS_TIME_NONE if none */
+} aps_store_info;
+
+/** An executor's figures (aps_scheduler_executor_info). */
+typedef struct aps_executor_info {
+    const char *name;           /**< borrowed from the scheduler */
+    const char *type;           /**< "threadpool", "processpool" or "workers" */
+    uint32_t max_workers;       /**< most runs at once; 0 = no limit */
+    uint32_t running;           /**< runs executing now (workers: leased) */
+    uint32_t pending;           /**< submitted, waiting for a slot or a worker */
+    uint32_t connected_workers; /**< workers: attached worker handles */
+} aps_executor_info;
+
+/** Store `i` (0-based, in configuration order): constant time, no scan.
+ *  APS_ENOENT past the last store. */
+int aps_scheduler_store_info(aps_scheduler *s, size_t i, aps_store_info *out);
+
+/** Executor `i` (0-based, in configuration order). APS_ENOENT past the last. */
+int aps_scheduler_executor_info(aps_scheduler *s, size_t i, aps_executor_info *out);
 /** @} */
 
 /** @defgroup workers Remote workers

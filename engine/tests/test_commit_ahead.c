@@ -1,0 +1,293 @@
+/*
+ * Commit-ahead (aps_scheduler_config.commit_ahead_us): with a durable LMDB
+ * store, due runs are committed before their time and handed to their
+ * executor at it. On the real clock (the feature needs it), with wide
+ * margins: the window is 300 ms, the checks are "before the time" and
+ * "not early, and not later than 150 ms".
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "apsd/engine.h"
+
+#define MS INT64_C(1000)
+#define AHEAD (300 * MS)
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* When each call started, and what it was scheduled for. */
+static aps_time started[64], scheduled_at[64];
+static size_t n_calls;
+static int64_t busy_us; /* how long each call takes */
+
+/* When JOB_SUBMITTED was published, per run time; JOB_MAX_INSTANCES seen. */
+static aps_time submitted_at[64], submitted_for[64];
+static size_t n_submitted, n_skipped;
+
+static int
+record_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
+          size_t error_len)
+{
+    (void)job_id;
+    (void)arg;
+    (void)userdata;
+    (void)error;
+    (void)error_len;
+    aps_time now = aps_time_now();
+    pthread_mutex_lock(&mu);
+    if (n_calls < 64) {
+        started[n_calls] = now;
+        scheduled_at[n_calls] = scheduled;
+        n_calls++;
+    }
+    int64_t busy = busy_us;
+    pthread_mutex_unlock(&mu);
+    if (busy > 0)
+        usleep((useconds_t)busy);
+    return 0;
+}
+
+static void
+listener(const aps_event *ev, void *userdata)
+{
+    (void)userdata;
+    pthread_mutex_lock(&mu);
+    if (ev->type == APS_EVENT_JOB_SUBMITTED && n_submitted < 64 && ev->n_run_times > 0) {
+        submitted_at[n_submitted] = aps_time_now();
+        submitted_for[n_submitted] = ev->run_times[0];
+        n_submitted++;
+    }
+    if (ev->type == APS_EVENT_JOB_MAX_INSTANCES)
+        n_skipped++;
+    pthread_mutex_unlock(&mu);
+}
+
+static char dir[256];
+
+static int
+setup(void **state)
+{
+    (void)state;
+    const char *base = getenv("TEST_TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/ahead-%d", base ? base : "/tmp", (int)getpid());
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        return -1;
+    pthread_mutex_lock(&mu);
+    n_calls = n_submitted = n_skipped = 0;
+    busy_us = 0;
+    pthread_mutex_unlock(&mu);
+    return 0;
+}
+
+static aps_scheduler *
+open_sched(int64_t ahead)
+{
+    aps_store_def stores[1] = {{"default", "lmdb", dir}};
+    aps_executor_def execs[1] = {{.name = "default", .type = "threadpool", .max_workers = 4}};
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = stores;
+    cfg.n_stores = 1;
+    cfg.executors = execs;
+    cfg.n_executors = 1;
+    cfg.commit_ahead_us = ahead;
+    if (aps_scheduler_create(&cfg, &s, &err) != 0)
+        fail_msg("create: %s", err.msg);
+    assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_add_listener(s, listener, APS_EVENT_ALL, NULL), 0);
+    return s;
+}
+
+static void
+add_job(aps_scheduler *s, const char *id, const aps_trigger_spec *t, uint32_t max_instances)
+{
+    aps_job_spec j;
+    aps_error err;
+    memset(&j, 0, sizeof(j));
+    j.id = id;
+    j.trigger = t;
+    j.target.kind = APS_TARGET_FUNCTION;
+    j.target.u.function.name = "record";
+    j.coalesce = -1;
+    j.max_instances = max_instances;
+    j.next_run_time = APS_TIME_NONE;
+    if (aps_job_add(s, &j, NULL, NULL, &err) != 0)
+        fail_msg("add %s: %s", id, err.msg);
+}
+
+static size_t
+wait_calls(size_t n, int64_t timeout_us)
+{
+    aps_time end = aps_time_now() + timeout_us;
+    for (;;) {
+        pthread_mutex_lock(&mu);
+        size_t k = n_calls;
+        pthread_mutex_unlock(&mu);
+        if (k >= n || aps_time_now() > end)
+            return k;
+        usleep(2000);
+    }
+}
+
+static void
+wait_submitted(size_t n)
+{
+    for (int i = 0; i < 5000; i++) {
+        pthread_mutex_lock(&mu);
+        size_t k = n_submitted;
+        pthread_mutex_unlock(&mu);
+        if (k >= n)
+            return;
+        usleep(1000);
+    }
+}
+
+static aps_trigger_spec
+date_at(aps_time t)
+{
+    aps_trigger_spec d;
+    memset(&d, 0, sizeof(d));
+    d.kind = APS_TRIGGER_DATE;
+    d.u.date.run_date = t;
+    return d;
+}
+
+/* The run is committed (JOB_SUBMITTED published) before its time, and
+ * still starts at its time, not before. */
+static void
+test_commits_before_and_starts_on_time(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 600 * MS;
+    aps_trigger_spec d = date_at(due);
+    add_job(s, "once", &d, 1);
+    assert_int_equal(wait_calls(1, 5000 * MS), 1);
+    wait_submitted(1);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_submitted, 1);
+    assert_true(submitted_for[0] == due);
+    assert_true(submitted_at[0] < due);                /* committed ahead */
+    assert_true(submitted_at[0] >= due - AHEAD - 50 * MS); /* not before the window */
+    assert_true(scheduled_at[0] == due);
+    assert_true(started[0] >= due);                    /* never early */
+    assert_true(started[0] < due + 150 * MS);
+    pthread_mutex_unlock(&mu);
+    aps_scheduler_destroy(s);
+}
+
+/* A job whose previous instance is still running is not judged early: the
+ * instance finishes before the next fire time, so that run is not skipped
+ * (max_instances 1), as without commit-ahead. */
+static void
+test_running_instance_decided_at_its_time(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    pthread_mutex_lock(&mu);
+    busy_us = 300 * MS; /* runs into the next run's window, ends 200 ms before it */
+    pthread_mutex_unlock(&mu);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_trigger_spec t;
+    memset(&t, 0, sizeof(t));
+    t.kind = APS_TRIGGER_INTERVAL;
+    t.u.interval.microseconds = 500 * MS;
+    t.u.interval.start_date = aps_time_now() + 400 * MS;
+    t.u.interval.end_date = t.u.interval.start_date + 1500 * MS; /* 4 fires */
+    add_job(s, "busy", &t, 1);
+    assert_int_equal(wait_calls(4, 6000 * MS), 4);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_skipped, 0);
+    for (size_t i = 0; i < 4; i++) {
+        assert_true(started[i] >= scheduled_at[i]);
+        assert_true(started[i] < scheduled_at[i] + 150 * MS);
+    }
+    pthread_mutex_unlock(&mu);
+    aps_scheduler_destroy(s);
+}
+
+/* Shut down while a run waits for its time: it is handed on at that time,
+ * so the store has no run left "running" to report after a restart. */
+static void
+test_shutdown_hands_on_held_runs(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 400 * MS;
+    aps_trigger_spec d = date_at(due);
+    add_job(s, "held", &d, 1);
+    /* Wait until it is committed (published), then shut down before its time. */
+    for (int i = 0; i < 1000; i++) {
+        pthread_mutex_lock(&mu);
+        size_t k = n_submitted;
+        pthread_mutex_unlock(&mu);
+        if (k > 0)
+            break;
+        usleep(1000);
+    }
+    assert_true(aps_time_now() < due);
+    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 1);
+    assert_true(started[0] >= due);
+    pthread_mutex_unlock(&mu);
+    aps_scheduler_destroy(s);
+
+    /* Reopened: nothing was interrupted, the one-shot job is gone. */
+    s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "held", &job), APS_ENOENT);
+    usleep(100 * 1000);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 1);
+    pthread_mutex_unlock(&mu);
+    aps_scheduler_destroy(s);
+}
+
+/* Off (negative): the run is committed at its time, not before. */
+static void
+test_off(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(-1);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 400 * MS;
+    aps_trigger_spec d = date_at(due);
+    add_job(s, "plain", &d, 1);
+    assert_int_equal(wait_calls(1, 5000 * MS), 1);
+    wait_submitted(1); /* listeners are called at the end of the loop's pass */
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_submitted, 1);
+    assert_true(submitted_at[0] >= due);
+    assert_true(started[0] >= due);
+    pthread_mutex_unlock(&mu);
+    aps_scheduler_destroy(s);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_commits_before_and_starts_on_time, setup),
+        cmocka_unit_test_setup(test_running_instance_decided_at_its_time, setup),
+        cmocka_unit_test_setup(test_shutdown_hands_on_held_runs, setup),
+        cmocka_unit_test_setup(test_off, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
