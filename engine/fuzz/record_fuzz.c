@@ -82,7 +82,21 @@ fuzz_event(const uint8_t *data, size_t size)
         abort();
     if (aps__event_encode(ev, &buf, &len) != 0)
         abort();
-    check_same(buf, len, data, size);
+    if (data[0] == APS__EVENT_FORMAT_V1) {
+        /* An older record is re-encoded in the current format: that one
+         * must then be stable. */
+        aps_event *again = NULL;
+        void *buf2 = NULL;
+        size_t len2 = 0;
+        if (aps__event_decode(buf, len, &again) != 0 ||
+            aps__event_encode(again, &buf2, &len2) != 0)
+            abort();
+        check_same(buf2, len2, buf, len);
+        free(buf2);
+        aps_event_free(again);
+    } else {
+        check_same(buf, len, data, size);
+    }
     free(buf);
     if (aps__event_copy(ev, &c) == 0)
         aps_event_free(c);

@@ -1484,21 +1484,14 @@ result_hash(const aps_task_result *r)
     return hash_str(h, r->traceback);
 }
 
-/* The outcome's error text: "Type: message", as Python prints it. */
+/* The outcome's error text: the exception's message (str(exception)); its
+ * type goes to error_type. Without a message, the type stands in. */
 static char *
 error_text(const aps_task_result *r)
 {
     const char *type = r->error_type && r->error_type[0] ? r->error_type : NULL;
     const char *msg = r->error && r->error[0] ? r->error : NULL;
-    if (type == NULL)
-        return strdup(msg ? msg : "the task failed");
-    if (msg == NULL)
-        return strdup(type);
-    size_t len = strlen(type) + 2 + strlen(msg) + 1;
-    char *s = malloc(len);
-    if (s != NULL)
-        snprintf(s, len, "%s: %s", type, msg);
-    return s;
+    return strdup(msg ? msg : type ? type : "the task failed");
 }
 
 static int

@@ -2258,8 +2258,13 @@ outcome_event(done_ctx *c, const aps__run *run, const aps__run_result *res, aps_
         st->last_status = res->outcome.status;
         st->last_exit_code = res->outcome.has_exit_code ? res->outcome.exit_code
                                                         : -res->outcome.signal;
-        snprintf(st->last_error, sizeof(st->last_error), "%s",
-                 res->outcome.error ? res->outcome.error : "");
+        if (res->outcome.error_type != NULL && res->outcome.error != NULL &&
+            strcmp(res->outcome.error_type, res->outcome.error) != 0)
+            snprintf(st->last_error, sizeof(st->last_error), "%s: %s", res->outcome.error_type,
+                     res->outcome.error); /* as Python prints it */
+        else
+            snprintf(st->last_error, sizeof(st->last_error), "%s",
+                     res->outcome.error ? res->outcome.error : "");
         if (res->started != 0 && res->started != APS_TIME_NONE)
             aps__jobrec_add_lateness(rec, res->started - res->run_time);
     }

@@ -25,7 +25,7 @@ import grpc  # noqa: E402
 from google.protobuf import duration_pb2, timestamp_pb2  # noqa: E402
 from apsd.v1 import scheduler_pb2 as pb  # noqa: E402
 from apsd.v1 import scheduler_pb2_grpc  # noqa: E402
-from apsd.v1 import workers_pb2 as wpb  # noqa: E402
+from apsd.v1 import workers_pb2 as wpb  # noqa: E402,F401 (for the test modules)
 from apsd.v1 import workers_pb2_grpc  # noqa: E402
 
 # APSD_BIN runs the tests against another build of the daemon.

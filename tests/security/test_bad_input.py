@@ -248,9 +248,7 @@ def make_rows(ctx):
     r("command timeout negative", "AddJob", lambda: add(pb.Job(id=bid(), trigger=good, target=pb.Target(
         command=pb.CommandTarget(argv=["/bin/true"], timeout=dur(-1))))), IA, "timeout")
     r("max_output_bytes 4 GiB", "AddJob", lambda: add(pb.Job(id="bug-output", trigger=good, target=pb.Target(
-        command=pb.CommandTarget(argv=["/bin/true"], max_output_bytes=2 ** 32 - 1)))), IA, "max_output_bytes",
-      adds=["bug-output"], bug="accepted and clamped to the executor's limit at run time "
-                               "(engine/src/exec_process.c), while scheduler.proto documents INVALID_ARGUMENT")
+        command=pb.CommandTarget(argv=["/bin/true"], max_output_bytes=2 ** 32 - 1)))), IA, "max_output_bytes")
     # -- NUL bytes and invalid UTF-8 in strings (raw bytes) ---------------------------------------
     r("id invalid UTF-8", "AddJob", lambda: patched(add(cmd_job("bXXd")), b"XX", b"\xff\xfe"), IA, "job.id")
     r("id NUL", "AddJob", lambda: patched(add(cmd_job("seed-cronXX")), b"XX", b"\x00x"), IA, "job.id")
@@ -429,15 +427,12 @@ def make_rows(ctx):
       adds=["valid-rid"], rid="rid-1")
     r("valid: request_id replay", "AddJob", lambda: add(cmd_job("valid-rid"), request_id="rid-1"), OK,
       rid="rid-1")
-    rid_bug = ("the request-id record holds no fingerprint of the request (engine/src/scheduler.c "
-               "request_seen), so a reuse answers as a replay and does nothing, while scheduler.proto "
-               "documents INVALID_ARGUMENT `request_id: reused with a different request`")
     r("request_id reused with another body", "AddJob", lambda: add(cmd_job("valid-rid-2"), request_id="rid-1"),
-      IA, "request_id", bug=rid_bug)
+      IA, "request_id")
     r("request_id of an AddJob reused by RemoveJob", "RemoveJob",
-      lambda: pb.RemoveJobRequest(job_id="seed-date", request_id="rid-1"), IA, "request_id", bug=rid_bug)
+      lambda: pb.RemoveJobRequest(job_id="seed-date", request_id="rid-1"), IA, "request_id")
     r("request_id of an AddJob reused by PauseJob", "PauseJob",
-      lambda: pb.PauseJobRequest(job_id="seed-cron", request_id="rid-1"), IA, "request_id", bug=rid_bug)
+      lambda: pb.PauseJobRequest(job_id="seed-cron", request_id="rid-1"), IA, "request_id")
     return rows
 
 
