@@ -92,6 +92,7 @@ struct rrun {
     remote_ex *ex;        /* QUEUED/LEASED */
     rqueue *q;            /* QUEUED */
     aps_worker *w;        /* LEASED by an attached worker; NULL once detached */
+    char worker_id[APS_WORKER_ID_MAX + 1]; /* who took it: outlives the handle */
     aps_time taken;
     aps_time deadline;    /* LEASED: the lease's; QUEUED: when every run
                              time will be missed (misfire_grace_time) */
@@ -630,8 +631,12 @@ finish(hub *h, rrun *r, aps_run_status status, const char *msg, aps_time now, af
     } else {
         lease_release(h, r, a);
         for (size_t i = 0; i < run->n_run_times; i++) {
-            if (!run->results[i].missed)
-                outcome_end(&run->results[i].outcome, status, msg, r->taken, now);
+            if (run->results[i].missed)
+                continue;
+            outcome_end(&run->results[i].outcome, status, msg, r->taken, now);
+            /* Which worker held it (a lease that expired, a cancel). */
+            if (r->worker_id[0] && run->results[i].outcome.worker_id == NULL)
+                run->results[i].outcome.worker_id = strdup(r->worker_id);
         }
     }
     retire(h, r, a);
@@ -1356,6 +1361,7 @@ take_some(hub *h, aps_worker *w, size_t max, aps_time now, aps_dispatch *v, size
         r->state = RUN_LEASED;
         memcpy(r->token, v[*got].lease_token, sizeof(r->token));
         r->taken = now;
+        snprintf(r->worker_id, sizeof(r->worker_id), "%s", w->id);
         r->deadline = v[*got].lease_deadline;
         r->lease_us = lease;
         r->w = w;
@@ -1579,7 +1585,8 @@ aps_worker_complete(aps_scheduler *s, const char *run_id, const char *lease_toke
         size_t k = 0;
         for (; rc == 0 && k < run->n_run_times; k++) {
             if (!run->results[k].missed)
-                rc = outcome_build(&built[k], r, x->taken, now, x->w ? x->w->id : NULL);
+                rc = outcome_build(&built[k], r, x->taken, now,
+                                   x->worker_id[0] ? x->worker_id : NULL);
         }
         if (rc != 0) {
             for (size_t i = 0; built && i < k; i++)

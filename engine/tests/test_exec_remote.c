@@ -391,6 +391,7 @@ test_lease_expiry_frees_the_slot(void **state)
     assert_int_equal(ev->outcome->status, APS_RUN_LEASE_EXPIRED);
     assert_string_equal(ev->outcome->error, "lease expired");
     assert_true(ev->outcome->start_time == T0 + 10 * SEC);
+    assert_non_null(ev->outcome->worker_id); /* who held the lease */
     aps_job *job = NULL;
     assert_int_equal(aps_job_get(s, "every10", &job), 0);
     assert_int_equal(job->running_instances, 0);

@@ -65,6 +65,10 @@ EVENT_LOG = 2000000
 # The engine's own target is p99 < 2 ms at 10,000 jobs/s (tools/bench).
 BASE_P50_MAX_MS, BASE_P99_MAX_MS = 250.0, 1500.0     # 10,000 jobs/s alone
 CHURN_P50_MAX_MS, CHURN_P99_MAX_MS = 3000.0, 8000.0  # and 500 churning subscribers
+# Event delivery to a reading subscriber (arrival - event time), without the
+# churn. With it, apsd falls seconds behind (printed, not asserted: the
+# single stream thread matches every event against every subscriber).
+BASE_DELIVERY_P99_MAX_MS = 5000.0
 PEAK_RSS_MAX_MB = 768.0
 RSS_GROWTH_MAX_MB = 128.0  # over the second half of the churn
 
@@ -436,6 +440,7 @@ class FiringLoadTest(unittest.TestCase):
         self.assertGreater(cut, 0)
         self.assertGreater(len(blat), 0)
         self.assertGreater(len(lat), 0)
+        self.assertLess(ms(bdl, 99), BASE_DELIVERY_P99_MAX_MS)
         self.assertLess(ms(blat, 50), BASE_P50_MAX_MS)
         self.assertLess(ms(blat, 99), BASE_P99_MAX_MS)
         self.assertLess(ms(lat, 50), CHURN_P50_MAX_MS)
