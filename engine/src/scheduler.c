@@ -1774,6 +1774,12 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
         return set_err(err, APS_EINVAL, "job_id: required");
     c->s = s;
     c->err = err;
+    if (err != NULL) {
+        /* Read after the write (did it describe its failure?): the
+         * caller's struct may hold anything (valgrind: uninitialised). */
+        err->code = 0;
+        err->msg[0] = '\0';
+    }
     c->request_id = m ? m->request_id : NULL;
     c->request_fp = m ? m->request_fingerprint : 0;
     rc = check_request_id(c->request_id, err);

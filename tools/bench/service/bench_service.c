@@ -6,7 +6,7 @@
  *
  *   bench_service unary TARGET get|add INFLIGHT SECONDS [WARMUP [STORE [CHANNELS]]]
  *       GetScheduler (the floor of the stack, on a daemon with an empty
- *       store: it counts the jobs by reading them all) or AddJob
+ *       store) or AddJob
  *       (a far `date` job running /bin/true into STORE, default `default`
  *       = LMDB, durable; ids unique per run) with INFLIGHT calls in flight
  *       for WARMUP (default 0.5) + SECONDS seconds; calls completing in the
