@@ -574,6 +574,7 @@ test_burst_of_1000(void **state)
     assert_non_null(ids);
     for (int i = 0; i < N; i++) {
         aps__run *r = new_run(NULL, "/bin/true");
+        r->unlimited_grace = 1; /* slow hosts (valgrind) must not turn runs into misses */
         memcpy(ids[i], r->run_id, 33);
         assert_int_equal(ex->ops->submit(ex, r), 0);
     }
