@@ -1188,6 +1188,9 @@ reader_thread(void *arg)
         if (aps__store_job_list(r->s, NULL, 50, count_cb, &n))
             r->errors++;
         r->reads++;
+        /* A read a millisecond is plenty of concurrency, and leaves the
+         * writer its share where threads are serialized (valgrind). */
+        usleep(1000);
     }
     return NULL;
 }
