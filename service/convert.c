@@ -166,6 +166,43 @@ read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
     return -1;
 }
 
+/* Reads the key of the field at *p and steps over a varint or fixed-size
+ * payload; for a length-delimited one (wire type 2) sets *n and leaves *p
+ * at its first byte. 0, or -1 when the input ends early or holds a group
+ * (not proto3). *key is set as soon as it was read. */
+static int
+next_field(const uint8_t **p, const uint8_t *end, uint64_t *key, uint64_t *n)
+{
+    if (read_varint(p, end, key) != 0)
+        return -1;
+    switch (*key & 7) {
+    case 0:
+        return read_varint(p, end, n);
+    case 1:
+    case 5: {
+        size_t w = (*key & 7) == 1 ? 8 : 4;
+        if ((size_t)(end - *p) < w)
+            return -1;
+        *p += w;
+        *n = 0;
+        return 0;
+    }
+    case 2:
+        return read_varint(p, end, n) != 0 || *n > (uint64_t)(end - *p) ? -1 : 0;
+    default:
+        return -1;
+    }
+}
+
+/* The descriptor of field `key` of `d` when it is length-delimited, or NULL. */
+static const ProtobufCFieldDescriptor *
+delimited_field(const ProtobufCMessageDescriptor *d, uint64_t key)
+{
+    if ((key & 7) != 2 || key >> 3 > UINT32_MAX)
+        return NULL;
+    return protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
+}
+
 /* 1 if every nested message is at most `left` levels deep. Malformed input
  * passes: protobuf-c's unpack rejects it without recursing into it. */
 static int
@@ -176,39 +213,14 @@ depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, int 
         return 0;
     while (p < end) {
         uint64_t key, n;
-        if (read_varint(&p, end, &key) != 0)
+        if (next_field(&p, end, &key, &n) != 0)
             return 1;
-        switch (key & 7) {
-        case 0:
-            if (read_varint(&p, end, &n) != 0)
-                return 1;
-            break;
-        case 1:
-            if ((size_t)(end - p) < 8)
-                return 1;
-            p += 8;
-            break;
-        case 5:
-            if ((size_t)(end - p) < 4)
-                return 1;
-            p += 4;
-            break;
-        case 2: {
-            if (read_varint(&p, end, &n) != 0 || n > (uint64_t)(end - p))
-                return 1;
-            const ProtobufCFieldDescriptor *f =
-                key >> 3 <= UINT32_MAX
-                    ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
-                    : NULL;
-            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
-                !depth_ok(f->descriptor, p, (size_t)n, left - 1))
-                return 0;
+        const ProtobufCFieldDescriptor *f = delimited_field(d, key);
+        if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+            !depth_ok(f->descriptor, p, (size_t)n, left - 1))
+            return 0;
+        if ((key & 7) == 2)
             p += n;
-            break;
-        }
-        default:
-            return 1; /* groups are not proto3: unpack fails on them */
-        }
     }
     return 1;
 }
@@ -276,49 +288,25 @@ wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, ch
     const uint8_t *end = p + len;
     size_t base = strlen(path);
     while (p < end) {
-        uint64_t key, n;
-        if (read_varint(&p, end, &key) != 0)
-            return 0;
+        uint64_t key = UINT64_MAX, n;
+        int rc = next_field(&p, end, &key, &n);
         if (key >> 3 == 0)
             return BAD_FIELD0;
-        switch (key & 7) {
-        case 0:
-            if (read_varint(&p, end, &n) != 0)
-                return 0;
-            break;
-        case 1:
-            if ((size_t)(end - p) < 8)
-                return 0;
-            p += 8;
-            break;
-        case 5:
-            if ((size_t)(end - p) < 4)
-                return 0;
-            p += 4;
-            break;
-        case 2: {
-            if (read_varint(&p, end, &n) != 0 || n > (uint64_t)(end - p))
-                return 0;
-            const ProtobufCFieldDescriptor *f =
-                key >> 3 <= UINT32_MAX
-                    ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3))
-                    : NULL;
-            if (f != NULL &&
-                (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
-                snprintf(path + base, cap - base, "%s%s", base ? "." : "", f->name);
-                int rc = f->type == PROTOBUF_C_TYPE_STRING
-                             ? (wire_utf8_ok(p, (size_t)n) ? 0 : BAD_STRING)
-                             : wire_check(f->descriptor, p, (size_t)n, path, cap);
-                if (rc != 0)
-                    return rc;
-                path[base] = '\0';
-            }
-            p += n;
-            break;
-        }
-        default:
+        if (rc != 0)
             return 0;
+        const ProtobufCFieldDescriptor *f = delimited_field(d, key);
+        if (f != NULL &&
+            (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
+            snprintf(path + base, cap - base, "%s%s", base ? "." : "", f->name);
+            rc = f->type == PROTOBUF_C_TYPE_STRING
+                     ? (wire_utf8_ok(p, (size_t)n) ? 0 : BAD_STRING)
+                     : wire_check(f->descriptor, p, (size_t)n, path, cap);
+            if (rc != 0)
+                return rc;
+            path[base] = '\0';
         }
+        if ((key & 7) == 2)
+            p += n;
     }
     return 0;
 }
