@@ -21,7 +21,11 @@ struct aps_pump {
     atomic_int count;
     pthread_mutex_t mu;
     aps_pump_src *incoming; /* added, not yet taken by the thread (mu) */
+    /* Sources woken from any thread: a lock-free stack (push: CAS; the
+     * thread takes it whole), so a wake never waits for the pump. */
+    _Atomic(aps_pump_src *) wakes;
     aps_pump_src *list;     /* the thread's own */
+    aps_pump_src *ready, *ready_tail; /* the thread's own: to service, in order */
 };
 
 static void
@@ -30,6 +34,45 @@ kick(aps_pump *p)
     uint64_t one = 1;
     ssize_t w = write(p->efd, &one, sizeof one);
     (void)w;
+}
+
+/*
+ * Wake-ups. `pending` goes 0 -> 1 when a wake is due, and whoever makes
+ * that transition (a waker, the epoll loop, take_incoming) queues the
+ * source once, on the wake stack or the ready list; it goes back to 0
+ * only when the pump takes the source off the ready list. So a source is
+ * queued at most once, and a source that ends while queued (`dead`) is
+ * released when taken off, never while the queue holds it.
+ */
+
+/* Pump thread. */
+static void
+ready_push(aps_pump *p, aps_pump_src *s)
+{
+    s->ready_next = NULL;
+    if (p->ready_tail)
+        p->ready_tail->ready_next = s;
+    else
+        p->ready = s;
+    p->ready_tail = s;
+}
+
+/* Moves the woken sources to the ready list, oldest first. Pump thread. */
+static void
+take_wakes(aps_pump *p)
+{
+    aps_pump_src *w = atomic_exchange(&p->wakes, NULL), *rev = NULL;
+    while (w != NULL) {
+        aps_pump_src *n = w->ready_next;
+        w->ready_next = rev;
+        rev = w;
+        w = n;
+    }
+    while (rev != NULL) {
+        aps_pump_src *n = rev->ready_next;
+        ready_push(p, rev);
+        rev = n;
+    }
 }
 
 static void
@@ -52,6 +95,12 @@ take_incoming(aps_pump *p)
     pthread_mutex_lock(&p->mu);
     aps_pump_src *in = p->incoming;
     p->incoming = NULL;
+    /* Queued for a first service here; from now on wakes queue it (see
+     * aps_pump_wake: under mu, so none falls in between). */
+    for (aps_pump_src *s = in; s != NULL; s = s->next) {
+        atomic_store(&s->pending, 1);
+        atomic_store(&s->added, 1);
+    }
     pthread_mutex_unlock(&p->mu);
     while (in != NULL) {
         aps_pump_src *s = in;
@@ -66,8 +115,21 @@ take_incoming(aps_pump *p)
             if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, s->fd, &ee) != 0)
                 aps_log(APS_LOG_ERROR, "pump: epoll_ctl failed", "errno=%d", errno);
         }
-        atomic_store(&s->pending, 1);
+        ready_push(p, s);
     }
+}
+
+/* A source's stream is over: it leaves the pump. One still queued for a
+ * service (woken meanwhile) is released when taken off the queue, so that
+ * the queue never holds a freed source. Pump thread. */
+static void
+finish_src(aps_pump *p, aps_pump_src *s)
+{
+    unlink_src(p, s);
+    if (atomic_exchange(&s->pending, 1) == 0)
+        s->release(s);
+    else
+        s->dead = 1;
 }
 
 static void *
@@ -80,32 +142,55 @@ pump_main(void *arg)
     while (!atomic_load(&p->stopping)) {
         int n = epoll_wait(p->epfd, evs, 64, p->tick_ms);
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == NULL) {
+            aps_pump_src *s = evs[i].data.ptr;
+            if (s == NULL) {
                 uint64_t v;
                 ssize_t r = read(p->efd, &v, sizeof v);
                 (void)r;
-            } else {
-                atomic_store(&((aps_pump_src *)evs[i].data.ptr)->pending, 1);
+            } else if (atomic_exchange(&s->pending, 1) == 0) {
+                ready_push(p, s);
             }
         }
         take_incoming(p);
+        take_wakes(p);
         clock_gettime(CLOCK_MONOTONIC, &now);
         int64_t ms = (now.tv_sec - last.tv_sec) * 1000 + (now.tv_nsec - last.tv_nsec) / 1000000;
-        int tick = ms >= p->tick_ms;
-        if (tick)
+        if (ms >= p->tick_ms) {
             last = now;
-        for (aps_pump_src *s = p->list, *next; s != NULL; s = next) {
-            next = s->next;
-            if (!atomic_exchange(&s->pending, 0) && !tick)
-                continue;
-            if (!s->service(s, tick)) {
-                unlink_src(p, s);
-                s->release(s);
+            for (aps_pump_src *s = p->list, *next; s != NULL; s = next) {
+                next = s->next;
+                if (!s->service(s, 1))
+                    finish_src(p, s);
             }
         }
+        /* The woken ones only (taken as a batch: a source woken while
+         * this runs waits for the next round, so none can starve the
+         * others). */
+        aps_pump_src *s;
+        while ((s = p->ready) != NULL) {
+            p->ready = s->ready_next;
+            if (p->ready == NULL)
+                p->ready_tail = NULL;
+            if (s->dead) {
+                s->release(s);
+                continue;
+            }
+            atomic_store(&s->pending, 0);
+            if (!s->service(s, 0))
+                finish_src(p, s);
+        }
     }
-    /* Stopping: end every stream. */
+    /* Stopping: end every stream. The ready list first: it may hold
+     * sources that ended, and it points at live ones released below. */
     take_incoming(p);
+    take_wakes(p);
+    while (p->ready != NULL) {
+        aps_pump_src *s = p->ready;
+        p->ready = s->ready_next;
+        if (s->dead)
+            s->release(s);
+    }
+    p->ready_tail = NULL;
     while (p->list != NULL) {
         aps_pump_src *s = p->list;
         unlink_src(p, s);
@@ -149,7 +234,6 @@ aps_pump_add(aps_pump *p, aps_pump_src *src)
         return -1;
     }
     src->pump = p;
-    atomic_store(&src->pending, 1);
     src->prev = NULL;
     src->next = p->incoming;
     p->incoming = src;
@@ -162,8 +246,25 @@ aps_pump_add(aps_pump *p, aps_pump_src *src)
 void
 aps_pump_wake(aps_pump_src *src)
 {
-    atomic_store(&src->pending, 1);
-    kick(src->pump);
+    aps_pump *p = src->pump;
+    if (!atomic_load(&src->added)) {
+        /* Before the thread took it in (the engine's notify may fire that
+         * early): its first service comes anyway, and nothing may point
+         * at it yet (aps_pump_add may still fail and the owner free it). */
+        pthread_mutex_lock(&p->mu);
+        int added = atomic_load(&src->added);
+        pthread_mutex_unlock(&p->mu);
+        if (!added)
+            return;
+    }
+    if (atomic_exchange(&src->pending, 1) != 0)
+        return; /* already queued */
+    aps_pump_src *old = atomic_load(&p->wakes);
+    do
+        src->ready_next = old;
+    while (!atomic_compare_exchange_weak(&p->wakes, &old, src));
+    if (old == NULL)
+        kick(p); /* the first since the thread took the stack */
 }
 
 int

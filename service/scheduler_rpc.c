@@ -1350,9 +1350,7 @@ typedef struct sub_stream {
     aps_pump_src src; /* first: the pump hands this pointer back */
     aps_app *app;
     aps_call *c;
-    aps_subscriber *sub;
-    char **job_ids; /* sorted; only when more than one (one goes to the engine) */
-    size_t n_job_ids;
+    aps_subscriber *sub; /* filters by type and job ids itself */
     int continue_after_gap, bookmarks, caught_up;
     /* No after_sequence: nothing to replay, so the replay window never
      * applies and the slow-subscriber cut does from the first event (a
@@ -1363,6 +1361,10 @@ typedef struct sub_stream {
     uint64_t last_seq; /* newest sequence examined */
     int64_t last_sent_us;
     int done;
+    /* Set while a replay waits for writes to complete: only then does a
+     * completed write wake the stream (a live stream is woken by the
+     * engine when it has an event, not once per message sent). */
+    atomic_int want_writes;
 } sub_stream;
 
 static int64_t
@@ -1373,16 +1375,13 @@ mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int
-cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
+/* A write completed or the call ended (CQ thread, the call's lock held). */
 static void
 sub_watch(void *arg)
 {
-    aps_pump_wake(&((sub_stream *)arg)->src);
+    sub_stream *st = arg;
+    if (atomic_load(&st->want_writes) || aps_call_cancelled(st->c))
+        aps_pump_wake(&st->src);
 }
 
 static int
@@ -1404,15 +1403,14 @@ sub_bookmark(sub_stream *st)
     return sub_send(st, &r);
 }
 
-static int
-sub_wanted(const sub_stream *st, const aps_event *ev)
+/* Bookmarks say how far the engine examined the log for this stream,
+ * which is past the last event sent when newer ones did not match. */
+static void
+sub_position(sub_stream *st)
 {
-    if (st->n_job_ids == 0)
-        return 1;
-    if (ev->job_id == NULL)
-        return 0;
-    const char *key = ev->job_id;
-    return bsearch(&key, st->job_ids, st->n_job_ids, sizeof(char *), cmp_str) != NULL;
+    uint64_t pos = 0;
+    if (aps_subscriber_position(st->sub, &pos) == 0 && pos > st->last_seq)
+        st->last_seq = pos;
 }
 
 /* Ends the stream (the pump then releases it). */
@@ -1424,30 +1422,33 @@ sub_end(sub_stream *st, grpc_status_code code, const char *msg)
     return 0;
 }
 
+/* One service round; `*a` is the round's arena (made on first use). */
 static int
-sub_service(aps_pump_src *src, int tick)
+sub_round(sub_stream *st, int tick, aps_arena **a)
 {
-    sub_stream *st = (sub_stream *)src;
     aps_app *app = st->app;
     char msg[256];
+    int i;
 
     if (aps_call_cancelled(st->c))
         return sub_end(st, GRPC_STATUS_CANCELLED, "client went away");
-    int i;
+    atomic_store(&st->want_writes, 0);
     for (i = 0; i < SUB_BATCH; i++) {
         size_t queued = aps_call_queued(st->c);
-        if (!st->caught_up && !st->live && queued >= SUB_REPLAY_WINDOW)
-            break; /* replaying: resumes when a write completes */
+        if (!st->caught_up && !st->live) {
+            /* Replaying: the window of queued writes; a completed write
+             * resumes it (the flag first, so that none is missed). */
+            atomic_store(&st->want_writes, 1);
+            queued = aps_call_queued(st->c);
+            if (queued >= SUB_REPLAY_WINDOW)
+                break;
+        }
         aps_event *ev = NULL;
         uint64_t gap_first = 0;
         int rc = aps_subscriber_next(st->sub, 0, &ev, &gap_first);
         if (rc == 0) {
             if (ev->sequence > st->last_seq)
                 st->last_seq = ev->sequence;
-            if (!sub_wanted(st, ev)) {
-                aps_event_free(ev);
-                continue;
-            }
             if ((st->caught_up || st->live) && queued >= app->subscriber_queue) {
                 aps_event_free(ev);
                 snprintf(msg, sizeof msg,
@@ -1459,12 +1460,12 @@ sub_service(aps_pump_src *src, int tick)
                 aps_call_cancel(st->c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
                 return 0;
             }
-            aps_arena *a = aps_arena_new(64u << 20);
+            if (*a == NULL)
+                *a = aps_arena_new(64u << 20);
             Apsd__V1__SubscribeEventsResponse r = APSD__V1__SUBSCRIBE_EVENTS_RESPONSE__INIT;
             r.item_case = APSD__V1__SUBSCRIBE_EVENTS_RESPONSE__ITEM_EVENT;
-            r.event = a ? aps_event_to_pb(a, ev) : NULL;
+            r.event = *a ? aps_event_to_pb(*a, ev) : NULL;
             int bad = r.event == NULL || sub_send(st, &r) != 0;
-            aps_arena_free(a);
             aps_event_free(ev);
             if (bad)
                 return sub_end(
@@ -1473,6 +1474,8 @@ sub_service(aps_pump_src *src, int tick)
             continue;
         }
         if (rc == APS_ENOENT) {
+            if (st->bookmarks)
+                sub_position(st);
             if (!st->caught_up) {
                 st->caught_up = 1;
                 if (st->bookmarks && sub_bookmark(st) != 0)
@@ -1511,9 +1514,21 @@ sub_service(aps_pump_src *src, int tick)
     if (i == SUB_BATCH)
         aps_pump_wake(&st->src); /* the batch limit was hit: more may be waiting */
     if (tick && st->bookmarks && st->caught_up &&
-        mono_us() - st->last_sent_us >= app->heartbeat_us && sub_bookmark(st) != 0)
-        return sub_end(st, GRPC_STATUS_CANCELLED, "client went away");
+        mono_us() - st->last_sent_us >= app->heartbeat_us) {
+        sub_position(st);
+        if (sub_bookmark(st) != 0)
+            return sub_end(st, GRPC_STATUS_CANCELLED, "client went away");
+    }
     return 1;
+}
+
+static int
+sub_service(aps_pump_src *src, int tick)
+{
+    aps_arena *a = NULL;
+    int keep = sub_round((sub_stream *)src, tick, &a);
+    aps_arena_free(a);
+    return keep;
 }
 
 static void
@@ -1532,7 +1547,6 @@ sub_release(aps_pump_src *src)
     sub_stream *st = (sub_stream *)src;
     aps_subscriber_close(st->sub);
     atomic_fetch_sub(&st->app->n_subscribers, 1);
-    free(st->job_ids);
     free(st);
 }
 
@@ -1595,20 +1609,10 @@ h_subscribe_events(aps_call *c, const ProtobufCMessage *m, void *ud)
     st->live = !resume;
     st->last_seq = resume ? req->after_sequence : last;
     st->last_sent_us = mono_us();
-    if (req->n_job_ids > 1) {
-        /* The strings live in the call's arena, which outlives the stream. */
-        st->job_ids = malloc(req->n_job_ids * sizeof(char *));
-        if (st->job_ids == NULL) {
-            sub_release(&st->src);
-            aps_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
-            return;
-        }
-        memcpy(st->job_ids, req->job_ids, req->n_job_ids * sizeof(char *));
-        st->n_job_ids = req->n_job_ids;
-        qsort(st->job_ids, st->n_job_ids, sizeof(char *), cmp_str);
-    }
-    rc = aps_subscribe(app->sched, resume ? req->after_sequence : UINT64_MAX, mask,
-                       req->n_job_ids == 1 ? req->job_ids[0] : NULL, &st->sub);
+    /* The engine matches types and ids at publish time (O(1) per event
+     * and matching stream), and wakes the stream only when it has one. */
+    rc = aps_subscribe_ids(app->sched, resume ? req->after_sequence : UINT64_MAX, mask,
+                           (const char *const *)req->job_ids, req->n_job_ids, &st->sub);
     if (rc != 0) {
         st->sub = NULL;
         sub_release(&st->src);

@@ -1,11 +1,11 @@
 /*
  * codec.c: the binary formats of job records and events in the store.
  *
- * Layout: a format byte (APS__JOBREC_FORMAT_V1, APS__EVENT_FORMAT_V1), then
+ * Layout: a format byte (APS__JOBREC_FORMAT_V2, APS__EVENT_FORMAT_V2), then
  * fields in a fixed order, integers little-endian, strings and blobs as a
  * u32 length (APS__CODEC_NULL = absent) and the bytes, arrays as a u32
  * count and the elements. No field tags: a new field means a new format
- * byte, and the decoder of the old one stays.
+ * byte, and the decoder of the old one stays (V1 records and events decode).
  *
  * Why not protobuf: the engine has no protobuf dependency (DESIGN.md), and
  * a record holds engine-only state (running and pending runs, the lateness
@@ -34,9 +34,9 @@ aps__w_fail(aps__wbuf *w, int rc)
         w->rc = rc;
 }
 
-/* Reserves n bytes at the end; NULL after an error. */
+/* Reserves n bytes at the end when they do not fit; NULL after an error. */
 static unsigned char *
-w_grow(aps__wbuf *w, size_t n)
+w_grow_slow(aps__wbuf *w, size_t n)
 {
     unsigned char *p;
     size_t cap;
@@ -47,25 +47,55 @@ w_grow(aps__wbuf *w, size_t n)
         aps__w_fail(w, APS_ENOMEM);
         return NULL;
     }
-    if (w->len + n > w->cap) {
-        cap = w->cap ? w->cap : 256;
-        while (cap < w->len + n)
-            cap *= 2;
-        p = aps__jrealloc(w->p, cap);
-        if (!p) {
-            aps__w_fail(w, APS_ENOMEM);
-            return NULL;
-        }
-        w->p = p;
-        w->cap = cap;
+    cap = w->cap ? w->cap : 256;
+    while (cap < w->len + n)
+        cap *= 2;
+    p = aps__jrealloc(w->p, cap);
+    if (!p) {
+        aps__w_fail(w, APS_ENOMEM);
+        return NULL;
     }
+    w->p = p;
+    w->cap = cap;
     p = w->p + w->len;
     w->len += n;
     return p;
 }
 
-void
-aps__w_u8(aps__wbuf *w, uint8_t v)
+/* Reserves n bytes at the end; NULL after an error. Inline: the encoders
+ * call it once per field (a record has hundreds), and a call per byte
+ * written was a tenth of the scheduler loop. */
+static inline unsigned char *
+w_grow(aps__wbuf *w, size_t n)
+{
+    unsigned char *p;
+
+    if (w->rc == 0 && w->p && w->cap - w->len >= n) {
+        p = w->p + w->len;
+        w->len += n;
+        return p;
+    }
+    return w_grow_slow(w, n);
+}
+
+static inline void
+put_u32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+static inline void
+put_u64(unsigned char *p, uint64_t v)
+{
+    put_u32(p, (uint32_t)v);
+    put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline void
+w_u8(aps__wbuf *w, uint8_t v)
 {
     unsigned char *p = w_grow(w, 1);
 
@@ -73,38 +103,64 @@ aps__w_u8(aps__wbuf *w, uint8_t v)
         p[0] = v;
 }
 
+static inline void
+w_u32(aps__wbuf *w, uint32_t v)
+{
+    unsigned char *p = w_grow(w, 4);
+
+    if (p)
+        put_u32(p, v);
+}
+
+static inline void
+w_u64(aps__wbuf *w, uint64_t v)
+{
+    unsigned char *p = w_grow(w, 8);
+
+    if (p)
+        put_u64(p, v);
+}
+
+static inline void
+w_i64(aps__wbuf *w, int64_t v)
+{
+    w_u64(w, (uint64_t)v);
+}
+
+static inline void
+w_i32(aps__wbuf *w, int32_t v)
+{
+    w_u32(w, (uint32_t)v);
+}
+
+void
+aps__w_u8(aps__wbuf *w, uint8_t v)
+{
+    w_u8(w, v);
+}
+
 void
 aps__w_u32(aps__wbuf *w, uint32_t v)
 {
-    unsigned char *p = w_grow(w, 4);
-    int i;
-
-    if (p)
-        for (i = 0; i < 4; i++)
-            p[i] = (unsigned char)(v >> (8 * i));
+    w_u32(w, v);
 }
 
 void
 aps__w_u64(aps__wbuf *w, uint64_t v)
 {
-    unsigned char *p = w_grow(w, 8);
-    int i;
-
-    if (p)
-        for (i = 0; i < 8; i++)
-            p[i] = (unsigned char)(v >> (8 * i));
+    w_u64(w, v);
 }
 
 void
 aps__w_i64(aps__wbuf *w, int64_t v)
 {
-    aps__w_u64(w, (uint64_t)v);
+    w_i64(w, v);
 }
 
 void
 aps__w_i32(aps__wbuf *w, int32_t v)
 {
-    aps__w_u32(w, (uint32_t)v);
+    w_i32(w, v);
 }
 
 /* Length-prefixed bytes; p NULL = the NULL marker. */
@@ -116,17 +172,19 @@ w_bytes(aps__wbuf *w, const void *p, size_t n)
     if (!p) {
         if (n)
             aps__w_fail(w, APS_EINVAL);
-        aps__w_u32(w, APS__CODEC_NULL);
+        w_u32(w, APS__CODEC_NULL);
         return;
     }
     if (n >= APS__CODEC_NULL) {
         aps__w_fail(w, APS_EINVAL);
         return;
     }
-    aps__w_u32(w, (uint32_t)n);
-    d = w_grow(w, n);
-    if (d && n)
-        memcpy(d, p, n);
+    d = w_grow(w, 4 + n);
+    if (d) {
+        put_u32(d, (uint32_t)n);
+        if (n)
+            memcpy(d + 4, p, n);
+    }
 }
 
 void
@@ -169,7 +227,7 @@ aps__r_fail(aps__rbuf *r, int rc)
 }
 
 /* The next n bytes, or NULL (and corrupt) if fewer remain. */
-static const unsigned char *
+static inline const unsigned char *
 r_take(aps__rbuf *r, size_t n)
 {
     const unsigned char *p;
@@ -185,6 +243,70 @@ r_take(aps__rbuf *r, size_t n)
     return p;
 }
 
+static inline uint32_t
+get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t
+get_u64(const unsigned char *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+/* Two's complement on every platform apsd targets; memcpy avoids the
+ * implementation-defined conversion of values above INT64_MAX. */
+static inline int64_t
+as_i64(uint64_t u)
+{
+    int64_t v;
+
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+/* Inline readers for the decoders below (one call per field). */
+static inline uint8_t
+r_u8(aps__rbuf *r)
+{
+    const unsigned char *p = r_take(r, 1);
+
+    return p ? p[0] : 0;
+}
+
+static inline uint32_t
+r_u32(aps__rbuf *r)
+{
+    const unsigned char *p = r_take(r, 4);
+
+    return p ? get_u32(p) : 0;
+}
+
+static inline uint64_t
+r_u64(aps__rbuf *r)
+{
+    const unsigned char *p = r_take(r, 8);
+
+    return p ? get_u64(p) : 0;
+}
+
+static inline int64_t
+r_i64(aps__rbuf *r)
+{
+    return as_i64(r_u64(r));
+}
+
+static inline int32_t
+r_i32(aps__rbuf *r)
+{
+    uint32_t u = r_u32(r);
+    int32_t v;
+
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
 uint8_t
 aps__r_u8(aps__rbuf *r)
 {
@@ -196,7 +318,7 @@ aps__r_u8(aps__rbuf *r)
 int
 aps__r_bool(aps__rbuf *r)
 {
-    uint8_t v = aps__r_u8(r);
+    uint8_t v = r_u8(r);
 
     if (v > 1) {
         aps__r_fail(r, APS_ECORRUPT);
@@ -254,7 +376,7 @@ aps__r_i32(aps__rbuf *r)
 size_t
 aps__r_count(aps__rbuf *r, size_t min_size)
 {
-    uint32_t n = aps__r_u32(r);
+    uint32_t n = r_u32(r);
 
     if (r->rc)
         return 0;
@@ -271,7 +393,7 @@ aps__r_count(aps__rbuf *r, size_t min_size)
 static int
 r_span(aps__rbuf *r, const unsigned char **p, size_t *n)
 {
-    uint32_t len = aps__r_u32(r);
+    uint32_t len = r_u32(r);
 
     *p = NULL;
     *n = 0;
@@ -286,8 +408,35 @@ r_span(aps__rbuf *r, const unsigned char **p, size_t *n)
     return 0;
 }
 
-char *
-aps__r_str(aps__rbuf *r)
+/* A record decoder: the reader, and the record's block that its strings
+ * and structs are carved from while they fit (see aps__jobrec_decode). */
+typedef struct rdec {
+    aps__rbuf r;
+    unsigned char *arena; /* NULL: everything allocated on its own */
+    size_t cap, used;
+} rdec;
+
+/* n bytes for the decoder, aligned to `align` (a power of two), zeroed
+ * when asked: from the arena of d (may be NULL) while they fit, else
+ * allocated. */
+static void *
+r_alloc(rdec *d, size_t n, size_t align, int zero)
+{
+    if (d && d->arena) {
+        size_t at = (d->used + align - 1) & ~(align - 1);
+
+        if (at <= d->cap && n <= d->cap - at) {
+            d->used = at + n;
+            if (zero)
+                memset(d->arena + at, 0, n);
+            return d->arena + at;
+        }
+    }
+    return zero ? aps__jcalloc(1, n) : aps__jmalloc(n);
+}
+
+static char *
+r_str_in(aps__rbuf *r, rdec *d)
 {
     const unsigned char *p;
     size_t n;
@@ -299,7 +448,7 @@ aps__r_str(aps__rbuf *r)
         aps__r_fail(r, APS_ECORRUPT);
         return NULL;
     }
-    s = aps__jmalloc(n + 1);
+    s = r_alloc(d, n + 1, 1, 0);
     if (!s) {
         aps__r_fail(r, APS_ENOMEM);
         return NULL;
@@ -310,12 +459,35 @@ aps__r_str(aps__rbuf *r)
 }
 
 char *
+aps__r_str(aps__rbuf *r)
+{
+    return r_str_in(r, NULL);
+}
+
+char *
 aps__r_str_req(aps__rbuf *r)
 {
     char *s = aps__r_str(r);
 
     if (!s)
         aps__r_fail(r, APS_ECORRUPT);
+    return s;
+}
+
+/* Record strings: into the record's block. */
+static char *
+d_str(rdec *d)
+{
+    return r_str_in(&d->r, d);
+}
+
+static char *
+d_str_req(rdec *d)
+{
+    char *s = d_str(d);
+
+    if (!s)
+        aps__r_fail(&d->r, APS_ECORRUPT);
     return s;
 }
 
@@ -378,9 +550,12 @@ w_times(aps__wbuf *w, const aps_time *t, size_t n)
         aps__w_fail(w, APS_EINVAL);
         return;
     }
-    aps__w_u32(w, (uint32_t)n);
+    unsigned char *p = w_grow(w, 4 + 8 * n);
+    if (!p)
+        return;
+    put_u32(p, (uint32_t)n);
     for (i = 0; i < n; i++)
-        aps__w_i64(w, t[i]);
+        put_u64(p + 4 + 8 * i, (uint64_t)t[i]);
 }
 
 static aps_time *
@@ -397,8 +572,14 @@ r_times(aps__rbuf *r, size_t *n)
         aps__r_fail(r, APS_ENOMEM);
         return NULL;
     }
+    /* count * 8 bytes are there: aps__r_count checked. */
+    const unsigned char *p = r_take(r, count * 8);
+    if (!p) {
+        free(t);
+        return NULL;
+    }
     for (i = 0; i < count; i++)
-        t[i] = aps__r_i64(r);
+        t[i] = as_i64(get_u64(p + 8 * i));
     *n = count;
     return t;
 }
@@ -423,8 +604,8 @@ w_trigger(aps__wbuf *w, const aps_trigger_spec *t, int depth)
         aps__w_fail(w, APS_EINVAL);
         return;
     }
-    aps__w_u8(w, (uint8_t)t->kind);
-    aps__w_i64(w, t->jitter_us);
+    w_u8(w, (uint8_t)t->kind);
+    w_i64(w, t->jitter_us);
     switch (t->kind) {
     case APS_TRIGGER_CRON:
         aps__w_str(w, t->u.cron.year);
@@ -436,35 +617,35 @@ w_trigger(aps__wbuf *w, const aps_trigger_spec *t, int depth)
         aps__w_str(w, t->u.cron.minute);
         aps__w_str(w, t->u.cron.second);
         aps__w_str(w, t->u.cron.crontab);
-        aps__w_i64(w, t->u.cron.start_date);
-        aps__w_i64(w, t->u.cron.end_date);
+        w_i64(w, t->u.cron.start_date);
+        w_i64(w, t->u.cron.end_date);
         aps__w_str(w, t->u.cron.timezone);
         break;
     case APS_TRIGGER_INTERVAL:
-        aps__w_i64(w, t->u.interval.weeks);
-        aps__w_i64(w, t->u.interval.days);
-        aps__w_i64(w, t->u.interval.hours);
-        aps__w_i64(w, t->u.interval.minutes);
-        aps__w_i64(w, t->u.interval.seconds);
-        aps__w_i64(w, t->u.interval.microseconds);
-        aps__w_i64(w, t->u.interval.start_date);
-        aps__w_i64(w, t->u.interval.end_date);
+        w_i64(w, t->u.interval.weeks);
+        w_i64(w, t->u.interval.days);
+        w_i64(w, t->u.interval.hours);
+        w_i64(w, t->u.interval.minutes);
+        w_i64(w, t->u.interval.seconds);
+        w_i64(w, t->u.interval.microseconds);
+        w_i64(w, t->u.interval.start_date);
+        w_i64(w, t->u.interval.end_date);
         aps__w_str(w, t->u.interval.timezone);
         break;
     case APS_TRIGGER_DATE:
-        aps__w_i64(w, t->u.date.run_date);
+        w_i64(w, t->u.date.run_date);
         aps__w_str(w, t->u.date.timezone);
         break;
     case APS_TRIGGER_CALENDAR_INTERVAL:
-        aps__w_i32(w, t->u.calendar_interval.years);
-        aps__w_i32(w, t->u.calendar_interval.months);
-        aps__w_i32(w, t->u.calendar_interval.weeks);
-        aps__w_i32(w, t->u.calendar_interval.days);
-        aps__w_i32(w, t->u.calendar_interval.hour);
-        aps__w_i32(w, t->u.calendar_interval.minute);
-        aps__w_i32(w, t->u.calendar_interval.second);
-        aps__w_i64(w, t->u.calendar_interval.start_date);
-        aps__w_i64(w, t->u.calendar_interval.end_date);
+        w_i32(w, t->u.calendar_interval.years);
+        w_i32(w, t->u.calendar_interval.months);
+        w_i32(w, t->u.calendar_interval.weeks);
+        w_i32(w, t->u.calendar_interval.days);
+        w_i32(w, t->u.calendar_interval.hour);
+        w_i32(w, t->u.calendar_interval.minute);
+        w_i32(w, t->u.calendar_interval.second);
+        w_i64(w, t->u.calendar_interval.start_date);
+        w_i64(w, t->u.calendar_interval.end_date);
         aps__w_str(w, t->u.calendar_interval.timezone);
         break;
     case APS_TRIGGER_ALL_OF:
@@ -473,7 +654,7 @@ w_trigger(aps__wbuf *w, const aps_trigger_spec *t, int depth)
             aps__w_fail(w, APS_EINVAL);
             return;
         }
-        aps__w_u32(w, (uint32_t)t->u.combo.count);
+        w_u32(w, (uint32_t)t->u.combo.count);
         for (i = 0; i < t->u.combo.count && !w->rc; i++)
             w_trigger(w, &t->u.combo.triggers[i], depth + 1);
         break;
@@ -489,8 +670,9 @@ w_trigger(aps__wbuf *w, const aps_trigger_spec *t, int depth)
  * handles: the kind is set before any owned field.
  */
 static void
-r_trigger(aps__rbuf *r, aps_trigger_spec *t, int depth)
+r_trigger(rdec *d, aps_trigger_spec *t, int depth)
 {
+    aps__rbuf *r = &d->r;
     aps_trigger_spec *kids;
     size_t i, n;
     uint8_t kind;
@@ -499,8 +681,8 @@ r_trigger(aps__rbuf *r, aps_trigger_spec *t, int depth)
         aps__r_fail(r, APS_ECORRUPT);
         return;
     }
-    kind = aps__r_u8(r);
-    t->jitter_us = aps__r_i64(r);
+    kind = r_u8(r);
+    t->jitter_us = r_i64(r);
     if (r->rc)
         return;
     if (kind < APS_TRIGGER_CRON || kind > APS_TRIGGER_ANY_OF) {
@@ -510,45 +692,45 @@ r_trigger(aps__rbuf *r, aps_trigger_spec *t, int depth)
     t->kind = (aps_trigger_kind)kind;
     switch (t->kind) {
     case APS_TRIGGER_CRON:
-        t->u.cron.year = aps__r_str(r);
-        t->u.cron.month = aps__r_str(r);
-        t->u.cron.day = aps__r_str(r);
-        t->u.cron.week = aps__r_str(r);
-        t->u.cron.day_of_week = aps__r_str(r);
-        t->u.cron.hour = aps__r_str(r);
-        t->u.cron.minute = aps__r_str(r);
-        t->u.cron.second = aps__r_str(r);
-        t->u.cron.crontab = aps__r_str(r);
-        t->u.cron.start_date = aps__r_i64(r);
-        t->u.cron.end_date = aps__r_i64(r);
-        t->u.cron.timezone = aps__r_str(r);
+        t->u.cron.year = d_str(d);
+        t->u.cron.month = d_str(d);
+        t->u.cron.day = d_str(d);
+        t->u.cron.week = d_str(d);
+        t->u.cron.day_of_week = d_str(d);
+        t->u.cron.hour = d_str(d);
+        t->u.cron.minute = d_str(d);
+        t->u.cron.second = d_str(d);
+        t->u.cron.crontab = d_str(d);
+        t->u.cron.start_date = r_i64(r);
+        t->u.cron.end_date = r_i64(r);
+        t->u.cron.timezone = d_str(d);
         break;
     case APS_TRIGGER_INTERVAL:
-        t->u.interval.weeks = aps__r_i64(r);
-        t->u.interval.days = aps__r_i64(r);
-        t->u.interval.hours = aps__r_i64(r);
-        t->u.interval.minutes = aps__r_i64(r);
-        t->u.interval.seconds = aps__r_i64(r);
-        t->u.interval.microseconds = aps__r_i64(r);
-        t->u.interval.start_date = aps__r_i64(r);
-        t->u.interval.end_date = aps__r_i64(r);
-        t->u.interval.timezone = aps__r_str(r);
+        t->u.interval.weeks = r_i64(r);
+        t->u.interval.days = r_i64(r);
+        t->u.interval.hours = r_i64(r);
+        t->u.interval.minutes = r_i64(r);
+        t->u.interval.seconds = r_i64(r);
+        t->u.interval.microseconds = r_i64(r);
+        t->u.interval.start_date = r_i64(r);
+        t->u.interval.end_date = r_i64(r);
+        t->u.interval.timezone = d_str(d);
         break;
     case APS_TRIGGER_DATE:
-        t->u.date.run_date = aps__r_i64(r);
-        t->u.date.timezone = aps__r_str(r);
+        t->u.date.run_date = r_i64(r);
+        t->u.date.timezone = d_str(d);
         break;
     case APS_TRIGGER_CALENDAR_INTERVAL:
-        t->u.calendar_interval.years = aps__r_i32(r);
-        t->u.calendar_interval.months = aps__r_i32(r);
-        t->u.calendar_interval.weeks = aps__r_i32(r);
-        t->u.calendar_interval.days = aps__r_i32(r);
-        t->u.calendar_interval.hour = aps__r_i32(r);
-        t->u.calendar_interval.minute = aps__r_i32(r);
-        t->u.calendar_interval.second = aps__r_i32(r);
-        t->u.calendar_interval.start_date = aps__r_i64(r);
-        t->u.calendar_interval.end_date = aps__r_i64(r);
-        t->u.calendar_interval.timezone = aps__r_str(r);
+        t->u.calendar_interval.years = r_i32(r);
+        t->u.calendar_interval.months = r_i32(r);
+        t->u.calendar_interval.weeks = r_i32(r);
+        t->u.calendar_interval.days = r_i32(r);
+        t->u.calendar_interval.hour = r_i32(r);
+        t->u.calendar_interval.minute = r_i32(r);
+        t->u.calendar_interval.second = r_i32(r);
+        t->u.calendar_interval.start_date = r_i64(r);
+        t->u.calendar_interval.end_date = r_i64(r);
+        t->u.calendar_interval.timezone = d_str(d);
         break;
     case APS_TRIGGER_ALL_OF:
     case APS_TRIGGER_ANY_OF:
@@ -559,7 +741,7 @@ r_trigger(aps__rbuf *r, aps_trigger_spec *t, int depth)
             aps__r_fail(r, APS_ECORRUPT);
             return;
         }
-        kids = aps__jcalloc(n, sizeof *kids);
+        kids = n <= SIZE_MAX / sizeof *kids ? r_alloc(d, n * sizeof *kids, 8, 1) : NULL;
         if (!kids) {
             aps__r_fail(r, APS_ENOMEM);
             return;
@@ -567,7 +749,7 @@ r_trigger(aps__rbuf *r, aps_trigger_spec *t, int depth)
         t->u.combo.triggers = kids;
         t->u.combo.count = n;
         for (i = 0; i < n && !r->rc; i++)
-            r_trigger(r, &kids[i], depth + 1);
+            r_trigger(d, &kids[i], depth + 1);
         break;
     }
 }
@@ -585,21 +767,22 @@ w_strv(aps__wbuf *w, char *const *v, size_t n)
         aps__w_fail(w, APS_EINVAL);
         return;
     }
-    aps__w_u32(w, (uint32_t)n);
+    w_u32(w, (uint32_t)n);
     for (i = 0; i < n; i++)
         aps__w_str_req(w, v[i]);
 }
 
 static char **
-r_strv(aps__rbuf *r, size_t *n)
+r_strv(rdec *d, size_t *n)
 {
+    aps__rbuf *r = &d->r;
     size_t count = aps__r_count(r, MIN_STR), i;
     char **v;
 
     *n = 0;
     if (r->rc || count == 0)
         return NULL;
-    v = aps__jcalloc(count, sizeof *v);
+    v = r_alloc(d, count * sizeof *v, 8, 1);
     if (!v) {
         aps__r_fail(r, APS_ENOMEM);
         return NULL;
@@ -607,21 +790,21 @@ r_strv(aps__rbuf *r, size_t *n)
     /* Set the count first so a failure midway frees what was read. */
     *n = count;
     for (i = 0; i < count && !r->rc; i++)
-        v[i] = aps__r_str_req(r);
+        v[i] = d_str_req(d);
     return v;
 }
 
 static void
 w_target(aps__wbuf *w, const aps_target *t)
 {
-    aps__w_u8(w, (uint8_t)t->kind);
+    w_u8(w, (uint8_t)t->kind);
     switch (t->kind) {
     case APS_TARGET_COMMAND:
         w_strv(w, t->u.command.argv, t->u.command.argc);
         w_strv(w, t->u.command.env, t->u.command.envc);
         aps__w_str(w, t->u.command.cwd);
-        aps__w_i64(w, t->u.command.timeout_us);
-        aps__w_u32(w, t->u.command.max_output);
+        w_i64(w, t->u.command.timeout_us);
+        w_u32(w, t->u.command.max_output);
         break;
     case APS_TARGET_REMOTE:
         aps__w_str(w, t->u.remote.task);
@@ -642,9 +825,10 @@ w_target(aps__wbuf *w, const aps_target *t)
 }
 
 static void
-r_target(aps__rbuf *r, aps_target *t)
+r_target(rdec *d, aps_target *t)
 {
-    uint8_t kind = aps__r_u8(r);
+    aps__rbuf *r = &d->r;
+    uint8_t kind = r_u8(r);
 
     if (r->rc)
         return;
@@ -655,98 +839,112 @@ r_target(aps__rbuf *r, aps_target *t)
     t->kind = (aps_target_kind)kind;
     switch (t->kind) {
     case APS_TARGET_COMMAND:
-        t->u.command.argv = r_strv(r, &t->u.command.argc);
-        t->u.command.env = r_strv(r, &t->u.command.envc);
-        t->u.command.cwd = aps__r_str(r);
-        t->u.command.timeout_us = aps__r_i64(r);
-        t->u.command.max_output = aps__r_u32(r);
+        t->u.command.argv = r_strv(d, &t->u.command.argc);
+        t->u.command.env = r_strv(d, &t->u.command.envc);
+        t->u.command.cwd = d_str(d);
+        t->u.command.timeout_us = r_i64(r);
+        t->u.command.max_output = r_u32(r);
         break;
     case APS_TARGET_REMOTE:
-        t->u.remote.task = aps__r_str(r);
-        t->u.remote.args_json = aps__r_str(r);
-        t->u.remote.kwargs_json = aps__r_str(r);
-        t->u.remote.queue = aps__r_str(r);
+        t->u.remote.task = d_str(d);
+        t->u.remote.args_json = d_str(d);
+        t->u.remote.kwargs_json = d_str(d);
+        t->u.remote.queue = d_str(d);
         break;
     case APS_TARGET_FUNCTION:
-        t->u.function.name = aps__r_str(r);
-        t->u.function.arg = aps__r_str(r);
+        t->u.function.name = d_str(d);
+        t->u.function.arg = d_str(d);
         break;
     case APS_TARGET_NONE:
         break;
     }
 }
 
-int
-aps__jobrec_encode(const aps__jobrec *rec, void **buf, size_t *len)
+/* Writes the record into w (after what w holds). */
+static void
+jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
 {
     const aps_job *j = &rec->job;
-    aps__wbuf w = {0};
     size_t i;
 
-    *buf = NULL;
-    *len = 0;
-    aps__w_u8(&w, APS__JOBREC_FORMAT_V1);
-    aps__w_str_req(&w, j->id);
-    aps__w_str_req(&w, j->name);
+    w_u8(w, APS__JOBREC_FORMAT_V2);
+    aps__w_str_req(w, j->id);
+    aps__w_str_req(w, j->name);
     if (!j->trigger)
-        aps__w_fail(&w, APS_EINVAL);
+        aps__w_fail(w, APS_EINVAL);
     else
-        w_trigger(&w, j->trigger, 0);
-    w_target(&w, &j->target);
-    aps__w_str_req(&w, j->executor);
-    aps__w_str_req(&w, j->jobstore);
-    aps__w_u8(&w, (uint8_t)j->misfire);
-    aps__w_i64(&w, j->misfire_grace_us);
-    aps__w_i32(&w, j->coalesce);
-    aps__w_i32(&w, j->max_instances);
-    aps__w_u8(&w, (uint8_t)j->overlap);
+        w_trigger(w, j->trigger, 0);
+    w_target(w, &j->target);
+    aps__w_str_req(w, j->executor);
+    aps__w_str_req(w, j->jobstore);
+    w_u8(w, (uint8_t)j->misfire);
+    w_i64(w, j->misfire_grace_us);
+    w_i32(w, j->coalesce);
+    w_i32(w, j->max_instances);
+    w_u8(w, (uint8_t)j->overlap);
     if ((j->n_labels && !j->labels) || j->n_labels > UINT32_MAX)
-        aps__w_fail(&w, APS_EINVAL);
-    aps__w_u32(&w, (uint32_t)j->n_labels);
-    for (i = 0; i < j->n_labels && !w.rc; i++) {
-        aps__w_str_req(&w, j->labels[i].key);
-        aps__w_str_req(&w, j->labels[i].value);
+        aps__w_fail(w, APS_EINVAL);
+    w_u32(w, (uint32_t)j->n_labels);
+    for (i = 0; i < j->n_labels && !w->rc; i++) {
+        aps__w_str_req(w, j->labels[i].key);
+        aps__w_str_req(w, j->labels[i].value);
     }
-    aps__w_i64(&w, j->next_run_time);
-    aps__w_u8(&w, j->paused ? 1 : 0);
-    aps__w_i64(&w, j->create_time);
-    aps__w_i64(&w, j->update_time);
-    aps__w_u64(&w, j->stats.runs);
-    aps__w_u64(&w, j->stats.failures);
-    aps__w_u64(&w, j->stats.misses);
-    aps__w_u64(&w, j->stats.max_instance_skips);
-    aps__w_u64(&w, j->stats.coalesced);
-    w_str_fixed(&w, j->stats.last_run_id, sizeof j->stats.last_run_id);
-    aps__w_i64(&w, j->stats.last_run_time);
-    aps__w_i32(&w, j->stats.last_status);
-    aps__w_i32(&w, j->stats.last_exit_code);
-    w_str_fixed(&w, j->stats.last_error, sizeof j->stats.last_error);
+    w_i64(w, j->next_run_time);
+    w_u8(w, j->paused ? 1 : 0);
+    w_i64(w, j->create_time);
+    w_i64(w, j->update_time);
+    w_u64(w, j->stats.runs);
+    w_u64(w, j->stats.failures);
+    w_u64(w, j->stats.misses);
+    w_u64(w, j->stats.max_instance_skips);
+    w_u64(w, j->stats.coalesced);
+    w_str_fixed(w, j->stats.last_run_id, sizeof j->stats.last_run_id);
+    w_i64(w, j->stats.last_run_time);
+    w_i32(w, j->stats.last_status);
+    w_i32(w, j->stats.last_exit_code);
+    w_str_fixed(w, j->stats.last_error, sizeof j->stats.last_error);
     /* Engine-only state. */
     if ((rec->n_running && !rec->running) || rec->n_running > UINT32_MAX)
-        aps__w_fail(&w, APS_EINVAL);
-    aps__w_u32(&w, (uint32_t)rec->n_running);
-    for (i = 0; i < rec->n_running && !w.rc; i++) {
-        w_str_fixed(&w, rec->running[i].run_id, sizeof rec->running[i].run_id);
-        w_str_fixed(&w, rec->running[i].executor, sizeof rec->running[i].executor);
-        aps__w_i64(&w, rec->running[i].started);
-        w_times(&w, rec->running[i].run_times, rec->running[i].n_run_times);
+        aps__w_fail(w, APS_EINVAL);
+    w_u32(w, (uint32_t)rec->n_running);
+    for (i = 0; i < rec->n_running && !w->rc; i++) {
+        w_str_fixed(w, rec->running[i].run_id, sizeof rec->running[i].run_id);
+        w_str_fixed(w, rec->running[i].executor, sizeof rec->running[i].executor);
+        w_i64(w, rec->running[i].started);
+        w_times(w, rec->running[i].run_times, rec->running[i].n_run_times);
     }
     if ((rec->n_pending && !rec->pending) || rec->n_pending > UINT32_MAX)
-        aps__w_fail(&w, APS_EINVAL);
-    aps__w_u32(&w, (uint32_t)rec->n_pending);
-    for (i = 0; i < rec->n_pending && !w.rc; i++) {
-        w_times(&w, rec->pending[i].run_times, rec->pending[i].n_run_times);
-        aps__w_u8(&w, rec->pending[i].backfill ? 1 : 0);
+        aps__w_fail(w, APS_EINVAL);
+    w_u32(w, (uint32_t)rec->n_pending);
+    for (i = 0; i < rec->n_pending && !w->rc; i++) {
+        w_times(w, rec->pending[i].run_times, rec->pending[i].n_run_times);
+        w_u8(w, rec->pending[i].backfill ? 1 : 0);
     }
     if (rec->n_lateness > APS__LATENESS_WINDOW || rec->lateness_pos >= APS__LATENESS_WINDOW ||
         (rec->n_lateness < APS__LATENESS_WINDOW && rec->lateness_pos != rec->n_lateness))
-        aps__w_fail(&w, APS_EINVAL);
-    aps__w_u32(&w, rec->n_lateness);
-    aps__w_u32(&w, rec->lateness_pos);
+        aps__w_fail(w, APS_EINVAL);
+    w_u32(w, rec->n_lateness);
+    w_u32(w, rec->lateness_pos);
     if (rec->n_lateness > 0 && !rec->lateness)
-        aps__w_fail(&w, APS_EINVAL);
-    for (i = 0; rec->lateness && i < rec->n_lateness && i < APS__LATENESS_WINDOW; i++)
-        aps__w_i64(&w, rec->lateness[i]);
+        aps__w_fail(w, APS_EINVAL);
+    /* V2: the samples as they are kept, 4 bytes each (V1 had 8: a record
+     * then passed 1 KB, where glibc's malloc consolidates its free lists
+     * on every allocation of one). */
+    if (rec->lateness && rec->n_lateness > 0 && rec->n_lateness <= APS__LATENESS_WINDOW) {
+        unsigned char *p = w_grow(w, 4 * (size_t)rec->n_lateness);
+        for (i = 0; p && i < rec->n_lateness; i++)
+            put_u32(p + 4 * i, (uint32_t)rec->lateness[i]);
+    }
+}
+
+int
+aps__jobrec_encode(const aps__jobrec *rec, void **buf, size_t *len)
+{
+    aps__wbuf w = {0};
+
+    *buf = NULL;
+    *len = 0;
+    jobrec_write(rec, &w);
     if (w.rc) {
         free(w.p);
         return w.rc;
@@ -757,9 +955,18 @@ aps__jobrec_encode(const aps__jobrec *rec, void **buf, size_t *len)
 }
 
 int
+aps__jobrec_encode_into(const aps__jobrec *rec, aps__wbuf *w)
+{
+    w->len = 0;
+    w->rc = 0;
+    jobrec_write(rec, w);
+    return w->rc;
+}
+
+int
 aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
 {
-    aps__rbuf r = {buf, len, 0, 0};
+    rdec d = {{buf, len, 0, 0}, NULL, 0, 0};
     aps__jobrec *rec;
     aps_job *j;
     size_t i, n;
@@ -767,112 +974,137 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
 
     *out = NULL;
     if (!buf)
-        r.len = 0;
-    if (aps__r_u8(&r) != APS__JOBREC_FORMAT_V1)
+        d.r.len = 0;
+    uint8_t version = r_u8(&d.r);
+    if (version != APS__JOBREC_FORMAT_V1 && version != APS__JOBREC_FORMAT_V2)
         return APS_ECORRUPT;
-    rec = aps__jcalloc(1, sizeof *rec);
+    /* One block for the record, its trigger, labels and strings where they
+     * fit (most records: strings are a small part of `len`). Kept under
+     * 1 KB: glibc's malloc consolidates its free lists on every larger
+     * allocation. */
+    _Static_assert(sizeof(aps__jobrec) + sizeof(aps_trigger_spec) < 900,
+                   "a decoded record's block leaves room for its strings under 1000 bytes");
+    size_t room = 1000 - sizeof *rec - sizeof(aps_trigger_spec); /* 1000: malloc's small bins */
+    size_t cap = sizeof *rec + sizeof(aps_trigger_spec) + (d.r.len < room ? d.r.len : room);
+    rec = aps__jmalloc(cap);
     if (!rec)
         return APS_ENOMEM;
+    memset(rec, 0, sizeof *rec);
+    rec->arena = rec;
+    rec->arena_len = cap;
+    d.arena = (unsigned char *)rec;
+    d.cap = cap;
+    d.used = sizeof *rec;
     j = &rec->job;
-    j->id = aps__r_str_req(&r);
-    j->name = aps__r_str_req(&r);
-    if (!r.rc) {
-        j->trigger = aps__jcalloc(1, sizeof *j->trigger);
+    j->id = d_str_req(&d);
+    j->name = d_str_req(&d);
+    if (!d.r.rc) {
+        j->trigger = r_alloc(&d, sizeof *j->trigger, 8, 1);
         if (!j->trigger)
-            aps__r_fail(&r, APS_ENOMEM);
+            aps__r_fail(&d.r, APS_ENOMEM);
         else
-            r_trigger(&r, j->trigger, 0);
+            r_trigger(&d, j->trigger, 0);
     }
-    r_target(&r, &j->target);
-    j->executor = aps__r_str_req(&r);
-    j->jobstore = aps__r_str_req(&r);
-    u = aps__r_u8(&r);
+    r_target(&d, &j->target);
+    j->executor = d_str_req(&d);
+    j->jobstore = d_str_req(&d);
+    u = r_u8(&d.r);
     if (u > APS_MISFIRE_UNLIMITED)
-        aps__r_fail(&r, APS_ECORRUPT);
+        aps__r_fail(&d.r, APS_ECORRUPT);
     j->misfire = (aps_misfire_kind)u;
-    j->misfire_grace_us = aps__r_i64(&r);
-    j->coalesce = aps__r_i32(&r);
+    j->misfire_grace_us = r_i64(&d.r);
+    j->coalesce = r_i32(&d.r);
     if (j->coalesce < -1 || j->coalesce > 1)
-        aps__r_fail(&r, APS_ECORRUPT);
-    j->max_instances = aps__r_i32(&r);
+        aps__r_fail(&d.r, APS_ECORRUPT);
+    j->max_instances = r_i32(&d.r);
     if (j->max_instances < 0)
-        aps__r_fail(&r, APS_ECORRUPT);
-    u = aps__r_u8(&r);
+        aps__r_fail(&d.r, APS_ECORRUPT);
+    u = r_u8(&d.r);
     if (u > APS_OVERLAP_CANCEL_RUNNING)
-        aps__r_fail(&r, APS_ECORRUPT);
+        aps__r_fail(&d.r, APS_ECORRUPT);
     j->overlap = (aps_overlap)u;
-    n = aps__r_count(&r, MIN_LABEL);
-    if (!r.rc && n) {
-        j->labels = aps__jcalloc(n, sizeof *j->labels);
+    n = aps__r_count(&d.r, MIN_LABEL);
+    if (!d.r.rc && n) {
+        j->labels = r_alloc(&d, n * sizeof *j->labels, 8, 1);
         if (!j->labels)
-            aps__r_fail(&r, APS_ENOMEM);
+            aps__r_fail(&d.r, APS_ENOMEM);
         else
             j->n_labels = n;
-        for (i = 0; i < j->n_labels && !r.rc; i++) {
-            j->labels[i].key = aps__r_str_req(&r);
-            j->labels[i].value = aps__r_str_req(&r);
+        for (i = 0; i < j->n_labels && !d.r.rc; i++) {
+            j->labels[i].key = d_str_req(&d);
+            j->labels[i].value = d_str_req(&d);
         }
     }
-    j->next_run_time = aps__r_i64(&r);
-    j->paused = aps__r_bool(&r);
-    j->create_time = aps__r_i64(&r);
-    j->update_time = aps__r_i64(&r);
-    j->stats.runs = aps__r_u64(&r);
-    j->stats.failures = aps__r_u64(&r);
-    j->stats.misses = aps__r_u64(&r);
-    j->stats.max_instance_skips = aps__r_u64(&r);
-    j->stats.coalesced = aps__r_u64(&r);
-    aps__r_str_fixed(&r, j->stats.last_run_id, sizeof j->stats.last_run_id);
-    j->stats.last_run_time = aps__r_i64(&r);
-    j->stats.last_status = aps__r_i32(&r);
-    j->stats.last_exit_code = aps__r_i32(&r);
-    aps__r_str_fixed(&r, j->stats.last_error, sizeof j->stats.last_error);
-    n = aps__r_count(&r, MIN_RUN);
-    if (!r.rc && n) {
+    j->next_run_time = r_i64(&d.r);
+    j->paused = aps__r_bool(&d.r);
+    j->create_time = r_i64(&d.r);
+    j->update_time = r_i64(&d.r);
+    j->stats.runs = r_u64(&d.r);
+    j->stats.failures = r_u64(&d.r);
+    j->stats.misses = r_u64(&d.r);
+    j->stats.max_instance_skips = r_u64(&d.r);
+    j->stats.coalesced = r_u64(&d.r);
+    aps__r_str_fixed(&d.r, j->stats.last_run_id, sizeof j->stats.last_run_id);
+    j->stats.last_run_time = r_i64(&d.r);
+    j->stats.last_status = r_i32(&d.r);
+    j->stats.last_exit_code = r_i32(&d.r);
+    aps__r_str_fixed(&d.r, j->stats.last_error, sizeof j->stats.last_error);
+    n = aps__r_count(&d.r, MIN_RUN);
+    if (!d.r.rc && n) {
         rec->running = aps__jcalloc(n, sizeof *rec->running);
         if (!rec->running)
-            aps__r_fail(&r, APS_ENOMEM);
+            aps__r_fail(&d.r, APS_ENOMEM);
         else
             rec->n_running = n;
-        for (i = 0; i < rec->n_running && !r.rc; i++) {
-            aps__r_str_fixed(&r, rec->running[i].run_id, sizeof rec->running[i].run_id);
-            aps__r_str_fixed(&r, rec->running[i].executor, sizeof rec->running[i].executor);
-            rec->running[i].started = aps__r_i64(&r);
-            rec->running[i].run_times = r_times(&r, &rec->running[i].n_run_times);
+        for (i = 0; i < rec->n_running && !d.r.rc; i++) {
+            aps__r_str_fixed(&d.r, rec->running[i].run_id, sizeof rec->running[i].run_id);
+            aps__r_str_fixed(&d.r, rec->running[i].executor, sizeof rec->running[i].executor);
+            rec->running[i].started = r_i64(&d.r);
+            rec->running[i].run_times = r_times(&d.r, &rec->running[i].n_run_times);
         }
     }
-    n = aps__r_count(&r, MIN_PENDING);
-    if (!r.rc && n) {
+    n = aps__r_count(&d.r, MIN_PENDING);
+    if (!d.r.rc && n) {
         rec->pending = aps__jcalloc(n, sizeof *rec->pending);
         if (!rec->pending)
-            aps__r_fail(&r, APS_ENOMEM);
+            aps__r_fail(&d.r, APS_ENOMEM);
         else
             rec->n_pending = n;
-        for (i = 0; i < rec->n_pending && !r.rc; i++) {
-            rec->pending[i].run_times = r_times(&r, &rec->pending[i].n_run_times);
-            rec->pending[i].backfill = aps__r_bool(&r);
+        for (i = 0; i < rec->n_pending && !d.r.rc; i++) {
+            rec->pending[i].run_times = r_times(&d.r, &rec->pending[i].n_run_times);
+            rec->pending[i].backfill = aps__r_bool(&d.r);
         }
     }
-    rec->n_lateness = aps__r_u32(&r);
-    rec->lateness_pos = aps__r_u32(&r);
-    if (!r.rc &&
+    rec->n_lateness = r_u32(&d.r);
+    rec->lateness_pos = r_u32(&d.r);
+    if (!d.r.rc &&
         (rec->n_lateness > APS__LATENESS_WINDOW || rec->lateness_pos >= APS__LATENESS_WINDOW ||
          (rec->n_lateness < APS__LATENESS_WINDOW && rec->lateness_pos != rec->n_lateness)))
-        aps__r_fail(&r, APS_ECORRUPT);
-    if (rec->n_lateness > 0 && !r.rc &&
+        aps__r_fail(&d.r, APS_ECORRUPT);
+    if (rec->n_lateness > 0 && !d.r.rc &&
         (rec->lateness = aps__jcalloc(APS__LATENESS_WINDOW, sizeof *rec->lateness)) == NULL)
-        aps__r_fail(&r, APS_ENOMEM);
-    for (i = 0; i < rec->n_lateness && !r.rc; i++) {
-        int64_t v = aps__r_i64(&r);
-        if (v != aps__clamp_lateness(v)) /* never written: samples are int32 */
-            aps__r_fail(&r, APS_ECORRUPT);
-        else
+        aps__r_fail(&d.r, APS_ENOMEM);
+    if (rec->n_lateness > 0 && !d.r.rc && version == APS__JOBREC_FORMAT_V2) {
+        const unsigned char *p = r_take(&d.r, 4 * (size_t)rec->n_lateness);
+        for (i = 0; p && i < rec->n_lateness; i++) {
+            uint32_t u = get_u32(p + 4 * i);
+            memcpy(&rec->lateness[i], &u, sizeof(u));
+        }
+    } else if (rec->n_lateness > 0 && !d.r.rc) {
+        const unsigned char *p = r_take(&d.r, 8 * (size_t)rec->n_lateness);
+        for (i = 0; p && i < rec->n_lateness; i++) {
+            int64_t v = as_i64(get_u64(p + 8 * i));
+            if (v != aps__clamp_lateness(v)) { /* never written: samples are int32 */
+                aps__r_fail(&d.r, APS_ECORRUPT);
+                break;
+            }
             rec->lateness[i] = (int32_t)v;
+        }
     }
-    if (!r.rc && r.pos != r.len)
-        aps__r_fail(&r, APS_ECORRUPT);
-    if (r.rc) {
-        int rc = r.rc;
+    if (!d.r.rc && d.r.pos != d.r.len)
+        aps__r_fail(&d.r, APS_ECORRUPT);
+    if (d.r.rc) {
+        int rc = d.r.rc;
 
         /* A half-read record frees cleanly: every count was set only
          * once its (zeroed) array existed. */
@@ -889,48 +1121,56 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
 /* Events                                                               */
 /* ------------------------------------------------------------------ */
 
+/* Writes the event into w (after what w holds). */
+static void
+event_write(const aps_event *ev, aps__wbuf *w)
+{
+    const aps_outcome *o = ev->outcome;
+
+    w_u8(w, APS__EVENT_FORMAT_V2);
+    w_u64(w, ev->sequence);
+    w_u8(w, (uint8_t)ev->type);
+    if (ev->type < APS_EVENT_SCHEDULER_STARTED || ev->type > APS_EVENT_JOB_MAX_INSTANCES)
+        aps__w_fail(w, APS_EINVAL);
+    w_i64(w, ev->time);
+    aps__w_str(w, ev->job_id);
+    aps__w_str(w, ev->jobstore);
+    aps__w_str(w, ev->executor);
+    w_times(w, ev->run_times, ev->n_run_times);
+    aps__w_str(w, ev->run_id);
+    w_u8(w, o ? 1 : 0);
+    if (o) {
+        if (o->status < APS_RUN_NONE || o->status > APS_RUN_INTERRUPTED)
+            aps__w_fail(w, APS_EINVAL);
+        w_u8(w, (uint8_t)o->status);
+        w_u8(w, o->has_exit_code ? 1 : 0);
+        w_i32(w, o->exit_code);
+        w_i32(w, o->signal);
+        aps__w_blob(w, o->stdout_tail, o->stdout_len);
+        aps__w_blob(w, o->stderr_tail, o->stderr_len);
+        w_u8(w, o->stdout_truncated ? 1 : 0);
+        w_u8(w, o->stderr_truncated ? 1 : 0);
+        w_i64(w, o->start_time);
+        w_i64(w, o->end_time);
+        aps__w_str(w, o->error);
+        aps__w_str(w, o->traceback);
+        aps__w_str(w, o->return_json);
+    }
+    aps__w_str(w, ev->message);
+    if (o) { /* V2 */
+        aps__w_str(w, o->error_type);
+        aps__w_str(w, o->worker_id);
+    }
+}
+
 int
 aps__event_encode(const aps_event *ev, void **buf, size_t *len)
 {
-    const aps_outcome *o = ev->outcome;
     aps__wbuf w = {0};
 
     *buf = NULL;
     *len = 0;
-    aps__w_u8(&w, APS__EVENT_FORMAT_V2);
-    aps__w_u64(&w, ev->sequence);
-    aps__w_u8(&w, (uint8_t)ev->type);
-    if (ev->type < APS_EVENT_SCHEDULER_STARTED || ev->type > APS_EVENT_JOB_MAX_INSTANCES)
-        aps__w_fail(&w, APS_EINVAL);
-    aps__w_i64(&w, ev->time);
-    aps__w_str(&w, ev->job_id);
-    aps__w_str(&w, ev->jobstore);
-    aps__w_str(&w, ev->executor);
-    w_times(&w, ev->run_times, ev->n_run_times);
-    aps__w_str(&w, ev->run_id);
-    aps__w_u8(&w, o ? 1 : 0);
-    if (o) {
-        if (o->status < APS_RUN_NONE || o->status > APS_RUN_INTERRUPTED)
-            aps__w_fail(&w, APS_EINVAL);
-        aps__w_u8(&w, (uint8_t)o->status);
-        aps__w_u8(&w, o->has_exit_code ? 1 : 0);
-        aps__w_i32(&w, o->exit_code);
-        aps__w_i32(&w, o->signal);
-        aps__w_blob(&w, o->stdout_tail, o->stdout_len);
-        aps__w_blob(&w, o->stderr_tail, o->stderr_len);
-        aps__w_u8(&w, o->stdout_truncated ? 1 : 0);
-        aps__w_u8(&w, o->stderr_truncated ? 1 : 0);
-        aps__w_i64(&w, o->start_time);
-        aps__w_i64(&w, o->end_time);
-        aps__w_str(&w, o->error);
-        aps__w_str(&w, o->traceback);
-        aps__w_str(&w, o->return_json);
-    }
-    aps__w_str(&w, ev->message);
-    if (o) { /* V2 */
-        aps__w_str(&w, o->error_type);
-        aps__w_str(&w, o->worker_id);
-    }
+    event_write(ev, &w);
     if (w.rc) {
         free(w.p);
         return w.rc;
@@ -938,6 +1178,15 @@ aps__event_encode(const aps_event *ev, void **buf, size_t *len)
     *buf = w.p;
     *len = w.len;
     return 0;
+}
+
+int
+aps__event_encode_into(const aps_event *ev, aps__wbuf *w)
+{
+    w->len = 0;
+    w->rc = 0;
+    event_write(ev, w);
+    return w->rc;
 }
 
 int
@@ -952,18 +1201,18 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
     *out = NULL;
     if (!buf)
         r.len = 0;
-    uint8_t version = aps__r_u8(&r);
+    uint8_t version = r_u8(&r);
     if (version != APS__EVENT_FORMAT_V1 && version != APS__EVENT_FORMAT_V2)
         return APS_ECORRUPT;
     ev = aps__jcalloc(1, sizeof *ev);
     if (!ev)
         return APS_ENOMEM;
-    ev->sequence = aps__r_u64(&r);
-    u = aps__r_u8(&r);
+    ev->sequence = r_u64(&r);
+    u = r_u8(&r);
     if (u < APS_EVENT_SCHEDULER_STARTED || u > APS_EVENT_JOB_MAX_INSTANCES)
         aps__r_fail(&r, APS_ECORRUPT);
     ev->type = (aps_event_type)u;
-    ev->time = aps__r_i64(&r);
+    ev->time = r_i64(&r);
     ev->job_id = aps__r_str(&r);
     ev->jobstore = aps__r_str(&r);
     ev->executor = aps__r_str(&r);
@@ -974,19 +1223,19 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
         if (!o) {
             aps__r_fail(&r, APS_ENOMEM);
         } else {
-            u = aps__r_u8(&r);
+            u = r_u8(&r);
             if (u > APS_RUN_INTERRUPTED)
                 aps__r_fail(&r, APS_ECORRUPT);
             o->status = (aps_run_status)u;
             o->has_exit_code = aps__r_bool(&r);
-            o->exit_code = aps__r_i32(&r);
-            o->signal = aps__r_i32(&r);
+            o->exit_code = r_i32(&r);
+            o->signal = r_i32(&r);
             o->stdout_tail = aps__r_blob(&r, &o->stdout_len);
             o->stderr_tail = aps__r_blob(&r, &o->stderr_len);
             o->stdout_truncated = aps__r_bool(&r);
             o->stderr_truncated = aps__r_bool(&r);
-            o->start_time = aps__r_i64(&r);
-            o->end_time = aps__r_i64(&r);
+            o->start_time = r_i64(&r);
+            o->end_time = r_i64(&r);
             o->error = aps__r_str(&r);
             o->traceback = aps__r_str(&r);
             o->return_json = aps__r_str(&r);
@@ -1005,5 +1254,32 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
         return rc;
     }
     *out = ev;
+    return 0;
+}
+
+int
+aps__event_peek(const void *buf, size_t len, aps_event_type *type, const char **job_id,
+                size_t *job_id_len)
+{
+    /* The fields before the job id have fixed sizes in both formats, so
+     * a filter can skip a record without decoding (allocating) it. */
+    aps__rbuf r = {buf, buf ? len : 0, 0, 0};
+    const unsigned char *p;
+    size_t n;
+
+    *job_id = NULL;
+    *job_id_len = 0;
+    uint8_t version = aps__r_u8(&r);
+    if (version != APS__EVENT_FORMAT_V1 && version != APS__EVENT_FORMAT_V2)
+        return APS_ECORRUPT;
+    (void)aps__r_u64(&r); /* sequence */
+    uint8_t u = aps__r_u8(&r);
+    (void)aps__r_i64(&r); /* time */
+    if (r_span(&r, &p, &n) != 0 || r.rc || u < APS_EVENT_SCHEDULER_STARTED ||
+        u > APS_EVENT_JOB_MAX_INSTANCES)
+        return APS_ECORRUPT;
+    *type = (aps_event_type)u;
+    *job_id = (const char *)p;
+    *job_id_len = n;
     return 0;
 }

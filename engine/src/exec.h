@@ -47,6 +47,8 @@ struct aps__run {
                                 disk): queued again for the next pass */
     aps_scheduler *sched;  /**< where aps__run_finished delivers it */
     aps__run *next;        /**< the scheduler's completion queue link */
+    int packed;            /**< results, run_times and the three strings
+                                share the run's allocation (aps__run_free) */
 };
 
 /** The operations of an executor kind. */
@@ -64,6 +66,10 @@ typedef struct aps__executor_ops {
     void (*destroy)(aps__executor *ex);
     /** Fills running, pending and connected_workers of `out` (a snapshot). */
     void (*stats)(aps__executor *ex, aps_executor_info *out);
+    /** Optional (NULL: `submit` per run): queues runs[0..n) in order as
+     *  `submit` would, at the cost of one, and returns how many it took
+     *  (a prefix); the rest the caller submits one by one. */
+    size_t (*submit_many)(aps__executor *ex, aps__run **runs, size_t n);
 } aps__executor_ops;
 
 /** An executor: a kind's ops plus its own state after this header. */

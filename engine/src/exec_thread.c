@@ -17,11 +17,15 @@
 typedef struct threadpool {
     aps__executor base; /* first: the executor handle */
     pthread_mutex_t mu;
-    /* One token per queued run (and per worker at shutdown): a worker
-     * sleeps on it. A semaphore wakes exactly one worker per run, where a
-     * condition variable would need broadcasts (glibc 2.36 loses
-     * pthread_cond_signal wakeups: sourceware bug 25847). */
+    /* Sleeping workers wait on it: one token wakes one (and one per worker
+     * at shutdown). A semaphore wakes exactly one worker, where a condition
+     * variable would need broadcasts (glibc 2.36 loses pthread_cond_signal
+     * wakeups: sourceware bug 25847). A token is posted only for a worker
+     * that sleeps (`idle`): a worker takes the next queued run itself before
+     * it sleeps, so a burst of runs costs a wake-up per sleeping worker,
+     * not one (and a futex call on each side) per run. */
     sem_t work;
+    size_t idle; /* workers asleep (or going to sleep) with no token posted */
     aps__run **queue; /* ring of max_queue entries */
     size_t head, count;
     aps__run **running; /* max_workers slots, NULL = idle */
@@ -99,19 +103,32 @@ worker_main(void *arg)
     threadpool *tp = arg;
     size_t slot = 0;
 
+    aps__run *done = NULL;
+
     pthread_mutex_lock(&tp->mu);
     /* Each thread owns one slot of `running`, found at start. */
     while (slot < tp->base.max_workers && tp->running[slot] != (aps__run *)tp)
         slot++;
     tp->running[slot] = NULL;
     for (;;) {
-        pthread_mutex_unlock(&tp->mu);
-        while (sem_wait(&tp->work) != 0)
-            ; /* EINTR */
-        pthread_mutex_lock(&tp->mu);
+        /* Queued runs first, stopping or not (shutdown with `wait` runs
+         * them; without, it emptied the queue). */
         if (tp->count == 0) {
+            if (done != NULL) {
+                /* Handed back before sleeping, and without the lock. */
+                pthread_mutex_unlock(&tp->mu);
+                aps__run_finished(done);
+                done = NULL;
+                pthread_mutex_lock(&tp->mu);
+                continue;
+            }
             if (tp->stopping)
                 break;
+            tp->idle++;
+            pthread_mutex_unlock(&tp->mu);
+            while (sem_wait(&tp->work) != 0)
+                ; /* EINTR */
+            pthread_mutex_lock(&tp->mu);
             continue;
         }
         aps__run *run = tp->queue[tp->head];
@@ -119,14 +136,18 @@ worker_main(void *arg)
         tp->count--;
         tp->running[slot] = run;
         pthread_mutex_unlock(&tp->mu);
+        if (done != NULL) {
+            aps__run_finished(done);
+            done = NULL;
+        }
 
         run_all(tp, run);
 
         pthread_mutex_lock(&tp->mu);
         tp->running[slot] = NULL;
-        pthread_mutex_unlock(&tp->mu);
-        aps__run_finished(run);
-        pthread_mutex_lock(&tp->mu);
+        /* Handed back once the next run is taken (one lock round for
+         * both), or before sleeping. */
+        done = run;
     }
     pthread_mutex_unlock(&tp->mu);
     return NULL;
@@ -146,10 +167,37 @@ tp_submit(aps__executor *ex, aps__run *run)
     } else {
         tp->queue[(tp->head + tp->count) % tp->base.max_queue] = run;
         tp->count++;
-        sem_post(&tp->work);
+        /* Awake workers take it before they sleep; else one sleeping
+         * worker is woken (a burst wakes each sleeper once at most). */
+        if (tp->idle > 0) {
+            tp->idle--;
+            sem_post(&tp->work);
+        }
     }
     pthread_mutex_unlock(&tp->mu);
     return rc;
+}
+
+static size_t
+tp_submit_many(aps__executor *ex, aps__run **runs, size_t n)
+{
+    threadpool *tp = (threadpool *)ex;
+    size_t k = 0;
+
+    pthread_mutex_lock(&tp->mu);
+    if (!tp->stopping) {
+        for (; k < n && tp->count < tp->base.max_queue; k++) {
+            tp->queue[(tp->head + tp->count) % tp->base.max_queue] = runs[k];
+            tp->count++;
+        }
+        /* As tp_submit would have, once per run. */
+        for (size_t i = 0; i < k && tp->idle > 0; i++) {
+            tp->idle--;
+            sem_post(&tp->work);
+        }
+    }
+    pthread_mutex_unlock(&tp->mu);
+    return k;
 }
 
 static int
@@ -217,6 +265,7 @@ tp_shutdown(aps__executor *ex, int wait)
     size_t n = tp->n_threads;
     for (size_t i = 0; i < n; i++)
         sem_post(&tp->work);
+    tp->idle = 0;
     tp->n_threads = 0;
     pthread_mutex_unlock(&tp->mu);
     for (size_t i = 0; i < n; i++)
@@ -258,6 +307,7 @@ static const aps__executor_ops threadpool_ops = {
     .shutdown = tp_shutdown,
     .destroy = tp_destroy,
     .stats = tp_stats,
+    .submit_many = tp_submit_many,
 };
 
 int

@@ -5,6 +5,7 @@
  *
  * The binary codec is in codec.c.
  */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -430,44 +431,64 @@ trigger_kind_valid(aps_trigger_kind k)
 }
 
 /* Frees what a spec owns, not the spec itself. */
+/* A decoded record's block (aps__jobrec.arena): its fields that live in
+ * it are not freed on their own. NULL: everything is. */
+typedef struct span {
+    uintptr_t lo, hi;
+} span;
+
 static void
-trigger_clear(aps_trigger_spec *t)
+sfree(const span *a, const void *p)
+{
+    if (a && (uintptr_t)p >= a->lo && (uintptr_t)p < a->hi)
+        return;
+    free((void *)(uintptr_t)p);
+}
+
+static void
+trigger_clear_in(aps_trigger_spec *t, const span *a)
 {
     size_t i;
 
     switch (t->kind) {
     case APS_TRIGGER_CRON:
-        free((char *)t->u.cron.year);
-        free((char *)t->u.cron.month);
-        free((char *)t->u.cron.day);
-        free((char *)t->u.cron.week);
-        free((char *)t->u.cron.day_of_week);
-        free((char *)t->u.cron.hour);
-        free((char *)t->u.cron.minute);
-        free((char *)t->u.cron.second);
-        free((char *)t->u.cron.crontab);
-        free((char *)t->u.cron.timezone);
+        sfree(a, t->u.cron.year);
+        sfree(a, t->u.cron.month);
+        sfree(a, t->u.cron.day);
+        sfree(a, t->u.cron.week);
+        sfree(a, t->u.cron.day_of_week);
+        sfree(a, t->u.cron.hour);
+        sfree(a, t->u.cron.minute);
+        sfree(a, t->u.cron.second);
+        sfree(a, t->u.cron.crontab);
+        sfree(a, t->u.cron.timezone);
         break;
     case APS_TRIGGER_INTERVAL:
-        free((char *)t->u.interval.timezone);
+        sfree(a, t->u.interval.timezone);
         break;
     case APS_TRIGGER_DATE:
-        free((char *)t->u.date.timezone);
+        sfree(a, t->u.date.timezone);
         break;
     case APS_TRIGGER_CALENDAR_INTERVAL:
-        free((char *)t->u.calendar_interval.timezone);
+        sfree(a, t->u.calendar_interval.timezone);
         break;
     case APS_TRIGGER_ALL_OF:
     case APS_TRIGGER_ANY_OF:
         if (t->u.combo.triggers)
             for (i = 0; i < t->u.combo.count; i++)
-                trigger_clear((aps_trigger_spec *)&t->u.combo.triggers[i]);
-        free((aps_trigger_spec *)t->u.combo.triggers);
+                trigger_clear_in((aps_trigger_spec *)&t->u.combo.triggers[i], a);
+        sfree(a, t->u.combo.triggers);
         break;
     default:
         break;
     }
     memset(t, 0, sizeof *t);
+}
+
+static void
+trigger_clear(aps_trigger_spec *t)
+{
+    trigger_clear_in(t, NULL);
 }
 
 void
@@ -795,15 +816,21 @@ effective_trigger(const aps_trigger_spec *src, aps_time next_run_time, const cha
 /* ------------------------------------------------------------------ */
 
 static void
-strv_free(char **v, size_t n)
+strv_free_in(char **v, size_t n, const span *a)
 {
     size_t i;
 
     if (!v)
         return;
     for (i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
+        sfree(a, v[i]);
+    sfree(a, v);
+}
+
+static void
+strv_free(char **v, size_t n)
+{
+    strv_free_in(v, n, NULL);
 }
 
 static int
@@ -827,28 +854,34 @@ strv_copy(char ***dst, char *const *src, size_t n)
 }
 
 static void
-target_clear(aps_target *t)
+target_clear_in(aps_target *t, const span *a)
 {
     switch (t->kind) {
     case APS_TARGET_COMMAND:
-        strv_free(t->u.command.argv, t->u.command.argc);
-        strv_free(t->u.command.env, t->u.command.envc);
-        free(t->u.command.cwd);
+        strv_free_in(t->u.command.argv, t->u.command.argc, a);
+        strv_free_in(t->u.command.env, t->u.command.envc, a);
+        sfree(a, t->u.command.cwd);
         break;
     case APS_TARGET_REMOTE:
-        free(t->u.remote.task);
-        free(t->u.remote.args_json);
-        free(t->u.remote.kwargs_json);
-        free(t->u.remote.queue);
+        sfree(a, t->u.remote.task);
+        sfree(a, t->u.remote.args_json);
+        sfree(a, t->u.remote.kwargs_json);
+        sfree(a, t->u.remote.queue);
         break;
     case APS_TARGET_FUNCTION:
-        free(t->u.function.name);
-        free(t->u.function.arg);
+        sfree(a, t->u.function.name);
+        sfree(a, t->u.function.arg);
         break;
     default:
         break;
     }
     memset(t, 0, sizeof *t);
+}
+
+static void
+target_clear(aps_target *t)
+{
+    target_clear_in(t, NULL);
 }
 
 /* `default_queue`: a remote target without a queue gets "default". */
@@ -909,17 +942,23 @@ aps__target_dispose(aps_target *t)
 }
 
 static void
-labels_free(aps_label *l, size_t n)
+labels_free_in(aps_label *l, size_t n, const span *a)
 {
     size_t i;
 
     if (!l)
         return;
     for (i = 0; i < n; i++) {
-        free(l[i].key);
-        free(l[i].value);
+        sfree(a, l[i].key);
+        sfree(a, l[i].value);
     }
-    free(l);
+    sfree(a, l);
+}
+
+static void
+labels_free(aps_label *l, size_t n)
+{
+    labels_free_in(l, n, NULL);
 }
 
 /* `empty_values`: a NULL value becomes "" (specs); else stays NULL. */
@@ -946,16 +985,34 @@ labels_copy(aps_label **dst, const aps_label *src, size_t n, int empty_values)
 
 /* Frees what a job owns, not the job itself. */
 static void
+job_clear_in(aps_job *j, const span *a)
+{
+    sfree(a, j->id);
+    sfree(a, j->name);
+    if (j->trigger) {
+        trigger_clear_in(j->trigger, a);
+        sfree(a, j->trigger);
+    }
+    target_clear_in(&j->target, a);
+    sfree(a, j->executor);
+    sfree(a, j->jobstore);
+    labels_free_in(j->labels, j->n_labels, a);
+    memset(j, 0, sizeof *j);
+}
+
+static void
 job_clear(aps_job *j)
 {
-    free(j->id);
-    free(j->name);
-    aps__trigger_spec_free(j->trigger);
-    target_clear(&j->target);
-    free(j->executor);
-    free(j->jobstore);
-    labels_free(j->labels, j->n_labels);
-    memset(j, 0, sizeof *j);
+    job_clear_in(j, NULL);
+}
+
+/* The block a record's fields may share with it (see job.h). */
+static span
+rec_span(const aps__jobrec *r)
+{
+    span a = {(uintptr_t)r->arena, (uintptr_t)r->arena + r->arena_len};
+
+    return a;
 }
 
 static int
@@ -1046,7 +1103,8 @@ aps__jobrec_free(aps__jobrec *r)
 
     if (!r)
         return;
-    job_clear(&r->job);
+    span a = rec_span(r);
+    job_clear_in(&r->job, r->arena ? &a : NULL);
     if (r->running)
         for (i = 0; i < r->n_running; i++)
             aps__run_rec_clear(&r->running[i]);
@@ -1533,7 +1591,8 @@ aps__jobrec_apply(aps__jobrec *r, const aps_job_spec *spec, uint32_t mask, const
         }
     }
     tmp.update_time = now;
-    job_clear(&r->job);
+    span a = rec_span(r);
+    job_clear_in(&r->job, r->arena ? &a : NULL);
     r->job = tmp;
     return 0;
 }
@@ -1542,6 +1601,58 @@ aps__jobrec_apply(aps__jobrec *r, const aps_job_spec *spec, uint32_t mask, const
 /* Ids                                                                  */
 /* ------------------------------------------------------------------ */
 
+/* Random bytes are drawn from OpenSSL in blocks: one RAND_bytes call costs
+ * about as much as the rest of a scheduled run (a run id per run), and
+ * most of that cost is per call, not per byte. Each thread keeps its own
+ * block; a fork makes the child's blocks stale (it would hand out the same
+ * ids as the parent), so they are refilled after one. */
+#define ID_BLOCK 512
+
+static unsigned long fork_generation; /* bumped in a child after fork */
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void
+on_fork_child(void)
+{
+    __atomic_add_fetch(&fork_generation, 1, __ATOMIC_RELAXED);
+}
+
+static void
+fork_hook_install(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+static _Thread_local struct {
+    unsigned char b[ID_BLOCK];
+    size_t pos;             /* bytes used; ID_BLOCK = empty */
+    unsigned long gen;      /* fork_generation when filled */
+    int filled;
+} id_pool;
+
+static int
+random16(unsigned char out[16])
+{
+    unsigned long gen;
+
+    pthread_once(&fork_once, fork_hook_install);
+    gen = __atomic_load_n(&fork_generation, __ATOMIC_RELAXED);
+    if (!id_pool.filled || id_pool.gen != gen || id_pool.pos + 16 > ID_BLOCK) {
+        if (RAND_bytes(id_pool.b, ID_BLOCK) != 1) {
+            id_pool.filled = 0;
+            return APS_EIO;
+        }
+        id_pool.filled = 1;
+        id_pool.gen = gen;
+        id_pool.pos = 0;
+    }
+    memcpy(out, id_pool.b + id_pool.pos, 16);
+    /* Used bytes are not kept around. */
+    memset(id_pool.b + id_pool.pos, 0, 16);
+    id_pool.pos += 16;
+    return 0;
+}
+
 int
 aps__id_generate(char out[33])
 {
@@ -1549,7 +1660,7 @@ aps__id_generate(char out[33])
     unsigned char b[16];
     int i;
 
-    if (RAND_bytes(b, sizeof b) != 1)
+    if (random16(b) != 0)
         return APS_EIO;
     for (i = 0; i < 16; i++) {
         out[2 * i] = hex[b[i] >> 4];

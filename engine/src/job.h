@@ -38,6 +38,8 @@
 
 /** Leading byte of an encoded record: high nibble the type, low the version. */
 #define APS__JOBREC_FORMAT_V1 0x11
+/** V2 (written since): V1 with the lateness samples as int32, not int64. */
+#define APS__JOBREC_FORMAT_V2 0x12
 /** Leading byte of an encoded event. */
 #define APS__EVENT_FORMAT_V1 0x21
 /* V2: V1, then the outcome's error_type and worker_id (when it has one). */
@@ -77,6 +79,15 @@ typedef struct aps__jobrec {
      * malloc consolidates its free lists on every one (twice per run). */
     int32_t *lateness;
     uint32_t n_lateness, lateness_pos;
+    /** A decoded record is one block with its strings, trigger and labels
+     * where they fit (aps__jobrec_decode: a dozen allocations per decode
+     * were most of its cost): a field pointing into [arena, arena +
+     * arena_len) is not freed on its own, the block goes with the record.
+     * Replace such fields through aps__jobrec_apply only (it knows);
+     * running, pending and lateness are never in the block. NULL for a
+     * record built otherwise. */
+    void *arena;
+    size_t arena_len;
 } aps__jobrec;
 
 /**
@@ -204,7 +215,8 @@ void aps__trigger_spec_free(aps_trigger_spec *t);
 int aps__json_check(const char *text, size_t len, char *top, size_t *where, const char **why);
 
 /**
- * Encodes a record for the store (format APS__JOBREC_FORMAT_V1):
+ * Encodes a record for the store (format APS__JOBREC_FORMAT_V2; V1 records
+ * still decode):
  * little-endian, length-prefixed. running_instances, queued_runs and the
  * lateness percentiles are not stored: decoding recomputes them.
  * @param[out] buf  malloc'd; the caller frees it.
@@ -212,6 +224,16 @@ int aps__json_check(const char *text, size_t len, char *top, size_t *where, cons
  *         NULL argv entry); APS_ENOMEM.
  */
 int aps__jobrec_encode(const aps__jobrec *r, void **buf, size_t *len);
+
+struct aps__wbuf;
+/**
+ * aps__jobrec_encode into a writer the caller reuses (codec.h): its bytes
+ * are replaced, its buffer kept and grown as needed, so a loop encoding
+ * record after record allocates nothing once warm.
+ * @return 0, or the error aps__jobrec_encode would give (w->len is then
+ *         meaningless; the writer stays usable).
+ */
+int aps__jobrec_encode_into(const aps__jobrec *r, struct aps__wbuf *w);
 
 /**
  * Decodes a record. Everything is bounds-checked: counts are capped by the
@@ -228,8 +250,18 @@ int aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out);
  */
 int aps__event_encode(const aps_event *ev, void **buf, size_t *len);
 
+/** aps__event_encode into a writer the caller reuses (as
+ *  aps__jobrec_encode_into). @return 0 or the error aps__event_encode gives. */
+int aps__event_encode_into(const aps_event *ev, struct aps__wbuf *w);
+
 /** Decodes an event. @return 0; APS_ECORRUPT; APS_ENOMEM. */
 int aps__event_decode(const void *buf, size_t len, aps_event **out);
+
+/** Reads an encoded event's type and job id without decoding the rest (a
+ *  filter's fast path). *job_id points into buf, not NUL-terminated (NULL:
+ *  none). @return 0; APS_ECORRUPT. */
+int aps__event_peek(const void *buf, size_t len, aps_event_type *type, const char **job_id,
+                    size_t *job_id_len);
 
 /** Deep-copies an event. @return 0 or APS_ENOMEM. */
 int aps__event_copy(const aps_event *src, aps_event **out);

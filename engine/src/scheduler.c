@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "job.h"
 #include "scheduler.h"
 
@@ -42,6 +43,9 @@
 /* Trigger steps taken for one job in one pass (a per-second cron missed
  * for a long downtime): beyond, the job is moved to its next fire time. */
 #define RUN_TIMES_ITER_MAX 1000000
+/* How long a finished run may wait for a pass the loop makes anyway,
+ * instead of waking it (see aps__run_finished). */
+#define COMPLETION_SLACK_US 2000
 /* Pending runs a QUEUE_ALL job keeps. */
 #define PENDING_MAX 1000
 #define BACKFILL_DEFAULT 1000
@@ -204,6 +208,14 @@ aps__run_free(aps__run *run)
 {
     if (run == NULL)
         return;
+    if (run->packed) {
+        if (run->target.kind != APS_TARGET_FUNCTION) /* (a function's: packed) */
+            aps__target_dispose(&run->target);
+        for (size_t i = 0; i < run->n_run_times; i++)
+            aps__outcome_dispose(&run->results[i].outcome);
+        free(run);
+        return;
+    }
     free(run->job_id);
     free(run->jobstore);
     free(run->executor);
@@ -222,36 +234,66 @@ aps__run_finished(aps__run *run)
 {
     aps_scheduler *s = run->sched;
     pthread_mutex_lock(&s->mu);
-    int was_empty = s->completed == NULL;
-    run->next = s->completed;
-    s->completed = run;
-    pthread_mutex_unlock(&s->mu);
     /* Only the first run of a batch wakes the loop: the loop drains its
      * wake-up fd before it takes the list, so a run added to a non-empty
      * list is taken by the pass its predecessor's wake-up causes. */
-    if (was_empty)
+    int wake = s->completed == NULL;
+    run->next = s->completed;
+    s->completed = run;
+    /* Nor does one when the loop looks again within COMPLETION_SLACK_US
+     * (or is in a pass: loop_next is its start): that pass records it. At
+     * thousands of runs per second, a wake-up per finished run was half
+     * the loop's passes. The loop checks the flag when it settles its next
+     * time (under this lock, so one of the two sees the other). */
+    if (wake && s->loop_next != APS_TIME_NONE &&
+        s->loop_next - aps__scheduler_now(s) <= COMPLETION_SLACK_US) {
+        s->completion_unwoken = 1;
+        wake = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (wake)
         aps__scheduler_wake(s);
 }
 
-/* A run of `rec` over run_times, to hand to the executor after the commit. */
+/* A run of `rec` over run_times, to hand to the executor after the commit.
+ * One allocation for the run, its results, times and strings (packed):
+ * seven per run were a good part of the loop's malloc traffic. */
 static int
 run_new(aps_scheduler *s, const aps__jobrec *rec, const char *run_id, const aps_time *rts,
         size_t n, int backfill, aps__run **out)
 {
-    aps__run *run = calloc(1, sizeof(*run));
+    const aps_target *tg = &rec->job.target;
+    int fn = tg->kind == APS_TARGET_FUNCTION;
+    size_t idlen = strlen(rec->job.id) + 1, stlen = strlen(rec->job.jobstore) + 1;
+    size_t exlen = strlen(rec->job.executor) + 1;
+    size_t fnlen = fn && tg->u.function.name ? strlen(tg->u.function.name) + 1 : 0;
+    size_t arglen = fn && tg->u.function.arg ? strlen(tg->u.function.arg) + 1 : 0;
+    size_t size = sizeof(aps__run) + n * (sizeof(aps__run_result) + sizeof(aps_time)) + idlen +
+                  stlen + exlen + fnlen + arglen;
+    aps__run *run = calloc(1, size);
     if (run == NULL)
         return APS_ENOMEM;
+    run->packed = 1;
+    run->results = (aps__run_result *)(run + 1);
+    run->run_times = (aps_time *)(run->results + n);
+    run->job_id = (char *)(run->run_times + n);
+    run->jobstore = run->job_id + idlen;
+    run->executor = run->jobstore + stlen;
+    memcpy(run->job_id, rec->job.id, idlen);
+    memcpy(run->jobstore, rec->job.jobstore, stlen);
+    memcpy(run->executor, rec->job.executor, exlen);
     memcpy(run->run_id, run_id, sizeof(run->run_id));
     run->sched = s;
     run->backfill = backfill;
-    run->job_id = strdup(rec->job.id);
-    run->jobstore = strdup(rec->job.jobstore);
-    run->executor = strdup(rec->job.executor);
-    run->run_times = malloc(n * sizeof(aps_time));
-    run->results = calloc(n, sizeof(aps__run_result));
-    if (run->job_id == NULL || run->jobstore == NULL || run->executor == NULL ||
-        run->run_times == NULL || run->results == NULL ||
-        aps__target_copy(&rec->job.target, &run->target) != 0) {
+    if (fn) {
+        /* A function target's strings are packed too (see aps__run_free). */
+        char *p = run->executor + exlen;
+        run->target.kind = APS_TARGET_FUNCTION;
+        if (fnlen > 0)
+            run->target.u.function.name = memcpy(p, tg->u.function.name, fnlen);
+        if (arglen > 0)
+            run->target.u.function.arg = memcpy(p + fnlen, tg->u.function.arg, arglen);
+    } else if (aps__target_copy(tg, &run->target) != 0) {
         aps__run_free(run);
         return APS_ENOMEM;
     }
@@ -560,7 +602,8 @@ start_run(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_tim
     aps__run_rec *rr = &v[rec->n_running];
     memset(rr, 0, sizeof(*rr));
     memcpy(rr->run_id, run_id, sizeof(run_id));
-    snprintf(rr->executor, sizeof(rr->executor), "%s", rec->job.executor);
+    /* (memcpy: snprintf was a measurable part of a run) */
+    memcpy(rr->executor, rec->job.executor, strnlen(rec->job.executor, sizeof(rr->executor) - 1));
     /* Committed ahead of its time, it is handed on at that time. */
     if (rts[0] > now)
         now = rts[0];
@@ -572,10 +615,12 @@ start_run(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_tim
     rr->n_run_times = n;
     rec->n_running++;
 
-    snprintf(key, sizeof(key), RUN_PREFIX "%s", run_id);
-    rc = store_persists(s, rec->job.jobstore) ? put_run_index(t, key, &rec->job, rts, n) : 0;
-    if (rc != 0)
-        return rc;
+    if (store_persists(s, rec->job.jobstore)) {
+        snprintf(key, sizeof(key), RUN_PREFIX "%s", run_id);
+        rc = put_run_index(t, key, &rec->job, rts, n);
+        if (rc != 0)
+            return rc;
+    }
     rc = out_event(o, APS_EVENT_JOB_SUBMITTED, now, &rec->job, run_id, rts, n, NULL);
     if (rc != 0)
         return rc;
@@ -684,6 +729,28 @@ submit_run(aps_scheduler *s, aps__run *run)
     aps__run_finished(run);
 }
 
+/* Hands committed runs to their executors, in order: runs of one executor
+ * in a row go in one call where it takes several (one lock and at most a
+ * wake-up per idle worker for a batch, instead of a lock and a wake-up per
+ * run, fought over with the workers). */
+static void
+submit_runs(aps_scheduler *s, aps__run **runs, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        aps__executor *ex = find_exec(s, runs[i]->executor);
+        size_t j = i + 1;
+        while (j < n && strcmp(runs[j]->executor, runs[i]->executor) == 0)
+            j++;
+        size_t k = ex != NULL && ex->ops->submit_many != NULL
+                       ? ex->ops->submit_many(ex, runs + i, j - i)
+                       : 0;
+        for (; i + k < j; k++)
+            submit_run(s, runs[i + k]); /* one by one: refused ones finish */
+        i = j;
+    }
+}
+
 /* ---- commit-ahead: the hold thread ------------------------------------------ */
 
 static int
@@ -769,8 +836,7 @@ hold_main(void *arg)
         while (n < 64 && s->n_held > 0 && s->held[0]->run_times[0] <= now)
             batch[n++] = hold_pop(s);
         pthread_mutex_unlock(&s->hold_mu);
-        for (size_t i = 0; i < n; i++)
-            submit_run(s, batch[i]);
+        submit_runs(s, batch, n);
         pthread_mutex_lock(&s->hold_mu);
     }
     pthread_mutex_unlock(&s->hold_mu);
@@ -819,13 +885,15 @@ after_commit(aps_scheduler *s, wout *o)
     }
     int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE);
     aps_time now = o->n_runs > 0 && hold ? aps__scheduler_now(s) : 0;
+    size_t n = 0; /* the runs handed on now, in order */
     for (size_t i = 0; i < o->n_runs; i++) {
         aps__run *run = o->runs[i];
         if (hold && run->n_run_times > 0 && run->run_times[0] > now &&
             hold_push(s, run) == 0)
             continue;
-        submit_run(s, run);
+        o->runs[n++] = run;
     }
+    submit_runs(s, o->runs, n);
     o->n_runs = 0;
     aps__events_publish(s, &o->evs);
 }
@@ -1046,6 +1114,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->timer_fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
     s->timer_armed = APS_TIME_NONE;
+    s->loop_next = APS_TIME_NONE; /* finished runs wake the loop until its first pass */
     s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (s->wake_fd < 0 || s->timer_fd < 0 || s->epoll_fd < 0) {
         rc = set_err(err, APS_EIO, "eventfd/timerfd/epoll: %s", strerror(errno));
@@ -1998,6 +2067,85 @@ aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutation *m
     return rc;
 }
 
+/* ---- the loop: its buffers ---------------------------------------------------- */
+
+/* What the loop keeps from pass to pass instead of allocating per pass or
+ * per record: with glibc's malloc, arrays of a batch's size allocated and
+ * freed per pass (and records encoded into fresh buffers) made it
+ * consolidate its free lists again and again, a good part of the loop's
+ * CPU. Loop thread only. */
+typedef struct aps__loop_state aps__loop_state;
+
+struct aps__loop_state {
+    aps__wbuf enc;   /* the loop's encoder output */
+    aps__run **runs; /* take_completed's array */
+    size_t cap_runs;
+    aps__run **sel;  /* done_select's array */
+    size_t cap_sel;
+    wout o[2];       /* the outputs of the due (0) and done (1) contexts */
+};
+
+/* The loop's state, allocated with its first pass; NULL when out of memory
+ * (the loop then allocates per pass, as it did). */
+static aps__loop_state *
+loop_state(aps_scheduler *s)
+{
+    if (s->loop == NULL)
+        s->loop = calloc(1, sizeof(*s->loop));
+    return s->loop;
+}
+
+static void
+loop_state_free(aps_scheduler *s)
+{
+    if (s->loop == NULL)
+        return;
+    free_out(&s->loop->o[0]);
+    free_out(&s->loop->o[1]);
+    free(s->loop->enc.p);
+    free(s->loop->runs);
+    free(s->loop->sel);
+    free(s->loop);
+    s->loop = NULL;
+}
+
+/* Lends the kept outputs of context kind k (0 due, 1 done). */
+static void
+loop_out_take(aps_scheduler *s, int k, wout *o)
+{
+    if (s->loop == NULL)
+        return;
+    *o = s->loop->o[k];
+    memset(&s->loop->o[k], 0, sizeof(s->loop->o[k]));
+}
+
+/* Takes them back emptied (or frees them without the loop's state). */
+static void
+loop_out_give(aps_scheduler *s, int k, wout *o)
+{
+    if (s->loop == NULL) {
+        free_out(o);
+        return;
+    }
+    reset_out(o);
+    free_out(&s->loop->o[k]);
+    s->loop->o[k] = *o;
+    memset(o, 0, sizeof(*o));
+}
+
+/* txn_save through the loop's encoder buffer. */
+static int
+loop_save(aps_scheduler *s, aps_txn *t, const aps__jobrec *rec)
+{
+    aps__loop_state *L = s->loop;
+    if (L == NULL)
+        return txn_save(t, rec);
+    int rc = aps__jobrec_encode_into(rec, &L->enc);
+    if (rc != 0)
+        return rc;
+    return aps__txn_job_put(t, rec->job.id, L->enc.p, L->enc.len, rec->job.next_run_time);
+}
+
 /* ---- the loop: due jobs ------------------------------------------------------ */
 
 /* The loop's trigger cache: compiled triggers by job id, valid while the
@@ -2086,7 +2234,9 @@ due_collect(void *arg, const char *id, const void *data, size_t len, aps_time ne
     (void)data;
     (void)len;
     (void)next_run;
-    snprintf(c->ids[c->n_ids++], APS__ID_MAX + 1, "%s", id);
+    size_t n = strnlen(id, APS__ID_MAX);
+    memcpy(c->ids[c->n_ids], id, n);
+    c->ids[c->n_ids++][n] = '\0';
     return 0;
 }
 
@@ -2166,7 +2316,7 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
             rc = out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0, NULL);
         return rc;
     }
-    return txn_save(t, rec);
+    return loop_save(s, t, rec);
 }
 
 static int
@@ -2179,7 +2329,9 @@ due_fn(aps_txn *t, void *arg)
     for (size_t i = 0; i < c->n_ids && rc == 0; i++) {
         aps__jobrec *rec = NULL;
         aps_time next_run = APS_TIME_NONE;
-        rc = aps__txn_job_get(t, c->ids[i], NULL, NULL, &next_run);
+        const void *data = NULL;
+        size_t len = 0;
+        rc = aps__txn_job_get(t, c->ids[i], &data, &len, &next_run);
         if (rc == APS_ENOENT) {
             rc = 0; /* removed since the scan */
             continue;
@@ -2188,7 +2340,7 @@ due_fn(aps_txn *t, void *arg)
             break;
         if (next_run == APS_TIME_NONE || next_run > c->upto)
             continue; /* changed since the scan */
-        rc = txn_load(t, c->ids[i], &rec);
+        rc = aps__jobrec_decode(data, len, &rec);
         if (rc == APS_ECORRUPT) {
             /* A record that cannot be decoded would be due forever: take
              * it out of the due index, keep its bytes for inspection. */
@@ -2268,9 +2420,10 @@ outcome_event(done_ctx *c, const aps__run *run, const aps__run_result *res, aps_
             strcmp(res->outcome.error_type, res->outcome.error) != 0)
             snprintf(st->last_error, sizeof(st->last_error), "%s: %s", res->outcome.error_type,
                      res->outcome.error); /* as Python prints it */
+        else if (res->outcome.error != NULL)
+            snprintf(st->last_error, sizeof(st->last_error), "%s", res->outcome.error);
         else
-            snprintf(st->last_error, sizeof(st->last_error), "%s",
-                     res->outcome.error ? res->outcome.error : "");
+            st->last_error[0] = '\0'; /* (snprintf was a measurable part of a run) */
         if (res->started != 0 && res->started != APS_TIME_NONE)
             aps__jobrec_add_lateness(rec, res->started - res->run_time);
     }
@@ -2282,7 +2435,11 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
 {
     char key[APS_STORE_META_KEY_MAX + 1];
     aps__jobrec *rec = NULL;
-    int rc = txn_load(t, run->job_id, &rec);
+    const void *data = NULL;
+    size_t len = 0;
+    int rc = aps__txn_job_get(t, run->job_id, &data, &len, NULL);
+    if (rc == 0)
+        rc = aps__jobrec_decode(data, len, &rec);
     if (rc == APS_ENOENT)
         rc = 0; /* removed meanwhile: its run's events still count */
     if (rc != 0)
@@ -2300,8 +2457,8 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
     }
     for (size_t i = 0; i < run->n_run_times && rc == 0; i++)
         rc = outcome_event(c, run, &run->results[i], rec);
-    snprintf(key, sizeof(key), RUN_PREFIX "%s", run->run_id);
     if (rc == 0 && store_persists(c->s, run->jobstore)) {
+        snprintf(key, sizeof(key), RUN_PREFIX "%s", run->run_id);
         rc = aps__txn_meta_del(t, key);
         if (rc == APS_ENOENT)
             rc = 0;
@@ -2316,7 +2473,7 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
                 rc = out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0,
                                NULL);
         } else {
-            rc = txn_save(t, rec);
+            rc = loop_save(c->s, t, rec);
         }
     }
     aps__jobrec_free(rec);
@@ -2336,10 +2493,27 @@ done_fn(aps_txn *t, void *arg)
     return rc;
 }
 
+/* An array of at least n pointers kept in *v (grown as needed), or NULL. */
+static aps__run **
+ptrs_get(aps__run ***v, size_t *cap, size_t n)
+{
+    if (n > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < n)
+            c *= 2;
+        aps__run **p = realloc(*v, c * sizeof(*p));
+        if (p == NULL)
+            return NULL;
+        *v = p;
+        *cap = c;
+    }
+    return *v;
+}
+
 /* Finished runs taken from the executors, oldest first. */
 typedef struct completions {
     aps__run *list; /* linked by `next` */
-    aps__run **runs; /* the same as an array; NULL when out of memory */
+    aps__run **runs; /* the same as an array (the loop's); NULL when out of memory */
     size_t n;
 } completions;
 
@@ -2361,7 +2535,8 @@ take_completed(aps_scheduler *s, completions *cp)
     }
     if (cp->n == 0)
         return;
-    cp->runs = malloc(cp->n * sizeof(*cp->runs));
+    aps__loop_state *L = loop_state(s);
+    cp->runs = L ? ptrs_get(&L->runs, &L->cap_runs, cp->n) : NULL;
     size_t k = 0;
     for (aps__run *r = cp->list; r && cp->runs; r = r->next)
         cp->runs[k++] = r;
@@ -2377,7 +2552,7 @@ done_select(aps_scheduler *s, size_t si, const completions *cp, done_ctx *c)
     c->runs = NULL;
     if (cp->runs == NULL)
         return cp->n > 0 ? APS_ENOMEM : 0;
-    c->runs = malloc(cp->n * sizeof(*c->runs));
+    c->runs = ptrs_get(&s->loop->sel, &s->loop->cap_sel, cp->n); /* s->loop: as cp->runs */
     if (c->runs == NULL)
         return APS_ENOMEM;
     for (size_t i = 0; i < cp->n; i++) {
@@ -2394,8 +2569,7 @@ done_select(aps_scheduler *s, size_t si, const completions *cp, done_ctx *c)
 static void
 finish_completed(aps_scheduler *s, completions *cp)
 {
-    aps__run *rev = cp->list, *keep = NULL;
-    free(cp->runs);
+    aps__run *rev = cp->list, *keep = NULL, *gone = NULL;
     pthread_mutex_lock(&s->mu);
     int requeue = s->started && !s->stopping;
     while (rev) {
@@ -2407,7 +2581,8 @@ finish_completed(aps_scheduler *s, completions *cp)
             rev->next = keep;
             keep = rev;
         } else {
-            aps__run_free(rev);
+            rev->next = gone;
+            gone = rev;
             s->n_running--;
         }
         rev = next;
@@ -2421,6 +2596,13 @@ finish_completed(aps_scheduler *s, completions *cp)
     }
     pthread_cond_broadcast(&s->idle_cv);
     pthread_mutex_unlock(&s->mu);
+    /* Freed outside the lock: executor threads handing back finished runs
+     * wait for it (hundreds of runs per pass at high rates). */
+    while (gone) {
+        aps__run *next = gone->next;
+        aps__run_free(gone);
+        gone = next;
+    }
     memset(cp, 0, sizeof(*cp));
 }
 
@@ -2450,14 +2632,14 @@ process_completed(aps_scheduler *s)
     memset(&c, 0, sizeof(c));
     c.s = s;
     c.now = aps__scheduler_now(s);
+    loop_out_take(s, 1, &c.o);
     for (size_t si = 0; si < s->n_stores; si++) {
         if (done_select(s, si, &cp, &c) != 0)
             break;
         if (c.n > 0)
             write_done(s, si, &c);
-        free(c.runs);
     }
-    free_out(&c.o);
+    loop_out_give(s, 1, &c.o);
     finish_completed(s, &cp);
     return n;
 }
@@ -2511,13 +2693,15 @@ static int
 process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_time *deferred)
 {
     due_ctx c;
-    int rc = 0;
+    int rc = 0, more = 0; /* more: stopped with due jobs left */
     memset(&c, 0, sizeof(c));
     c.s = s;
     c.si = si;
     c.now = now;
     c.upto = now + store_ahead(s, si);
     c.deferred = APS_TIME_NONE;
+    loop_state(s); /* NULL: buffers per pass */
+    loop_out_take(s, 0, &c.o);
     /* The loop's own buffer: 100 KB allocated per pass made glibc
      * consolidate its free lists every time (a fifth of the loop's CPU). */
     if (s->due_ids == NULL && (s->due_ids = malloc(DUE_BATCH * sizeof(*c.ids))) == NULL) {
@@ -2525,7 +2709,11 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         goto out;
     }
     c.ids = s->due_ids;
-    for (int rounds = 0; rounds < 64; rounds++) {
+    for (int rounds = 0;; rounds++) {
+        if (rounds == 64) {
+            more = 1; /* the rest in the next pass */
+            break;
+        }
         c.n_ids = 0;
         rc = aps__store_due(s->stores[si].st, c.upto, DUE_BATCH, due_collect, &c);
         if (rc < 0 || c.n_ids == 0)
@@ -2549,7 +2737,9 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
             break;
     }
 out:
-    *deferred = c.deferred;
+    /* With due jobs left, the next pass comes at once, not at the time of
+     * a deferred one. */
+    *deferred = more ? APS_TIME_NONE : c.deferred;
     if (done->n > 0) {
         /* Nothing due: the finished runs alone. */
         int r = write_done(s, si, done);
@@ -2557,7 +2747,7 @@ out:
             rc = r; /* retried soon, as a failed due write */
         done->n = 0;
     }
-    free_out(&c.o);
+    loop_out_give(s, 0, &c.o);
     return rc;
 }
 
@@ -2755,12 +2945,16 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
     uint64_t v;
     if (read(s->timer_fd, &v, sizeof(v)) > 0 || errno == ECANCELED)
         s->timer_armed = APS_TIME_NONE;
+    aps_time now = aps__scheduler_now(s);
     pthread_mutex_lock(&s->mu);
     int running = s->started && !s->stopping && s->state == APS_STATE_RUNNING;
+    /* In a pass: runs finishing now are recorded by it or the next one (on
+     * the real clock only: an injected one arms no timer). */
+    s->loop_next = s->clock.now == real_now ? now : APS_TIME_NONE;
+    s->completion_unwoken = 0;
     pthread_mutex_unlock(&s->mu);
     if (!running)
         process_completed(s);
-    aps_time now = aps__scheduler_now(s);
     if (running) {
         /* Each store's finished runs go into its first write of the pass. */
         completions cp;
@@ -2769,17 +2963,17 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
         memset(&done, 0, sizeof(done));
         done.s = s;
         done.now = now;
+        loop_out_take(s, 1, &done.o);
         for (size_t si = 0; si < s->n_stores; si++) {
             if (done_select(s, si, &cp, &done) != 0)
                 done.n = 0; /* out of memory: dropped, as process_completed does */
             int r = process_store(s, si, now, &done, &s->stores[si].deferred);
-            free(done.runs);
             done.runs = NULL;
             s->stores[si].failed = r != 0;
             if (r != 0 && rc == 0)
                 rc = r;
         }
-        free_out(&done.o);
+        loop_out_give(s, 1, &done.o);
         finish_completed(s, &cp);
         for (size_t si = 0; si < s->n_stores; si++) {
             aps_time t = APS_TIME_NONE;
@@ -2806,7 +3000,6 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
     }
     pthread_mutex_lock(&s->mu);
     int unrecorded = s->completed != NULL;
-    pthread_mutex_unlock(&s->mu);
     if (unrecorded) {
         /* Completions queued again after a failed write (or just in, and
          * then the wake-up fd brings the loop back sooner): retry soon. */
@@ -2814,6 +3007,12 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
         if (next == APS_TIME_NONE || retry < next)
             next = retry;
     }
+    /* Runs that finished during the pass without waking it: a pass within
+     * the slack records them, else one at once. */
+    if (s->completion_unwoken && (next == APS_TIME_NONE || next - now > COMPLETION_SLACK_US))
+        next = now;
+    s->loop_next = s->clock.now == real_now ? next : APS_TIME_NONE;
+    pthread_mutex_unlock(&s->mu);
     prune_requests(s, now);
     aps__events_dispatch_listeners(s);
     arm_timer(s, next);
@@ -3009,6 +3208,7 @@ aps_scheduler_destroy(aps_scheduler *s)
     pthread_mutex_destroy(&s->hold_mu);
     free(s->held);
     free(s->due_ids);
+    loop_state_free(s);
     pthread_mutex_destroy(&s->mu);
     pthread_rwlock_destroy(&s->fn_lock);
     free(s);

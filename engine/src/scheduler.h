@@ -57,12 +57,38 @@ typedef struct aps__trig_entry {
     aps_trigger *trigger;
 } aps__trig_entry;
 
+/** A subscriber's entry in the publish-time index (events.c): one per job
+ *  id of its filter, or, without a job filter, one per event type of its
+ *  mask. */
+typedef struct aps__sub_node {
+    aps_subscriber *sub;
+    const char *id; /* borrowed from sub->ids; NULL in a type node */
+    uint32_t hash;  /* of id */
+    uint32_t len;   /* of id */
+    struct aps__sub_node *next, **pprev;
+} aps__sub_node;
+
+/* A cursor over the event log; see "subscribers" in events.c. The fields
+ * after `efd` are guarded by the scheduler's mu. */
 struct aps_subscriber {
     aps_scheduler *s;
-    uint64_t next;   /* next sequence to deliver */
     uint32_t mask;
-    char *job_id;
+    char **ids;      /* unique job ids; none (n_ids 0) = any */
+    size_t n_ids;
+    uint32_t *id_tab; /* open addressing: index + 1 into nodes, by hash */
+    uint32_t id_mask; /* id_tab's size - 1 */
     int efd;         /* eventfd, readable when events may be waiting */
+    int refs;        /* the owner + signals in flight (atomic) */
+    aps__sub_node *nodes;
+    size_t n_nodes;
+
+    /* Cursor mode: the next sequence to examine. Live mode: no event
+     * below it is queued (a subscription after a future sequence). */
+    uint64_t next;
+    int live;        /* caught up: publish queues its matching sequences */
+    int armed;       /* it found nothing: the next match writes efd */
+    uint64_t *q;     /* live mode: matching sequences, oldest first */
+    uint32_t q_cap, q_head, q_len; /* q_cap: 0 or a power of two */
     aps_subscriber *prev_sub, *next_sub;
 };
 
@@ -95,16 +121,30 @@ struct aps_scheduler {
     size_t n_listeners;
     aps_subscriber *listener_cursor; /* where listeners read (created with the first) */
     aps__run *completed;    /* finished runs, newest first */
+    /* When the loop looks again (APS_TIME_NONE: not before a wake-up), and
+     * whether a run finished since without waking it (aps__run_finished). */
+    aps_time loop_next;
+    int completion_unwoken;
     size_t n_running;       /* runs handed to executors, not yet finished */
     pthread_cond_t idle_cv; /* signalled when n_running drops */
 
     /* the event ring: sequences [ring_first, ring_next) are in memory */
     aps_event *ring[APS__RING_SIZE];
     uint64_t ring_first, ring_next;
+    /* hash and length of each ring event's job id (events.c: a behind
+     * subscriber's filter reuses them) */
+    uint32_t ring_hash[APS__RING_SIZE], ring_len[APS__RING_SIZE];
     /* out-of-order arrivals (concurrent commits) wait here */
     aps__evlist early;
     aps_subscriber *subs;
     pthread_cond_t sub_cv;
+    unsigned sub_waiters; /* threads waiting on sub_cv */
+    /* The subscribers' index (events.c): a hash table by job id (buckets
+     * a power of two, or none yet), and lists by event type of those
+     * without a job filter. */
+    aps__sub_node **sub_ids;
+    size_t sub_ids_cap, sub_ids_n;
+    aps__sub_node *sub_types[APS_EVENT_JOB_MAX_INSTANCES + 1];
 
     /* Registered functions, looked up by every run of the thread pool:
      * a lock of their own, shared by the lookups. */
@@ -118,6 +158,7 @@ struct aps_scheduler {
     aps_time last_request_prune;
     aps_time timer_armed; /* the deadline timer_fd holds (APS_TIME_NONE: none) */
     char (*due_ids)[APS__ID_MAX + 1]; /* process_store's batch of ids */
+    struct aps__loop_state *loop; /* decoded-record cache, buffers (scheduler.c) */
 
     /* Commit-ahead (aps_scheduler_config.commit_ahead_us): runs committed
      * before their time wait in `held` (a min-heap by first run time) for

@@ -2,19 +2,29 @@
  * Job store, memory backend: the same semantics as the LMDB backend without
  * durability.
  *
- * Jobs sit in two treaps (randomized balanced trees): `jobs` by id and `due`
- * by the same (sortable time + id) key the LMDB backend uses, so both
- * backends order alike by construction. Meta is a third treap; events are a
- * ring buffer (sequences are contiguous, so an index is seq - first).
+ * Jobs sit in a treap (a randomized balanced tree) by id, for listing in id
+ * order, in a hash table by id, for lookups, and, when they have a next run
+ * time, in a binary min-heap by (next run time, id), the order of the LMDB
+ * backend's `due` keys, so both backends order alike. Why not a second tree
+ * for `due`: the scheduler loop rewrites two records per run, and moving a
+ * job's due node in a treap (split, merge, a byte comparison per level, a
+ * node freed and allocated) was most of a write; the heap compares times,
+ * moves a new (later) time down a few levels in place, and allocates
+ * nothing. Due scans walk the heap in order with a small second heap.
+ * Meta is a treap too; events are a ring buffer (sequences are contiguous,
+ * so an index is seq - first).
  *
  * Writes are serialized by a rwlock (readers share it). A failing callback
  * is undone from an undo log. Undo never allocates: every change keeps the
  * tree nodes and buffers it displaced in its log entry (a deleted job keeps
- * its nodes), so rolling back only relinks and frees, and the log slot
- * itself is reserved before the change is made.
+ * its node), so rolling back only relinks and frees; the log slot itself is
+ * reserved before the change is made, and the hash table and the heap never
+ * shrink, so a state rolled back to fits where it fitted before.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +36,7 @@
 typedef struct tnode {
     struct tnode *l, *r;
     uint64_t prio;
-    void *val; /* per tree: mjob* (jobs, due) or mval* (meta) */
+    void *val; /* per tree: mjob* (jobs) or mval* (meta) */
     size_t klen;
     unsigned char key[];
 } tnode;
@@ -41,8 +51,20 @@ typedef struct mjob {
     void *data;
     size_t len;
     aps_time next_run;
-    tnode *due; /* its node in the due tree; NULL when not due */
+    size_t hpos;              /* its index in the due heap; NOT_DUE if none */
+    uint64_t hash;            /* of its id */
+    const unsigned char *id;  /* its node's key */
+    size_t idlen;
 } mjob;
+
+#define NOT_DUE SIZE_MAX
+
+/* A due heap entry: the time beside the job, so that most comparisons
+ * touch the heap array only. */
+typedef struct hent {
+    aps_time t;
+    mjob *j;
+} hent;
 
 /* A meta value. */
 typedef struct mval {
@@ -215,8 +237,8 @@ typedef struct mevent {
 
 enum undo_kind {
     U_JOB_INS, /* node inserted: undo unlinks and frees it */
-    U_JOB_REP, /* job replaced: old data/next/due node kept here */
-    U_JOB_DEL, /* job unlinked: its nodes kept here */
+    U_JOB_REP, /* job replaced: old data and next run kept here */
+    U_JOB_DEL, /* job unlinked: its node kept here */
     U_META_INS,
     U_META_REP, /* old value kept in old_data */
     U_META_DEL,
@@ -229,14 +251,17 @@ typedef struct undo {
     void *old_data;
     size_t old_len;
     aps_time old_next;
-    tnode *old_due;
 } undo;
 
 typedef struct mem_store {
     aps_store base;
     pthread_rwlock_t lock;
     uint64_t rng;
-    tree jobs, due, meta;
+    tree jobs, meta;
+    mjob **htab; /* jobs by id hash, open addressing; at most half full */
+    size_t hcap;
+    hent *heap;  /* due jobs, a min-heap by (next run, id) */
+    size_t hn, heap_cap;
     /* event ring: ev_count events from ev[ev_head], oldest first; the
      * newest has sequence ev_last */
     mevent *ev;
@@ -307,8 +332,220 @@ job_free(tnode *n)
     mjob *j = n->val;
 
     free(j->data);
-    free(j->due);
     free(n);
+}
+
+/* The jobs-tree node a job lives in. */
+static tnode *
+job_node(const mjob *j)
+{
+    return (tnode *)(void *)((unsigned char *)(uintptr_t)j->id - offsetof(tnode, key));
+}
+
+/* ---- jobs by id: the hash table ---------------------------------------- */
+
+static uint64_t
+id_hash(const void *id, size_t len)
+{
+    const unsigned char *p = id;
+    uint64_t h = UINT64_C(1469598103934665603);
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * UINT64_C(1099511628211);
+    return h;
+}
+
+static mjob *
+job_find(const mem_store *s, const void *id, size_t len)
+{
+    uint64_t h;
+
+    if (!s->hcap)
+        return NULL;
+    h = id_hash(id, len);
+    for (size_t i = h & (s->hcap - 1); s->htab[i]; i = (i + 1) & (s->hcap - 1)) {
+        mjob *j = s->htab[i];
+
+        if (j->hash == h && j->idlen == len && memcmp(j->id, id, len) == 0)
+            return j;
+    }
+    return NULL;
+}
+
+/* Links j (room reserved by hash_reserve). */
+static void
+hash_insert(mem_store *s, mjob *j)
+{
+    size_t i = j->hash & (s->hcap - 1);
+
+    while (s->htab[i])
+        i = (i + 1) & (s->hcap - 1);
+    s->htab[i] = j;
+}
+
+static void
+hash_remove(mem_store *s, const mjob *j)
+{
+    const size_t m = s->hcap - 1;
+    size_t i = j->hash & m;
+
+    while (s->htab[i] != j)
+        i = (i + 1) & m;
+    /* Linear probing: later entries of the cluster move up unless their
+     * home slot lies in (i, k]. */
+    for (size_t k = (i + 1) & m; s->htab[k]; k = (k + 1) & m) {
+        size_t home = s->htab[k]->hash & m;
+        int stays = i <= k ? (home > i && home <= k) : (home > i || home <= k);
+
+        if (!stays) {
+            s->htab[i] = s->htab[k];
+            i = k;
+        }
+    }
+    s->htab[i] = NULL;
+}
+
+/* Room for n jobs, the table at most half full. Never shrinks. */
+static int
+hash_reserve(mem_store *s, size_t n)
+{
+    size_t cap = s->hcap ? s->hcap : 64;
+    mjob **old = s->htab;
+    size_t oldcap = s->hcap;
+
+    while (cap < 2 * n)
+        cap *= 2;
+    if (cap == s->hcap)
+        return 0;
+    s->htab = calloc(cap, sizeof *s->htab);
+    if (!s->htab) {
+        s->htab = old;
+        return APS_ENOMEM;
+    }
+    s->hcap = cap;
+    for (size_t i = 0; i < oldcap; i++) {
+        if (old[i])
+            hash_insert(s, old[i]);
+    }
+    free(old);
+    return 0;
+}
+
+/* ---- due jobs: the heap ------------------------------------------------- */
+
+static int
+hent_less(const hent *a, const hent *b)
+{
+    if (a->t != b->t)
+        return a->t < b->t;
+    return aps__store_keycmp(a->j->id, a->j->idlen, b->j->id, b->j->idlen) < 0;
+}
+
+static void
+heap_set(mem_store *s, size_t i, hent e)
+{
+    s->heap[i] = e;
+    e.j->hpos = i;
+}
+
+/* Moves the entry at i up or down to its place. */
+static void
+heap_fix(mem_store *s, size_t i)
+{
+    hent e = s->heap[i];
+
+    while (i > 0 && hent_less(&e, &s->heap[(i - 1) / 2])) {
+        heap_set(s, i, s->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        size_t c = 2 * i + 1;
+
+        if (c >= s->hn)
+            break;
+        if (c + 1 < s->hn && hent_less(&s->heap[c + 1], &s->heap[c]))
+            c++;
+        if (!hent_less(&s->heap[c], &e))
+            break;
+        heap_set(s, i, s->heap[c]);
+        i = c;
+    }
+    heap_set(s, i, e);
+}
+
+/* Room for n due jobs. Never shrinks. */
+static int
+heap_reserve(mem_store *s, size_t n)
+{
+    size_t cap;
+    hent *v;
+
+    if (n <= s->heap_cap)
+        return 0;
+    cap = s->heap_cap ? s->heap_cap : 64;
+    while (cap < n)
+        cap *= 2;
+    v = realloc(s->heap, cap * sizeof *v);
+    if (!v)
+        return APS_ENOMEM;
+    s->heap = v;
+    s->heap_cap = cap;
+    return 0;
+}
+
+static void
+heap_remove(mem_store *s, mjob *j)
+{
+    size_t i = j->hpos;
+
+    j->hpos = NOT_DUE;
+    if (--s->hn > i) {
+        heap_set(s, i, s->heap[s->hn]);
+        heap_fix(s, i);
+    }
+}
+
+/* Gives j its next run time: it enters the heap (room reserved), moves in
+ * it, or leaves it. */
+static void
+job_set_next(mem_store *s, mjob *j, aps_time next_run)
+{
+    j->next_run = next_run;
+    if (next_run == APS_TIME_NONE) {
+        if (j->hpos != NOT_DUE)
+            heap_remove(s, j);
+        return;
+    }
+    if (j->hpos == NOT_DUE) {
+        j->hpos = s->hn++;
+        s->heap[j->hpos].j = j;
+    }
+    s->heap[j->hpos].t = next_run;
+    heap_fix(s, j->hpos);
+}
+
+/* Links a job's node everywhere (room reserved). */
+static void
+job_link(mem_store *s, tnode *n)
+{
+    mjob *j = n->val;
+
+    tree_link(&s->jobs, n, &s->rng);
+    hash_insert(s, j);
+    j->hpos = NOT_DUE;
+    job_set_next(s, j, j->next_run);
+}
+
+/* Unlinks a job's node from everything (the node is kept). */
+static void
+job_unlink(mem_store *s, tnode *n)
+{
+    mjob *j = n->val;
+
+    tree_unlink(&s->jobs, n->key, n->klen);
+    hash_remove(s, j);
+    if (j->hpos != NOT_DUE)
+        heap_remove(s, j);
 }
 
 /* Forgets the undo log after the callback succeeded: frees what the changes
@@ -322,7 +559,6 @@ undo_commit(mem_store *s)
         switch (u->kind) {
         case U_JOB_REP:
             free(u->old_data);
-            free(u->old_due);
             break;
         case U_JOB_DEL:
             job_free(u->node);
@@ -352,28 +588,17 @@ undo_rollback(mem_store *s)
 
         switch (u->kind) {
         case U_JOB_INS:
-            tree_unlink(&s->jobs, n->key, n->klen);
-            if (j->due)
-                tree_unlink(&s->due, j->due->key, j->due->klen);
+            job_unlink(s, n);
             job_free(n);
             break;
         case U_JOB_REP:
-            if (j->due) {
-                tree_unlink(&s->due, j->due->key, j->due->klen);
-                free(j->due);
-            }
             free(j->data);
             j->data = u->old_data;
             j->len = u->old_len;
-            j->next_run = u->old_next;
-            j->due = u->old_due;
-            if (j->due)
-                tree_link(&s->due, j->due, &s->rng);
+            job_set_next(s, j, u->old_next);
             break;
         case U_JOB_DEL:
-            tree_link(&s->jobs, n, &s->rng);
-            if (j->due)
-                tree_link(&s->due, j->due, &s->rng);
+            job_link(s, n);
             break;
         case U_META_INS:
             tree_unlink(&s->meta, n->key, n->klen);
@@ -448,12 +673,10 @@ static int
 mt_job_get(aps_txn *t, const char *id, size_t idlen, const void **data, size_t *len,
            aps_time *next_run)
 {
-    tnode *n = tree_find(&MT(t)->jobs, id, idlen);
-    mjob *j;
+    mjob *j = job_find(MT(t), id, idlen);
 
-    if (!n)
+    if (!j)
         return APS_ENOENT;
-    j = n->val;
     if (data)
         *data = j->data;
     if (len)
@@ -468,9 +691,8 @@ mt_job_put(aps_txn *t, const char *id, size_t idlen, const void *data, size_t le
            aps_time next_run)
 {
     mem_store *s = MT(t);
-    unsigned char dk[APS_STORE_DUE_KEY_MAX];
-    tnode *n, *due = NULL;
     void *copy = NULL;
+    tnode *n;
     mjob *j;
     undo *u;
     int rc;
@@ -483,13 +705,13 @@ mt_job_put(aps_txn *t, const char *id, size_t idlen, const void *data, size_t le
     copy = aps__store_memdup(data, len);
     if (!copy)
         goto fail;
-    if (next_run != APS_TIME_NONE) {
-        due = node_new(dk, aps__store_due_key(next_run, id, idlen, dk), 0);
-        if (!due)
+    j = job_find(s, id, idlen);
+    if (next_run != APS_TIME_NONE && (!j || j->hpos == NOT_DUE) &&
+        heap_reserve(s, s->hn + 1))
+        goto fail;
+    if (!j) {
+        if (hash_reserve(s, s->jobs.count + 1))
             goto fail;
-    }
-    n = tree_find(&s->jobs, id, idlen);
-    if (!n) {
         n = node_new(id, idlen, sizeof(mjob));
         if (!n)
             goto fail;
@@ -497,32 +719,24 @@ mt_job_put(aps_txn *t, const char *id, size_t idlen, const void *data, size_t le
         j->data = copy;
         j->len = len;
         j->next_run = next_run;
-        j->due = due;
-        tree_link(&s->jobs, n, &s->rng);
+        j->hash = id_hash(id, idlen);
+        j->id = n->key;
+        j->idlen = idlen;
+        job_link(s, n);
         undo_push(s, U_JOB_INS, n);
-    } else {
-        j = n->val;
-        u = undo_push(s, U_JOB_REP, n);
-        u->old_data = j->data;
-        u->old_len = j->len;
-        u->old_next = j->next_run;
-        u->old_due = j->due;
-        if (j->due)
-            tree_unlink(&s->due, j->due->key, j->due->klen);
-        j->data = copy;
-        j->len = len;
-        j->next_run = next_run;
-        j->due = due;
+        return 0;
     }
-    if (due) {
-        due->val = j;
-        tree_link(&s->due, due, &s->rng);
-    }
+    u = undo_push(s, U_JOB_REP, job_node(j));
+    u->old_data = j->data;
+    u->old_len = j->len;
+    u->old_next = j->next_run;
+    j->data = copy;
+    j->len = len;
+    job_set_next(s, j, next_run);
     return 0;
 
 fail:
     free(copy);
-    free(due);
     return rc;
 }
 
@@ -530,20 +744,16 @@ static int
 mt_job_del(aps_txn *t, const char *id, size_t idlen)
 {
     mem_store *s = MT(t);
-    tnode *n;
-    mjob *j;
+    mjob *j = job_find(s, id, idlen);
     int rc;
 
-    if (!tree_find(&s->jobs, id, idlen))
+    if (!j)
         return APS_ENOENT;
     rc = undo_reserve(s);
     if (rc)
         return rc;
-    n = tree_unlink(&s->jobs, id, idlen);
-    j = n->val;
-    if (j->due)
-        tree_unlink(&s->due, j->due->key, j->due->klen);
-    undo_push(s, U_JOB_DEL, n);
+    job_unlink(s, job_node(j));
+    undo_push(s, U_JOB_DEL, job_node(j));
     return 0;
 }
 
@@ -679,16 +889,14 @@ mem_job_get(aps_store *bs, const char *id, size_t idlen, void **data, size_t *le
 {
     mem_store *s = M(bs);
     int rc = 0;
-    tnode *n;
     mjob *j;
 
     pthread_rwlock_rdlock(&s->lock);
-    n = tree_find(&s->jobs, id, idlen);
-    if (!n) {
+    j = job_find(s, id, idlen);
+    if (!j) {
         rc = APS_ENOENT;
         goto out;
     }
-    j = n->val;
     if (data) {
         *data = aps__store_memdup(j->data, j->len);
         if (!*data) {
@@ -741,16 +949,62 @@ list_visit(void *ctx, tnode *n)
     return visit_job(ctx, n->key, n->klen, n->val);
 }
 
-static int
-due_visit(void *ctx, tnode *n)
+/* A min-heap of due-heap indexes: the frontier of an in-order walk. */
+static void
+front_push(const mem_store *s, size_t *f, size_t *n, size_t v)
 {
-    scan *sc = ctx;
-    mjob *j = n->val;
+    size_t i = (*n)++;
 
-    if (j->next_run > sc->before)
-        return WALK_STOP_DONE;
-    /* A due key is the sortable time followed by the id. */
-    return visit_job(sc, n->key + APS_STORE_TIME_LEN, n->klen - APS_STORE_TIME_LEN, j);
+    while (i > 0 && hent_less(&s->heap[v], &s->heap[f[(i - 1) / 2]])) {
+        f[i] = f[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    f[i] = v;
+}
+
+static size_t
+front_pop(const mem_store *s, size_t *f, size_t *n)
+{
+    size_t top = f[0], last = f[--*n], i = 0;
+
+    for (;;) {
+        size_t c = 2 * i + 1;
+
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && hent_less(&s->heap[f[c + 1]], &s->heap[f[c]]))
+            c++;
+        if (!hent_less(&s->heap[f[c]], &s->heap[last]))
+            break;
+        f[i] = f[c];
+        i = c;
+    }
+    if (*n > 0)
+        f[i] = last;
+    return top;
+}
+
+/* Visits the due heap in order: the smallest entry not visited yet is
+ * always in the frontier, which holds the children of the visited ones
+ * (so it never holds more than one entry more than were visited). */
+static void
+due_walk(const mem_store *s, scan *sc, size_t *f)
+{
+    size_t n = 0;
+
+    if (s->hn)
+        front_push(s, f, &n, 0);
+    while (n) {
+        size_t i = front_pop(s, f, &n);
+        const hent *e = &s->heap[i];
+
+        if (e->t > sc->before || visit_job(sc, e->j->id, e->j->idlen, e->j))
+            break;
+        if (2 * i + 1 < s->hn)
+            front_push(s, f, &n, 2 * i + 1);
+        if (2 * i + 2 < s->hn)
+            front_push(s, f, &n, 2 * i + 2);
+    }
 }
 
 static int
@@ -771,10 +1025,20 @@ mem_due(aps_store *bs, aps_time before, size_t limit, aps_store_job_cb cb, void 
 {
     mem_store *s = M(bs);
     scan sc = {cb, arg, limit, 0, before, 0};
+    size_t stack_front[1026], *front = stack_front;
 
     pthread_rwlock_rdlock(&s->lock);
-    tree_walk(s->due.root, NULL, 0, 0, due_visit, &sc);
+    if (!limit || limit >= sizeof stack_front / sizeof *stack_front - 1) {
+        front = malloc((s->hn + 1) * sizeof *front);
+        if (!front) {
+            pthread_rwlock_unlock(&s->lock);
+            return APS_ENOMEM;
+        }
+    }
+    due_walk(s, &sc, front);
     pthread_rwlock_unlock(&s->lock);
+    if (front != stack_front)
+        free(front);
     return sc.rc;
 }
 
@@ -782,11 +1046,9 @@ static int
 mem_next_due(aps_store *bs, aps_time *out)
 {
     mem_store *s = M(bs);
-    tnode *n;
 
     pthread_rwlock_rdlock(&s->lock);
-    n = tree_first(&s->due);
-    *out = n ? ((mjob *)n->val)->next_run : APS_TIME_NONE;
+    *out = s->hn ? s->heap[0].t : APS_TIME_NONE;
     pthread_rwlock_unlock(&s->lock);
     return 0;
 }
@@ -799,7 +1061,7 @@ mem_count(aps_store *bs, size_t *jobs, size_t *scheduled)
     pthread_rwlock_rdlock(&s->lock);
     *jobs = s->jobs.count;
     if (scheduled)
-        *scheduled = s->due.count;
+        *scheduled = s->hn;
     pthread_rwlock_unlock(&s->lock);
     return 0;
 }
@@ -934,10 +1196,9 @@ tree_free(tnode *n, int kind)
 
         tree_free(n->l, kind);
         if (kind == 1)
-            job_free(n); /* also frees its due node */
+            job_free(n);
         else if (kind == 2)
             free(n->val), free(n);
-        /* kind 0 (due): freed with their job */
         n = r;
     }
 }
@@ -949,6 +1210,8 @@ mem_close(aps_store *bs)
 
     tree_free(s->jobs.root, 1);
     tree_free(s->meta.root, 2);
+    free(s->htab);
+    free(s->heap);
     for (size_t i = 0; i < s->ev_count; i++)
         free(ev_at(s, i)->data);
     free(s->ev);

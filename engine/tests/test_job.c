@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "codec.h"
 #include "job.h"
 
 #define SEC INT64_C(1000000)
@@ -1095,7 +1096,7 @@ roundtrip(const aps__jobrec *r)
 
     assert_int_equal(aps__jobrec_encode(r, &buf, &len), 0);
     assert_non_null(buf);
-    assert_int_equal(((unsigned char *)buf)[0], APS__JOBREC_FORMAT_V1);
+    assert_int_equal(((unsigned char *)buf)[0], APS__JOBREC_FORMAT_V2);
     assert_int_equal(aps__jobrec_decode(buf, len, &d), 0);
     assert_non_null(d);
     /* Stable: encoding the decoded record gives the same bytes. */
@@ -1202,6 +1203,56 @@ test_record_roundtrip(void **state)
         aps__jobrec_free(r);
         aps__jobrec_free(d);
     }
+}
+
+/* V1 records (lateness samples as int64) still decode, to the same record;
+ * encode_into a reused writer gives aps__jobrec_encode's bytes. */
+static void
+test_record_v1_and_encode_into(void **state)
+{
+    aps__wbuf w = {0};
+    int tr;
+
+    (void)state;
+    for (tr = 0; tr < 6; tr++) {
+        aps__jobrec *r = rich_record(APS_TARGET_FUNCTION, tr);
+        aps__jobrec *d = NULL;
+        unsigned char *buf = NULL, *v1;
+        size_t len = 0, n, head, i;
+
+        assert_int_equal(aps__jobrec_encode(r, (void **)&buf, &len), 0);
+        assert_int_equal(aps__jobrec_encode_into(r, &w), 0);
+        assert_int_equal(w.len, len);
+        assert_memory_equal(w.p, buf, len);
+        /* The lateness ring ends the record: u32 count, u32 position, then
+         * the samples, 4 bytes each in V2, 8 in V1. */
+        n = r->n_lateness;
+        assert_true(n > 0);
+        head = len - 4 * n;
+        v1 = malloc(head + 8 * n);
+        assert_non_null(v1);
+        memcpy(v1, buf, head);
+        v1[0] = APS__JOBREC_FORMAT_V1;
+        for (i = 0; i < n; i++) {
+            uint64_t u = (uint64_t)(int64_t)r->lateness[i];
+            for (int b = 0; b < 8; b++)
+                v1[head + 8 * i + b] = (unsigned char)(u >> (8 * b));
+        }
+        assert_int_equal(aps__jobrec_decode(v1, head + 8 * n, &d), 0);
+        r->job.running_instances = (uint32_t)r->n_running;
+        r->job.queued_runs = (uint32_t)r->n_pending;
+        assert_true(rec_eq(r, d));
+        /* A V1 sample beyond int32 was never written: corrupt. */
+        aps__jobrec_free(d);
+        d = NULL;
+        v1[head + 4] = 0x01;
+        assert_int_equal(aps__jobrec_decode(v1, head + 8 * n, &d), APS_ECORRUPT);
+        assert_null(d);
+        free(v1);
+        free(buf);
+        aps__jobrec_free(r);
+    }
+    free(w.p);
 }
 
 static void
@@ -2196,6 +2247,7 @@ main(void)
         cmocka_unit_test(test_errors_trigger),
         cmocka_unit_test(test_effective_trigger),
         cmocka_unit_test(test_record_roundtrip),
+        cmocka_unit_test(test_record_v1_and_encode_into),
         cmocka_unit_test(test_record_encode_rejects),
         cmocka_unit_test(test_record_truncations),
         cmocka_unit_test(test_record_bitflips),

@@ -103,6 +103,15 @@ class Daemon:
             pass
         return out
 
+    def cpu_seconds(self):
+        """User + system CPU time the daemon used so far (all threads)."""
+        try:
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            return (int(rest[11]) + int(rest[12])) / float(os.sysconf("SC_CLK_TCK"))
+        except (OSError, ValueError, IndexError, AttributeError):
+            return 0.0
+
     def fds(self):
         try:
             return len(os.listdir("/proc/%d/fd" % self.proc.pid))

@@ -19,8 +19,9 @@ still run, once per fire time, and "nothing lost" is exact whatever the
 machine's load (as tools/bench/engine does). Two readers subscribe to a
 sample of the jobs (1,000) and to the remote jobs before anything fires
 and must get every event of them: the event log is sized to keep the whole
-test, so a reader the daemon feeds late (it does, with 500 churning
-subscribers: the delivery delay is printed) still gets everything.
+test, so a reader fed late, or cut as too slow when this process is starved
+of CPU (it then resumes with after_sequence; counted), still gets
+everything. The delivery delay is printed, and loosely bounded.
 
 APSD_SANITIZED=1 (ASan runs) scales the loads down. LOAD_SCALE=F multiplies
 the job and subscriber counts (e.g. 0.1 for a quick run)."""
@@ -65,10 +66,13 @@ EVENT_LOG = 2000000
 # The engine's own target is p99 < 2 ms at 10,000 jobs/s (tools/bench).
 BASE_P50_MAX_MS, BASE_P99_MAX_MS = 250.0, 1500.0     # 10,000 jobs/s alone
 CHURN_P50_MAX_MS, CHURN_P99_MAX_MS = 3000.0, 8000.0  # and 500 churning subscribers
-# Event delivery to a reading subscriber (arrival - event time), without the
-# churn. With it, apsd falls seconds behind (printed, not asserted: the
-# single stream thread matches every event against every subscriber).
+# Event delivery to a reading subscriber (arrival - event time), without and
+# with the churn: tens of ms on a quiet machine; a p50 of seconds meant a
+# daemon matching every event against every subscriber (the p99 with the
+# churn also counts a reader that this busy process let fall behind, cut
+# and resumed: printed, not asserted).
 BASE_DELIVERY_P99_MAX_MS = 5000.0
+CHURN_DELIVERY_P50_MAX_MS = 3000.0
 PEAK_RSS_MAX_MB = 768.0
 RSS_GROWTH_MAX_MB = 128.0  # over the second half of the churn
 
@@ -103,36 +107,61 @@ def lateness(events, w0, w1):
 class StreamReader:
     """Reads one SubscribeEvents stream on a thread, keeping every event,
     when it arrived (delivery delay: arrival - event time), and the newest
-    sequence the daemon examined for it (events and bookmarks)."""
+    sequence the daemon examined for it (events and bookmarks).
 
-    def __init__(self, stream, name):
-        self.stream = stream
+    `open_stream(after)` opens the stream (after: None, or the sequence to
+    resume after). A reader the daemon cut as too slow (this process may
+    be starved of CPU for a moment: the daemon feeds it as fast as events
+    happen) resumes with after_sequence, as clients are told to: nothing is
+    lost (the event log keeps the whole test). The resumes are counted."""
+
+    MAX_RESUMES = 50
+
+    def __init__(self, open_stream, name):
+        self.open_stream = open_stream
+        self.stream = open_stream(None)
         self.name = name
         self.events = []
         self.delays = []  # microseconds
         self.gaps = []
         self.examined = 0
+        self.resumes = 0
         self.error = None
+        self.closing = False
+        self.lock = threading.Lock()
         self.th = threading.Thread(target=self._run, daemon=True)
         self.th.start()
 
     def _run(self):
-        try:
-            for item in self.stream:
-                k = item.WhichOneof("item")
-                if k == "event":
-                    self.events.append(item.event)
-                    self.delays.append(time.time() * 1e6 - us(item.event.time))
-                    self.examined = max(self.examined, item.event.sequence)
-                elif k == "bookmark":
-                    self.examined = max(self.examined, item.bookmark.sequence)
-                elif k == "gap":
-                    self.gaps.append(item.gap)
-        except grpc.RpcError as e:
-            self.error = e
+        while True:
+            try:
+                for item in self.stream:
+                    k = item.WhichOneof("item")
+                    if k == "event":
+                        self.events.append(item.event)
+                        self.delays.append(time.time() * 1e6 - us(item.event.time))
+                        self.examined = max(self.examined, item.event.sequence)
+                    elif k == "bookmark":
+                        self.examined = max(self.examined, item.bookmark.sequence)
+                    elif k == "gap":
+                        self.gaps.append(item.gap)
+                return
+            except grpc.RpcError as e:
+                with self.lock:
+                    cut = (not self.closing and e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                           and "after_sequence" in (e.details() or "")
+                           and self.resumes < self.MAX_RESUMES)
+                    if cut:
+                        self.resumes += 1
+                        self.stream = self.open_stream(self.examined)
+                if not cut:
+                    self.error = e
+                    return
 
     def close(self):
-        self.stream.cancel()
+        with self.lock:
+            self.closing = True
+            self.stream.cancel()
         self.th.join(timeout=30)
 
 
@@ -222,12 +251,18 @@ class FiringLoadTest(unittest.TestCase):
         # The readers subscribe first: they see every event of their jobs.
         sample_ids = [job_id(i) for i in range(0, N_JOBS, N_JOBS // N_SAMPLE)][:N_SAMPLE]
         remote_ids = ["r%03d" % i for i in range(N_REMOTE)]
-        sample = StreamReader(self.s.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=sample_ids,
-                                                                               send_bookmarks=True),
-                                                     timeout=600), "sample")
-        remote = StreamReader(self.s.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=remote_ids,
-                                                                               send_bookmarks=True),
-                                                     timeout=600), "remote")
+        t_end = time.time() + 600
+
+        def opener(ids):
+            def open_stream(after):
+                req = pb.SubscribeEventsRequest(job_ids=ids, send_bookmarks=True)
+                if after is not None:
+                    req.after_sequence = after
+                return self.s.SubscribeEvents(req, timeout=max(1.0, t_end - time.time()))
+            return open_stream
+
+        sample = StreamReader(opener(sample_ids), "sample")
+        remote = StreamReader(opener(remote_ids), "remote")
         added = self.add_jobs(jobs)
         added_at = time.time()
         print("load: %d jobs added in %.2f s (%.0f/s, memory store)" % (len(jobs), added, len(jobs) / added),
@@ -239,14 +274,17 @@ class FiringLoadTest(unittest.TestCase):
         worker = threading.Thread(target=lambda: base_done.append(self.drain_remote(base_w[1] - time.time())),
                                   daemon=True)
         worker.start()
+        cpu = [(time.time(), self.d.cpu_seconds())]
         while time.time() < base_w[1]:
             time.sleep(0.05)
         worker.join(timeout=30)
         self.assertEqual(len(base_done), 1, "the baseline worker failed")
         rss_base = self.d.status().get("VmRSS", 0)
+        cpu.append((time.time(), self.d.cpu_seconds()))
         phases = {"adds+baseline": time.time() - t_test}
 
         churn_start = time.time()
+        cpu.append((churn_start, self.d.cpu_seconds()))
         churn_seconds = WARMUP + WINDOW
         churn_w = (churn_start + WARMUP, churn_start + churn_seconds)
         churn = subprocess.Popen(
@@ -274,6 +312,8 @@ class FiringLoadTest(unittest.TestCase):
                 if rss_mid is None and time.time() >= churn_w[0] + WINDOW / 2:
                     rss_mid = self.d.status().get("VmRSS", 0)
             rss_end = self.d.status().get("VmRSS", 0)
+            cpu.append((time.time(), self.d.cpu_seconds()))
+            load_avg = os.getloadavg()[0]
             churn.wait(timeout=120)
         finally:
             if churn.poll() is None:
@@ -349,8 +389,9 @@ class FiringLoadTest(unittest.TestCase):
         end = time.time() + 120
         while (sample.examined < last or remote.examined < last) and time.time() < end:
             time.sleep(0.1)
-        self.assertGreaterEqual(sample.examined, last, "the sample reader did not catch up")
-        self.assertGreaterEqual(remote.examined, last, "the remote reader did not catch up")
+        # (Asserted after the figures are printed.)
+        caught_up = [(r.name, r.examined, last, r.error and "%s: %s" % (r.error.code(), r.error.details()))
+                     for r in (sample, remote) if r.examined < last]
         phases["readers catching up"] = time.time() - t_catch
         sample.close()
         remote.close()
@@ -409,8 +450,10 @@ class FiringLoadTest(unittest.TestCase):
         dl = sorted(d for e, d in zip(sample.events, sample.delays) if churn_w[0] * 1e6 <= us(e.time) < churn_w[1] * 1e6)
         bdl = sorted(d for e, d in zip(sample.events, sample.delays) if base_w[0] * 1e6 <= us(e.time) < base_w[1] * 1e6)
         print("load: event delivery delay to the sampling reader (arrival - event time): baseline p50 %.1f ms "
-              "p99 %.1f ms; with the churn p50 %.1f ms p99 %.1f ms max %.1f ms" % (
-                  ms(bdl, 50), ms(bdl, 99), ms(dl, 50), ms(dl, 99), ms(dl, 100)), flush=True)
+              "p99 %.1f ms; with the churn p50 %.1f ms p99 %.1f ms max %.1f ms (readers cut as too slow and "
+              "resumed: sample %d, remote %d)" % (
+                  ms(bdl, 50), ms(bdl, 99), ms(dl, 50), ms(dl, 99), ms(dl, 100), sample.resumes,
+                  remote.resumes), flush=True)
         print("load: %d/%d fire times run (all %d jobs, from their stats), %d sampled events read; remote: "
               "%d dispatches, %d Acquire streams cancelled, %d completed by churning workers + %d drained at "
               "the end = %d JOB_EXECUTED, %d lease-expired, dispatch lateness p50 %.1f ms" % (
@@ -423,8 +466,14 @@ class FiringLoadTest(unittest.TestCase):
                                              mib(st.get("RssAnon", 0)), mib(st.get("RssFile", 0)), mib(hwm)),
               flush=True)
 
+        rate = lambda a, b: 100.0 * (b[1] - a[1]) / max(1e-3, b[0] - a[0])  # noqa: E731
+        print("load: daemon CPU (all threads, %% of one core): baseline %.0f%%, with the churn %.0f%%; churn "
+              "clients received %d events; machine load average %.1f at the churn's end (%d cores)" % (
+                  rate(cpu[0], cpu[1]), rate(cpu[2], cpu[3]), c.get("events", 0), load_avg,
+                  os.cpu_count() or 0), flush=True)
         print("load: phases (s): %s" % ", ".join("%s %.1f" % kv for kv in phases.items()), flush=True)
 
+        self.assertEqual(caught_up, [], "readers that did not catch up (name, examined, last, error)")
         # ---- nothing lost: every job, from its stats ----
         self.assertEqual(len(all_jobs), N_JOBS + N_REMOTE)
         self.assertEqual(bad[:20], [])
@@ -441,6 +490,7 @@ class FiringLoadTest(unittest.TestCase):
         self.assertGreater(len(blat), 0)
         self.assertGreater(len(lat), 0)
         self.assertLess(ms(bdl, 99), BASE_DELIVERY_P99_MAX_MS)
+        self.assertLess(ms(dl, 50), CHURN_DELIVERY_P50_MAX_MS)
         self.assertLess(ms(blat, 50), BASE_P50_MAX_MS)
         self.assertLess(ms(blat, 99), BASE_P99_MAX_MS)
         self.assertLess(ms(lat, 50), CHURN_P50_MAX_MS)

@@ -648,6 +648,14 @@ int aps_subscribe(aps_scheduler *s, uint64_t after, uint32_t mask, const char *j
                   aps_subscriber **out);
 
 /**
+ * As aps_subscribe, filtered by any of `n_ids` job ids (copied; n_ids 0 =
+ * every event, also non-job ones). Matching costs O(1) per event whatever
+ * the number of subscribers and ids. @return 0; APS_EINVAL; APS_ENOMEM.
+ */
+int aps_subscribe_ids(aps_scheduler *s, uint64_t after, uint32_t mask, const char *const *ids,
+                      size_t n_ids, aps_subscriber **out);
+
+/**
  * Next event, waiting up to `timeout_us` (0 = don't wait, -1 = forever).
  * @return 0 with *ev (owned by caller); APS_ENOENT if none arrived in time;
  *         APS_ERANGE when events asked for were pruned: *gap_first is then
@@ -657,8 +665,13 @@ int aps_subscribe(aps_scheduler *s, uint64_t after, uint32_t mask, const char *j
 int aps_subscriber_next(aps_subscriber *sub, int64_t timeout_us, aps_event **ev,
                         uint64_t *gap_first);
 
-/** A file descriptor readable when events may be waiting (for poll loops). */
+/** A file descriptor readable when events may be waiting (for poll loops:
+ *  after it polls readable, call aps_subscriber_next until APS_ENOENT). */
 int aps_subscriber_fd(aps_subscriber *sub);
+
+/** The newest sequence the cursor has passed: every event up to it was
+ *  returned or did not match (a bookmark). @return 0; APS_EINVAL. */
+int aps_subscriber_position(aps_subscriber *sub, uint64_t *seq);
 
 /** Closes a cursor. NULL is allowed. */
 void aps_subscriber_close(aps_subscriber *sub);

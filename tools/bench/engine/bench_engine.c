@@ -13,6 +13,10 @@
  *       over one second) on a no-op registered function; lateness =
  *       aps_time_now() in the function - its scheduled time, over the runs
  *       scheduled in SECONDS whole seconds after WARMUP seconds.
+ *   bench_engine loopcost JOBS ROUNDS lmdb|memory [DIR]
+ *       the loop's CPU cost per run, free of timing noise: JOBS interval
+ *       jobs on an injected clock moved one second per round, external
+ *       mode (under callgrind, the rounds are dumped as a part of their own).
  *   bench_engine million JOBS THREADS [DIR]
  *       JOBS interval jobs (hourly) added through THREADS threads into a
  *       fresh LMDB store; its size on disk; then, in a fresh process each
@@ -47,6 +51,15 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <poll.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define BENCH_CALLGRIND 1
+#endif
+#endif
 
 #include "apsd/engine.h"
 #include "scheduler.h"
@@ -481,6 +494,123 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     return 0;
 }
 
+
+/* ---- the loop's cost per run, deterministic --------------------------------- */
+
+/* An injected clock the bench moves by hand. */
+static _Atomic aps_time fake_now;
+
+static aps_time
+fake_clock(void *ctx)
+{
+    (void)ctx;
+    return atomic_load(&fake_now);
+}
+
+static int
+count_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
+         size_t error_len)
+{
+    (void)job_id;
+    (void)arg;
+    (void)scheduled;
+    (void)error;
+    (void)error_len;
+    atomic_fetch_add_explicit((atomic_ulong *)userdata, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* JOBS interval jobs (every second, offsets spread over the second) on an
+ * injected clock, external mode: each round moves the clock one second on
+ * and calls aps_scheduler_process until every job ran once. The CPU time
+ * of the rounds (all threads) per run is the loop's cost at saturation,
+ * free of timing noise; under callgrind the rounds alone are counted
+ * (the setup's instructions are zeroed, the rounds' dumped as a part). */
+static int
+cmd_loopcost(long jobs, int rounds, const char *type, const char *base)
+{
+    char dir[PATH_MAX];
+    aps_store_def store = {"default", type, NULL};
+    aps_executor_def exec;
+    aps_scheduler_config cfg;
+    aps_clock clock = {fake_clock, NULL};
+    aps_scheduler *s = NULL;
+    aps_error err = {0, ""};
+    atomic_ulong calls = 0;
+    const char *workers = getenv("APS_BENCH_WORKERS");
+
+    make_dir(base_dir(base), "loopcost", dir, sizeof(dir));
+    store.path = dir;
+    memset(&exec, 0, sizeof(exec));
+    exec.name = "default";
+    exec.type = "threadpool";
+    exec.max_workers = workers ? (uint32_t)atoi(workers) : 10;
+    exec.max_queue = (uint32_t)(jobs < 10000 ? 10000 : jobs);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = &store;
+    cfg.n_stores = 1;
+    cfg.executors = &exec;
+    cfg.n_executors = 1;
+    cfg.default_max_instances = 1000;
+    cfg.default_misfire = APS_MISFIRE_DURATION;
+    cfg.default_misfire_grace_us = 3600 * SEC;
+    cfg.clock = &clock;
+    cfg.no_sync = getenv("APS_BENCH_NO_SYNC") != NULL;
+    aps_time t0 = 1700000000 * SEC;
+    atomic_store(&fake_now, t0 - SEC);
+    int rc = aps_scheduler_create(&cfg, &s, &err);
+    if (rc != 0)
+        die("aps_scheduler_create", rc, &err);
+    aps_scheduler_register_function(s, "count", count_fn, &calls);
+    for (long i = 0; i < jobs; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "j%07ld", i);
+        aps_trigger_spec t = interval_spec(1, t0 + (aps_time)(i * SEC / jobs));
+        aps_job_spec spec = func_spec(id, &t, "count");
+        rc = aps_job_add(s, &spec, NULL, NULL, &err);
+        if (rc != 0)
+            die("aps_job_add", rc, &err);
+    }
+    rc = aps_scheduler_start(s, APS_RUN_EXTERNAL);
+    if (rc != 0)
+        die("aps_scheduler_start", rc, NULL);
+    int fd = aps_scheduler_fd(s);
+    unsigned long passes = 0;
+#ifdef BENCH_CALLGRIND
+    CALLGRIND_ZERO_STATS;
+#endif
+    double c0 = cpu_s(), w0 = mono_s();
+    for (int r = 0; r < rounds; r++) {
+        /* Every job's run of second r is due; the next one is not. */
+        atomic_store(&fake_now, t0 + (aps_time)r * SEC + SEC - 1);
+        unsigned long target = (unsigned long)jobs * (unsigned long)(r + 1);
+        /* Until every run ran and its completion was recorded. */
+        for (;;) {
+            aps_scheduler_process(s, NULL);
+            passes++;
+            pthread_mutex_lock(&s->mu);
+            size_t unrecorded = s->n_running;
+            pthread_mutex_unlock(&s->mu);
+            if (atomic_load(&calls) >= target && unrecorded == 0)
+                break;
+            struct pollfd p = {fd, POLLIN, 0};
+            poll(&p, 1, 10);
+        }
+    }
+    double cpu = cpu_s() - c0, wall = mono_s() - w0;
+#ifdef BENCH_CALLGRIND
+    CALLGRIND_DUMP_STATS_AT("rounds");
+#endif
+    unsigned long n = atomic_load(&calls);
+    aps_scheduler_destroy(s);
+    rm_rf(dir);
+    printf("loopcost store=%s jobs=%ld rounds=%d runs=%lu passes=%lu cpu_us_per_run=%.2f "
+           "wall_us_per_run=%.2f\n",
+           type, jobs, rounds, n, passes, n ? cpu * 1e6 / (double)n : 0.0,
+           n ? wall * 1e6 / (double)n : 0.0);
+    return 0;
+}
+
 /* ---- a million jobs ----------------------------------------------------------- */
 
 typedef struct mil_worker {
@@ -683,6 +813,7 @@ usage(void)
 {
     fprintf(stderr, "usage: bench_engine adds SECONDS THREADS [thread|seq [DIR]]\n"
                     "       bench_engine lateness JOBS SECONDS WARMUP lmdb|memory [DIR]\n"
+                    "       bench_engine loopcost JOBS ROUNDS lmdb|memory [DIR]\n"
                     "       bench_engine million JOBS THREADS [DIR]\n"
                     "       bench_engine reopen DIR warm|cold\n");
     exit(2);
@@ -701,6 +832,8 @@ main(int argc, char **argv)
     if (strcmp(cmd, "lateness") == 0 && argc >= 6)
         return cmd_lateness(atol(argv[2]), atoi(argv[3]), atoi(argv[4]), argv[5],
                             argc > 6 ? argv[6] : NULL);
+    if (strcmp(cmd, "loopcost") == 0 && argc >= 5)
+        return cmd_loopcost(atol(argv[2]), atoi(argv[3]), argv[4], argc > 5 ? argv[5] : NULL);
     if (strcmp(cmd, "million") == 0 && argc >= 4) {
         char self[PATH_MAX];
         ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
