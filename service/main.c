@@ -96,7 +96,8 @@ static const char usage_text[] =
     "  --log-level LEVEL        debug, info, warn, error (default info)\n"
     "  --cq-threads N           completion-queue threads (default 1)\n"
     "  --engine-threads N       threads making blocking engine calls (default 64)\n"
-    "  --engine-queue N         requests waiting for them; beyond: RESOURCE_EXHAUSTED\n"
+    "  --engine-queue N         requests waiting for them, and AddJob calls waiting\n"
+    "                           for their commit; beyond: RESOURCE_EXHAUSTED\n"
     "                           (default 1024)\n"
     "  --max-message-bytes N    largest request accepted (default 4194304)\n"
     "  --max-subscribers N      SubscribeEvents streams at once (default 256)\n"
@@ -975,6 +976,7 @@ main(int argc, char **argv)
         return 1;
     }
     app.server = srv;
+    app.max_adds = (int)c.engine_queue;
     if (aps_server_start(srv) != 0) {
         fprintf(stderr, "apsd: cannot start the server threads\n");
         return 1;
@@ -1002,6 +1004,15 @@ main(int argc, char **argv)
     aps_server_shutdown_begin(srv);
     if (aps_server_drain_pool(srv, grace_ms) != 0)
         aps_log(APS_LOG_WARN, "engine calls still running after the grace period", NULL);
+    /* AddJob calls waiting for their commit are answered from the store's
+     * writer thread, which needs their calls alive: wait for them (a store
+     * that never commits would hang the shutdown further down anyway). */
+    for (int64_t waited_ms = 0; atomic_load(&app.n_adds) > 0; waited_ms += 5) {
+        if (waited_ms == grace_ms)
+            aps_log(APS_LOG_WARN, "AddJob calls still waiting for their commit", NULL);
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     aps_scheduler_shutdown(sched, c.shutdown_wait);
     for (int i = 0; i < 100 && aps_pump_count(app.pump) > 0; i++) {
         struct timespec ts = {0, 10 * 1000000};

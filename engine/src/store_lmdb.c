@@ -57,13 +57,16 @@
 #define MAX_READERS 1024
 #define LOCK_FILE "apsd.lock"
 
-/* A queued write. It lives on its caller's stack; the caller sleeps on
- * `done` until the writer posts it. */
+/* A queued write. A synchronous one lives on its caller's stack and the
+ * caller sleeps on `done` until the writer posts it; an asynchronous one
+ * (`cb` set) is allocated, and the writer calls cb then frees it. */
 typedef struct lreq {
     aps_write_fn fn;
     void *arg;
     int rc;
     sem_t done;
+    aps_write_done_fn cb;
+    void *cb_arg;
     struct lreq *next;
 } lreq;
 
@@ -1049,12 +1052,38 @@ writer_main(void *arg)
          * as soon as it is posted, so read `next` first. */
         for (r = batch; r; r = next) {
             next = r->next;
-            sem_post(&r->done);
+            if (r->cb != NULL) {
+                r->cb(r->cb_arg, r->rc);
+                free(r);
+            } else {
+                sem_post(&r->done);
+            }
         }
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+/* Queues `r`; 0, or APS_ESTATE when the store is closing. */
+static int
+enqueue(lmdb_store *s, lreq *r)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return APS_ESTATE;
+    }
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    /* A busy writer takes the whole queue when it is done: no wake-up. */
+    if (s->writer_idle)
+        pthread_cond_broadcast(&s->cv); /* not signal: glibc bug 25847 */
+    pthread_mutex_unlock(&s->mu);
+    return 0;
 }
 
 static int
@@ -1064,34 +1093,45 @@ l_write(aps_store *bs, aps_write_fn fn, void *arg)
     lreq r;
     int rc;
 
+    /* From an asynchronous write's completion: the writer would wait for
+     * itself. */
+    if (pthread_equal(pthread_self(), s->writer))
+        return APS_ESTATE;
     memset(&r, 0, sizeof r);
     r.fn = fn;
     r.arg = arg;
     if (sem_init(&r.done, 0, 0))
         return APS_ENOMEM;
-    pthread_mutex_lock(&s->mu);
-    if (s->stopping) {
-        pthread_mutex_unlock(&s->mu);
-        rc = APS_ESTATE;
-        goto out;
+    rc = enqueue(s, &r);
+    if (rc == 0) {
+        /* glibc >= 2.21: sem_post does not touch the semaphore after
+         * waking us, so destroying it right after sem_wait returns is safe. */
+        while (sem_wait(&r.done) && errno == EINTR)
+            ;
+        rc = r.rc;
     }
-    if (s->tail)
-        s->tail->next = &r;
-    else
-        s->head = &r;
-    s->tail = &r;
-    /* A busy writer takes the whole queue when it is done: no wake-up. */
-    if (s->writer_idle)
-        pthread_cond_broadcast(&s->cv); /* not signal: glibc bug 25847 */
-    pthread_mutex_unlock(&s->mu);
-    /* glibc >= 2.21: sem_post does not touch the semaphore after waking
-     * us, so destroying it right after sem_wait returns is safe. */
-    while (sem_wait(&r.done) && errno == EINTR)
-        ;
-    rc = r.rc;
-out:
     sem_destroy(&r.done);
     return rc;
+}
+
+static void
+l_write_async(aps_store *bs, aps_write_fn fn, void *arg, aps_write_done_fn done, void *done_arg)
+{
+    lmdb_store *s = L(bs);
+    lreq *r = calloc(1, sizeof(*r));
+    int rc = APS_ENOMEM;
+
+    if (r != NULL) {
+        r->fn = fn;
+        r->arg = arg;
+        r->cb = done;
+        r->cb_arg = done_arg;
+        rc = enqueue(s, r);
+        if (rc == 0)
+            return;
+        free(r);
+    }
+    done(done_arg, rc);
 }
 
 /* ---- open / close -------------------------------------------------------- */
@@ -1330,6 +1370,7 @@ l_close(aps_store *bs)
 static const aps_store_ops lmdb_ops = {
     .name = "lmdb",
     .write = l_write,
+    .write_async = l_write_async,
     .job_get = l_job_get,
     .job_list = l_job_list,
     .due = l_due,

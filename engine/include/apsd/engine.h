@@ -542,6 +542,22 @@ typedef struct aps_mutation {
 int aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m,
                 aps_job **out, aps_error *err);
 
+/** The completion of aps_job_add_async: `rc` and `err` as aps_job_add
+ *  returns them; `job` (the callback owns it: aps_job_free) is NULL on error. */
+typedef void (*aps_job_add_cb)(void *userdata, int rc, aps_job *job, const aps_error *err);
+
+/**
+ * aps_job_add without waiting for the durable commit, for callers that must
+ * not block (an RPC server's event threads). The spec is validated and
+ * copied before this returns; `cb` runs exactly once: on this thread when
+ * the add fails up front or every store involved is a memory store, else on
+ * an LMDB store's writer thread once the job and its JOB_ADDED event are on
+ * disk (or the write failed). `cb` must not block; synchronous engine
+ * writes to that store from it fail with APS_ESTATE.
+ */
+void aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m,
+                       aps_job_add_cb cb, void *userdata);
+
 /** Gets a job by id (ids are unique across stores). APS_ENOENT. */
 int aps_job_get(aps_scheduler *s, const char *id, aps_job **out);
 
