@@ -3085,8 +3085,13 @@ aps_scheduler_destroy(aps_scheduler *s)
      * in turn: until none is left, so that none leaks. */
     while (process_completed(s) > 0)
         ;
+    /* Closing a store completes the asynchronous adds queued on it, whose
+     * events may still go to the log's store: that one closes last. */
     for (size_t i = 0; i < s->n_stores; i++)
-        aps__store_close(s->stores[i].st);
+        if (i != s->log_store)
+            aps__store_close(s->stores[i].st);
+    if (s->log_store < s->n_stores) /* not yet chosen when create failed */
+        aps__store_close(s->stores[s->log_store].st);
     free(s->stores);
     free(s->execs);
     for (size_t i = 0; i < s->n_functions; i++)

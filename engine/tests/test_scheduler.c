@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -872,6 +873,53 @@ test_add_async(void **state)
     aps_scheduler_destroy(s);
 }
 
+static atomic_int n_async_ok, n_async_done;
+
+static void
+count_cb(void *ud, int rc, aps_job *job, const aps_error *err)
+{
+    (void)ud;
+    (void)err;
+    if (rc == 0)
+        atomic_fetch_add(&n_async_ok, 1);
+    atomic_fetch_add(&n_async_done, 1);
+    aps_job_free(job);
+}
+
+/* Destroying the scheduler completes the adds in flight, those whose
+ * event still goes from a memory store to the LMDB log included. */
+static void
+test_add_async_then_destroy(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("async-destroy");
+    char path[256];
+    snprintf(path, sizeof path, "%s", dir);
+    aps_scheduler *s = open_sched(path, 1);
+    aps_trigger_spec t = interval_s(10);
+    char ids[100][16];
+    atomic_store(&n_async_ok, 0);
+    atomic_store(&n_async_done, 0);
+    for (int i = 0; i < 100; i++) {
+        snprintf(ids[i], sizeof ids[i], "%c%02d", i % 2 ? 'v' : 'd', i);
+        aps_job_spec spec = func_job(ids[i], &t, NULL);
+        spec.jobstore = i % 2 ? "volatile" : "default";
+        aps_job_add_async(s, &spec, NULL, count_cb, NULL);
+    }
+    aps_scheduler_destroy(s);
+    assert_int_equal(atomic_load(&n_async_done), 100);
+    assert_int_equal(atomic_load(&n_async_ok), 100);
+    s = open_sched(path, 0);
+    for (int i = 0; i < 100; i += 2) {
+        aps_job *j = get(s, ids[i]);
+        aps_job_free(j);
+    }
+    uint64_t first = 0, last = 0;
+    assert_int_equal(aps_scheduler_event_bounds(s, &first, &last), 0);
+    assert_true(last - first + 1 >= 100); /* every JOB_ADDED is in the log */
+    aps_scheduler_destroy(s);
+}
+
 static void
 test_several_stores_and_list(void **state)
 {
@@ -1403,6 +1451,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_validation_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_existing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_add_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_add_async_then_destroy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_several_stores_and_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_replay_across_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_fingerprint, setup, teardown),
