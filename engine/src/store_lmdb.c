@@ -67,6 +67,7 @@ typedef struct lreq {
     sem_t done;
     aps_write_done_fn cb;
     void *cb_arg;
+    int out; /* failed: left out of its batch (run_batch) */
     struct lreq *next;
 } lreq;
 
@@ -94,6 +95,7 @@ typedef struct lmdb_txn {
     lmdb_store *s;
     MDB_txn *txn;
     int mdb_err; /* first LMDB failure in this callback's transaction */
+    int writes;  /* write operations the callback started */
 } lmdb_txn;
 
 static lmdb_store *
@@ -680,6 +682,7 @@ lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t l
     aps_time old_next = APS_TIME_NONE;
     int rc, had_old = 0;
 
+    t->writes++;
     rc = mdb_get(t->txn, t->s->jobs, &k, &v);
     if (rc == 0) {
         had_old = 1;
@@ -724,6 +727,7 @@ lt_job_del(aps_txn *bt, const char *id, size_t idlen)
     MDB_val k = {idlen, (void *)id}, v;
     int rc;
 
+    t->writes++;
     rc = mdb_get(t->txn, t->s->jobs, &k, &v);
     if (rc == MDB_NOTFOUND)
         return APS_ENOENT;
@@ -745,6 +749,7 @@ lt_job_del_all(aps_txn *bt, size_t *removed)
     MDB_stat st;
     int rc;
 
+    t->writes++;
     rc = mdb_stat(t->txn, t->s->jobs, &st);
     if (rc)
         return txn_fail(t, rc);
@@ -770,6 +775,7 @@ lt_event_append(aps_txn *bt, aps_time at, const void *data, size_t len, uint64_t
     uint64_t last;
     int rc;
 
+    t->writes++;
     /* The counter, not the last key, gives the next sequence: pruning may
      * have emptied the log, and a sequence must never be reused. */
     rc = read_event_seq(t->s, t->txn, &last);
@@ -822,8 +828,9 @@ lt_meta_put(aps_txn *bt, const char *key, size_t keylen, const void *data, size_
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {keylen, (void *)key}, v = {len, (void *)data};
-    int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
 
+    t->writes++;
+    int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -832,8 +839,9 @@ lt_meta_del(aps_txn *bt, const char *key, size_t keylen)
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {keylen, (void *)key};
-    int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
 
+    t->writes++;
+    int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
     if (rc == MDB_NOTFOUND)
         return APS_ENOENT;
     return rc ? txn_fail(t, rc) : 0;
@@ -933,8 +941,16 @@ env_recover(lmdb_store *s)
     return rc ? MDB_PANIC : 0;
 }
 
-/* Runs one batch: every request in its own nested transaction, then one
- * commit. Sets each request's rc. */
+/* Runs one batch: every request's callback in the batch's transaction,
+ * then one commit. Sets each request's rc.
+ *
+ * No nested transaction per callback (LMDB allocates 3 MB for each and
+ * merges its dirty pages into the parent's list, a third of the writer's
+ * CPU): a callback that fails before writing anything left nothing to undo,
+ * and one that fails after writing, or hits an LMDB error (which may leave
+ * the transaction unusable), is taken out of the batch, which is then run
+ * again from the start without it. Callbacks may run more than once anyway
+ * (a grown map), so each starts from scratch. */
 static void
 run_batch(lmdb_store *s, lreq *batch)
 {
@@ -942,9 +958,12 @@ run_batch(lmdb_store *s, lreq *batch)
     MDB_txn *parent;
     lreq *r;
 
+    for (r = batch; r; r = r->next)
+        r->out = 0;
 retry:
     for (r = batch; r; r = r->next)
-        r->rc = 0;
+        if (!r->out)
+            r->rc = 0;
     parent = NULL;
     if (!s->env) {
         rc = MDB_PANIC;
@@ -957,35 +976,26 @@ retry:
         goto fail;
 
     for (r = batch; r; r = r->next) {
-        lmdb_txn t = {{&s->base}, s, NULL, 0};
+        lmdb_txn t = {{&s->base}, s, parent, 0, 0};
 
-        rc = mdb_txn_begin(s->env, parent, 0, &t.txn);
-        if (rc)
-            goto fail_abort;
+        if (r->out)
+            continue;
         aps__store_cb_enter();
         r->rc = r->fn(&t.base, r->arg);
         aps__store_cb_leave();
-        if (t.mdb_err) {
-            /* Aborting a nested transaction restores the parent as it was
-             * before, so the batch goes on without this callback. */
-            mdb_txn_abort(t.txn);
-            if (t.mdb_err == MDB_MAP_FULL) {
-                rc = MDB_MAP_FULL;
-                goto fail_abort;
-            }
-            if (r->rc == 0)
-                r->rc = map_rc(t.mdb_err);
-            continue;
-        }
-        if (r->rc) {
-            mdb_txn_abort(t.txn);
-            continue;
-        }
-        /* A failed nested commit may leave the parent half-merged: fail
-         * the whole batch rather than commit something doubtful. */
-        rc = mdb_txn_commit(t.txn);
-        if (rc)
+        if (t.mdb_err == MDB_MAP_FULL) {
+            rc = MDB_MAP_FULL;
             goto fail_abort;
+        }
+        if (t.mdb_err && r->rc == 0)
+            r->rc = map_rc(t.mdb_err);
+        if (r->rc == 0)
+            continue;
+        r->out = 1;
+        if (t.mdb_err || t.writes) {
+            mdb_txn_abort(parent);
+            goto retry;
+        }
     }
     rc = prune_events(s, parent);
     if (rc)
