@@ -851,6 +851,10 @@ main(int argc, char **argv)
     aps_executor_def edefs[MAX_EXECS];
     aps_app_executor aexecs[MAX_EXECS];
     memset(edefs, 0, sizeof edefs);
+    /* The pids of running commands, so that a restart after a crash stops
+     * the ones the dead daemon left running. */
+    static char running_dir[PATH_MAX];
+    snprintf(running_dir, sizeof running_dir, "%s/running", c.data_dir);
     for (size_t i = 0; i < c.n_execs; i++) {
         exec_cfg *e = &c.execs[i];
         const char *type = e->type ? e->type : "processpool";
@@ -867,6 +871,7 @@ main(int argc, char **argv)
             d->cwd = e->cwd;
             d->max_output = (uint32_t)e->max_output;
             d->kill_grace_us = secs_us(e->kill_grace_s);
+            d->state_dir = running_dir;
         }
         if (!strcmp(type, "workers"))
             d->lease_us = e->lease_s > 0 ? secs_us(e->lease_s) : 30LL * 1000000;
@@ -901,6 +906,11 @@ main(int argc, char **argv)
                 err.msg[0] ? err.msg : aps_strerror(rc));
         return 1;
     }
+    aps_executor_info xi;
+    for (size_t i = 0; aps_scheduler_executor_info(sched, i, &xi) == 0; i++)
+        if (xi.stopped_leftovers > 0)
+            aps_log(APS_LOG_WARN, "stopped commands a crashed daemon left running",
+                    "executor=%s commands=%u", xi.name, xi.stopped_leftovers);
     rc = aps_scheduler_start(sched, APS_RUN_BACKGROUND);
     if (rc != 0) {
         fprintf(stderr, "apsd: cannot start the scheduler: %s\n", aps_strerror(rc));

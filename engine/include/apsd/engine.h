@@ -425,6 +425,13 @@ typedef struct aps_executor_def {
     uint64_t rlimit_cpu_s;    /**< RLIMIT_CPU of children; 0 = inherited */
     uint64_t rlimit_as;       /**< RLIMIT_AS (bytes); 0 = inherited */
     uint64_t rlimit_nofile;   /**< RLIMIT_NOFILE; 0 = inherited */
+    /** A directory where the pids of running commands are noted (in a
+     *  subdirectory named after the executor; not synced: only a crash of
+     *  this process, not of the machine, leaves commands running). When the
+     *  executor is created it stops, with SIGKILL to their process groups,
+     *  the commands a crashed predecessor left running, so that a run
+     *  reported "interrupted by restart" is not still running. NULL: none. */
+    const char *state_dir;
     /* workers */
     int64_t lease_us;         /**< lease of a handed-out run; 0 = 60 s */
 } aps_executor_def;
@@ -701,6 +708,8 @@ typedef struct aps_executor_info {
     uint32_t running;           /**< runs executing now (workers: leased) */
     uint32_t pending;           /**< submitted, waiting for a slot or a worker */
     uint32_t connected_workers; /**< workers: attached worker handles */
+    uint32_t stopped_leftovers; /**< processpool: commands left running by a crashed
+                                     predecessor, stopped at create (state_dir) */
 } aps_executor_info;
 
 /** Store `i` (0-based, in configuration order): constant time, no scan.
