@@ -96,7 +96,8 @@ static const char usage_text[] =
     "  --log-level LEVEL        debug, info, warn, error (default info)\n"
     "  --cq-threads N           completion-queue threads (default 1)\n"
     "  --engine-threads N       threads making blocking engine calls (default 64)\n"
-    "  --engine-queue N         requests waiting for them; beyond: RESOURCE_EXHAUSTED\n"
+    "  --engine-queue N         requests waiting for them, and AddJob calls waiting\n"
+    "                           for their commit; beyond: RESOURCE_EXHAUSTED\n"
     "                           (default 1024)\n"
     "  --max-message-bytes N    largest request accepted (default 4194304)\n"
     "  --max-subscribers N      SubscribeEvents streams at once (default 256)\n"
@@ -850,6 +851,10 @@ main(int argc, char **argv)
     aps_executor_def edefs[MAX_EXECS];
     aps_app_executor aexecs[MAX_EXECS];
     memset(edefs, 0, sizeof edefs);
+    /* The pids of running commands, so that a restart after a crash stops
+     * the ones the dead daemon left running. */
+    static char running_dir[PATH_MAX];
+    snprintf(running_dir, sizeof running_dir, "%s/running", c.data_dir);
     for (size_t i = 0; i < c.n_execs; i++) {
         exec_cfg *e = &c.execs[i];
         const char *type = e->type ? e->type : "processpool";
@@ -866,6 +871,7 @@ main(int argc, char **argv)
             d->cwd = e->cwd;
             d->max_output = (uint32_t)e->max_output;
             d->kill_grace_us = secs_us(e->kill_grace_s);
+            d->state_dir = running_dir;
         }
         if (!strcmp(type, "workers"))
             d->lease_us = e->lease_s > 0 ? secs_us(e->lease_s) : 30LL * 1000000;
@@ -900,6 +906,11 @@ main(int argc, char **argv)
                 err.msg[0] ? err.msg : aps_strerror(rc));
         return 1;
     }
+    aps_executor_info xi;
+    for (size_t i = 0; aps_scheduler_executor_info(sched, i, &xi) == 0; i++)
+        if (xi.stopped_leftovers > 0)
+            aps_log(APS_LOG_WARN, "stopped commands a crashed daemon left running",
+                    "executor=%s commands=%u", xi.name, xi.stopped_leftovers);
     rc = aps_scheduler_start(sched, APS_RUN_BACKGROUND);
     if (rc != 0) {
         fprintf(stderr, "apsd: cannot start the scheduler: %s\n", aps_strerror(rc));
@@ -975,6 +986,7 @@ main(int argc, char **argv)
         return 1;
     }
     app.server = srv;
+    app.max_adds = (int)c.engine_queue;
     if (aps_server_start(srv) != 0) {
         fprintf(stderr, "apsd: cannot start the server threads\n");
         return 1;
@@ -1002,6 +1014,15 @@ main(int argc, char **argv)
     aps_server_shutdown_begin(srv);
     if (aps_server_drain_pool(srv, grace_ms) != 0)
         aps_log(APS_LOG_WARN, "engine calls still running after the grace period", NULL);
+    /* AddJob calls waiting for their commit are answered from the store's
+     * writer thread, which needs their calls alive: wait for them (a store
+     * that never commits would hang the shutdown further down anyway). */
+    for (int64_t waited_ms = 0; atomic_load(&app.n_adds) > 0; waited_ms += 5) {
+        if (waited_ms == grace_ms)
+            aps_log(APS_LOG_WARN, "AddJob calls still waiting for their commit", NULL);
+        struct timespec ts = {0, 5 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     aps_scheduler_shutdown(sched, c.shutdown_wait);
     for (int i = 0; i < 100 && aps_pump_count(app.pump) > 0; i++) {
         struct timespec ts = {0, 10 * 1000000};

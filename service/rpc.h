@@ -56,6 +56,8 @@ typedef struct aps_app {
     size_t subscriber_queue; /**< undelivered events before a stream is cut */
     int64_t heartbeat_us;    /**< bookmark interval */
     int backfill_max_runs;   /**< Backfill's max_runs limit */
+    int max_adds;            /**< AddJob calls waiting for their commit (--engine-queue) */
+    atomic_int n_adds;
     atomic_int n_subscribers;
     /* Workers: the reflection/health state lives in builtin methods. */
     void *workers; /**< workers_rpc.c's state, NULL if absent */

@@ -256,6 +256,29 @@ check_exec_target(aps_call *c, const aps_app *app, const char *name, const aps_t
 
 /* ---- AddJob / GetJob / RemoveJob ----------------------------------------------------- */
 
+typedef struct add_call {
+    aps_call *c;
+    aps_app *app;
+} add_call;
+
+/* The engine's answer to an AddJob, once the job is on disk: on a store's
+ * writer thread (or the handler's, for errors found up front). */
+static void
+add_job_done(void *ud, int rc, aps_job *job, const aps_error *err)
+{
+    add_call *ac = ud;
+    atomic_fetch_sub(&ac->app->n_adds, 1);
+    if (rc != 0) {
+        fail_validation(ac->c, rc, err, "job.");
+        return;
+    }
+    reply_job(ac->c, job, 1);
+    aps_job_free(job);
+}
+
+/* Runs on a CQ thread when no executor has a command allow-list (checking
+ * one resolves argv[0] on disk), else on the pool; either way it does not
+ * wait for the commit: the engine answers through add_job_done. */
 static void
 h_add_job(aps_call *c, const ProtobufCMessage *m, void *ud)
 {
@@ -264,7 +287,6 @@ h_add_job(aps_call *c, const ProtobufCMessage *m, void *ud)
     aps_arena *a = aps_call_arena(c);
     aps_error err = {0};
     aps_job_spec spec;
-    aps_job *job = NULL;
 
     if (check_request_id(c, req->request_id) != 0)
         return;
@@ -294,43 +316,25 @@ h_add_job(aps_call *c, const ProtobufCMessage *m, void *ud)
     }
     if (check_exec_target(c, app, spec.executor, &spec.target, "job.") != 0)
         return;
+    add_call *ac = aps_arena_alloc(a, sizeof(*ac));
+    if (ac == NULL) {
+        aps_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    /* The pool's queue bounded blocking adds; this bounds the ones waiting
+     * for a commit. */
+    if (atomic_fetch_add(&app->n_adds, 1) >= (app->max_adds > 0 ? app->max_adds : 1024)) {
+        atomic_fetch_sub(&app->n_adds, 1);
+        aps_call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "too many AddJob calls waiting for their commit; retry");
+        return;
+    }
+    ac->c = c;
+    ac->app = app;
     aps_mutation mu = {.request_id = opt(req->request_id),
                        .request_fingerprint = request_fp(&req->base, req->request_id),
                        .replace_existing = req->replace_existing};
-    rc = aps_job_add(app->sched, &spec, &mu, &job, &err);
-    if (rc == APS_ENOENT && err.msg[0] == '\0' && spec.id != NULL) {
-        /* Added, but gone before the engine read it back: a one-shot job
-         * that already fired and was removed. Answer with what was added. */
-        aps_job done;
-        aps_trigger_spec *t = (aps_trigger_spec *)spec.trigger; /* in the call arena */
-        memset(&done, 0, sizeof done);
-        if (t != NULL)
-            aps_trigger_fill_defaults(a, t, app->default_tz, aps_time_now());
-        done.id = (char *)spec.id;
-        done.name = (char *)spec.name;
-        done.trigger = t;
-        done.target = spec.target;
-        done.executor = (char *)spec.executor;
-        done.jobstore = (char *)(spec.jobstore ? spec.jobstore : "default");
-        done.misfire = spec.misfire;
-        done.misfire_grace_us = spec.misfire_grace_us;
-        done.coalesce = spec.coalesce;
-        done.max_instances = spec.max_instances;
-        done.overlap = spec.overlap;
-        done.labels = (aps_label *)spec.labels;
-        done.n_labels = spec.n_labels;
-        done.next_run_time = APS_TIME_NONE;
-        done.create_time = done.update_time = aps_time_now();
-        done.stats.last_run_time = APS_TIME_NONE;
-        reply_job(c, &done, 0);
-        return;
-    }
-    if (rc != 0) {
-        fail_validation(c, rc, &err, "job.");
-        return;
-    }
-    reply_job(c, job, 1);
-    aps_job_free(job);
+    aps_job_add_async(app->sched, &spec, &mu, add_job_done, ac);
 }
 
 static void
@@ -1669,6 +1673,15 @@ h_unimplemented(aps_call *c, const ProtobufCMessage *m, void *ud)
     aps_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "%s is not implemented", aps_call_path(c));
 }
 
+static int
+any_allow_list(const aps_app *app)
+{
+    for (size_t i = 0; i < app->n_executors; i++)
+        if (app->executors[i].allow != NULL && app->executors[i].n_allow > 0)
+            return 1;
+    return 0;
+}
+
 int
 aps_scheduler_methods(aps_app *app, aps_method *out, size_t cap)
 {
@@ -1696,6 +1709,8 @@ aps_scheduler_methods(aps_app *app, aps_method *out, size_t cap)
             }
         if (m->handler == h_unimplemented)
             aps_log(APS_LOG_WARN, "no handler for a method", "path=%s", m->path);
+        if (m->handler == h_add_job && !any_allow_list(app))
+            m->run_on = APS_RUN_CQ;
     }
     return (int)sd->n_methods;
 }

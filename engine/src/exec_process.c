@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -225,6 +226,8 @@ typedef struct procpool {
     rlim_set rlim[3];
     size_t n_rlim;
     int use_fork; /* run-as or rlimits: fork+exec instead of posix_spawn */
+    char *note_dir; /* where running children's pids are noted; NULL = nowhere */
+    uint32_t stopped_leftovers;
     int devnull;  /* every child's stdin */
     aps__reaper reaper;
 
@@ -690,6 +693,125 @@ unwatch(procpool *pp, int *fd)
     }
 }
 
+/* ---- notes of running children ------------------------------------------------ */
+
+/* Fields 5 (process group) and 22 (start time, clock ticks after boot) of
+ * /proc/<pid>/stat. 0, or -1 if the process is gone. */
+static int
+proc_identity(pid_t pid, long *pgrp, unsigned long long *start)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: fields count from
+     * the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL || sscanf(p + 1,
+                            " %*c %*d %ld %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+                            "%*d %*d %llu",
+                            pgrp, start) != 2)
+        return -1;
+    return 0;
+}
+
+static void
+note_path(const procpool *pp, pid_t pid, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%d", pp->note_dir, (int)pid);
+}
+
+/* Notes a started child (its pid names the file, its start time tells a
+ * reused pid apart). Best effort: a run is not refused for a note. */
+static void
+note_child(procpool *pp, pid_t pid)
+{
+    char path[PATH_MAX], text[64];
+    long pgrp;
+    unsigned long long start;
+    if (pp->note_dir == NULL || proc_identity(pid, &pgrp, &start) != 0)
+        return;
+    note_path(pp, pid, path, sizeof path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    int n = snprintf(text, sizeof text, "%llu\n", start);
+    ssize_t w = write(fd, text, (size_t)n);
+    (void)w;
+    close(fd);
+}
+
+/* Before the child is reaped, so that its pid cannot have been reused. */
+static void
+forget_child(procpool *pp, pid_t pid)
+{
+    char path[PATH_MAX];
+    if (pp->note_dir == NULL)
+        return;
+    note_path(pp, pid, path, sizeof path);
+    unlink(path);
+}
+
+/* Stops the commands a crashed predecessor noted and left running: those
+ * whose process still leads its group and started when the note says (a
+ * reused pid does not match), with SIGKILL to the group. Every note goes. */
+static void
+stop_leftovers(procpool *pp)
+{
+    DIR *d = opendir(pp->note_dir);
+    struct dirent *e;
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char *end, path[PATH_MAX], text[64];
+        long pid = strtol(e->d_name, &end, 10);
+        if (e->d_name[0] == '.' || *end != '\0' || pid <= 1 || pid > INT32_MAX)
+            continue;
+        note_path(pp, (pid_t)pid, path, sizeof path);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, text, sizeof text - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        unlink(path);
+        if (n <= 0)
+            continue;
+        text[n] = '\0';
+        unsigned long long noted = strtoull(text, NULL, 10), start;
+        long pgrp;
+        if (proc_identity((pid_t)pid, &pgrp, &start) == 0 && start == noted && pgrp == pid &&
+            kill(-(pid_t)pid, SIGKILL) == 0)
+            pp->stopped_leftovers++;
+    }
+    closedir(d);
+}
+
+static int set_err(aps_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Creates `dir`/`name` (and `dir`); the executor's note directory. */
+static int
+setup_notes(procpool *pp, const char *dir, aps_error *err)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, pp->base.name);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return set_err(err, APS_EINVAL, "executors[%s].state_dir: path too long", pp->base.name);
+    if ((mkdir(dir, 0700) != 0 && errno != EEXIST) || (mkdir(path, 0700) != 0 && errno != EEXIST))
+        return set_err(err, APS_EIO, "executors[%s].state_dir: %s: %s", pp->base.name, path,
+                       strerror(errno));
+    pp->note_dir = strdup(path);
+    if (pp->note_dir == NULL)
+        return set_err(err, APS_ENOMEM, "executors[%s]: out of memory", pp->base.name);
+    stop_leftovers(pp);
+    return 0;
+}
+
 /*
  * Starts the child for the slot's current run time. 0: it runs. Otherwise
  * the run time's result is SPAWN_FAILED with a message a user can act on.
@@ -797,6 +919,7 @@ spawn_child(procpool *pp, slot *sl, aps__run_result *res)
         watch(pp, sl->pidfd, idx, sl->gen, W_PID);
     if (sl->pidfd < 0 && (pp->next_poll == 0 || pp->next_poll > now + POLL_TICK_US))
         pp->next_poll = now + POLL_TICK_US;
+    note_child(pp, pid);
     pthread_mutex_lock(&pp->mu);
     pp->children++;
     if (pp->children > pp->peak)
@@ -949,6 +1072,7 @@ complete_child(procpool *pp, slot *sl)
     unwatch(pp, &sl->fd[W_OUT]);
     unwatch(pp, &sl->fd[W_ERR]);
     unwatch(pp, &sl->pidfd);
+    forget_child(pp, sl->pid);
     if (!sl->lost) {
         /* A terminated run leaves nothing behind: stragglers that closed
          * their pipes and ignored SIGTERM. The zombie leader still holds the
@@ -1312,6 +1436,7 @@ pp_free(procpool *pp)
     free(pp->slots);
     free(pp->groups);
     free(pp->cwd);
+    free(pp->note_dir);
     free(pp->queue);
     free(pp->scratch);
     if (pp->epfd >= 0)
@@ -1345,6 +1470,7 @@ pp_stats(aps__executor *ex, aps_executor_info *out)
     out->pending = (uint32_t)pp->count;
     pthread_mutex_unlock(&pp->mu);
     out->connected_workers = 0;
+    out->stopped_leftovers = pp->stopped_leftovers;
 }
 
 static const aps__executor_ops process_ops = {
@@ -1606,6 +1732,11 @@ aps__executor_process_create(aps_scheduler *s, const aps_executor_def *def,
     rc = copy_config(pp, def, err);
     if (rc != 0)
         goto fail;
+    if (def->state_dir != NULL) {
+        rc = setup_notes(pp, def->state_dir, err);
+        if (rc != 0)
+            goto fail;
+    }
     if (def->run_as_user != NULL || def->run_as_group != NULL) {
         rc = setup_run_as(pp, def, err);
         if (rc != 0)

@@ -1306,18 +1306,21 @@ first_fire(aps_scheduler *s, const aps_trigger_spec *spec, aps_time now, aps_tim
     return rc;
 }
 
+/* One add in flight: what add_fn writes and what the caller gets back. */
 typedef struct add_ctx {
     aps_scheduler *s;
     size_t si;
-    const aps__jobrec *rec;
+    aps__jobrec *rec; /* owned */
     int replace;
-    const char *request_id;
+    char *request_id; /* owned */
     uint64_t request_fp;
     aps_time now;
     char replay_id[APS__ID_MAX + 1];
     int replayed;
-    aps__jobrec *saved; /* the record as written */
+    aps__jobrec *saved; /* the record as written when it is not `rec` (a replace) */
     wout o;
+    aps_job_add_cb cb; /* asynchronous adds */
+    void *ud;
 } add_ctx;
 
 static int
@@ -1328,6 +1331,8 @@ add_fn(aps_txn *t, void *arg)
     int rc;
 
     reset_out(&c->o);
+    aps__jobrec_free(c->saved); /* the callback may run again (a grown map) */
+    c->saved = NULL;
     c->replayed = request_seen(c->s, t, c->request_id, c->request_fp, c->now, c->replay_id,
                                sizeof(c->replay_id));
     if (c->replayed != 0)
@@ -1360,67 +1365,88 @@ add_fn(aps_txn *t, void *arg)
         save = copy;
     }
     rc = txn_save(t, save);
-    aps__jobrec_free(c->saved);
-    c->saved = NULL;
-    if (rc == 0)
-        rc = aps__jobrec_copy(save, &c->saved);
     if (rc == 0)
         rc = out_event(&c->o, APS_EVENT_JOB_ADDED, c->now, &save->job, NULL, NULL, 0, NULL);
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
     if (rc == 0)
         rc = request_record(t, c->request_id, c->request_fp, c->now, save->job.id);
+    if (rc == 0 && copy != NULL) {
+        c->saved = copy;
+        copy = NULL;
+    }
 out:
     aps__jobrec_free(copy);
     aps__jobrec_free(old);
     return rc;
 }
 
-int
-aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, aps_job **out,
+static void
+add_free(add_ctx *c)
+{
+    if (c == NULL)
+        return;
+    free_out(&c->o);
+    aps__jobrec_free(c->saved);
+    aps__jobrec_free(c->rec);
+    free(c->request_id);
+    free(c);
+}
+
+/* Validates the spec and builds the record to write: everything of an add
+ * that needs no write transaction. */
+static int
+add_prepare(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, add_ctx **out,
             aps_error *err)
 {
-    aps__jobrec *rec = NULL;
-    add_ctx c;
+    add_ctx *c = NULL;
     int rc;
 
-    memset(&c, 0, sizeof(c));
-    if (out)
-        *out = NULL;
+    *out = NULL;
     if (s == NULL || spec == NULL)
         return set_err(err, APS_EINVAL, "job: required");
     const char *request_id = m ? m->request_id : NULL;
     rc = check_request_id(request_id, err);
     if (rc != 0)
         return rc;
-    aps_time now = aps__scheduler_now(s);
-    rc = aps__jobrec_from_spec(spec, s->tz, now, &rec, err);
+    c = calloc(1, sizeof(*c));
+    if (c == NULL || (request_id != NULL && (c->request_id = strdup(request_id)) == NULL)) {
+        rc = set_err(err, APS_ENOMEM, "out of memory");
+        goto fail;
+    }
+    c->s = s;
+    c->replace = m ? m->replace_existing : 0;
+    c->request_fp = m ? m->request_fingerprint : 0;
+    c->now = aps__scheduler_now(s);
+    rc = aps__jobrec_from_spec(spec, s->tz, c->now, &c->rec, err);
     if (rc != 0)
-        return rc;
+        goto fail;
+    aps__jobrec *rec = c->rec;
     int si = find_store(s, rec->job.jobstore);
     if (si < 0) {
         rc = set_err(err, APS_EINVAL, "jobstore: no job store named \"%s\"", rec->job.jobstore);
-        goto out;
+        goto fail;
     }
+    c->si = (size_t)si;
     if (find_exec(s, rec->job.executor) == NULL) {
         rc = set_err(err, APS_EINVAL, "executor: no executor named \"%s\"", rec->job.executor);
-        goto out;
+        goto fail;
     }
     /* The first run: the given next_run_time, else the trigger's first fire
      * time (a trigger that never fires gives a paused job, as APScheduler). */
     if (rec->job.paused) {
         rec->job.next_run_time = APS_TIME_NONE;
     } else if (spec->next_run_time == APS_TIME_NONE) {
-        rc = first_fire(s, rec->job.trigger, now, &rec->job.next_run_time);
+        rc = first_fire(s, rec->job.trigger, c->now, &rec->job.next_run_time);
         if (rc == APS_EINVAL) {
             /* The combination search gives up rather than loop forever. */
             set_err(err, rc, "trigger: no fire time could be found (an all_of whose triggers "
                              "never coincide? PreviewTrigger shows what a trigger fires)");
-            goto out;
+            goto fail;
         }
         if (rc != 0) {
             set_err(err, rc, "trigger: %s", aps_strerror(rc));
-            goto out;
+            goto fail;
         }
         if (rec->job.next_run_time == APS_TIME_NONE)
             rec->job.paused = 1;
@@ -1430,48 +1456,122 @@ aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
         if ((int)i != si && aps__store_job_get(s->stores[i].st, rec->job.id, NULL, NULL, NULL) == 0) {
             rc = set_err(err, APS_EEXIST, "id: job \"%s\" exists in job store \"%s\"",
                          rec->job.id, s->stores[i].name);
-            goto out;
+            goto fail;
         }
     }
-    c.s = s;
-    c.si = (size_t)si;
-    c.rec = rec;
-    c.replace = m ? m->replace_existing : 0;
-    c.request_id = request_id;
-    c.request_fp = m ? m->request_fingerprint : 0;
-    c.now = now;
-    rc = write_and_publish(s, (size_t)si, add_fn, &c, &c.o);
-    free_out(&c.o);
-    if (rc == APS_EINVAL && c.replayed < 0) {
-        rc = request_mismatch(err, request_id);
-        goto out;
-    }
-    if (rc == APS_EEXIST) {
-        set_err(err, rc, "id: a job with id \"%s\" already exists", rec->job.id);
-        goto out;
-    }
-    if (rc != 0) {
-        set_err(err, rc, "job store \"%s\": %s", s->stores[si].name, aps_strerror(rc));
-        goto out;
-    }
+    *out = c;
+    return 0;
+fail:
+    add_free(c);
+    return rc;
+}
+
+/* After add_fn's write returned `rc` (and its outputs were published or
+ * dropped): the result for the caller. */
+static int
+add_finish(add_ctx *c, int rc, aps_job **out, aps_error *err)
+{
+    aps_scheduler *s = c->s;
+    if (rc == APS_EINVAL && c->replayed < 0)
+        return request_mismatch(err, c->request_id);
+    if (rc == APS_EEXIST)
+        return set_err(err, rc, "id: a job with id \"%s\" already exists", c->rec->job.id);
+    if (rc != 0)
+        return set_err(err, rc, "job store \"%s\": %s", s->stores[c->si].name, aps_strerror(rc));
     aps__scheduler_wake(s);
     /* The job as written: it may fire and be gone before a re-read. A
      * replay answers with the job as it is now, if it still exists. */
-    if (out != NULL) {
-        if (c.replayed)
-            rc = aps_job_get(s, c.replay_id, out);
-        else
-            rc = aps__job_from_rec(c.saved, out);
-        if (c.replayed && rc == APS_ENOENT) {
-            free(rec->job.id);
-            rec->job.id = strdup(c.replay_id);
-            rc = rec->job.id ? aps__job_from_rec(rec, out) : APS_ENOMEM;
-        }
+    if (out == NULL)
+        return 0;
+    if (!c->replayed)
+        return aps__job_from_rec(c->saved ? c->saved : c->rec, out);
+    rc = aps_job_get(s, c->replay_id, out);
+    if (rc == APS_ENOENT) {
+        free(c->rec->job.id);
+        c->rec->job.id = strdup(c->replay_id);
+        rc = c->rec->job.id ? aps__job_from_rec(c->rec, out) : APS_ENOMEM;
     }
-out:
-    aps__jobrec_free(c.saved);
-    aps__jobrec_free(rec);
     return rc;
+}
+
+int
+aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, aps_job **out,
+            aps_error *err)
+{
+    add_ctx *c = NULL;
+
+    if (out)
+        *out = NULL;
+    int rc = add_prepare(s, spec, m, &c, err);
+    if (rc != 0)
+        return rc;
+    rc = write_and_publish(s, c->si, add_fn, c, &c->o);
+    rc = add_finish(c, rc, out, err);
+    add_free(c);
+    return rc;
+}
+
+/* The end of an asynchronous add: its outputs handed on, the caller told. */
+static void
+add_complete(add_ctx *c, int rc)
+{
+    aps_error err = {0};
+    aps_job *job = NULL;
+
+    if (rc == 0)
+        after_commit(c->s, &c->o);
+    else
+        reset_out(&c->o);
+    rc = add_finish(c, rc, &job, &err);
+    c->cb(c->ud, rc, job, &err);
+    add_free(c);
+}
+
+static int
+add_events_fn(aps_txn *t, void *arg)
+{
+    add_ctx *c = arg;
+    return aps__events_append(t, &c->o.evs);
+}
+
+static void
+add_events_done(void *arg, int rc)
+{
+    add_ctx *c = arg;
+    if (rc != 0)
+        aps__evlist_clear(&c->o.evs); /* as publish_out: the job is durable */
+    add_complete(c, 0);
+}
+
+static void
+add_done(void *arg, int rc)
+{
+    add_ctx *c = arg;
+    if (rc == 0 && c->si != c->s->log_store && c->o.evs.n > 0) {
+        /* The job is durable; its event goes to the log's store in a write
+         * of its own, without blocking this thread either. */
+        aps__store_write_async(c->s->stores[c->s->log_store].st, add_events_fn, c,
+                               add_events_done, c);
+        return;
+    }
+    add_complete(c, rc);
+}
+
+void
+aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m,
+                  aps_job_add_cb cb, void *userdata)
+{
+    aps_error err = {0};
+    add_ctx *c = NULL;
+
+    int rc = add_prepare(s, spec, m, &c, &err);
+    if (rc != 0) {
+        cb(userdata, rc, NULL, &err);
+        return;
+    }
+    c->cb = cb;
+    c->ud = userdata;
+    aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
 }
 
 int
@@ -3184,8 +3284,13 @@ aps_scheduler_destroy(aps_scheduler *s)
      * in turn: until none is left, so that none leaks. */
     while (process_completed(s) > 0)
         ;
+    /* Closing a store completes the asynchronous adds queued on it, whose
+     * events may still go to the log's store: that one closes last. */
     for (size_t i = 0; i < s->n_stores; i++)
-        aps__store_close(s->stores[i].st);
+        if (i != s->log_store)
+            aps__store_close(s->stores[i].st);
+    if (s->log_store < s->n_stores) /* not yet chosen when create failed */
+        aps__store_close(s->stores[s->log_store].st);
     free(s->stores);
     free(s->execs);
     for (size_t i = 0; i < s->n_functions; i++)

@@ -180,6 +180,23 @@ aps__store_write(aps_store *s, aps_write_fn fn, void *arg)
     return s->ops->write(s, fn, arg);
 }
 
+void
+aps__store_write_async(aps_store *s, aps_write_fn fn, void *arg, aps_write_done_fn done,
+                       void *done_arg)
+{
+    int rc = check_store(s);
+
+    if (rc == 0 && !fn)
+        rc = APS_EINVAL;
+    if (rc == 0 && s->ops->write_async) {
+        s->ops->write_async(s, fn, arg, done, done_arg);
+        return;
+    }
+    if (rc == 0)
+        rc = s->ops->write(s, fn, arg);
+    done(done_arg, rc);
+}
+
 int
 aps__txn_job_get(aps_txn *t, const char *id, const void **data, size_t *len, aps_time *next_run)
 {

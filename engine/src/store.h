@@ -194,6 +194,21 @@ int aps__store_stats(aps_store *s, aps_store_stats *out);
  */
 int aps__store_write(aps_store *s, aps_write_fn fn, void *arg);
 
+/** Called once an asynchronous write is committed (rc 0) or failed. */
+typedef void (*aps_write_done_fn)(void *done_arg, int rc);
+
+/**
+ * aps__store_write without waiting: `fn` joins the next group commit and
+ * done(done_arg, rc) is called exactly once with what aps__store_write would
+ * have returned. LMDB: done runs on the store's writer thread after the
+ * commit, so it must not block and must not write to the same store with
+ * aps__store_write (refused there with APS_ESTATE rather than deadlocking).
+ * Memory: the write is made and done called before this returns. `arg`
+ * must live until done is called.
+ */
+void aps__store_write_async(aps_store *s, aps_write_fn fn, void *arg, aps_write_done_fn done,
+                            void *done_arg);
+
 /**
  * Reads a job inside a write transaction.
  * @param[in]  t         the transaction.

@@ -21,6 +21,10 @@
 typedef struct aps_store_ops {
     const char *name;
     int (*write)(aps_store *s, aps_write_fn fn, void *arg);
+    /** Optional: queues the write, calls done(done_arg, rc) once it is
+     *  committed or failed, and returns at once (see aps__store_write_async). */
+    void (*write_async)(aps_store *s, aps_write_fn fn, void *arg, aps_write_done_fn done,
+                        void *done_arg);
     int (*job_get)(aps_store *s, const char *id, size_t idlen, void **data, size_t *len,
                    aps_time *next_run);
     int (*job_list)(aps_store *s, const char *after, size_t afterlen, size_t limit,

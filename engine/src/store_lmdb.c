@@ -57,13 +57,17 @@
 #define MAX_READERS 1024
 #define LOCK_FILE "apsd.lock"
 
-/* A queued write. It lives on its caller's stack; the caller sleeps on
- * `done` until the writer posts it. */
+/* A queued write. A synchronous one lives on its caller's stack and the
+ * caller sleeps on `done` until the writer posts it; an asynchronous one
+ * (`cb` set) is allocated, and the writer calls cb then frees it. */
 typedef struct lreq {
     aps_write_fn fn;
     void *arg;
     int rc;
     sem_t done;
+    aps_write_done_fn cb;
+    void *cb_arg;
+    int out; /* failed: left out of its batch (run_batch) */
     struct lreq *next;
 } lreq;
 
@@ -91,6 +95,7 @@ typedef struct lmdb_txn {
     lmdb_store *s;
     MDB_txn *txn;
     int mdb_err; /* first LMDB failure in this callback's transaction */
+    int writes;  /* write operations the callback started */
 } lmdb_txn;
 
 static lmdb_store *
@@ -677,6 +682,7 @@ lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t l
     aps_time old_next = APS_TIME_NONE;
     int rc, had_old = 0;
 
+    t->writes++;
     rc = mdb_get(t->txn, t->s->jobs, &k, &v);
     if (rc == 0) {
         had_old = 1;
@@ -721,6 +727,7 @@ lt_job_del(aps_txn *bt, const char *id, size_t idlen)
     MDB_val k = {idlen, (void *)id}, v;
     int rc;
 
+    t->writes++;
     rc = mdb_get(t->txn, t->s->jobs, &k, &v);
     if (rc == MDB_NOTFOUND)
         return APS_ENOENT;
@@ -742,6 +749,7 @@ lt_job_del_all(aps_txn *bt, size_t *removed)
     MDB_stat st;
     int rc;
 
+    t->writes++;
     rc = mdb_stat(t->txn, t->s->jobs, &st);
     if (rc)
         return txn_fail(t, rc);
@@ -767,6 +775,7 @@ lt_event_append(aps_txn *bt, aps_time at, const void *data, size_t len, uint64_t
     uint64_t last;
     int rc;
 
+    t->writes++;
     /* The counter, not the last key, gives the next sequence: pruning may
      * have emptied the log, and a sequence must never be reused. */
     rc = read_event_seq(t->s, t->txn, &last);
@@ -819,8 +828,9 @@ lt_meta_put(aps_txn *bt, const char *key, size_t keylen, const void *data, size_
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {keylen, (void *)key}, v = {len, (void *)data};
-    int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
 
+    t->writes++;
+    int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -829,8 +839,9 @@ lt_meta_del(aps_txn *bt, const char *key, size_t keylen)
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {keylen, (void *)key};
-    int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
 
+    t->writes++;
+    int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
     if (rc == MDB_NOTFOUND)
         return APS_ENOENT;
     return rc ? txn_fail(t, rc) : 0;
@@ -930,8 +941,16 @@ env_recover(lmdb_store *s)
     return rc ? MDB_PANIC : 0;
 }
 
-/* Runs one batch: every request in its own nested transaction, then one
- * commit. Sets each request's rc. */
+/* Runs one batch: every request's callback in the batch's transaction,
+ * then one commit. Sets each request's rc.
+ *
+ * No nested transaction per callback (LMDB allocates 3 MB for each and
+ * merges its dirty pages into the parent's list, a third of the writer's
+ * CPU): a callback that fails before writing anything left nothing to undo,
+ * and one that fails after writing, or hits an LMDB error (which may leave
+ * the transaction unusable), is taken out of the batch, which is then run
+ * again from the start without it. Callbacks may run more than once anyway
+ * (a grown map), so each starts from scratch. */
 static void
 run_batch(lmdb_store *s, lreq *batch)
 {
@@ -939,9 +958,12 @@ run_batch(lmdb_store *s, lreq *batch)
     MDB_txn *parent;
     lreq *r;
 
+    for (r = batch; r; r = r->next)
+        r->out = 0;
 retry:
     for (r = batch; r; r = r->next)
-        r->rc = 0;
+        if (!r->out)
+            r->rc = 0;
     parent = NULL;
     if (!s->env) {
         rc = MDB_PANIC;
@@ -954,35 +976,26 @@ retry:
         goto fail;
 
     for (r = batch; r; r = r->next) {
-        lmdb_txn t = {{&s->base}, s, NULL, 0};
+        lmdb_txn t = {{&s->base}, s, parent, 0, 0};
 
-        rc = mdb_txn_begin(s->env, parent, 0, &t.txn);
-        if (rc)
-            goto fail_abort;
+        if (r->out)
+            continue;
         aps__store_cb_enter();
         r->rc = r->fn(&t.base, r->arg);
         aps__store_cb_leave();
-        if (t.mdb_err) {
-            /* Aborting a nested transaction restores the parent as it was
-             * before, so the batch goes on without this callback. */
-            mdb_txn_abort(t.txn);
-            if (t.mdb_err == MDB_MAP_FULL) {
-                rc = MDB_MAP_FULL;
-                goto fail_abort;
-            }
-            if (r->rc == 0)
-                r->rc = map_rc(t.mdb_err);
-            continue;
-        }
-        if (r->rc) {
-            mdb_txn_abort(t.txn);
-            continue;
-        }
-        /* A failed nested commit may leave the parent half-merged: fail
-         * the whole batch rather than commit something doubtful. */
-        rc = mdb_txn_commit(t.txn);
-        if (rc)
+        if (t.mdb_err == MDB_MAP_FULL) {
+            rc = MDB_MAP_FULL;
             goto fail_abort;
+        }
+        if (t.mdb_err && r->rc == 0)
+            r->rc = map_rc(t.mdb_err);
+        if (r->rc == 0)
+            continue;
+        r->out = 1;
+        if (t.mdb_err || t.writes) {
+            mdb_txn_abort(parent);
+            goto retry;
+        }
     }
     rc = prune_events(s, parent);
     if (rc)
@@ -1049,12 +1062,38 @@ writer_main(void *arg)
          * as soon as it is posted, so read `next` first. */
         for (r = batch; r; r = next) {
             next = r->next;
-            sem_post(&r->done);
+            if (r->cb != NULL) {
+                r->cb(r->cb_arg, r->rc);
+                free(r);
+            } else {
+                sem_post(&r->done);
+            }
         }
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+/* Queues `r`; 0, or APS_ESTATE when the store is closing. */
+static int
+enqueue(lmdb_store *s, lreq *r)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return APS_ESTATE;
+    }
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    /* A busy writer takes the whole queue when it is done: no wake-up. */
+    if (s->writer_idle)
+        pthread_cond_broadcast(&s->cv); /* not signal: glibc bug 25847 */
+    pthread_mutex_unlock(&s->mu);
+    return 0;
 }
 
 static int
@@ -1064,34 +1103,45 @@ l_write(aps_store *bs, aps_write_fn fn, void *arg)
     lreq r;
     int rc;
 
+    /* From an asynchronous write's completion: the writer would wait for
+     * itself. */
+    if (pthread_equal(pthread_self(), s->writer))
+        return APS_ESTATE;
     memset(&r, 0, sizeof r);
     r.fn = fn;
     r.arg = arg;
     if (sem_init(&r.done, 0, 0))
         return APS_ENOMEM;
-    pthread_mutex_lock(&s->mu);
-    if (s->stopping) {
-        pthread_mutex_unlock(&s->mu);
-        rc = APS_ESTATE;
-        goto out;
+    rc = enqueue(s, &r);
+    if (rc == 0) {
+        /* glibc >= 2.21: sem_post does not touch the semaphore after
+         * waking us, so destroying it right after sem_wait returns is safe. */
+        while (sem_wait(&r.done) && errno == EINTR)
+            ;
+        rc = r.rc;
     }
-    if (s->tail)
-        s->tail->next = &r;
-    else
-        s->head = &r;
-    s->tail = &r;
-    /* A busy writer takes the whole queue when it is done: no wake-up. */
-    if (s->writer_idle)
-        pthread_cond_broadcast(&s->cv); /* not signal: glibc bug 25847 */
-    pthread_mutex_unlock(&s->mu);
-    /* glibc >= 2.21: sem_post does not touch the semaphore after waking
-     * us, so destroying it right after sem_wait returns is safe. */
-    while (sem_wait(&r.done) && errno == EINTR)
-        ;
-    rc = r.rc;
-out:
     sem_destroy(&r.done);
     return rc;
+}
+
+static void
+l_write_async(aps_store *bs, aps_write_fn fn, void *arg, aps_write_done_fn done, void *done_arg)
+{
+    lmdb_store *s = L(bs);
+    lreq *r = calloc(1, sizeof(*r));
+    int rc = APS_ENOMEM;
+
+    if (r != NULL) {
+        r->fn = fn;
+        r->arg = arg;
+        r->cb = done;
+        r->cb_arg = done_arg;
+        rc = enqueue(s, r);
+        if (rc == 0)
+            return;
+        free(r);
+    }
+    done(done_arg, rc);
 }
 
 /* ---- open / close -------------------------------------------------------- */
@@ -1330,6 +1380,7 @@ l_close(aps_store *bs)
 static const aps_store_ops lmdb_ops = {
     .name = "lmdb",
     .write = l_write,
+    .write_async = l_write_async,
     .job_get = l_job_get,
     .job_list = l_job_list,
     .due = l_due,

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -379,6 +380,124 @@ test_signals(void **state)
     assert_stdout(r, "y\ny\n");
     aps__run_free(r);
     drop_exec(ex);
+}
+
+/* Reads field 22 (start time) of /proc/<pid>/stat. */
+static unsigned long long
+start_time_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    unsigned long long st = 0;
+    const char *p = strrchr(buf, ')');
+    assert_non_null(p);
+    assert_int_equal(sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
+                                   "%*d %*d %*d %*d %llu", &st), 1);
+    return st;
+}
+
+/* A child leading its own process group, sleeping (a stand-in for a
+ * command a crashed daemon left running), with a grandchild in its group. */
+static pid_t
+spawn_group_leader(void)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        execl("/bin/sh", "sh", "-c", "sleep 60 & sleep 60", (char *)NULL);
+        _exit(127);
+    }
+    setpgid(pid, pid); /* either side may win the race */
+    return pid;
+}
+
+static void
+write_note(const char *dir, pid_t pid, unsigned long long start)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%d", dir, (int)pid);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%llu\n", start);
+    fclose(f);
+}
+
+static int
+count_entries(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "exit $(ls -A '%s' | wc -l)", dir);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* The pids of running commands are noted under state_dir/<executor> while
+ * they run; a new executor stops those a crashed predecessor left running,
+ * and only those (a reused pid, a stale or unreadable note is left alone). */
+static void
+test_leftover_commands_stopped(void **state)
+{
+    (void)state;
+    char base[256], dir[300];
+    const char *tmp = getenv("TEST_TMPDIR");
+    snprintf(base, sizeof base, "%s/notes-%d", tmp ? tmp : "/tmp", (int)getpid());
+    snprintf(dir, sizeof dir, "%s/proc", base);
+
+    /* While a command runs, its pid is noted; once it ended, not. */
+    aps_executor_def def = {.state_dir = base};
+    aps__executor *ex = make_exec(&def);
+    aps__run *r = new_run(NULL, "/bin/sh", "-c", "sleep 0.5");
+    char id[33];
+    memcpy(id, r->run_id, sizeof id);
+    assert_int_equal(ex->ops->submit(ex, r), 0);
+    int64_t end = mono_us() + 3 * SEC;
+    while (count_entries(dir) != 1 && mono_us() < end)
+        usleep(10000);
+    assert_int_equal(count_entries(dir), 1);
+    r = wait_run(id, 5 * SEC);
+    assert_int_equal(out0(r)->status, APS_RUN_SUCCEEDED);
+    aps__run_free(r);
+    assert_int_equal(count_entries(dir), 0);
+    drop_exec(ex);
+
+    /* Left behind by a "crash": a live group leader with its true start
+     * time, one whose start time does not match (its pid was reused), and
+     * notes that are not ours. */
+    pid_t victim = spawn_group_leader();
+    pid_t other = spawn_group_leader();
+    usleep(100000); /* the shells start their sleeps */
+    write_note(dir, victim, start_time_of(victim));
+    write_note(dir, other, start_time_of(other) + 1);
+    char junk[400];
+    snprintf(junk, sizeof junk, "%s/not-a-pid", dir);
+    FILE *f = fopen(junk, "w");
+    fclose(f);
+    write_note(dir, 999999, 1);
+
+    ex = make_exec(&def);
+    aps_executor_info info;
+    memset(&info, 0, sizeof info);
+    ex->ops->stats(ex, &info);
+    assert_int_equal(info.stopped_leftovers, 1);
+    int st = 0;
+    assert_int_equal(waitpid(victim, &st, 0), victim);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    assert_true(proc_alive(other));
+    /* Every note that named a pid is gone; the stray file stays. */
+    assert_int_equal(count_entries(dir), 1);
+    drop_exec(ex);
+
+    kill(-other, SIGKILL);
+    waitpid(other, NULL, 0);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
+    assert_int_equal(system(cmd), 0);
 }
 
 static void
@@ -1083,6 +1202,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_exit_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_kills_the_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leftover_commands_stopped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_tail_is_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spawn_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_burst_of_1000, setup, teardown),

@@ -9,9 +9,11 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -750,6 +752,174 @@ test_replace_existing(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* ---- asynchronous adds -------------------------------------------------------- */
+
+typedef struct add_result {
+    sem_t done;
+    int rc;
+    aps_job *job;
+    char msg[256];
+    pthread_t thread;
+    int inner_rc; /* a synchronous write to the same store from the callback */
+    aps_scheduler *s;
+} add_result;
+
+static void
+add_cb(void *ud, int rc, aps_job *job, const aps_error *err)
+{
+    add_result *r = ud;
+    r->rc = rc;
+    r->job = job;
+    snprintf(r->msg, sizeof r->msg, "%s", rc ? err->msg : "");
+    r->thread = pthread_self();
+    if (rc == 0 && r->s != NULL)
+        r->inner_rc = aps_job_pause(r->s, job->id, NULL, NULL);
+    sem_post(&r->done);
+}
+
+static void
+add_async_wait(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, add_result *r)
+{
+    sem_init(&r->done, 0, 0);
+    aps_job_add_async(s, spec, m, add_cb, r);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    assert_int_equal(sem_timedwait(&r->done, &ts), 0);
+    sem_destroy(&r->done);
+}
+
+static void
+test_add_async(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("async");
+    aps_scheduler *s = open_sched(dir, 1);
+    aps_trigger_spec t = interval_s(10);
+
+    /* LMDB: the job is durable when the callback runs, on another thread. */
+    aps_job_spec spec = func_job("a1", &t, NULL);
+    add_result r;
+    memset(&r, 0, sizeof r);
+    add_async_wait(s, &spec, NULL, &r);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(r.job);
+    assert_string_equal(r.job->id, "a1");
+    assert_true(r.job->next_run_time == T0 + 10 * SEC);
+    assert_false(pthread_equal(r.thread, pthread_self()));
+    aps_job_free(r.job);
+    settle_events(s, APS_EVENT_JOB_ADDED, 1);
+    assert_string_equal(last_event(APS_EVENT_JOB_ADDED)->job_id, "a1");
+
+    /* The id taken: ALREADY_EXISTS through the callback; nothing changed. */
+    memset(&r, 0, sizeof r);
+    add_async_wait(s, &spec, NULL, &r);
+    assert_int_equal(r.rc, APS_EEXIST);
+    assert_null(r.job);
+    assert_non_null(strstr(r.msg, "already exists"));
+
+    /* A bad spec: the callback runs at once, on this thread. */
+    aps_trigger_spec bad = interval_s(-1);
+    aps_job_spec bspec = func_job("a2", &bad, NULL);
+    memset(&r, 0, sizeof r);
+    add_async_wait(s, &bspec, NULL, &r);
+    assert_int_equal(r.rc, APS_EINVAL);
+    assert_true(pthread_equal(r.thread, pthread_self()));
+    assert_int_equal(aps_job_get(s, "a2", &r.job), APS_ENOENT);
+
+    /* A request id replayed: the first result, one job. */
+    aps_job_spec gspec = func_job(NULL, &t, NULL);
+    aps_mutation m = {.request_id = "req-async-1"};
+    add_result r1, r2;
+    memset(&r1, 0, sizeof r1);
+    memset(&r2, 0, sizeof r2);
+    add_async_wait(s, &gspec, &m, &r1);
+    add_async_wait(s, &gspec, &m, &r2);
+    assert_int_equal(r1.rc, 0);
+    assert_int_equal(r2.rc, 0);
+    assert_string_equal(r1.job->id, r2.job->id);
+    aps_job_free(r1.job);
+    aps_job_free(r2.job);
+
+    /* A synchronous write to the same store from the callback is refused
+     * (it would wait for the thread it runs on), not a deadlock. */
+    aps_job_spec s3 = func_job("a3", &t, NULL);
+    memset(&r, 0, sizeof r);
+    r.s = s;
+    add_async_wait(s, &s3, NULL, &r);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.inner_rc, APS_ESTATE);
+    aps_job_free(r.job);
+
+    /* The memory store, its event in the LMDB store's log: the callback
+     * after that write, on its writer thread. */
+    aps_job_spec mspec = func_job("m1", &t, NULL);
+    mspec.jobstore = "volatile";
+    memset(&r, 0, sizeof r);
+    add_async_wait(s, &mspec, NULL, &r);
+    assert_int_equal(r.rc, 0);
+    assert_false(pthread_equal(r.thread, pthread_self()));
+    aps_job_free(r.job);
+    settle_events(s, APS_EVENT_JOB_ADDED, 4); /* a1, the generated one (once), a3, m1 */
+    assert_string_equal(last_event(APS_EVENT_JOB_ADDED)->job_id, "m1");
+
+    /* Durable: all there after a restart. */
+    aps_scheduler_destroy(s);
+    s = open_sched(dir, 0);
+    aps_job *j = get(s, "a1");
+    aps_job_free(j);
+    j = get(s, "a3");
+    aps_job_free(j);
+    aps_scheduler_destroy(s);
+}
+
+static atomic_int n_async_ok, n_async_done;
+
+static void
+count_cb(void *ud, int rc, aps_job *job, const aps_error *err)
+{
+    (void)ud;
+    (void)err;
+    if (rc == 0)
+        atomic_fetch_add(&n_async_ok, 1);
+    atomic_fetch_add(&n_async_done, 1);
+    aps_job_free(job);
+}
+
+/* Destroying the scheduler completes the adds in flight, those whose
+ * event still goes from a memory store to the LMDB log included. */
+static void
+test_add_async_then_destroy(void **state)
+{
+    (void)state;
+    const char *dir = tmpdir("async-destroy");
+    char path[256];
+    snprintf(path, sizeof path, "%s", dir);
+    aps_scheduler *s = open_sched(path, 1);
+    aps_trigger_spec t = interval_s(10);
+    char ids[100][16];
+    atomic_store(&n_async_ok, 0);
+    atomic_store(&n_async_done, 0);
+    for (int i = 0; i < 100; i++) {
+        snprintf(ids[i], sizeof ids[i], "%c%02d", i % 2 ? 'v' : 'd', i);
+        aps_job_spec spec = func_job(ids[i], &t, NULL);
+        spec.jobstore = i % 2 ? "volatile" : "default";
+        aps_job_add_async(s, &spec, NULL, count_cb, NULL);
+    }
+    aps_scheduler_destroy(s);
+    assert_int_equal(atomic_load(&n_async_done), 100);
+    assert_int_equal(atomic_load(&n_async_ok), 100);
+    s = open_sched(path, 0);
+    for (int i = 0; i < 100; i += 2) {
+        aps_job *j = get(s, ids[i]);
+        aps_job_free(j);
+    }
+    uint64_t first = 0, last = 0;
+    assert_int_equal(aps_scheduler_event_bounds(s, &first, &last), 0);
+    assert_true(last - first + 1 >= 100); /* every JOB_ADDED is in the log */
+    aps_scheduler_destroy(s);
+}
+
 static void
 test_several_stores_and_list(void **state)
 {
@@ -1280,6 +1450,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_statistics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_validation_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replace_existing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_add_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_add_async_then_destroy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_several_stores_and_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_replay_across_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_fingerprint, setup, teardown),

@@ -836,6 +836,47 @@ class SlowSubscriberTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class PendingAddsTest(unittest.TestCase):
+    """AddJob does not hold an engine thread while its commit is on its way;
+    --engine-queue bounds the adds waiting for a commit: beyond it
+    RESOURCE_EXHAUSTED, and every add answered OK is in the store."""
+
+    def test_bound_on_adds_waiting_for_commit(self):
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-adds-")
+        try:
+            d = Daemon(tmp, ["--engine-queue", "2"]).start()
+            try:
+                s = d.sched
+                n = 300
+                futs = [s.AddJob.future(pb.AddJobRequest(job=pb.Job(
+                    id="p%03d" % i, trigger=far_date(),
+                    target=pb.Target(command=pb.CommandTarget(argv=["/bin/true"])))), timeout=T)
+                    for i in range(n)]
+                ok, busy = [], 0
+                for i, f in enumerate(futs):
+                    try:
+                        self.assertEqual(f.result().id, "p%03d" % i)
+                        ok.append("p%03d" % i)
+                    except grpc.RpcError as e:
+                        self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.details())
+                        self.assertIn("waiting for their commit", e.details())
+                        busy += 1
+                self.assertGreater(busy, 0)
+                self.assertGreater(len(ok), 0)
+                self.assertEqual(len(ok) + busy, n)
+                got = s.ListJobs(pb.ListJobsRequest(page_size=1000), timeout=T)
+                self.assertEqual(sorted(j.id for j in got.jobs), sorted(ok))
+                # Nothing stays counted: one at a time, every add goes through.
+                for i in range(5):
+                    s.AddJob(pb.AddJobRequest(job=pb.Job(
+                        id="q%d" % i, trigger=far_date(),
+                        target=pb.Target(command=pb.CommandTarget(argv=["/bin/true"])))), timeout=T)
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 class RestartTest(unittest.TestCase):
     """SIGTERM exits 0 and the store reopens with every acknowledged job."""
 

@@ -25,8 +25,8 @@ store accumulates over all rounds) and the test checks:
   jobs keep firing.
 
 A second test kills the daemon while commands run (`/bin/sleep 30`): their
-runs end as JOB_ERROR "interrupted by restart", the jobs keep firing, and it
-reports what became of the orphaned children.
+runs end as JOB_ERROR "interrupted by restart", the jobs keep firing, and
+the restarted daemon stops the commands the killed one left running.
 
 Rounds: 25 (8 with APSD_SANITIZED=1); `--rounds N` or APSD_CRASH_ROUNDS=N
 for more; APSD_CRASH_SEED=S replays a seed. Prints one figure line per test.
@@ -681,10 +681,10 @@ class CrashTest(unittest.TestCase):
 
     def test_kill9_while_commands_run(self):
         """Runs cut by SIGKILL end as JOB_ERROR "interrupted by restart" and
-        their jobs keep firing. The orphaned children: the engine spawns each
-        command in its own process group and does not record its pid, so a
-        killed daemon leaves them running and the new one cannot reap them;
-        the test reports what it saw and kills them itself."""
+        their jobs keep firing. The orphaned children (each command runs in
+        its own process group, which outlives the killed daemon) are stopped
+        by the restarted daemon, which finds their pids noted under
+        <data dir>/running: a run reported interrupted is not still running."""
         marks = os.path.join(self.tmp, "pids")
         os.makedirs(marks)
         d = Daemon(os.path.join(self.tmp, "store"), os.path.join(self.tmp, "apsd.log"))
@@ -779,7 +779,10 @@ class CrashTest(unittest.TestCase):
             # The new runs started (a second pid each).
             self.assertTrue(wait_for(lambda: pid_files() and all(len(pids[j]) >= 2 for j in ids), 10))
             new = [pids[j][1] for j in ids]
-            still = [p for p in orphans if os.path.exists("/proc/%d" % p)]
+            still = [p for p in orphans if os.path.exists("/proc/%d" % p) and not _zombie(p)]
+            self.assertEqual(still, [], "the restarted daemon left the orphaned commands running")
+            self.assertIn("stopped commands a crashed daemon left running", d.log_text())
+            self.assertIn("commands=%d" % len(alive), d.log_text())
             # SIGTERM cancels the daemon's own running commands (their
             # process groups); the orphans are not its children any more.
             self.assertEqual(d.stop(), 0, d.log_text())
@@ -788,8 +791,8 @@ class CrashTest(unittest.TestCase):
             FIGURES.append(
                 "crash-commands: %d runs cut by SIGKILL reported as \"%s\", %d jobs kept firing; orphaned "
                 "commands (each in its own process group): %d of %d alive after the kill, reparented away from "
-                "the dead daemon; %d of %d still running after the restart (the new daemon does not know "
-                "their pids and leaves them)"
+                "the dead daemon; %d of %d still running after the restart (the new daemon stops them: their "
+                "pids were noted)"
                 % (len(ids_all), INTERRUPTED, len(ids), len(alive), len(orphans), len(still), len(orphans)))
         finally:
             d.kill()

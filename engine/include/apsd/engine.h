@@ -425,6 +425,13 @@ typedef struct aps_executor_def {
     uint64_t rlimit_cpu_s;    /**< RLIMIT_CPU of children; 0 = inherited */
     uint64_t rlimit_as;       /**< RLIMIT_AS (bytes); 0 = inherited */
     uint64_t rlimit_nofile;   /**< RLIMIT_NOFILE; 0 = inherited */
+    /** A directory where the pids of running commands are noted (in a
+     *  subdirectory named after the executor; not synced: only a crash of
+     *  this process, not of the machine, leaves commands running). When the
+     *  executor is created it stops, with SIGKILL to their process groups,
+     *  the commands a crashed predecessor left running, so that a run
+     *  reported "interrupted by restart" is not still running. NULL: none. */
+    const char *state_dir;
     /* workers */
     int64_t lease_us;         /**< lease of a handed-out run; 0 = 60 s */
 } aps_executor_def;
@@ -541,6 +548,23 @@ typedef struct aps_mutation {
  */
 int aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m,
                 aps_job **out, aps_error *err);
+
+/** The completion of aps_job_add_async: `rc` and `err` as aps_job_add
+ *  returns them; `job` (the callback owns it: aps_job_free) is NULL on error. */
+typedef void (*aps_job_add_cb)(void *userdata, int rc, aps_job *job, const aps_error *err);
+
+/**
+ * aps_job_add without waiting for the durable commit, for callers that must
+ * not block (an RPC server's event threads). The spec is validated and
+ * copied before this returns; `cb` runs exactly once: on this thread when
+ * the add fails up front or every store involved is a memory store, else on
+ * an LMDB store's writer thread once the job and its JOB_ADDED event are on
+ * disk (or the write failed). `cb` must not block; synchronous engine
+ * writes to that store from it fail with APS_ESTATE. aps_scheduler_destroy
+ * completes the adds still in flight: their callbacks run before it returns.
+ */
+void aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m,
+                       aps_job_add_cb cb, void *userdata);
 
 /** Gets a job by id (ids are unique across stores). APS_ENOENT. */
 int aps_job_get(aps_scheduler *s, const char *id, aps_job **out);
@@ -697,6 +721,8 @@ typedef struct aps_executor_info {
     uint32_t running;           /**< runs executing now (workers: leased) */
     uint32_t pending;           /**< submitted, waiting for a slot or a worker */
     uint32_t connected_workers; /**< workers: attached worker handles */
+    uint32_t stopped_leftovers; /**< processpool: commands left running by a crashed
+                                     predecessor, stopped at create (state_dir) */
 } aps_executor_info;
 
 /** Store `i` (0-based, in configuration order): constant time, no scan.
