@@ -924,6 +924,63 @@ write_and_publish(aps_scheduler *s, size_t si, aps_write_fn fn, void *ctx, wout 
     return 0;
 }
 
+/* Events of one of the loop's writes on their way to the log's store. */
+typedef struct logged_evs {
+    aps_scheduler *s;
+    aps__evlist evs;
+} logged_evs;
+
+static int
+logged_append_fn(aps_txn *t, void *arg)
+{
+    logged_evs *l = arg;
+    return aps__events_append(t, &l->evs);
+}
+
+static void
+logged_done(void *arg, int rc)
+{
+    logged_evs *l = arg;
+    if (rc == 0)
+        aps__events_publish(l->s, &l->evs); /* takes the events */
+    aps__evlist_clear(&l->evs);
+    free(l->evs.v);
+    free(l);
+}
+
+/* publish_out for the loop's own writes. The events of a store other than
+ * the log's are queued for the log without waiting for their commit: the
+ * next batch of due jobs is not held up by the log's fsync, and the runs of
+ * those jobs (a volatile store's, which a crash loses anyway) do not wait
+ * for it either. The events are published once logged. */
+static void
+loop_publish_out(aps_scheduler *s, size_t si, wout *o)
+{
+    logged_evs *l = NULL;
+    if (si != s->log_store && o->evs.n > 0 && (l = calloc(1, sizeof(*l))) != NULL) {
+        l->s = s;
+        l->evs = o->evs;
+        memset(&o->evs, 0, sizeof(o->evs));
+        aps__store_write_async(s->stores[s->log_store].st, logged_append_fn, l, logged_done, l);
+        after_commit(s, o);
+        return;
+    }
+    publish_out(s, si, o);
+}
+
+/* write_and_publish for the loop's own writes (loop_publish_out). */
+static int
+loop_write_and_publish(aps_scheduler *s, size_t si, aps_write_fn fn, void *ctx, wout *o)
+{
+    int rc = aps__store_write(s->stores[si].st, fn, ctx);
+    if (rc != 0) {
+        reset_out(o);
+        return rc;
+    }
+    loop_publish_out(s, si, o);
+    return 0;
+}
+
 /* Appends the events when the store is the log's: same transaction. */
 static int
 events_in_txn(aps_scheduler *s, size_t si, aps_txn *t, wout *o)
@@ -2711,7 +2768,7 @@ finish_completed(aps_scheduler *s, completions *cp)
 static int
 write_done(aps_scheduler *s, size_t si, done_ctx *done)
 {
-    int rc = write_and_publish(s, si, done_fn, done, &done->o);
+    int rc = loop_write_and_publish(s, si, done_fn, done, &done->o);
     if (rc != 0) {
         for (size_t i = 0; i < done->n; i++)
             done->runs[i]->unrecorded = 1;
@@ -2773,8 +2830,8 @@ write_round(aps_scheduler *s, size_t si, done_ctx *done, due_ctx *due)
         reset_out(&due->o);
         return rc;
     }
-    publish_out(s, si, &done->o);
-    publish_out(s, si, &due->o);
+    loop_publish_out(s, si, &done->o);
+    loop_publish_out(s, si, &due->o);
     return 0;
 }
 
@@ -2824,13 +2881,13 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
                 /* Apart, as without sharing: a failing due batch does not
                  * lose the finished runs. */
                 int r = write_done(s, si, done);
-                rc = write_and_publish(s, si, due_fn, &c, &c.o);
+                rc = loop_write_and_publish(s, si, due_fn, &c, &c.o);
                 if (rc == 0)
                     rc = r;
             }
             done->n = 0;
         } else {
-            rc = write_and_publish(s, si, due_fn, &c, &c.o);
+            rc = loop_write_and_publish(s, si, due_fn, &c, &c.o);
         }
         /* A batch of deferred jobs only: the next round would see them again. */
         if (rc != 0 || c.n_ids < DUE_BATCH || c.processed == 0)
