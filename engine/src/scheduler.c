@@ -924,10 +924,12 @@ write_and_publish(aps_scheduler *s, size_t si, aps_write_fn fn, void *ctx, wout 
     return 0;
 }
 
-/* Events of one of the loop's writes on their way to the log's store. */
+/* Events on their way to the log's store (log_events_async). */
 typedef struct logged_evs {
     aps_scheduler *s;
     aps__evlist evs;
+    void (*then)(void *arg);
+    void *then_arg;
 } logged_evs;
 
 static int
@@ -943,25 +945,41 @@ logged_done(void *arg, int rc)
     logged_evs *l = arg;
     if (rc == 0)
         aps__events_publish(l->s, &l->evs); /* takes the events */
-    aps__evlist_clear(&l->evs);
+    aps__evlist_clear(&l->evs); /* not logged: dropped, as publish_out does */
     free(l->evs.v);
+    if (l->then != NULL)
+        l->then(l->then_arg);
     free(l);
+}
+
+/* Takes the events of a committed write to a store other than the log's
+ * and queues them for the log's store without waiting: they are published
+ * once logged, then then(then_arg) runs (if given). 0, or APS_ENOMEM with
+ * `evs` untouched (the caller commits them itself). */
+static int
+log_events_async(aps_scheduler *s, aps__evlist *evs, void (*then)(void *), void *then_arg)
+{
+    logged_evs *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return APS_ENOMEM;
+    l->s = s;
+    l->evs = *evs;
+    memset(evs, 0, sizeof(*evs));
+    l->then = then;
+    l->then_arg = then_arg;
+    aps__store_write_async(s->stores[s->log_store].st, logged_append_fn, l, logged_done, l);
+    return 0;
 }
 
 /* publish_out for the loop's own writes. The events of a store other than
  * the log's are queued for the log without waiting for their commit: the
  * next batch of due jobs is not held up by the log's fsync, and the runs of
  * those jobs (a volatile store's, which a crash loses anyway) do not wait
- * for it either. The events are published once logged. */
+ * for it either. */
 static void
 loop_publish_out(aps_scheduler *s, size_t si, wout *o)
 {
-    logged_evs *l = NULL;
-    if (si != s->log_store && o->evs.n > 0 && (l = calloc(1, sizeof(*l))) != NULL) {
-        l->s = s;
-        l->evs = o->evs;
-        memset(&o->evs, 0, sizeof(o->evs));
-        aps__store_write_async(s->stores[s->log_store].st, logged_append_fn, l, logged_done, l);
+    if (si != s->log_store && o->evs.n > 0 && log_events_async(s, &o->evs, NULL, NULL) == 0) {
         after_commit(s, o);
         return;
     }
@@ -1584,20 +1602,10 @@ add_complete(add_ctx *c, int rc)
     add_free(c);
 }
 
-static int
-add_events_fn(aps_txn *t, void *arg)
-{
-    add_ctx *c = arg;
-    return aps__events_append(t, &c->o.evs);
-}
-
 static void
-add_events_done(void *arg, int rc)
+add_logged(void *arg)
 {
-    add_ctx *c = arg;
-    if (rc != 0)
-        aps__evlist_clear(&c->o.evs); /* as publish_out: the job is durable */
-    add_complete(c, 0);
+    add_complete(arg, 0);
 }
 
 static void
@@ -1606,10 +1614,12 @@ add_done(void *arg, int rc)
     add_ctx *c = arg;
     if (rc == 0 && c->si != c->s->log_store && c->o.evs.n > 0) {
         /* The job is durable; its event goes to the log's store in a write
-         * of its own, without blocking this thread either. */
-        aps__store_write_async(c->s->stores[c->s->log_store].st, add_events_fn, c,
-                               add_events_done, c);
-        return;
+         * of its own, without blocking this thread either; the caller hears
+         * once it is there. */
+        if (log_events_async(c->s, &c->o.evs, add_logged, c) == 0)
+            return;
+        if (aps__events_commit(c->s, &c->o.evs) != 0)
+            aps__evlist_clear(&c->o.evs); /* as publish_out: the job is durable */
     }
     add_complete(c, rc);
 }
