@@ -43,10 +43,25 @@ aps__evlist_clear(aps__evlist *l)
     l->n = 0;
 }
 
-static char *
-dup_or_null(const char *s)
+void
+aps__evlist_dispose(aps__evlist *l)
 {
-    return s ? strdup(s) : NULL;
+    aps__evlist_clear(l);
+    free(l->v);
+    free(l->enc.p);
+    memset(l, 0, sizeof(*l));
+}
+
+/* Copies s (NULL allowed) to *p, advancing it; returns the copy. */
+static char *
+pack_str(char **p, const char *s, size_t len)
+{
+    char *d;
+    if (s == NULL)
+        return NULL;
+    d = memcpy(*p, s, len);
+    *p += len;
+    return d;
 }
 
 int
@@ -54,27 +69,29 @@ aps__event_new(aps_event_type type, aps_time at, const char *job_id, const char 
                const char *executor, const char *run_id, const aps_time *run_times,
                size_t n_run_times, aps_event **out)
 {
-    aps_event *ev = calloc(1, sizeof(*ev));
+    /* One allocation: the loop makes two events per run. */
+    size_t idl = job_id ? strlen(job_id) + 1 : 0, stl = jobstore ? strlen(jobstore) + 1 : 0;
+    size_t exl = executor ? strlen(executor) + 1 : 0, rnl = run_id ? strlen(run_id) + 1 : 0;
+    size_t tl = n_run_times * sizeof(aps_time);
+    aps_event *ev = malloc(sizeof(*ev) + tl + idl + stl + exl + rnl);
+    char *p;
+
     if (ev == NULL)
         return APS_ENOMEM;
+    memset(ev, 0, sizeof(*ev));
+    ev->packed = 1;
     ev->type = type;
     ev->time = at;
-    ev->job_id = dup_or_null(job_id);
-    ev->jobstore = dup_or_null(jobstore);
-    ev->executor = dup_or_null(executor);
-    ev->run_id = dup_or_null(run_id);
     if (n_run_times > 0) {
-        ev->run_times = malloc(n_run_times * sizeof(aps_time));
-        if (ev->run_times != NULL) {
-            memcpy(ev->run_times, run_times, n_run_times * sizeof(aps_time));
-            ev->n_run_times = n_run_times;
-        }
+        ev->run_times = (aps_time *)(ev + 1);
+        memcpy(ev->run_times, run_times, tl);
+        ev->n_run_times = n_run_times;
     }
-    if ((job_id && !ev->job_id) || (jobstore && !ev->jobstore) || (executor && !ev->executor) ||
-        (run_id && !ev->run_id) || (n_run_times && !ev->run_times)) {
-        aps_event_free(ev);
-        return APS_ENOMEM;
-    }
+    p = (char *)(ev + 1) + tl;
+    ev->job_id = pack_str(&p, job_id, idl);
+    ev->jobstore = pack_str(&p, jobstore, stl);
+    ev->executor = pack_str(&p, executor, exl);
+    ev->run_id = pack_str(&p, run_id, rnl);
     *out = ev;
     return 0;
 }
@@ -83,13 +100,10 @@ int
 aps__events_append(aps_txn *txn, aps__evlist *l)
 {
     for (size_t i = 0; i < l->n; i++) {
-        void *buf = NULL;
-        size_t len = 0;
-        int rc = aps__event_encode(l->v[i], &buf, &len);
-        if (rc != 0)
-            return rc;
-        rc = aps__txn_event_append(txn, l->v[i]->time, buf, len, &l->v[i]->sequence);
-        free(buf);
+        int rc = aps__event_encode_into(l->v[i], &l->enc);
+        if (rc == 0)
+            rc = aps__txn_event_append(txn, l->v[i]->time, l->enc.p, l->enc.len,
+                                       &l->v[i]->sequence);
         if (rc != 0)
             return rc;
     }
@@ -193,12 +207,15 @@ sigs_flush(sigs *g)
 }
 
 /* Puts ev at the ring's head (its sequence is ring_next) and queues it for
- * the live subscribers it matches. Lock held. */
+ * the live subscribers it matches. The event it pushes out goes to `dead`,
+ * freed once the lock is released. Lock held. */
 static void
-ring_put(aps_scheduler *s, aps_event *ev, sigs *g)
+ring_put(aps_scheduler *s, aps_event *ev, sigs *g, aps__evlist *dead)
 {
     if (s->ring_next - s->ring_first == APS__RING_SIZE) {
-        aps_event_free(s->ring[s->ring_first % APS__RING_SIZE]);
+        aps_event *old = s->ring[s->ring_first % APS__RING_SIZE];
+        if (aps__evlist_push(dead, old) != 0)
+            aps_event_free(old);
         s->ring[s->ring_first % APS__RING_SIZE] = NULL;
         s->ring_first++;
     }
@@ -211,6 +228,7 @@ void
 aps__events_publish(aps_scheduler *s, aps__evlist *l)
 {
     int changed = 0, listeners;
+    aps__evlist dead = {0};
     sigs g;
 
     sigs_init(&g);
@@ -220,7 +238,7 @@ aps__events_publish(aps_scheduler *s, aps__evlist *l)
         if (ev->sequence < s->ring_next) {
             aps_event_free(ev); /* already published (cannot happen) */
         } else if (ev->sequence == s->ring_next) {
-            ring_put(s, ev, &g);
+            ring_put(s, ev, &g, &dead);
             changed = 1;
         } else if (aps__evlist_push(&s->early, ev) != 0) {
             aps_event_free(ev);
@@ -232,7 +250,7 @@ aps__events_publish(aps_scheduler *s, aps__evlist *l)
         moved = 0;
         for (size_t i = 0; i < s->early.n; i++) {
             if (s->early.v[i]->sequence == s->ring_next) {
-                ring_put(s, s->early.v[i], &g);
+                ring_put(s, s->early.v[i], &g, &dead);
                 s->early.v[i] = s->early.v[--s->early.n];
                 moved = changed = 1;
                 break;
@@ -246,6 +264,7 @@ aps__events_publish(aps_scheduler *s, aps__evlist *l)
     listeners = changed && s->listener_cursor != NULL;
     pthread_mutex_unlock(&s->mu);
     sigs_flush(&g);
+    aps__evlist_dispose(&dead);
     if (listeners)
         aps__scheduler_wake(s);
 }

@@ -1723,11 +1723,13 @@ aps_event_free(aps_event *ev)
 {
     if (!ev)
         return;
-    free(ev->job_id);
-    free(ev->jobstore);
-    free(ev->executor);
-    free(ev->run_times);
-    free(ev->run_id);
+    if (!ev->packed) {
+        free(ev->job_id);
+        free(ev->jobstore);
+        free(ev->executor);
+        free(ev->run_times);
+        free(ev->run_id);
+    }
     outcome_free(ev->outcome);
     free(ev->message);
     free(ev);

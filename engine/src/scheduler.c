@@ -341,7 +341,7 @@ static void
 free_out(wout *o)
 {
     reset_out(o);
-    free(o->evs.v);
+    aps__evlist_dispose(&o->evs);
     free(o->runs);
     free(o->cancels);
     memset(o, 0, sizeof(*o));
@@ -364,6 +364,18 @@ out_event(wout *o, aps_event_type type, aps_time at, const aps_job *j, const cha
     if (evp)
         *evp = ev;
     return 0;
+}
+
+/* An event of no job, naming a store or an executor (either NULL). */
+static int
+out_named_event(wout *o, aps_event_type type, aps_time at, const char *jobstore,
+                const char *executor)
+{
+    aps_event *ev = NULL;
+    int rc = aps__event_new(type, at, NULL, jobstore, executor, NULL, NULL, 0, &ev);
+    if (rc == 0 && (rc = aps__evlist_push(&o->evs, ev)) != 0)
+        aps_event_free(ev);
+    return rc;
 }
 
 static int
@@ -945,8 +957,7 @@ logged_done(void *arg, int rc)
     logged_evs *l = arg;
     if (rc == 0)
         aps__events_publish(l->s, &l->evs); /* takes the events */
-    aps__evlist_clear(&l->evs); /* not logged: dropped, as publish_out does */
-    free(l->evs.v);
+    aps__evlist_dispose(&l->evs); /* not logged: dropped, as publish_out does */
     if (l->then != NULL)
         l->then(l->then_arg);
     free(l);
@@ -963,8 +974,12 @@ log_events_async(aps_scheduler *s, aps__evlist *evs, void (*then)(void *), void 
     if (l == NULL)
         return APS_ENOMEM;
     l->s = s;
-    l->evs = *evs;
-    memset(evs, 0, sizeof(*evs));
+    /* The events move; the encoding buffer stays with the caller's list. */
+    l->evs.v = evs->v;
+    l->evs.n = evs->n;
+    l->evs.cap = evs->cap;
+    evs->v = NULL;
+    evs->n = evs->cap = 0;
     l->then = then;
     l->then_arg = then_arg;
     aps__store_write_async(s->stores[s->log_store].st, logged_append_fn, l, logged_done, l);
@@ -1268,20 +1283,12 @@ sched_ev_fn(aps_txn *t, void *arg)
 {
     sched_ev_ctx *c = arg;
     aps_time now = aps__scheduler_now(c->s);
-    aps_event *ev = NULL;
+    /* JOBSTORE_* carry the store, EXECUTOR_* the executor. */
+    int ex = c->type == APS_EVENT_EXECUTOR_ADDED || c->type == APS_EVENT_EXECUTOR_REMOVED;
     reset_out(&c->o);
-    int rc = out_event(&c->o, c->type, now, NULL, NULL, NULL, 0, &ev);
+    int rc = out_named_event(&c->o, c->type, now, ex ? NULL : c->name, ex ? c->name : NULL);
     if (rc != 0)
         return rc;
-    if (c->name != NULL) {
-        /* JOBSTORE_* carry the store, EXECUTOR_* the executor. */
-        char **field = c->type == APS_EVENT_EXECUTOR_ADDED || c->type == APS_EVENT_EXECUTOR_REMOVED
-                           ? &ev->executor
-                           : &ev->jobstore;
-        *field = strdup(c->name);
-        if (*field == NULL)
-            return APS_ENOMEM;
-    }
     if (c->set_paused >= 0) {
         unsigned char v = (unsigned char)c->set_paused;
         rc = aps__txn_meta_put(t, STATE_KEY, &v, 1);
@@ -2176,7 +2183,6 @@ remove_all_fn(aps_txn *t, void *arg)
 {
     remove_all_ctx *c = arg;
     char dummy[APS__ID_MAX + 1];
-    aps_event *ev = NULL;
     reset_out(&c->o);
     c->removed = 0;
     if (c->si == c->s->log_store) {
@@ -2188,9 +2194,8 @@ remove_all_fn(aps_txn *t, void *arg)
     }
     int rc = aps__txn_job_del_all(t, &c->removed);
     if (rc == 0 && c->last) {
-        rc = out_event(&c->o, APS_EVENT_ALL_JOBS_REMOVED, c->now, NULL, NULL, NULL, 0, &ev);
-        if (rc == 0 && c->jobstore != NULL && (ev->jobstore = strdup(c->jobstore)) == NULL)
-            rc = APS_ENOMEM;
+        /* No job, but the store the removal was limited to. */
+        rc = out_named_event(&c->o, APS_EVENT_ALL_JOBS_REMOVED, c->now, c->jobstore, NULL);
     }
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "apsd/engine.h"
+#include "codec.h"
 #include "exec.h"
 #include "job.h"
 #include "store.h"
@@ -44,10 +45,12 @@ typedef struct aps__listener {
     void *userdata;
 } aps__listener;
 
-/** A growable list of owned events. */
+/** A growable list of owned events, with the buffer they are encoded in
+ * (reused: appending them to the log allocates nothing). */
 typedef struct aps__evlist {
     aps_event **v;
     size_t n, cap;
+    aps__wbuf enc;
 } aps__evlist;
 
 /** A compiled trigger cached by job id (the loop's own, single-threaded). */
@@ -181,6 +184,8 @@ struct aps_scheduler {
  * @{ */
 int aps__evlist_push(aps__evlist *l, aps_event *ev);
 void aps__evlist_clear(aps__evlist *l);
+/** Frees the events, the list and its buffer; the list is empty again. */
+void aps__evlist_dispose(aps__evlist *l);
 
 /** Builds an event (strings copied; run_times copied). */
 int aps__event_new(aps_event_type type, aps_time at, const char *job_id, const char *jobstore,

@@ -16,6 +16,7 @@
 
 #include "codec.h"
 #include "job.h"
+#include "scheduler.h"
 
 #define SEC INT64_C(1000000)
 /* 2026-03-01T12:00:00Z */
@@ -1587,6 +1588,56 @@ check_truncations_event(const void *buf, size_t len)
     free(copy);
 }
 
+/* The engine's own events are one allocation each (aps__event_new); a
+ * copy of one is an ordinary event; both encode alike and free cleanly
+ * (ASan and valgrind check the frees). */
+static void
+test_event_packed(void **state)
+{
+    aps_time rts[3] = {1000000, 2000000, 3000000};
+    aps_event *ev = NULL, *copy = NULL, *bare = NULL;
+    void *b1, *b2;
+    size_t l1, l2;
+
+    (void)state;
+    assert_int_equal(aps__event_new(APS_EVENT_JOB_SUBMITTED, 42, "job-1", "default", "pool",
+                                     "run-7", rts, 3, &ev),
+                     0);
+    assert_true(ev->packed);
+    assert_string_equal(ev->job_id, "job-1");
+    assert_string_equal(ev->jobstore, "default");
+    assert_string_equal(ev->executor, "pool");
+    assert_string_equal(ev->run_id, "run-7");
+    assert_int_equal(ev->n_run_times, 3);
+    assert_memory_equal(ev->run_times, rts, sizeof(rts));
+    assert_int_equal(ev->time, 42);
+    /* Fields the engine sets afterwards stay separately owned. */
+    ev->message = strdup("why");
+    assert_non_null(ev->message);
+    assert_int_equal(aps__event_copy(ev, &copy), 0);
+    assert_false(copy->packed);
+    assert_true(event_eq(ev, copy));
+    assert_int_equal(aps__event_encode(ev, &b1, &l1), 0);
+    assert_int_equal(aps__event_encode(copy, &b2, &l2), 0);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(b1, b2, l1);
+    free(b1);
+    free(b2);
+    aps_event_free(ev);
+    aps_event_free(copy);
+    /* Absent strings and no run times: NULLs, nothing packed for them. */
+    assert_int_equal(aps__event_new(APS_EVENT_SCHEDULER_STARTED, 1, NULL, NULL, NULL, NULL, NULL,
+                                     0, &bare),
+                     0);
+    assert_null(bare->job_id);
+    assert_null(bare->jobstore);
+    assert_null(bare->executor);
+    assert_null(bare->run_id);
+    assert_null(bare->run_times);
+    assert_int_equal(bare->n_run_times, 0);
+    aps_event_free(bare);
+}
+
 static void
 test_event_codec(void **state)
 {
@@ -2253,6 +2304,7 @@ main(void)
         cmocka_unit_test(test_record_bitflips),
         cmocka_unit_test(test_record_forged),
         cmocka_unit_test(test_event_codec),
+        cmocka_unit_test(test_event_packed),
         cmocka_unit_test(test_event_names),
         cmocka_unit_test(test_percentiles),
         cmocka_unit_test(test_copies),

@@ -365,6 +365,10 @@ typedef struct aps_event {
     char *run_id;
     aps_outcome *outcome; /**< JOB_EXECUTED / JOB_ERROR; NULL otherwise */
     char *message;
+    /** Internal: job_id, jobstore, executor, run_id and run_times share the
+     * event's allocation (the engine's own events: one malloc each). 0 in
+     * an event built field by field. */
+    int packed;
 } aps_event;
 
 /** Frees an event. NULL is allowed. */
