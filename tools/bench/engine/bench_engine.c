@@ -35,6 +35,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -404,6 +405,14 @@ lat_add_main(void *arg)
     return NULL;
 }
 
+/* The allocator this process runs with (the daemon's is mimalloc; the
+ * _glibc build keeps the default): mimalloc exports mi_version. */
+static const char *
+malloc_name(void)
+{
+    return dlsym(RTLD_DEFAULT, "mi_version") != NULL ? "mimalloc" : "glibc";
+}
+
 static int
 cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *base)
 {
@@ -483,10 +492,10 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     }
     qsort(L.v, n, sizeof(*L.v), cmp_i64);
 #define PCT(q) (n ? L.v[(size_t)((double)(n - 1) * (q))] : 0)
-    printf("lateness store=%s jobs=%ld seconds=%d runs=%zu expected=%zu p50_us=%" PRId64
+    printf("lateness store=%s malloc=%s jobs=%ld seconds=%d runs=%zu expected=%zu p50_us=%" PRId64
            " p90_us=%" PRId64 " p99_us=%" PRId64 " p999_us=%" PRId64 " max_us=%" PRId64
            " runs_per_s=%.0f cpu_cores=%.2f cpu_us_per_run=%.1f commits_per_s=%.0f add_s=%.1f\n",
-           type, jobs, seconds, n, expected, PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999),
+           type, malloc_name(), jobs, seconds, n, expected, PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999),
            n ? L.v[n - 1] : 0, rate, cpu / wall, us_per_run, (double)(commits1 - commits0) / wall,
            add_s);
 #undef PCT
