@@ -209,7 +209,7 @@ dump(const char *dir, const char *name, unsigned flags, int damage, int orphan)
             }
             if (db == 3 && k.mv_size == 12 && memcmp(k.mv_data, "store/schema", 12) == 0) {
                 if (damage == BAD_SCHEMA)
-                    put_entry(f, db, k.mv_data, k.mv_size, "\0\0\0\2", 4);
+                    put_entry(f, db, k.mv_data, k.mv_size, "\0\0\0\x09", 4);
                 if (damage == BAD_SCHEMA || damage == NO_SCHEMA)
                     continue;
             }
@@ -259,7 +259,7 @@ main(int argc, char **argv)
     dump(crashed, "damaged-cut-jobs", 0, CUT_JOBS, 0);
     dump(crashed, "damaged-cut-event", 0, CUT_EVENT, 0);
     dump(crashed, "damaged-orphan-due", 0, NONE, 1);
-    dump(crashed, "damaged-schema-2", 1, BAD_SCHEMA, 0);
+    dump(crashed, "damaged-schema-9", 1, BAD_SCHEMA, 0);
     dump(crashed, "damaged-no-schema", 1, NO_SCHEMA, 0);
     snprintf(path, sizeof path, "%s/empty", outdir);
     f = fopen(path, "wb");

@@ -50,8 +50,13 @@
 #define APS_STORE_META_SCHEMA "store/schema"
 /** Meta key of the last event sequence ever assigned (8 bytes, big-endian). */
 #define APS_STORE_META_EVENT_SEQ "store/event_seq"
-/** The on-disk schema version this code reads and writes. */
-#define APS_STORE_SCHEMA_VERSION 1u
+/** The on-disk schema version this code writes. 2: job records and events
+ * in their V2 formats (an apsd reading only version 1 would take V2 records
+ * for corrupt ones: it refuses the store instead). */
+#define APS_STORE_SCHEMA_VERSION 2u
+/** The oldest schema version this code opens; it upgrades it in place (the
+ * V1 records it holds still decode; what it writes from then on is V2). */
+#define APS_STORE_SCHEMA_MIN 1u
 
 /** A job store. Opaque; created by an aps__store_open_* function. */
 typedef struct aps_store aps_store;

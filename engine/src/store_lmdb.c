@@ -1177,15 +1177,7 @@ env_setup(lmdb_store *s, aps_error *err)
                               s->dir);
             return APS_ECORRUPT;
         }
-        vb[0] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 24);
-        vb[1] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 16);
-        vb[2] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 8);
-        vb[3] = (unsigned char)APS_STORE_SCHEMA_VERSION;
-        v.mv_size = sizeof vb;
-        v.mv_data = vb;
-        rc = mdb_put(txn, s->meta, &k, &v, 0);
-        if (rc)
-            goto fail;
+        ver = 0; /* new: written below */
     } else if (rc) {
         goto fail;
     } else {
@@ -1197,17 +1189,30 @@ env_setup(lmdb_store *s, aps_error *err)
             return APS_ECORRUPT;
         }
         ver = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-        if (ver != APS_STORE_SCHEMA_VERSION) {
+        if (ver < APS_STORE_SCHEMA_MIN || ver > APS_STORE_SCHEMA_VERSION) {
             mdb_txn_abort(txn);
             aps__store_seterr(
                 err, APS_ECORRUPT,
                 "store schema version %u is not supported: "
-                "this apsd reads version %u%s (%s)",
-                ver, APS_STORE_SCHEMA_VERSION,
+                "this apsd reads versions %u to %u%s (%s)",
+                ver, APS_STORE_SCHEMA_MIN, APS_STORE_SCHEMA_VERSION,
                 ver > APS_STORE_SCHEMA_VERSION ? "; the store was written by a newer apsd" : "",
                 s->dir);
             return APS_ECORRUPT;
         }
+    }
+    if (ver != APS_STORE_SCHEMA_VERSION) {
+        /* A new store, or an older one upgraded in place: from now on an
+         * apsd that cannot read what this one writes refuses it. */
+        vb[0] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 24);
+        vb[1] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 16);
+        vb[2] = (unsigned char)(APS_STORE_SCHEMA_VERSION >> 8);
+        vb[3] = (unsigned char)APS_STORE_SCHEMA_VERSION;
+        v.mv_size = sizeof vb;
+        v.mv_data = vb;
+        rc = mdb_put(txn, s->meta, &k, &v, 0);
+        if (rc)
+            goto fail;
     }
     rc = mdb_txn_commit(txn);
     txn = NULL;

@@ -923,7 +923,7 @@ test_meta(void **state)
     if (f->kind == B_LMDB) {
         assert_int_equal(aps__store_meta_get(f->s, APS_STORE_META_SCHEMA, &d, &len), 0);
         assert_int_equal(len, 4);
-        assert_memory_equal(d, "\0\0\0\1", 4);
+        assert_memory_equal(d, "\0\0\0\2", 4);
         free(d);
     }
 }
@@ -1329,9 +1329,40 @@ test_schema_mismatch(void **state)
     assert_null(s2);
     assert_non_null(strstr(err.msg, "schema version 7"));
     assert_non_null(strstr(err.msg, "newer apsd"));
-    /* The failed open released the lock: a fixed store opens. */
-    raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), "\0\0\0\x01", 4);
+    /* Version 0 is older than any apsd: refused too. */
+    raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), "\0\0\0\0", 4);
+    assert_int_equal(aps__store_open_lmdb(f->dir, NULL, &s2, &err), APS_ECORRUPT);
+    assert_non_null(strstr(err.msg, "schema version 0"));
+    assert_null(strstr(err.msg, "newer apsd"));
+    /* The failed opens released the lock: a fixed store opens. */
+    raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), "\0\0\0\x02", 4);
     fx_open(f);
+}
+
+/* A version 1 store (V1 records, as apsd wrote before V2) opens, its
+ * records read, and its schema says 2 from then on: an apsd that reads only
+ * version 1 refuses it instead of taking V2 records for corrupt. */
+static void
+test_schema_upgrade(void **state)
+{
+    fx *f = *state;
+    void *d = NULL;
+    size_t len = 0;
+    unsigned char v1[4] = {0, 0, 0, 1}, want[4] = {0, 0, 0, 2};
+
+    fx_open(f);
+    assert_int_equal(aps__store_meta_get(f->s, APS_STORE_META_SCHEMA, &d, &len), 0);
+    assert_int_equal(len, 4);
+    assert_memory_equal(d, want, 4);
+    free(d);
+    aps__store_close(f->s);
+    f->s = NULL;
+    raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), v1, 4);
+    fx_open(f);
+    assert_int_equal(aps__store_meta_get(f->s, APS_STORE_META_SCHEMA, &d, &len), 0);
+    assert_int_equal(len, 4);
+    assert_memory_equal(d, want, 4);
+    free(d);
 }
 
 static void
@@ -1499,6 +1530,7 @@ main(void)
         LMDB_ONLY(test_map_growth),
         LMDB_ONLY(test_corrupt_value),
         LMDB_ONLY(test_schema_mismatch),
+        LMDB_ONLY(test_schema_upgrade),
         LMDB_ONLY(test_not_a_store),
         LMDB_ONLY(test_full_disk),
     };
