@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bindings/c/src/grpc_status.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
@@ -360,28 +361,9 @@ aps_status_of(int rc)
 const char *
 aps_status_name(grpc_status_code code)
 {
-    static const char *const names[] = {
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    };
-    if ((int)code >= 0 && (size_t)code < sizeof names / sizeof names[0])
-        return names[code];
-    return "UNKNOWN";
+    const char *name = apsc__grpc_status_name((int)code);
+
+    return name ? name : "UNKNOWN";
 }
 
 int
@@ -822,6 +804,36 @@ pvec_to_arena(aps_arena *a, pvec *pv)
     return out;
 }
 
+/* Past the opening bracket of an object or array closed by `close`: 1 when
+ * an element follows, 0 when it is empty (the close consumed). */
+static int
+jopen(jparse *j, char close)
+{
+    j->p++;
+    jws(j);
+    if (*j->p != close)
+        return 1;
+    j->p++;
+    return 0;
+}
+
+/* After an element: 1 on a comma (another element follows), 0 on `close`
+ * (consumed) or on anything else (then the text is bad). */
+static int
+jnext(jparse *j, char close)
+{
+    jws(j);
+    if (*j->p == ',') {
+        j->p++;
+        return 1;
+    }
+    if (*j->p == close)
+        j->p++;
+    else
+        j->bad = 1;
+    return 0;
+}
+
 static Google__Protobuf__Value *
 jparse_value(jparse *j, int depth)
 {
@@ -844,50 +856,37 @@ jparse_value(jparse *j, int depth)
             j->bad = 1;
             return NULL;
         }
-        j->p++;
-        jws(j);
-        if (*j->p == '}') {
+        for (int more = jopen(j, '}'); more; more = jnext(j, '}')) {
+            jws(j);
+            if (*j->p != '"') {
+                j->bad = 1;
+                break;
+            }
+            Google__Protobuf__Struct__FieldsEntry *e =
+                APS_PB_NEW(j->a, Google__Protobuf__Struct__FieldsEntry,
+                           GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT);
+            if (e == NULL || (e->key = jparse_str(j)) == NULL) {
+                j->bad = 1;
+                break;
+            }
+            jws(j);
+            if (*j->p != ':') {
+                j->bad = 1;
+                break;
+            }
             j->p++;
-        } else {
-            for (;;) {
-                jws(j);
-                if (*j->p != '"') {
-                    j->bad = 1;
-                    break;
-                }
-                Google__Protobuf__Struct__FieldsEntry *e =
-                    APS_PB_NEW(j->a, Google__Protobuf__Struct__FieldsEntry,
-                               GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT);
-                if (e == NULL || (e->key = jparse_str(j)) == NULL) {
-                    j->bad = 1;
-                    break;
-                }
-                jws(j);
-                if (*j->p != ':') {
-                    j->bad = 1;
-                    break;
-                }
-                j->p++;
-                e->value = jparse_value(j, depth + 1);
-                if (j->bad || pvec_push(&pv, e) != 0) {
-                    j->bad = 1;
-                    break;
-                }
-                jws(j);
-                if (*j->p == ',') {
-                    j->p++;
-                    continue;
-                }
-                if (*j->p == '}') {
-                    j->p++;
-                    break;
-                }
+            e->value = jparse_value(j, depth + 1);
+            if (j->bad || pvec_push(&pv, e) != 0) {
                 j->bad = 1;
                 break;
             }
         }
         s->n_fields = pv.n;
         s->fields = (Google__Protobuf__Struct__FieldsEntry **)pvec_to_arena(j->a, &pv);
+        if (s->fields == NULL) {
+            s->n_fields = 0; /* the arena ran out: no count without its array */
+            j->bad = 1;
+        }
         v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
         v->struct_value = s;
     } else if (*j->p == '[') {
@@ -898,32 +897,19 @@ jparse_value(jparse *j, int depth)
             j->bad = 1;
             return NULL;
         }
-        j->p++;
-        jws(j);
-        if (*j->p == ']') {
-            j->p++;
-        } else {
-            for (;;) {
-                Google__Protobuf__Value *x = jparse_value(j, depth + 1);
-                if (j->bad || pvec_push(&pv, x) != 0) {
-                    j->bad = 1;
-                    break;
-                }
-                jws(j);
-                if (*j->p == ',') {
-                    j->p++;
-                    continue;
-                }
-                if (*j->p == ']') {
-                    j->p++;
-                    break;
-                }
+        for (int more = jopen(j, ']'); more; more = jnext(j, ']')) {
+            Google__Protobuf__Value *x = jparse_value(j, depth + 1);
+            if (j->bad || pvec_push(&pv, x) != 0) {
                 j->bad = 1;
                 break;
             }
         }
         l->n_values = pv.n;
         l->values = (Google__Protobuf__Value **)pvec_to_arena(j->a, &pv);
+        if (l->values == NULL) {
+            l->n_values = 0;
+            j->bad = 1;
+        }
         v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
         v->list_value = l;
     } else if (*j->p == '"') {
@@ -983,6 +969,16 @@ ts_field(const Google__Protobuf__Timestamp *ts, const char *path, const char *ki
     return aps_ts_to_time(ts, p, out, err);
 }
 
+/* A leaf trigger's start_date and end_date, in that order. */
+static int
+date_range(const Google__Protobuf__Timestamp *start, const Google__Protobuf__Timestamp *end,
+           const char *path, const char *kind, aps_time *start_out, aps_time *end_out,
+           aps_error *err)
+{
+    int rc = ts_field(start, path, kind, "start_date", start_out, err);
+    return rc != 0 ? rc : ts_field(end, path, kind, "end_date", end_out, err);
+}
+
 static int
 nonneg(int32_t v, const char *path, const char *kind, const char *field, aps_error *err)
 {
@@ -1024,11 +1020,8 @@ trig_from_pb(aps_arena *a, const Apsd__V1__Trigger *pb, const char *path, int de
         t->u.cron.second = opt(c->second);
         t->u.cron.crontab = opt(c->crontab);
         t->u.cron.timezone = opt(c->timezone);
-        if ((rc = ts_field(c->start_date, path, "cron", "start_date", &t->u.cron.start_date,
-                           err)) != 0 ||
-            (rc = ts_field(c->end_date, path, "cron", "end_date", &t->u.cron.end_date, err)) != 0)
-            return rc;
-        return 0;
+        return date_range(c->start_date, c->end_date, path, "cron", &t->u.cron.start_date,
+                          &t->u.cron.end_date, err);
     }
     case APSD__V1__TRIGGER__KIND_INTERVAL: {
         const Apsd__V1__IntervalTrigger *c = pb->interval;
@@ -1047,12 +1040,8 @@ trig_from_pb(aps_arena *a, const Apsd__V1__Trigger *pb, const char *path, int de
         t->u.interval.seconds = c->seconds;
         t->u.interval.microseconds = c->microseconds;
         t->u.interval.timezone = opt(c->timezone);
-        if ((rc = ts_field(c->start_date, path, "interval", "start_date", &t->u.interval.start_date,
-                           err)) != 0 ||
-            (rc = ts_field(c->end_date, path, "interval", "end_date", &t->u.interval.end_date,
-                           err)) != 0)
-            return rc;
-        return 0;
+        return date_range(c->start_date, c->end_date, path, "interval", &t->u.interval.start_date,
+                          &t->u.interval.end_date, err);
     }
     case APSD__V1__TRIGGER__KIND_DATE:
         t->kind = APS_TRIGGER_DATE;
@@ -1074,12 +1063,9 @@ trig_from_pb(aps_arena *a, const Apsd__V1__Trigger *pb, const char *path, int de
         t->u.calendar_interval.minute = c->minute;
         t->u.calendar_interval.second = c->second;
         t->u.calendar_interval.timezone = opt(c->timezone);
-        if ((rc = ts_field(c->start_date, path, "calendar_interval", "start_date",
-                           &t->u.calendar_interval.start_date, err)) != 0 ||
-            (rc = ts_field(c->end_date, path, "calendar_interval", "end_date",
-                           &t->u.calendar_interval.end_date, err)) != 0)
-            return rc;
-        return 0;
+        return date_range(c->start_date, c->end_date, path, "calendar_interval",
+                          &t->u.calendar_interval.start_date, &t->u.calendar_interval.end_date,
+                          err);
     }
     case APSD__V1__TRIGGER__KIND_ALL_OF:
     case APSD__V1__TRIGGER__KIND_ANY_OF: {

@@ -215,6 +215,42 @@ w_str_fixed(aps__wbuf *w, const char *s, size_t cap)
     w_bytes(w, s, strnlen(s, cap - 1));
 }
 
+/* Ends a one-shot encode (aps__*_encode): the bytes go to the caller, or
+ * are freed on error; the out-parameters are NULL/0 unless it succeeded. */
+static int
+w_take(aps__wbuf *w, void **buf, size_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    if (w->rc) {
+        free(w->p);
+        return w->rc;
+    }
+    *buf = w->p;
+    *len = w->len;
+    return 0;
+}
+
+/* Starts an encode into a reused writer (aps__*_encode_into): its bytes
+ * and error go, its buffer stays. */
+static inline void
+w_reset(aps__wbuf *w)
+{
+    w->len = 0;
+    w->rc = 0;
+}
+
+/* An array's count. A count without its array, or one the format cannot
+ * hold, fails the writer (which then writes nothing more, so the elements
+ * are not reached). */
+static inline void
+w_count(aps__wbuf *w, const void *v, size_t n)
+{
+    if ((n && !v) || n > UINT32_MAX)
+        aps__w_fail(w, APS_EINVAL);
+    w_u32(w, (uint32_t)n);
+}
+
 /* ------------------------------------------------------------------ */
 /* Reader                                                               */
 /* ------------------------------------------------------------------ */
@@ -307,12 +343,12 @@ r_i32(aps__rbuf *r)
     return v;
 }
 
+/* The exported readers are the inline ones (one definition of each
+ * layout). */
 uint8_t
 aps__r_u8(aps__rbuf *r)
 {
-    const unsigned char *p = r_take(r, 1);
-
-    return p ? p[0] : 0;
+    return r_u8(r);
 }
 
 int
@@ -330,47 +366,25 @@ aps__r_bool(aps__rbuf *r)
 uint32_t
 aps__r_u32(aps__rbuf *r)
 {
-    const unsigned char *p = r_take(r, 4);
-
-    if (!p)
-        return 0;
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    return r_u32(r);
 }
 
 uint64_t
 aps__r_u64(aps__rbuf *r)
 {
-    const unsigned char *p = r_take(r, 8);
-    uint64_t v = 0;
-    int i;
-
-    if (!p)
-        return 0;
-    for (i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    return r_u64(r);
 }
 
 int64_t
 aps__r_i64(aps__rbuf *r)
 {
-    /* Two's complement on every platform apsd targets; memcpy avoids the
-     * implementation-defined conversion of values above INT64_MAX. */
-    uint64_t u = aps__r_u64(r);
-    int64_t v;
-
-    memcpy(&v, &u, sizeof v);
-    return v;
+    return r_i64(r);
 }
 
 int32_t
 aps__r_i32(aps__rbuf *r)
 {
-    uint32_t u = aps__r_u32(r);
-    int32_t v;
-
-    memcpy(&v, &u, sizeof v);
-    return v;
+    return r_i32(r);
 }
 
 size_t
@@ -435,6 +449,33 @@ r_alloc(rdec *d, size_t n, size_t align, int zero)
     return zero ? aps__jcalloc(1, n) : aps__jmalloc(n);
 }
 
+/*
+ * Reads an array's count (elements of at least `min_size` encoded bytes)
+ * and allocates the elements zeroed, `size` bytes each: in the record's
+ * block when `in_block`, else on their own (running and pending: job.h).
+ * NULL and *n = 0 for an empty array or an error. *n is set only once the
+ * array exists, so a record that fails while its elements are read frees
+ * cleanly.
+ */
+static inline void *
+r_array(rdec *d, size_t min_size, size_t size, int in_block, size_t *n)
+{
+    size_t count = aps__r_count(&d->r, min_size);
+    void *v = NULL;
+
+    *n = 0;
+    if (d->r.rc || count == 0)
+        return NULL;
+    if (count <= SIZE_MAX / size)
+        v = in_block ? r_alloc(d, count * size, 8, 1) : aps__jcalloc(count, size);
+    if (!v) {
+        aps__r_fail(&d->r, APS_ENOMEM);
+        return NULL;
+    }
+    *n = count;
+    return v;
+}
+
 static char *
 r_str_in(aps__rbuf *r, rdec *d)
 {
@@ -458,6 +499,17 @@ r_str_in(aps__rbuf *r, rdec *d)
     return s;
 }
 
+/* A string that must be there: the NULL marker is corrupt. */
+static char *
+r_str_req_in(aps__rbuf *r, rdec *d)
+{
+    char *s = r_str_in(r, d);
+
+    if (!s)
+        aps__r_fail(r, APS_ECORRUPT);
+    return s;
+}
+
 char *
 aps__r_str(aps__rbuf *r)
 {
@@ -467,11 +519,7 @@ aps__r_str(aps__rbuf *r)
 char *
 aps__r_str_req(aps__rbuf *r)
 {
-    char *s = aps__r_str(r);
-
-    if (!s)
-        aps__r_fail(r, APS_ECORRUPT);
-    return s;
+    return r_str_req_in(r, NULL);
 }
 
 /* Record strings: into the record's block. */
@@ -484,11 +532,7 @@ d_str(rdec *d)
 static char *
 d_str_req(rdec *d)
 {
-    char *s = d_str(d);
-
-    if (!s)
-        aps__r_fail(&d->r, APS_ECORRUPT);
-    return s;
+    return r_str_req_in(&d->r, d);
 }
 
 void
@@ -734,18 +778,11 @@ r_trigger(rdec *d, aps_trigger_spec *t, int depth)
         break;
     case APS_TRIGGER_ALL_OF:
     case APS_TRIGGER_ANY_OF:
-        n = aps__r_count(r, MIN_TRIGGER);
+        kids = r_array(d, MIN_TRIGGER, sizeof *kids, 1, &n);
+        if (!r->rc && n == 0)
+            aps__r_fail(r, APS_ECORRUPT); /* a combination of nothing */
         if (r->rc)
             return;
-        if (n == 0) {
-            aps__r_fail(r, APS_ECORRUPT);
-            return;
-        }
-        kids = n <= SIZE_MAX / sizeof *kids ? r_alloc(d, n * sizeof *kids, 8, 1) : NULL;
-        if (!kids) {
-            aps__r_fail(r, APS_ENOMEM);
-            return;
-        }
         t->u.combo.triggers = kids;
         t->u.combo.count = n;
         for (i = 0; i < n && !r->rc; i++)
@@ -763,33 +800,18 @@ w_strv(aps__wbuf *w, char *const *v, size_t n)
 {
     size_t i;
 
-    if ((n && !v) || n > UINT32_MAX) {
-        aps__w_fail(w, APS_EINVAL);
-        return;
-    }
-    w_u32(w, (uint32_t)n);
-    for (i = 0; i < n; i++)
+    w_count(w, v, n);
+    for (i = 0; i < n && !w->rc; i++)
         aps__w_str_req(w, v[i]);
 }
 
 static char **
 r_strv(rdec *d, size_t *n)
 {
-    aps__rbuf *r = &d->r;
-    size_t count = aps__r_count(r, MIN_STR), i;
-    char **v;
+    char **v = r_array(d, MIN_STR, sizeof *v, 1, n);
+    size_t i;
 
-    *n = 0;
-    if (r->rc || count == 0)
-        return NULL;
-    v = r_alloc(d, count * sizeof *v, 8, 1);
-    if (!v) {
-        aps__r_fail(r, APS_ENOMEM);
-        return NULL;
-    }
-    /* Set the count first so a failure midway frees what was read. */
-    *n = count;
-    for (i = 0; i < count && !r->rc; i++)
+    for (i = 0; i < *n && !d->r.rc; i++)
         v[i] = d_str_req(d);
     return v;
 }
@@ -882,9 +904,7 @@ jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
     w_i32(w, j->coalesce);
     w_i32(w, j->max_instances);
     w_u8(w, (uint8_t)j->overlap);
-    if ((j->n_labels && !j->labels) || j->n_labels > UINT32_MAX)
-        aps__w_fail(w, APS_EINVAL);
-    w_u32(w, (uint32_t)j->n_labels);
+    w_count(w, j->labels, j->n_labels);
     for (i = 0; i < j->n_labels && !w->rc; i++) {
         aps__w_str_req(w, j->labels[i].key);
         aps__w_str_req(w, j->labels[i].value);
@@ -904,18 +924,14 @@ jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
     w_i32(w, j->stats.last_exit_code);
     w_str_fixed(w, j->stats.last_error, sizeof j->stats.last_error);
     /* Engine-only state. */
-    if ((rec->n_running && !rec->running) || rec->n_running > UINT32_MAX)
-        aps__w_fail(w, APS_EINVAL);
-    w_u32(w, (uint32_t)rec->n_running);
+    w_count(w, rec->running, rec->n_running);
     for (i = 0; i < rec->n_running && !w->rc; i++) {
         w_str_fixed(w, rec->running[i].run_id, sizeof rec->running[i].run_id);
         w_str_fixed(w, rec->running[i].executor, sizeof rec->running[i].executor);
         w_i64(w, rec->running[i].started);
         w_times(w, rec->running[i].run_times, rec->running[i].n_run_times);
     }
-    if ((rec->n_pending && !rec->pending) || rec->n_pending > UINT32_MAX)
-        aps__w_fail(w, APS_EINVAL);
-    w_u32(w, (uint32_t)rec->n_pending);
+    w_count(w, rec->pending, rec->n_pending);
     for (i = 0; i < rec->n_pending && !w->rc; i++) {
         w_times(w, rec->pending[i].run_times, rec->pending[i].n_run_times);
         w_u8(w, rec->pending[i].backfill ? 1 : 0);
@@ -942,23 +958,14 @@ aps__jobrec_encode(const aps__jobrec *rec, void **buf, size_t *len)
 {
     aps__wbuf w = {0};
 
-    *buf = NULL;
-    *len = 0;
     jobrec_write(rec, &w);
-    if (w.rc) {
-        free(w.p);
-        return w.rc;
-    }
-    *buf = w.p;
-    *len = w.len;
-    return 0;
+    return w_take(&w, buf, len);
 }
 
 int
 aps__jobrec_encode_into(const aps__jobrec *rec, aps__wbuf *w)
 {
-    w->len = 0;
-    w->rc = 0;
+    w_reset(w);
     jobrec_write(rec, w);
     return w->rc;
 }
@@ -969,7 +976,7 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     rdec d = {{buf, len, 0, 0}, NULL, 0, 0};
     aps__jobrec *rec;
     aps_job *j;
-    size_t i, n;
+    size_t i;
     uint8_t u;
 
     *out = NULL;
@@ -1023,17 +1030,10 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     if (u > APS_OVERLAP_CANCEL_RUNNING)
         aps__r_fail(&d.r, APS_ECORRUPT);
     j->overlap = (aps_overlap)u;
-    n = aps__r_count(&d.r, MIN_LABEL);
-    if (!d.r.rc && n) {
-        j->labels = r_alloc(&d, n * sizeof *j->labels, 8, 1);
-        if (!j->labels)
-            aps__r_fail(&d.r, APS_ENOMEM);
-        else
-            j->n_labels = n;
-        for (i = 0; i < j->n_labels && !d.r.rc; i++) {
-            j->labels[i].key = d_str_req(&d);
-            j->labels[i].value = d_str_req(&d);
-        }
+    j->labels = r_array(&d, MIN_LABEL, sizeof *j->labels, 1, &j->n_labels);
+    for (i = 0; i < j->n_labels && !d.r.rc; i++) {
+        j->labels[i].key = d_str_req(&d);
+        j->labels[i].value = d_str_req(&d);
     }
     j->next_run_time = r_i64(&d.r);
     j->paused = aps__r_bool(&d.r);
@@ -1049,31 +1049,17 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     j->stats.last_status = r_i32(&d.r);
     j->stats.last_exit_code = r_i32(&d.r);
     aps__r_str_fixed(&d.r, j->stats.last_error, sizeof j->stats.last_error);
-    n = aps__r_count(&d.r, MIN_RUN);
-    if (!d.r.rc && n) {
-        rec->running = aps__jcalloc(n, sizeof *rec->running);
-        if (!rec->running)
-            aps__r_fail(&d.r, APS_ENOMEM);
-        else
-            rec->n_running = n;
-        for (i = 0; i < rec->n_running && !d.r.rc; i++) {
-            aps__r_str_fixed(&d.r, rec->running[i].run_id, sizeof rec->running[i].run_id);
-            aps__r_str_fixed(&d.r, rec->running[i].executor, sizeof rec->running[i].executor);
-            rec->running[i].started = r_i64(&d.r);
-            rec->running[i].run_times = r_times(&d.r, &rec->running[i].n_run_times);
-        }
+    rec->running = r_array(&d, MIN_RUN, sizeof *rec->running, 0, &rec->n_running);
+    for (i = 0; i < rec->n_running && !d.r.rc; i++) {
+        aps__r_str_fixed(&d.r, rec->running[i].run_id, sizeof rec->running[i].run_id);
+        aps__r_str_fixed(&d.r, rec->running[i].executor, sizeof rec->running[i].executor);
+        rec->running[i].started = r_i64(&d.r);
+        rec->running[i].run_times = r_times(&d.r, &rec->running[i].n_run_times);
     }
-    n = aps__r_count(&d.r, MIN_PENDING);
-    if (!d.r.rc && n) {
-        rec->pending = aps__jcalloc(n, sizeof *rec->pending);
-        if (!rec->pending)
-            aps__r_fail(&d.r, APS_ENOMEM);
-        else
-            rec->n_pending = n;
-        for (i = 0; i < rec->n_pending && !d.r.rc; i++) {
-            rec->pending[i].run_times = r_times(&d.r, &rec->pending[i].n_run_times);
-            rec->pending[i].backfill = aps__r_bool(&d.r);
-        }
+    rec->pending = r_array(&d, MIN_PENDING, sizeof *rec->pending, 0, &rec->n_pending);
+    for (i = 0; i < rec->n_pending && !d.r.rc; i++) {
+        rec->pending[i].run_times = r_times(&d.r, &rec->pending[i].n_run_times);
+        rec->pending[i].backfill = aps__r_bool(&d.r);
     }
     rec->n_lateness = r_u32(&d.r);
     rec->lateness_pos = r_u32(&d.r);
@@ -1168,23 +1154,14 @@ aps__event_encode(const aps_event *ev, void **buf, size_t *len)
 {
     aps__wbuf w = {0};
 
-    *buf = NULL;
-    *len = 0;
     event_write(ev, &w);
-    if (w.rc) {
-        free(w.p);
-        return w.rc;
-    }
-    *buf = w.p;
-    *len = w.len;
-    return 0;
+    return w_take(&w, buf, len);
 }
 
 int
 aps__event_encode_into(const aps_event *ev, aps__wbuf *w)
 {
-    w->len = 0;
-    w->rc = 0;
+    w_reset(w);
     event_write(ev, w);
     return w->rc;
 }

@@ -105,9 +105,6 @@ int aps__scheduler_function(aps_scheduler *s, const char *name, aps_job_fn *fn, 
 /** Frees a run and everything it owns. NULL is allowed. */
 void aps__run_free(aps__run *run);
 
-/** Frees the owned contents of an outcome (not the struct). */
-void aps__outcome_dispose(aps_outcome *o);
-
 /** The executor named `name`, or NULL. Executors live as long as the scheduler. */
 aps__executor *aps__scheduler_executor(aps_scheduler *s, const char *name);
 

@@ -7,6 +7,7 @@
  */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,7 +431,32 @@ trigger_kind_valid(aps_trigger_kind k)
     return k >= APS_TRIGGER_CRON && k <= APS_TRIGGER_ANY_OF;
 }
 
-/* Frees what a spec owns, not the spec itself. */
+/* The string fields of a cron trigger, for the code that treats them all
+ * alike (copy, free): listed once, so a field added to the struct cannot
+ * be copied by one and leaked by the other. */
+static const size_t cron_str_off[] = {
+    offsetof(aps_trigger_spec, u.cron.year),        offsetof(aps_trigger_spec, u.cron.month),
+    offsetof(aps_trigger_spec, u.cron.day),         offsetof(aps_trigger_spec, u.cron.week),
+    offsetof(aps_trigger_spec, u.cron.day_of_week), offsetof(aps_trigger_spec, u.cron.hour),
+    offsetof(aps_trigger_spec, u.cron.minute),      offsetof(aps_trigger_spec, u.cron.second),
+    offsetof(aps_trigger_spec, u.cron.crontab),     offsetof(aps_trigger_spec, u.cron.timezone),
+};
+#define N_CRON_STR (sizeof cron_str_off / sizeof cron_str_off[0])
+
+/* Cron string field i of t, to set (a copy owns its strings, the `const`
+ * of the spec's fields notwithstanding). */
+static char **
+cron_str(aps_trigger_spec *t, size_t i)
+{
+    return (char **)(void *)((char *)t + cron_str_off[i]);
+}
+
+static const char *
+cron_str_get(const aps_trigger_spec *t, size_t i)
+{
+    return *(const char *const *)(const void *)((const char *)t + cron_str_off[i]);
+}
+
 /* A decoded record's block (aps__jobrec.arena): its fields that live in
  * it are not freed on their own. NULL: everything is. */
 typedef struct span {
@@ -445,6 +471,7 @@ sfree(const span *a, const void *p)
     free((void *)(uintptr_t)p);
 }
 
+/* Frees what a spec owns, not the spec itself. */
 static void
 trigger_clear_in(aps_trigger_spec *t, const span *a)
 {
@@ -452,16 +479,8 @@ trigger_clear_in(aps_trigger_spec *t, const span *a)
 
     switch (t->kind) {
     case APS_TRIGGER_CRON:
-        sfree(a, t->u.cron.year);
-        sfree(a, t->u.cron.month);
-        sfree(a, t->u.cron.day);
-        sfree(a, t->u.cron.week);
-        sfree(a, t->u.cron.day_of_week);
-        sfree(a, t->u.cron.hour);
-        sfree(a, t->u.cron.minute);
-        sfree(a, t->u.cron.second);
-        sfree(a, t->u.cron.crontab);
-        sfree(a, t->u.cron.timezone);
+        for (i = 0; i < N_CRON_STR; i++)
+            sfree(a, cron_str_get(t, i));
         break;
     case APS_TRIGGER_INTERVAL:
         sfree(a, t->u.interval.timezone);
@@ -513,24 +532,12 @@ trigger_copy_level(aps_trigger_spec *dst, const aps_trigger_spec *src)
     dst->jitter_us = src->jitter_us;
     switch (src->kind) {
     case APS_TRIGGER_CRON: {
-        const char *const *from[10] = {
-            &src->u.cron.year,     &src->u.cron.month,       &src->u.cron.day,
-            &src->u.cron.week,     &src->u.cron.day_of_week, &src->u.cron.hour,
-            &src->u.cron.minute,   &src->u.cron.second,      &src->u.cron.crontab,
-            &src->u.cron.timezone,
-        };
-        const char **to[10] = {
-            &dst->u.cron.year,     &dst->u.cron.month,       &dst->u.cron.day,
-            &dst->u.cron.week,     &dst->u.cron.day_of_week, &dst->u.cron.hour,
-            &dst->u.cron.minute,   &dst->u.cron.second,      &dst->u.cron.crontab,
-            &dst->u.cron.timezone,
-        };
         size_t i;
 
         dst->u.cron.start_date = src->u.cron.start_date;
         dst->u.cron.end_date = src->u.cron.end_date;
-        for (i = 0; i < 10 && !rc; i++)
-            rc = dup_opt((char **)to[i], *from[i]);
+        for (i = 0; i < N_CRON_STR && !rc; i++)
+            rc = dup_opt(cron_str(dst, i), cron_str_get(src, i));
         break;
     }
     case APS_TRIGGER_INTERVAL:
@@ -1703,11 +1710,9 @@ aps_event_type_name(aps_event_type type)
     return event_names[type];
 }
 
-static void
-outcome_free(aps_outcome *o)
+void
+aps__outcome_dispose(aps_outcome *o)
 {
-    if (!o)
-        return;
     free(o->stdout_tail);
     free(o->stderr_tail);
     free(o->error);
@@ -1715,6 +1720,15 @@ outcome_free(aps_outcome *o)
     free(o->return_json);
     free(o->error_type);
     free(o->worker_id);
+    memset(o, 0, sizeof(*o));
+}
+
+static void
+outcome_free(aps_outcome *o)
+{
+    if (!o)
+        return;
+    aps__outcome_dispose(o);
     free(o);
 }
 

@@ -177,6 +177,9 @@ int aps__target_copy(const aps_target *src, aps_target *dst);
 /** Frees what a target owns (not the struct) and zeroes it. */
 void aps__target_dispose(aps_target *t);
 
+/** Frees the owned contents of an outcome (not the struct); zeroes it. */
+void aps__outcome_dispose(aps_outcome *o);
+
 /**
  * Deep-copies an outcome (tails, strings).
  * @param[out] out malloc'd; free its contents with aps__outcome_dispose and

@@ -191,19 +191,6 @@ aps__run_is_missed(const aps__run *run, aps_time rt, aps_time now)
 /* ---- runs ------------------------------------------------------------------ */
 
 void
-aps__outcome_dispose(aps_outcome *o)
-{
-    free(o->stdout_tail);
-    free(o->stderr_tail);
-    free(o->error);
-    free(o->traceback);
-    free(o->return_json);
-    free(o->error_type);
-    free(o->worker_id);
-    memset(o, 0, sizeof(*o));
-}
-
-void
 aps__run_free(aps__run *run)
 {
     if (run == NULL)
@@ -1312,8 +1299,10 @@ sched_event(aps_scheduler *s, aps_event_type type, const char *name, int set_pau
     return rc;
 }
 
-int
-aps_scheduler_pause(aps_scheduler *s)
+/* Pause and resume: the same steps, the event, the persisted flag and the
+ * state they lead to aside. */
+static int
+pause_resume(aps_scheduler *s, int paused)
 {
     if (s == NULL)
         return APS_EINVAL;
@@ -1322,10 +1311,11 @@ aps_scheduler_pause(aps_scheduler *s)
     pthread_mutex_unlock(&s->mu);
     if (!running)
         return APS_ESTATE; /* APScheduler: SchedulerNotRunningError */
-    int rc = sched_event(s, APS_EVENT_SCHEDULER_PAUSED, NULL, 1);
+    int rc = sched_event(s, paused ? APS_EVENT_SCHEDULER_PAUSED : APS_EVENT_SCHEDULER_RESUMED,
+                         NULL, paused);
     if (rc == 0) {
         pthread_mutex_lock(&s->mu);
-        s->state = APS_STATE_PAUSED;
+        s->state = paused ? APS_STATE_PAUSED : APS_STATE_RUNNING;
         pthread_mutex_unlock(&s->mu);
         aps__scheduler_wake(s);
     }
@@ -1333,23 +1323,15 @@ aps_scheduler_pause(aps_scheduler *s)
 }
 
 int
+aps_scheduler_pause(aps_scheduler *s)
+{
+    return pause_resume(s, 1);
+}
+
+int
 aps_scheduler_resume(aps_scheduler *s)
 {
-    if (s == NULL)
-        return APS_EINVAL;
-    pthread_mutex_lock(&s->mu);
-    int running = s->started && !s->stopping;
-    pthread_mutex_unlock(&s->mu);
-    if (!running)
-        return APS_ESTATE;
-    int rc = sched_event(s, APS_EVENT_SCHEDULER_RESUMED, NULL, 0);
-    if (rc == 0) {
-        pthread_mutex_lock(&s->mu);
-        s->state = APS_STATE_RUNNING;
-        pthread_mutex_unlock(&s->mu);
-        aps__scheduler_wake(s);
-    }
-    return rc;
+    return pause_resume(s, 0);
 }
 
 /* ---- job API ---------------------------------------------------------------- */

@@ -198,6 +198,52 @@ rd_end(lmdb_store *s, MDB_txn *txn)
     pthread_rwlock_unlock(&s->maplock);
 }
 
+/* A read transaction with a cursor on `dbi`, for the scans below. On
+ * failure nothing is left open. */
+static int
+rd_cursor(lmdb_store *s, MDB_dbi dbi, MDB_txn **txn, MDB_cursor **cur)
+{
+    int rc;
+
+    rc = rd_begin(s, txn);
+    if (rc)
+        return rc;
+    rc = mdb_cursor_open(*txn, dbi, cur);
+    if (rc) {
+        rd_end(s, *txn);
+        return map_rc(rc);
+    }
+    return 0;
+}
+
+/* Ends what rd_cursor began and gives the scan's result: `rc`, or else the
+ * LMDB code `mrc` that ended it, where running off the end (MDB_NOTFOUND)
+ * is no error. */
+static int
+rd_cursor_end(lmdb_store *s, MDB_txn *txn, MDB_cursor *cur, int rc, int mrc)
+{
+    mdb_cursor_close(cur);
+    rd_end(s, txn);
+    if (!rc && mrc && mrc != MDB_NOTFOUND)
+        rc = map_rc(mrc);
+    return rc;
+}
+
+/* Hands out a malloc'd copy of a value read in a transaction (the bytes
+ * live in the map only until it ends); either pointer may be NULL. */
+static int
+copy_out(const void *p, size_t n, void **data, size_t *len)
+{
+    if (data) {
+        *data = aps__store_memdup(p, n);
+        if (!*data)
+            return APS_ENOMEM;
+    }
+    if (len)
+        *len = n;
+    return 0;
+}
+
 /* Splits a stored job value. */
 static int
 job_decode(const MDB_val *v, const void **data, size_t *len, aps_time *next)
@@ -233,17 +279,8 @@ l_job_get(aps_store *bs, const char *id, size_t idlen, void **data, size_t *len,
     rc = job_decode(&v, &p, &n, &nr);
     if (rc)
         goto out;
-    /* Copy before the transaction ends: the bytes live in the map. */
-    if (data) {
-        *data = aps__store_memdup(p, n);
-        if (!*data) {
-            rc = APS_ENOMEM;
-            goto out;
-        }
-    }
-    if (len)
-        *len = n;
-    if (next_run)
+    rc = copy_out(p, n, data, len);
+    if (!rc && next_run)
         *next_run = nr;
 out:
     rd_end(s, txn);
@@ -285,12 +322,9 @@ l_job_list(aps_store *bs, const char *after, size_t afterlen, size_t limit, aps_
     size_t seen = 0;
     int rc, mrc, stop = 0;
 
-    rc = rd_begin(s, &txn);
+    rc = rd_cursor(s, s->jobs, &txn, &cur);
     if (rc)
         return rc;
-    rc = map_rc(mdb_cursor_open(txn, s->jobs, &cur));
-    if (rc)
-        goto out;
     if (after) {
         k.mv_size = afterlen;
         k.mv_data = (void *)after;
@@ -306,12 +340,8 @@ l_job_list(aps_store *bs, const char *after, size_t afterlen, size_t limit, aps_
             goto out;
         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
-    if (mrc && mrc != MDB_NOTFOUND)
-        rc = map_rc(mrc);
 out:
-    mdb_cursor_close(cur);
-    rd_end(s, txn);
-    return rc;
+    return rd_cursor_end(s, txn, cur, rc, mrc);
 }
 
 static int
@@ -325,12 +355,9 @@ l_due(aps_store *bs, aps_time before, size_t limit, aps_store_job_cb cb, void *a
     size_t seen = 0;
     int rc, mrc, stop = 0;
 
-    rc = rd_begin(s, &txn);
+    rc = rd_cursor(s, s->due, &txn, &cur);
     if (rc)
         return rc;
-    rc = map_rc(mdb_cursor_open(txn, s->due, &cur));
-    if (rc)
-        goto out;
     for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && !(limit && seen >= limit);
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), seen++) {
         if (k.mv_size <= APS_STORE_TIME_LEN || k.mv_size > APS_STORE_DUE_KEY_MAX) {
@@ -360,12 +387,8 @@ l_due(aps_store *bs, aps_time before, size_t limit, aps_store_job_cb cb, void *a
         if (rc || stop)
             goto out;
     }
-    if (mrc && mrc != MDB_NOTFOUND)
-        rc = map_rc(mrc);
 out:
-    mdb_cursor_close(cur);
-    rd_end(s, txn);
-    return rc;
+    return rd_cursor_end(s, txn, cur, rc, mrc);
 }
 
 static int
@@ -377,26 +400,17 @@ l_next_due(aps_store *bs, aps_time *out)
     MDB_txn *txn;
     int rc, mrc;
 
-    rc = rd_begin(s, &txn);
+    rc = rd_cursor(s, s->due, &txn, &cur);
     if (rc)
         return rc;
-    rc = map_rc(mdb_cursor_open(txn, s->due, &cur));
-    if (rc)
-        goto out;
     mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    if (mrc == MDB_NOTFOUND) {
+    if (mrc == MDB_NOTFOUND)
         *out = APS_TIME_NONE;
-    } else if (mrc) {
-        rc = map_rc(mrc);
-    } else if (k.mv_size <= APS_STORE_TIME_LEN) {
+    else if (!mrc && k.mv_size <= APS_STORE_TIME_LEN)
         rc = APS_ECORRUPT;
-    } else {
+    else if (!mrc)
         *out = aps__store_time_decode(k.mv_data);
-    }
-out:
-    mdb_cursor_close(cur);
-    rd_end(s, txn);
-    return rc;
+    return rd_cursor_end(s, txn, cur, rc, mrc);
 }
 
 static int
@@ -435,12 +449,9 @@ l_events(aps_store *bs, uint64_t after_seq, size_t limit, aps_store_event_cb cb,
 
     if (after_seq == UINT64_MAX)
         return 0;
-    rc = rd_begin(s, &txn);
+    rc = rd_cursor(s, s->events, &txn, &cur);
     if (rc)
         return rc;
-    rc = map_rc(mdb_cursor_open(txn, s->events, &cur));
-    if (rc)
-        goto out;
     aps__store_u64_encode(after_seq + 1, kb);
     k.mv_size = sizeof kb;
     k.mv_data = kb;
@@ -457,12 +468,8 @@ l_events(aps_store *bs, uint64_t after_seq, size_t limit, aps_store_event_cb cb,
         if (rc)
             goto out;
     }
-    if (mrc && mrc != MDB_NOTFOUND)
-        rc = map_rc(mrc);
 out:
-    mdb_cursor_close(cur);
-    rd_end(s, txn);
-    return rc;
+    return rd_cursor_end(s, txn, cur, rc, mrc);
 }
 
 /* Reads the event sequence counter in any transaction. */
@@ -492,31 +499,23 @@ l_event_bounds(aps_store *bs, uint64_t *first, uint64_t *last)
     MDB_cursor *cur = NULL;
     MDB_val k, v;
     MDB_txn *txn;
-    int rc, mrc;
+    int rc, mrc = 0;
 
-    rc = rd_begin(s, &txn);
+    rc = rd_cursor(s, s->events, &txn, &cur);
     if (rc)
         return rc;
     rc = map_rc(read_event_seq(s, txn, last));
     if (rc)
         goto out;
-    rc = map_rc(mdb_cursor_open(txn, s->events, &cur));
-    if (rc)
-        goto out;
     mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    if (mrc == MDB_NOTFOUND) {
+    if (mrc == MDB_NOTFOUND)
         *first = *last ? *last + 1 : 0;
-    } else if (mrc) {
-        rc = map_rc(mrc);
-    } else if (k.mv_size != 8) {
+    else if (!mrc && k.mv_size != 8)
         rc = APS_ECORRUPT;
-    } else {
+    else if (!mrc)
         *first = aps__store_u64_decode(k.mv_data);
-    }
 out:
-    mdb_cursor_close(cur);
-    rd_end(s, txn);
-    return rc;
+    return rd_cursor_end(s, txn, cur, rc, mrc);
 }
 
 static int
@@ -531,18 +530,8 @@ l_meta_get(aps_store *bs, const char *key, size_t keylen, void **data, size_t *l
     if (rc)
         return rc;
     rc = map_rc(mdb_get(txn, s->meta, &k, &v));
-    if (rc)
-        goto out;
-    if (data) {
-        *data = aps__store_memdup(v.mv_data, v.mv_size);
-        if (!*data) {
-            rc = APS_ENOMEM;
-            goto out;
-        }
-    }
-    if (len)
-        *len = v.mv_size;
-out:
+    if (!rc)
+        rc = copy_out(v.mv_data, v.mv_size, data, len);
     rd_end(s, txn);
     return rc;
 }
@@ -557,12 +546,9 @@ l_meta_scan(aps_store *bs, const char *prefix, size_t prefixlen, aps_store_meta_
     MDB_txn *txn;
     int rc, mrc;
 
-    rc = rd_begin(s, &txn);
+    rc = rd_cursor(s, s->meta, &txn, &cur);
     if (rc)
         return rc;
-    rc = map_rc(mdb_cursor_open(txn, s->meta, &cur));
-    if (rc)
-        goto out;
     /* Keys with the prefix are contiguous and start at the prefix itself. */
     for (mrc = mdb_cursor_get(cur, &k, &v, prefixlen ? MDB_SET_RANGE : MDB_FIRST); mrc == 0;
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -580,12 +566,8 @@ l_meta_scan(aps_store *bs, const char *prefix, size_t prefixlen, aps_store_meta_
         if (rc)
             goto out;
     }
-    if (mrc && mrc != MDB_NOTFOUND)
-        rc = map_rc(mrc);
 out:
-    mdb_cursor_close(cur);
-    rd_end(s, txn);
-    return rc;
+    return rd_cursor_end(s, txn, cur, rc, mrc);
 }
 
 static int
@@ -610,19 +592,27 @@ T(aps_txn *t)
     return (lmdb_txn *)t;
 }
 
+/* Reads `k` of `dbi` in a callback's transaction: APS_ENOENT when absent
+ * (no LMDB failure: the batch goes on), any other failure recorded. */
+static int
+lt_get(lmdb_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *v)
+{
+    int rc = mdb_get(t->txn, dbi, k, v);
+
+    if (rc == MDB_NOTFOUND)
+        return APS_ENOENT;
+    return rc ? txn_fail(t, rc) : 0;
+}
+
 static int
 lt_job_get(aps_txn *bt, const char *id, size_t idlen, const void **data, size_t *len,
            aps_time *next_run)
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {idlen, (void *)id}, v;
-    int rc = mdb_get(t->txn, t->s->jobs, &k, &v);
+    int rc = lt_get(t, t->s->jobs, &k, &v);
 
-    if (rc == MDB_NOTFOUND)
-        return APS_ENOENT;
-    if (rc)
-        return txn_fail(t, rc);
-    return job_decode(&v, data, len, next_run);
+    return rc ? rc : job_decode(&v, data, len, next_run);
 }
 
 /* Removes every `due` entry of `id` by a full scan. Only for a job whose
@@ -728,11 +718,9 @@ lt_job_del(aps_txn *bt, const char *id, size_t idlen)
     int rc;
 
     t->writes++;
-    rc = mdb_get(t->txn, t->s->jobs, &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return APS_ENOENT;
+    rc = lt_get(t, t->s->jobs, &k, &v);
     if (rc)
-        return txn_fail(t, rc);
+        return rc;
     rc = due_remove(t, id, idlen, &v);
     if (rc)
         return rc;
@@ -810,12 +798,10 @@ lt_meta_get(aps_txn *bt, const char *key, size_t keylen, const void **data, size
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {keylen, (void *)key}, v;
-    int rc = mdb_get(t->txn, t->s->meta, &k, &v);
+    int rc = lt_get(t, t->s->meta, &k, &v);
 
-    if (rc == MDB_NOTFOUND)
-        return APS_ENOENT;
     if (rc)
-        return txn_fail(t, rc);
+        return rc;
     if (data)
         *data = v.mv_data;
     if (len)

@@ -163,6 +163,44 @@ test_arena_limit(void **state)
     aps_arena_free(a);
 }
 
+/* An arena that runs out at any point of a JSON parse gives an error or a
+ * whole value, never a struct or list whose count names a missing array. */
+static void
+test_json_arena_exhausted(void **state)
+{
+    (void)state;
+    const char *in = "{\"a\":[1,2,{\"b\":[true,null,\"s\"]}],\"c\":{\"d\":{}},\"e\":[]}";
+    int ok = 0, failed = 0;
+    /* One 16 KB chunk allowed, all but `room` bytes of it taken first: the
+     * parse runs out at every point in turn. */
+    for (size_t room = 0; room <= 4096; room += 16) {
+        aps_arena *a = aps_arena_new(16384);
+        aps_arena *b = aps_arena_new(1 << 20);
+        Google__Protobuf__Value *v = NULL;
+        char *out = NULL;
+        aps_error err = {0};
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_non_null(aps_arena_alloc(a, 8192));
+        if (room < 8192)
+            assert_non_null(aps_arena_alloc(a, 8192 - room));
+        int rc = aps_json_to_value(a, in, &v);
+        if (rc == 0) {
+            assert_int_equal(aps_json_from_value(b, v, "v", &out, &err), 0);
+            assert_string_equal(out, in);
+            ok++;
+        } else {
+            /* (the parser reports a full arena as input it cannot take) */
+            assert_true(rc == APS_EINVAL || rc == APS_ENOMEM);
+            failed++;
+        }
+        aps_arena_free(a);
+        aps_arena_free(b);
+    }
+    assert_true(ok > 0);
+    assert_true(failed > 0);
+}
+
 static void
 test_trigger_and_job_mapping(void **state)
 {
@@ -266,6 +304,7 @@ main(void)
         cmocka_unit_test(test_status_table),
         cmocka_unit_test(test_unpack_depth),
         cmocka_unit_test(test_arena_limit),
+        cmocka_unit_test(test_json_arena_exhausted),
         cmocka_unit_test(test_trigger_and_job_mapping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,6 +25,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "grpc_status.h"
 #include "internal.h"
 
 #define DEFAULT_TARGET "127.0.0.1:50051"
@@ -34,28 +35,6 @@
 #define MAX_RECV_BYTES (64 << 20)
 
 /* ---- Errors ------------------------------------------------------------ */
-
-static const char *const status_names[] = {
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
-
-#define N_STATUS ((int)(sizeof(status_names) / sizeof(status_names[0])))
 
 void
 apsc_error_init(apsc_error *e)
@@ -76,9 +55,9 @@ apsc_error_dispose(apsc_error *e)
 const char *
 apsc_status_name(grpc_status_code code)
 {
-    if ((int)code < 0 || (int)code >= N_STATUS)
-        return "UNKNOWN";
-    return status_names[code];
+    const char *name = apsc__grpc_status_name((int)code);
+
+    return name ? name : "UNKNOWN";
 }
 
 int
@@ -98,8 +77,8 @@ apsc_status_from_name(const char *name)
         norm[n++] = (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
     }
     norm[n] = '\0';
-    for (int i = 0; i < N_STATUS; i++)
-        if (strcmp(norm, status_names[i]) == 0)
+    for (int i = 0; apsc__grpc_status_name(i) != NULL; i++)
+        if (strcmp(norm, apsc__grpc_status_name(i)) == 0)
             return i;
     return -1;
 }
