@@ -20,17 +20,8 @@
 
 #include "apsd/engine.h"
 #include "cron.h"
+#include "testutil.h"
 #include "tz.h"
-
-static aps_time T(const char *text)
-{
-    aps_time t = APS_TIME_NONE;
-    aps_error err;
-
-    if (aps_time_parse(text, &t, &err) != 0)
-        fail_msg("bad time in test: %s (%s)", text, err.msg);
-    return t;
-}
 
 static double seconds_since(const struct timespec *t0)
 {
@@ -59,46 +50,6 @@ static aps_trigger_spec cron_spec(const char *const f[8], const char *tz)
     s.u.cron.start_date = APS_TIME_NONE;
     s.u.cron.end_date = APS_TIME_NONE;
     return s;
-}
-
-static aps_trigger *make(const aps_trigger_spec *s, aps_time now)
-{
-    aps_trigger *t = NULL;
-    aps_error err;
-
-    memset(&err, 0, sizeof err);
-    if (aps_trigger_create(s, "UTC", now, &t, &err) != 0)
-        fail_msg("trigger rejected: %s", err.msg);
-    return t;
-}
-
-/* Checks t1 = next(NONE, now), t(k+1) = next(tk, tk) against `want`;
- * with `ends`, the one after them must be NONE. */
-static void check_sequence(aps_trigger *t, aps_time now, const char *const *want, int n,
-                           int ends)
-{
-    aps_time prev = APS_TIME_NONE, got;
-    char buf[64];
-    int i;
-
-    for (i = 0; i < n + ends; i++) {
-        assert_int_equal(aps_trigger_next(t, prev, i ? prev : now, &got), 0);
-        if (i == n) {
-            if (got != APS_TIME_NONE) {
-                aps_time_format(got, NULL, buf, sizeof buf);
-                fail_msg("fire %d: expected none, got %s", i + 1, buf);
-            }
-            break;
-        }
-        if (got != T(want[i])) {
-            if (got == APS_TIME_NONE)
-                snprintf(buf, sizeof buf, "none");
-            else
-                aps_time_format(got, NULL, buf, sizeof buf);
-            fail_msg("fire %d: expected %s, got %s", i + 1, want[i], buf);
-        }
-        prev = got;
-    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -380,13 +331,13 @@ static void test_oracle_cases(void **state)
 
         print_message("case %s\n", c->name);
         if (c->start)
-            s.u.cron.start_date = T(c->start);
+            s.u.cron.start_date = tu_time(c->start);
         if (c->end)
-            s.u.cron.end_date = T(c->end);
-        t = make(&s, T(c->now));
+            s.u.cron.end_date = tu_time(c->end);
+        t = tu_trigger(&s, tu_time(c->now));
         assert_int_equal(aps_trigger_describe(t, buf, sizeof buf), 0);
         assert_string_equal(buf, c->describe);
-        check_sequence(t, T(c->now), c->want, c->n, c->ends);
+        tu_check_sequence(t, tu_time(c->now), c->want, c->n, c->ends);
         aps_trigger_destroy(t);
     }
 }
@@ -403,7 +354,7 @@ static aps_trigger *crontab(const char *expr, const char *tz, aps_time now)
     s.u.cron.timezone = tz;
     s.u.cron.start_date = APS_TIME_NONE;
     s.u.cron.end_date = APS_TIME_NONE;
-    return make(&s, now);
+    return tu_trigger(&s, now);
 }
 
 /* Standard crontab weekdays: 0 and 7 are Sunday, 1-5 Monday to Friday
@@ -442,7 +393,7 @@ static void test_crontab_weekdays(void **state)
          {"2024-01-01T09:00:00Z", "2024-01-03T09:00:00Z", "2024-01-05T09:00:00Z",
           "2024-01-07T09:00:00Z", "2024-01-08T09:00:00Z"}},
     };
-    aps_time now = T("2024-01-01T00:00:00Z");
+    aps_time now = tu_time("2024-01-01T00:00:00Z");
     char buf[256], want[256];
     size_t i;
 
@@ -455,7 +406,7 @@ static void test_crontab_weekdays(void **state)
         snprintf(want, sizeof want, "cron[month='*', day='*', %s, hour='9', minute='0']",
                  cases[i].describe);
         assert_string_equal(buf, want);
-        check_sequence(t, now, cases[i].want, 5, 0);
+        tu_check_sequence(t, now, cases[i].want, 5, 0);
         aps_trigger_destroy(t);
     }
 }
@@ -470,19 +421,19 @@ static void test_crontab_fields(void **state)
     char buf[256];
 
     (void)state;
-    t = crontab("*/5 * * * *", "UTC", T("2024-01-01T00:00:01Z"));
+    t = crontab("*/5 * * * *", "UTC", tu_time("2024-01-01T00:00:01Z"));
     assert_int_equal(aps_trigger_describe(t, buf, sizeof buf), 0);
     assert_string_equal(buf, "cron[month='*', day='*', day_of_week='*', hour='*', minute='*/5']");
-    check_sequence(t, T("2024-01-01T00:00:01Z"), every5, 2, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:01Z"), every5, 2, 0);
     aps_trigger_destroy(t);
 
-    t = crontab("0 0 29 2 *", "UTC", T("2097-01-01T00:00:00Z"));
-    check_sequence(t, T("2097-01-01T00:00:00Z"), leap, 2, 0);
+    t = crontab("0 0 29 2 *", "UTC", tu_time("2097-01-01T00:00:00Z"));
+    tu_check_sequence(t, tu_time("2097-01-01T00:00:00Z"), leap, 2, 0);
     aps_trigger_destroy(t);
 
     /* Any whitespace separates the fields, as Python's str.split(). */
-    t = crontab("  30\t12 *\n* *  ", "UTC", T("2024-01-01T00:00:00Z"));
-    check_sequence(t, T("2024-01-01T00:00:00Z"), tabs, 2, 0);
+    t = crontab("  30\t12 *\n* *  ", "UTC", tu_time("2024-01-01T00:00:00Z"));
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:00Z"), tabs, 2, 0);
     aps_trigger_destroy(t);
 }
 
@@ -661,14 +612,14 @@ static void test_far_future_dst(void **state)
     f[APS_CRON_HOUR] = "2";
     f[APS_CRON_MINUTE] = "30";
     s = cron_spec(f, "America/New_York");
-    t = make(&s, T("2100-03-13T00:00:00-05:00"));
-    check_sequence(t, T("2100-03-13T00:00:00-05:00"), spring, 3, 0);
+    t = tu_trigger(&s, tu_time("2100-03-13T00:00:00-05:00"));
+    tu_check_sequence(t, tu_time("2100-03-13T00:00:00-05:00"), spring, 3, 0);
     aps_trigger_destroy(t);
 
     f[APS_CRON_HOUR] = "1";
     s = cron_spec(f, "America/New_York");
-    t = make(&s, T("2100-11-06T00:00:00-04:00"));
-    check_sequence(t, T("2100-11-06T00:00:00-04:00"), fall, 3, 0);
+    t = tu_trigger(&s, tu_time("2100-11-06T00:00:00-04:00"));
+    tu_check_sequence(t, tu_time("2100-11-06T00:00:00-04:00"), fall, 3, 0);
     aps_trigger_destroy(t);
 
     memset(f, 0, sizeof f);
@@ -677,8 +628,8 @@ static void test_far_future_dst(void **state)
     f[APS_CRON_DAY] = "4";
     f[APS_CRON_HOUR] = "12";
     s = cron_spec(f, "America/New_York");
-    t = make(&s, T("2024-01-01T00:00:00Z"));
-    check_sequence(t, T("2024-01-01T00:00:00Z"), y2300, 2, 1);
+    t = tu_trigger(&s, tu_time("2024-01-01T00:00:00Z"));
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:00Z"), y2300, 2, 1);
     aps_trigger_destroy(t);
 }
 
@@ -695,12 +646,12 @@ static void test_year_bounds(void **state)
     /* Before 1970 the year field jumps to its minimum. */
     f[APS_CRON_HOUR] = "0";
     s = cron_spec(f, "UTC");
-    t = make(&s, 0);
-    check_sequence(t, T("1900-06-01T00:00:00Z"), first, 2, 0);
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("1900-06-01T00:00:00Z"), first, 2, 0);
     assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, INT64_MIN + 1, &next), 0);
-    assert_int_equal(next, T("1970-01-01T00:00:00Z"));
+    assert_int_equal(next, tu_time("1970-01-01T00:00:00Z"));
     /* Nothing after year 9999. */
-    check_sequence(t, T("9999-12-30T12:00:00Z"), last, 1, 1);
+    tu_check_sequence(t, tu_time("9999-12-30T12:00:00Z"), last, 1, 1);
     assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, INT64_MAX, &next), 0);
     assert_int_equal(next, APS_TIME_NONE);
     assert_int_equal(aps_trigger_next(t, INT64_MAX, INT64_MAX, &next), 0);
@@ -722,20 +673,20 @@ static void test_never_fires(void **state)
         {NULL, "2", "5th mon", NULL, "tue", NULL, NULL, NULL},
         {"*/2", "2", "29", NULL, NULL, NULL, NULL, NULL}, /* even years from 1970: 1972... */
     };
-    aps_time now = T("2024-05-01T00:00:00Z"), next;
+    aps_time now = tu_time("2024-05-01T00:00:00Z"), next;
     struct timespec t0;
     size_t i;
 
     (void)state;
     for (i = 0; i < sizeof never / sizeof never[0]; i++) {
         aps_trigger_spec s = cron_spec(never[i], "America/New_York");
-        aps_trigger *t = make(&s, now);
+        aps_trigger *t = tu_trigger(&s, now);
 
         clock_gettime(CLOCK_MONOTONIC, &t0);
         assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, now, &next), 0);
         if (i == 7) {
             /* Not never: even years include leap years. */
-            assert_int_equal(next, T("2028-02-29T00:00:00-05:00"));
+            assert_int_equal(next, tu_time("2028-02-29T00:00:00-05:00"));
         } else {
             assert_int_equal(next, APS_TIME_NONE);
         }
@@ -768,15 +719,15 @@ static void test_fold_never_goes_back(void **state)
     f[APS_CRON_HOUR] = "1";
     f[APS_CRON_MINUTE] = "30";
     s = cron_spec(f, "Europe/Dublin");
-    t = make(&s, 0);
-    check_sequence(t, T("2024-10-26T00:00:00+01:00"), daily, 3, 0);
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-10-26T00:00:00+01:00"), daily, 3, 0);
     aps_trigger_destroy(t);
 
     f[APS_CRON_HOUR] = NULL;
     f[APS_CRON_MINUTE] = "*/10";
     s = cron_spec(f, "Europe/Dublin");
-    t = make(&s, 0);
-    check_sequence(t, T("2024-10-27T01:30:00+01:00"), tens, 6, 0);
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-10-27T01:30:00+01:00"), tens, 6, 0);
     aps_trigger_destroy(t);
 }
 
@@ -798,14 +749,17 @@ static void test_internal_api(void **state)
     f[APS_CRON_DAY] = "last fri";
     f[APS_CRON_HOUR] = "5";
     assert_int_equal(aps__cron_compile(f, NULL, &c, &err), 0);
-    assert_int_equal(aps__cron_next(c, tz, T("2024-01-01T00:00:00Z"), APS_TIME_NONE, &next), 0);
-    assert_int_equal(next, T("2024-06-28T05:00:00Z"));
+    assert_int_equal(
+        aps__cron_next(c, tz, tu_time("2024-01-01T00:00:00Z"), APS_TIME_NONE, &next), 0);
+    assert_int_equal(next, tu_time("2024-06-28T05:00:00Z"));
     /* The end is inclusive. */
-    assert_int_equal(
-        aps__cron_next(c, tz, T("2024-01-01T00:00:00Z"), T("2024-06-28T05:00:00Z"), &next), 0);
-    assert_int_equal(next, T("2024-06-28T05:00:00Z"));
-    assert_int_equal(
-        aps__cron_next(c, tz, T("2024-01-01T00:00:00Z"), T("2024-06-28T04:59:59Z"), &next), 0);
+    assert_int_equal(aps__cron_next(c, tz, tu_time("2024-01-01T00:00:00Z"),
+                                    tu_time("2024-06-28T05:00:00Z"), &next),
+                     0);
+    assert_int_equal(next, tu_time("2024-06-28T05:00:00Z"));
+    assert_int_equal(aps__cron_next(c, tz, tu_time("2024-01-01T00:00:00Z"),
+                                    tu_time("2024-06-28T04:59:59Z"), &next),
+                     0);
     assert_int_equal(next, APS_TIME_NONE);
     /* A short buffer is filled, terminated, and reported. */
     assert_int_equal(aps__cron_describe(c, buf, sizeof buf), APS_ERANGE);

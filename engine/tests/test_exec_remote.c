@@ -24,39 +24,15 @@
 #include "apsd/engine.h"
 #include "exec.h"
 #include "job.h"
+#include "testutil.h"
 
 /* Internal to exec_remote.c (not in exec.h): expires due leases now. */
 int aps__executor_remote_tick(aps__executor *ex);
 
 #define SEC INT64_C(1000000)
 /* 2026-11-23T10:00:00Z */
-#define T0 (INT64_C(1795428000) * SEC)
+#define T0 TU_T0
 #define LEASE (30 * SEC)
-
-/* ---- the fake clock ------------------------------------------------------------ */
-
-static pthread_mutex_t clock_mu = PTHREAD_MUTEX_INITIALIZER;
-static aps_time fake_now = T0;
-
-static aps_time
-clock_now(void *ctx)
-{
-    (void)ctx;
-    pthread_mutex_lock(&clock_mu);
-    aps_time t = fake_now;
-    pthread_mutex_unlock(&clock_mu);
-    return t;
-}
-
-static void
-set_now(aps_time t)
-{
-    pthread_mutex_lock(&clock_mu);
-    fake_now = t;
-    pthread_mutex_unlock(&clock_mu);
-}
-
-static const aps_clock fake_clock = {clock_now, NULL};
 
 /* ---- recorded events (listeners run on the test thread) ---------------------- */
 
@@ -146,7 +122,7 @@ open_sched(int with_workers)
     memset(&cfg, 0, sizeof(cfg));
     cfg.executors = execs;
     cfg.n_executors = with_workers ? 4 : 1;
-    cfg.clock = &fake_clock;
+    cfg.clock = &tu_clock;
     cfg.jitter_seed = 42;
     int rc = aps_scheduler_create(&cfg, &s, &err);
     if (rc != 0)
@@ -252,7 +228,7 @@ static int
 setup(void **state)
 {
     (void)state;
-    set_now(T0);
+    tu_clock_set(T0);
     clear_events();
     atomic_store(&notified, 0);
     return 0;
@@ -279,7 +255,7 @@ test_complete_with_return_value(void **state)
     const aps_event *sub = find_event(APS_EVENT_JOB_SUBMITTED, NULL);
     assert_non_null(sub);
 
-    set_now(T0 + 1 * SEC);
+    tu_clock_set(T0 + 1 * SEC);
     aps_dispatch *d = take(w, 8, 1);
     assert_string_equal(d[0].run_id, sub->run_id);
     assert_int_equal(strlen(d[0].lease_token), 32);
@@ -294,7 +270,7 @@ test_complete_with_return_value(void **state)
     assert_true(d[0].lease_deadline == T0 + 1 * SEC + LEASE);
     take(w, 8, 0); /* nothing else */
 
-    set_now(T0 + 3 * SEC);
+    tu_clock_set(T0 + 3 * SEC);
     assert_int_equal(aps_worker_complete(s, d[0].run_id, d[0].lease_token, &OK_42), 0);
     process(s);
     const aps_event *ev = find_event(APS_EVENT_JOB_EXECUTED, d[0].run_id);
@@ -334,7 +310,7 @@ test_error_with_traceback(void **state)
     aps_dispatch *d = take(w, 1, 1);
     aps_task_result r = {0, NULL, "boom", "ValueError",
                          "Traceback (most recent call last):\n  ...\nValueError: boom\n"};
-    set_now(T0 + 2 * SEC);
+    tu_clock_set(T0 + 2 * SEC);
     assert_int_equal(aps_worker_complete(s, d[0].run_id, d[0].lease_token, &r), 0);
     process(s);
     const aps_event *ev = find_event(APS_EVENT_JOB_ERROR, d[0].run_id);
@@ -377,15 +353,15 @@ test_lease_expiry_frees_the_slot(void **state)
     j.next_run_time = APS_TIME_NONE;
     assert_int_equal(aps_job_add(s, &j, NULL, NULL, NULL), 0);
 
-    set_now(T0 + 10 * SEC);
+    tu_clock_set(T0 + 10 * SEC);
     process(s);
     aps_dispatch *d = take(w, 5, 1);
     assert_true(d[0].lease_us == 5 * SEC); /* the worker's lease */
     assert_true(d[0].lease_deadline == T0 + 15 * SEC);
 
-    set_now(T0 + 14 * SEC);
+    tu_clock_set(T0 + 14 * SEC);
     assert_int_equal(aps__executor_remote_tick(ex), 0);
-    set_now(T0 + 15 * SEC); /* the deadline: expired */
+    tu_clock_set(T0 + 15 * SEC); /* the deadline: expired */
     const aps_event *ev = settle_job_event(s, APS_EVENT_JOB_ERROR, "every10");
     assert_string_equal(ev->run_id, d[0].run_id);
     assert_int_equal(ev->outcome->status, APS_RUN_LEASE_EXPIRED);
@@ -409,7 +385,7 @@ test_lease_expiry_frees_the_slot(void **state)
                      APS_ESTATE);
 
     /* max_instances 1: the slot is free, so the next fire runs. */
-    set_now(T0 + 20 * SEC);
+    tu_clock_set(T0 + 20 * SEC);
     process(s);
     assert_int_equal(count_events(APS_EVENT_JOB_MAX_INSTANCES), 0);
     assert_int_equal(count_events(APS_EVENT_JOB_SUBMITTED), 2);
@@ -419,7 +395,7 @@ test_lease_expiry_frees_the_slot(void **state)
 
     /* The timer thread expires leases on its own, polling the injected
      * clock (no tick here). */
-    set_now(T0 + 26 * SEC);
+    tu_clock_set(T0 + 26 * SEC);
     for (int i = 0; i < 2000 && find_event(APS_EVENT_JOB_ERROR, d2[0].run_id) == NULL; i++) {
         usleep(1000);
         process(s);
@@ -594,17 +570,17 @@ test_extend_lease(void **state)
     aps_dispatch *d = take(w, 1, 1);
     aps_time deadline = 0;
     int64_t granted = 0;
-    set_now(T0 + 4 * SEC);
+    tu_clock_set(T0 + 4 * SEC);
     assert_int_equal(aps_worker_extend(s, d[0].run_id, d[0].lease_token, 0, &deadline, &granted),
                      0);
     assert_true(deadline == T0 + 9 * SEC); /* the granted length again */
     assert_true(granted == 5 * SEC);
-    set_now(T0 + 8 * SEC);
+    tu_clock_set(T0 + 8 * SEC);
     assert_int_equal(
         aps_worker_extend(s, d[0].run_id, d[0].lease_token, 20 * SEC, &deadline, &granted), 0);
     assert_true(deadline == T0 + 28 * SEC);
     assert_true(granted == 20 * SEC);
-    set_now(T0 + 20 * SEC);
+    tu_clock_set(T0 + 20 * SEC);
     assert_int_equal(aps__executor_remote_tick(ex), 0); /* would have expired at T0+9 */
     assert_int_equal(aps_worker_extend(s, d[0].run_id, "0123456789abcdef0123456789abcdef", 0,
                                        NULL, NULL),
@@ -748,11 +724,11 @@ test_cancel_running_overlap(void **state)
     j.next_run_time = APS_TIME_NONE;
     assert_int_equal(aps_job_add(s, &j, NULL, NULL, NULL), 0);
 
-    set_now(T0 + 1 * SEC);
+    tu_clock_set(T0 + 1 * SEC);
     process(s);
     aps_dispatch *d1 = take(w, 2, 1);
     int before = atomic_load(&mine);
-    set_now(T0 + 2 * SEC);
+    tu_clock_set(T0 + 2 * SEC);
     process(s); /* the new run cancels the running one */
     process(s); /* records the cancelled run, starts the pending one */
     assert_true(atomic_load(&mine) > before); /* told about the cancel */
@@ -873,7 +849,7 @@ test_detach_then_complete(void **state)
     /* The same worker reconnected: extend and complete by run id. */
     aps_worker *w2 = attach(s, NULL, "stream-1", 2, 0);
     take(w2, 2, 0);
-    set_now(T0 + 10 * SEC);
+    tu_clock_set(T0 + 10 * SEC);
     assert_int_equal(aps_worker_extend(s, d[0].run_id, d[0].lease_token, 0, NULL, NULL), 0);
     assert_int_equal(aps_worker_complete(s, d[0].run_id, d[0].lease_token, &OK_42), 0);
     aps_task_result r = {0, NULL, "gone", NULL, NULL};
@@ -898,7 +874,7 @@ test_misfire_when_taken_late(void **state)
     add_remote(s, "late", "m:f", NULL, NULL, T0);
     process(s);
     assert_int_equal(count_events(APS_EVENT_JOB_SUBMITTED), 1);
-    set_now(T0 + 3 * SEC);
+    tu_clock_set(T0 + 3 * SEC);
     take(w, 5, 0); /* missed: never dispatched */
     process(s);
     const aps_event *ev = find_event(APS_EVENT_JOB_MISSED, NULL);
@@ -924,9 +900,9 @@ test_misfire_when_taken_late(void **state)
     j.misfire_grace_us = 5 * SEC;
     j.next_run_time = APS_TIME_NONE;
     assert_int_equal(aps_job_add(s, &j, NULL, NULL, NULL), 0); /* first fire T0+4 */
-    set_now(T0 + 11 * SEC);
+    tu_clock_set(T0 + 11 * SEC);
     process(s); /* one run: T0+4 .. T0+11 */
-    set_now(T0 + 12 * SEC);
+    tu_clock_set(T0 + 12 * SEC);
     aps_dispatch *d = take(w, 5, 1);
     /* Missed: T0+4..T0+6 (more than 5 s late at T0+12). */
     assert_int_equal(d[0].n_run_times, 5);
@@ -948,20 +924,20 @@ test_misfire_when_taken_late(void **state)
     j.coalesce = -1;
     j.misfire_grace_us = 2 * SEC;
     assert_int_equal(aps_job_add(s, &j, NULL, NULL, NULL), 0); /* first fire T0+17 */
-    set_now(T0 + 17 * SEC);
+    tu_clock_set(T0 + 17 * SEC);
     process(s);
     assert_int_equal(count_job_events(APS_EVENT_JOB_SUBMITTED, "unserved"), 1);
-    set_now(T0 + 19 * SEC); /* exactly the grace: not yet missed */
+    tu_clock_set(T0 + 19 * SEC); /* exactly the grace: not yet missed */
     aps__executor_remote_tick(ex);
     process(s);
     assert_int_equal(count_job_events(APS_EVENT_JOB_MISSED, "unserved"), 0);
-    set_now(T0 + 19 * SEC + 1);
+    tu_clock_set(T0 + 19 * SEC + 1);
     ev = settle_job_event(s, APS_EVENT_JOB_MISSED, "unserved");
     assert_true(ev->run_times[0] == T0 + 17 * SEC);
     assert_int_equal(aps_job_get(s, "unserved", &job), 0);
     assert_int_equal(job->running_instances, 0);
     aps_job_free(job);
-    set_now(T0 + 22 * SEC);
+    tu_clock_set(T0 + 22 * SEC);
     process(s);
     assert_int_equal(count_job_events(APS_EVENT_JOB_SUBMITTED, "unserved"), 2);
     assert_int_equal(count_job_events(APS_EVENT_JOB_MAX_INSTANCES, "unserved"), 0);

@@ -30,9 +30,10 @@
 #include "apsd/engine.h"
 #include "job.h"
 #include "store.h"
+#include "testutil.h"
 
 #define SEC INT64_C(1000000)
-#define T0 (INT64_C(1795428000) * SEC)
+#define T0 TU_T0
 
 /* ---- the memory store's due index against a model ------------------------ */
 
@@ -329,30 +330,7 @@ test_ids_after_fork(void **state)
     }
 }
 
-/* ---- the thread pool and the loop ------------------------------------------ */
-
-static pthread_mutex_t clock_mu = PTHREAD_MUTEX_INITIALIZER;
-static aps_time fake_now = T0;
-
-static aps_time
-clock_now(void *ctx)
-{
-    (void)ctx;
-    pthread_mutex_lock(&clock_mu);
-    aps_time t = fake_now;
-    pthread_mutex_unlock(&clock_mu);
-    return t;
-}
-
-static void
-set_now(aps_time t)
-{
-    pthread_mutex_lock(&clock_mu);
-    fake_now = t;
-    pthread_mutex_unlock(&clock_mu);
-}
-
-static const aps_clock fake_clock = {clock_now, NULL};
+/* ---- the thread pool and the loop (on tu_clock) ---------------------------- */
 
 #define MAX_JOBS 2000
 
@@ -409,7 +387,7 @@ open_pool(uint32_t workers)
     cfg.n_stores = 1;
     cfg.executors = &exec;
     cfg.n_executors = 1;
-    cfg.clock = &fake_clock;
+    cfg.clock = &tu_clock;
     cfg.default_misfire = APS_MISFIRE_UNLIMITED;
     int rc = aps_scheduler_create(&cfg, &s, &err);
     if (rc != 0)
@@ -494,12 +472,12 @@ test_pool_burst(void **state)
     (void)state;
     int jobs = getenv("APSD_SANITIZED") ? 300 : MAX_JOBS;
     reset_calls();
-    set_now(T0);
+    tu_clock_set(T0);
     aps_scheduler *s = open_pool(3);
     for (int i = 0; i < jobs; i++)
         add_interval(s, i, NULL);
     for (int round = 1; round <= 3; round++) {
-        set_now(T0 + round * SEC);
+        tu_clock_set(T0 + round * SEC);
         settle(s, (size_t)jobs * (size_t)round);
         for (int i = 0; i < jobs; i++)
             assert_int_equal(per_job[i], round);
@@ -515,12 +493,12 @@ test_pool_queue_drains(void **state)
 {
     (void)state;
     reset_calls();
-    set_now(T0);
+    tu_clock_set(T0);
     aps_scheduler *s = open_pool(2);
     for (int i = 0; i < 10; i++)
         add_interval(s, i, NULL);
     gate(1);
-    set_now(T0 + SEC);
+    tu_clock_set(T0 + SEC);
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
     aps_executor_info info;
     for (int i = 0; i < 5000; i++) {
@@ -540,7 +518,7 @@ test_pool_queue_drains(void **state)
         assert_int_equal(per_job[i], 1);
     /* Shutdown with wait runs what is queued. */
     gate(1);
-    set_now(T0 + 2 * SEC);
+    tu_clock_set(T0 + 2 * SEC);
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
     gate(0);
     assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
@@ -555,10 +533,10 @@ test_change_between_runs_is_seen(void **state)
 {
     (void)state;
     reset_calls();
-    set_now(T0);
+    tu_clock_set(T0);
     aps_scheduler *s = open_pool(2);
     add_interval(s, 0, "before");
-    set_now(T0 + SEC);
+    tu_clock_set(T0 + SEC);
     settle(s, 1);
     assert_string_equal(last_arg, "before");
     aps_job_spec change;
@@ -569,7 +547,7 @@ test_change_between_runs_is_seen(void **state)
     aps_error err;
     if (aps_job_modify(s, "j0", &change, APS_MODIFY_TARGET, NULL, NULL, &err) != 0)
         fail_msg("modify: %s", err.msg);
-    set_now(T0 + 2 * SEC);
+    tu_clock_set(T0 + 2 * SEC);
     settle(s, 2);
     assert_string_equal(last_arg, "after");
     /* And the statistics the loop keeps carried over the change. */

@@ -26,35 +26,13 @@
 #include <cmocka.h>
 
 #include "apsd/engine.h"
+#include "testutil.h"
 
 #define SEC INT64_C(1000000)
 /* 2026-11-23T10:00:00Z */
-#define T0 (INT64_C(1795428000) * SEC)
+#define T0 TU_T0
 
-/* ---- the fake clock and a recording function ------------------------------ */
-
-static pthread_mutex_t clock_mu = PTHREAD_MUTEX_INITIALIZER;
-static aps_time fake_now = T0;
-
-static aps_time
-clock_now(void *ctx)
-{
-    (void)ctx;
-    pthread_mutex_lock(&clock_mu);
-    aps_time t = fake_now;
-    pthread_mutex_unlock(&clock_mu);
-    return t;
-}
-
-static void
-set_now(aps_time t)
-{
-    pthread_mutex_lock(&clock_mu);
-    fake_now = t;
-    pthread_mutex_unlock(&clock_mu);
-}
-
-static const aps_clock fake_clock = {clock_now, NULL};
+/* ---- a recording function (the clock: tu_clock of testutil.h) ------------- */
 
 /* Calls of the test function, and a gate that can hold them. */
 static pthread_mutex_t calls_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -188,7 +166,7 @@ open_sched(const char *lmdb_dir, int start)
     cfg.n_stores = 2;
     cfg.executors = execs;
     cfg.n_executors = 1;
-    cfg.clock = &fake_clock;
+    cfg.clock = &tu_clock;
     cfg.no_sync = 1;
     cfg.jitter_seed = 42;
     int rc = aps_scheduler_create(&cfg, &s, &err);
@@ -238,7 +216,7 @@ static int
 setup(void **state)
 {
     (void)state;
-    set_now(T0);
+    tu_clock_set(T0);
     n_calls = 0;
     gate(0);
     clear_events();
@@ -321,7 +299,7 @@ test_interval_fires_on_time(void **state)
     assert_int_equal(count_events(APS_EVENT_JOB_ADDED), 1);
     assert_int_equal(calls_count(), 0);
 
-    set_now(T0 + 10 * SEC);
+    tu_clock_set(T0 + 10 * SEC);
     settle(s, 1);
     settle_events(s, APS_EVENT_JOB_EXECUTED, 1);
     assert_true(calls[0] == T0 + 10 * SEC);
@@ -343,7 +321,7 @@ test_misfire_grace_time(void **state)
     aps_job_spec spec = func_job("late", &t, NULL);
     aps_job_free(add(s, &spec)); /* default grace: 1 s */
     /* 5 s late: more than 1 s: JOB_MISSED, not run. */
-    set_now(T0 + 15 * SEC);
+    tu_clock_set(T0 + 15 * SEC);
     settle_events(s, APS_EVENT_JOB_MISSED, 1);
     assert_int_equal(calls_count(), 0);
     assert_int_equal(count_events(APS_EVENT_JOB_EXECUTED), 0);
@@ -356,7 +334,7 @@ test_misfire_grace_time(void **state)
     aps_job_free(job);
 
     /* 0.5 s late with the default 1 s grace: runs. */
-    set_now(T0 + 20 * SEC + SEC / 2);
+    tu_clock_set(T0 + 20 * SEC + SEC / 2);
     settle(s, 1);
     assert_true(calls[0] == T0 + 20 * SEC);
 
@@ -365,7 +343,7 @@ test_misfire_grace_time(void **state)
     spec2.misfire = APS_MISFIRE_DURATION;
     spec2.misfire_grace_us = 30 * SEC;
     aps_job_free(add(s, &spec2));
-    set_now(T0 + 20 * SEC + SEC / 2 + 30 * SEC);
+    tu_clock_set(T0 + 20 * SEC + SEC / 2 + 30 * SEC);
     settle(s, 3);
     aps_scheduler_destroy(s);
 }
@@ -384,7 +362,7 @@ test_coalesce(void **state)
     aps_job_free(add(s, &a));
     aps_job_free(add(s, &b));
     /* Ten fire times pass (T0+1 .. T0+10). */
-    set_now(T0 + 10 * SEC);
+    tu_clock_set(T0 + 10 * SEC);
     settle(s, 11);
     settle_events(s, APS_EVENT_JOB_EXECUTED, 11);
     assert_int_equal(calls_count(), 11);
@@ -437,11 +415,11 @@ overlap_case(aps_overlap policy, size_t expect_runs, size_t expect_skips)
     spec.overlap = policy;
     aps_job_free(add(s, &spec));
     gate(1);
-    set_now(T0 + 1 * SEC);
+    tu_clock_set(T0 + 1 * SEC);
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
     wait_running(1);
     for (int k = 2; k <= 4; k++) {
-        set_now(T0 + k * SEC);
+        tu_clock_set(T0 + k * SEC);
         assert_int_equal(aps_scheduler_process(s, NULL), 0);
     }
     assert_int_equal(count_events(APS_EVENT_JOB_MAX_INSTANCES), expect_skips);
@@ -540,7 +518,7 @@ test_queue_all_runs_in_order(void **state)
     aps_job_free(add(s, &spec));
     gate(1);
     for (int k = 1; k <= 5; k++) {
-        set_now(T0 + k * SEC);
+        tu_clock_set(T0 + k * SEC);
         assert_int_equal(aps_scheduler_process(s, NULL), 0);
     }
     gate(0);
@@ -564,17 +542,17 @@ test_pause_resume_run_now_remove(void **state)
     assert_true(job->next_run_time == APS_TIME_NONE);
     aps_job_free(job);
     /* Paused: nothing fires. */
-    set_now(T0 + 120 * SEC);
+    tu_clock_set(T0 + 120 * SEC);
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
     assert_int_equal(calls_count(), 0);
     /* Resume recomputes from now: the interval counts from its start date
      * T0+60, so the next fire time not before T0+120 is T0+120 itself. */
-    set_now(T0 + 130 * SEC);
+    tu_clock_set(T0 + 130 * SEC);
     assert_int_equal(aps_job_resume(s, "p", NULL, &job), 0);
     assert_false(job->paused);
     assert_true(job->next_run_time == T0 + 180 * SEC);
     aps_job_free(job);
-    set_now(T0 + 120 * SEC);
+    tu_clock_set(T0 + 120 * SEC);
     /* Run now: one extra run at once, the schedule untouched. */
     char run_id[33] = "";
     int queued = -1;
@@ -625,7 +603,7 @@ test_date_job_runs_once_and_is_removed(void **state)
     assert_int_equal(job->trigger->kind, APS_TRIGGER_DATE);
     assert_true(job->next_run_time == T0 + 12 * SEC);
     aps_job_free(job);
-    set_now(T0 + 12 * SEC);
+    tu_clock_set(T0 + 12 * SEC);
     settle(s, 1);
     settle_events(s, APS_EVENT_JOB_REMOVED, 1);
     assert_int_equal(aps_job_get(s, "once", &job), APS_ENOENT);
@@ -673,7 +651,7 @@ test_statistics(void **state)
     spec.misfire = APS_MISFIRE_UNLIMITED;
     aps_job_free(add(s, &spec));
     /* Runs at T0+1..T0+4 all start at T0+4: lateness 3, 2, 1, 0 s. */
-    set_now(T0 + 4 * SEC);
+    tu_clock_set(T0 + 4 * SEC);
     settle(s, 4);
     settle_events(s, APS_EVENT_JOB_ERROR, 4);
     aps_job *job = get(s, "flaky");
@@ -738,7 +716,7 @@ test_replace_existing(void **state)
     aps_trigger_spec t = interval_s(10), t2 = interval_s(20);
     aps_job_spec spec = func_job("r", &t, NULL);
     aps_job *first = add(s, &spec);
-    set_now(T0 + 5 * SEC);
+    tu_clock_set(T0 + 5 * SEC);
     spec.trigger = &t2;
     aps_mutation m = {.replace_existing = 1};
     aps_job *second = NULL;
@@ -1003,7 +981,7 @@ test_request_id_replay_across_restart(void **state)
     assert_int_equal(n, 1);
     aps_job_list_free(jobs, n);
     /* Past the retention window (1 h), the id is forgotten. */
-    set_now(T0 + 2 * 3600 * SEC);
+    tu_clock_set(T0 + 2 * 3600 * SEC);
     aps_job *d = NULL;
     assert_int_equal(aps_job_add(s, &spec, &m, &d, &err), 0);
     assert_string_not_equal(a->id, d->id);
@@ -1094,7 +1072,7 @@ test_restart_runs_missed_jobs(void **state)
     aps_job_free(add(s, &c));
     aps_scheduler_destroy(s); /* the daemon goes down */
     clear_events();
-    set_now(T0 + 55 * SEC); /* missed T0+10 .. T0+50 */
+    tu_clock_set(T0 + 55 * SEC); /* missed T0+10 .. T0+50 */
     s = open_sched(path, 1);
     settle(s, 1 + 5);
     settle_events(s, APS_EVENT_JOB_MISSED, 1);
@@ -1186,7 +1164,7 @@ test_subscriber_gap_marker(void **state)
     memset(&cfg, 0, sizeof(cfg));
     cfg.stores = stores;
     cfg.n_stores = 1;
-    cfg.clock = &fake_clock;
+    cfg.clock = &tu_clock;
     cfg.no_sync = 1;
     cfg.event_max_count = 10; /* keep only the newest 10 */
     assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
@@ -1255,7 +1233,7 @@ test_scheduler_pause_persists(void **state)
     aps_job_free(add(s, &spec));
     assert_int_equal(aps_scheduler_pause(s), 0);
     assert_int_equal(aps_scheduler_get_state(s), APS_STATE_PAUSED);
-    set_now(T0 + 5 * SEC);
+    tu_clock_set(T0 + 5 * SEC);
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
     assert_int_equal(calls_count(), 0);
     aps_scheduler_destroy(s);
@@ -1288,7 +1266,7 @@ test_interrupted_by_restart(void **state)
         aps_job_spec spec = func_job("stuck", &t, NULL);
         spec.misfire = APS_MISFIRE_UNLIMITED;
         aps_job_free(add(s, &spec));
-        set_now(T0 + 10 * SEC);
+        tu_clock_set(T0 + 10 * SEC);
         aps_scheduler_process(s, NULL);
         wait_running(1);
         ssize_t w = write(pfd[1], "r", 1);
@@ -1302,7 +1280,7 @@ test_interrupted_by_restart(void **state)
     close(pfd[0]);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    set_now(T0 + 12 * SEC);
+    tu_clock_set(T0 + 12 * SEC);
     aps_scheduler *s = open_sched(path, 1);
     settle_events(s, APS_EVENT_JOB_ERROR, 1);
     const aps_event *ev = last_event(APS_EVENT_JOB_ERROR);
@@ -1314,7 +1292,7 @@ test_interrupted_by_restart(void **state)
     assert_true(job->next_run_time == T0 + 20 * SEC);
     aps_job_free(job);
     /* The job keeps firing. */
-    set_now(T0 + 20 * SEC);
+    tu_clock_set(T0 + 20 * SEC);
     settle(s, 1);
     aps_scheduler_destroy(s);
 }
@@ -1416,7 +1394,7 @@ test_destroy_with_queued_runs(void **state)
     memset(&cfg, 0, sizeof(cfg));
     cfg.executors = execs;
     cfg.n_executors = 1;
-    cfg.clock = &fake_clock;
+    cfg.clock = &tu_clock;
     assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
     memset(&t, 0, sizeof(t));

@@ -18,29 +18,9 @@
 #include <cmocka.h>
 
 #include "apsd/engine.h"
+#include "testutil.h"
 
 #define SEC INT64_C(1000000)
-
-static aps_time T(const char *text)
-{
-    aps_time t = APS_TIME_NONE;
-    aps_error err;
-
-    if (aps_time_parse(text, &t, &err) != 0)
-        fail_msg("bad time in test: %s (%s)", text, err.msg);
-    return t;
-}
-
-static aps_trigger *make(const aps_trigger_spec *s, aps_time now)
-{
-    aps_trigger *t = NULL;
-    aps_error err;
-
-    memset(&err, 0, sizeof err);
-    if (aps_trigger_create(s, "UTC", now, &t, &err) != 0)
-        fail_msg("trigger rejected: %s", err.msg);
-    return t;
-}
 
 static void expect_error(const aps_trigger_spec *s, int code, const char *msg)
 {
@@ -51,39 +31,6 @@ static void expect_error(const aps_trigger_spec *s, int code, const char *msg)
     assert_int_equal(aps_trigger_create(s, "UTC", 0, &t, &err), code);
     assert_null(t);
     assert_string_equal(err.msg, msg);
-}
-
-static void fmt(aps_time t, char *buf, size_t len)
-{
-    if (t == APS_TIME_NONE)
-        snprintf(buf, len, "none");
-    else
-        aps_time_format(t, NULL, buf, len);
-}
-
-/* t1 = next(NONE, now), t(k+1) = next(tk, tk); with `ends`, then NONE. */
-static void check_sequence(aps_trigger *t, aps_time now, const char *const *want, int n,
-                           int ends)
-{
-    aps_time prev = APS_TIME_NONE, got;
-    char buf[64];
-    int i;
-
-    for (i = 0; i < n + ends; i++) {
-        assert_int_equal(aps_trigger_next(t, prev, i ? prev : now, &got), 0);
-        if (i == n) {
-            if (got != APS_TIME_NONE) {
-                fmt(got, buf, sizeof buf);
-                fail_msg("fire %d: expected none, got %s", i + 1, buf);
-            }
-            break;
-        }
-        if (got != T(want[i])) {
-            fmt(got, buf, sizeof buf);
-            fail_msg("fire %d: expected %s, got %s", i + 1, want[i], buf);
-        }
-        prev = got;
-    }
 }
 
 static void check_describe(const aps_trigger *t, const char *want)
@@ -131,7 +78,7 @@ static aps_trigger_spec date_spec(const char *run_date, const char *tz)
 
     memset(&s, 0, sizeof s);
     s.kind = APS_TRIGGER_DATE;
-    s.u.date.run_date = run_date ? T(run_date) : APS_TIME_NONE;
+    s.u.date.run_date = run_date ? tu_time(run_date) : APS_TIME_NONE;
     s.u.date.timezone = tz;
     return s;
 }
@@ -149,7 +96,7 @@ static aps_trigger_spec calendar_spec(int years, int months, int weeks, int days
     s.u.calendar_interval.days = days;
     s.u.calendar_interval.hour = hour;
     s.u.calendar_interval.minute = minute;
-    s.u.calendar_interval.start_date = start ? T(start) : APS_TIME_NONE;
+    s.u.calendar_interval.start_date = start ? tu_time(start) : APS_TIME_NONE;
     s.u.calendar_interval.end_date = APS_TIME_NONE;
     s.u.calendar_interval.timezone = tz;
     return s;
@@ -169,32 +116,32 @@ static void test_interval_grid(void **state)
     aps_trigger *t;
 
     (void)state;
-    s.u.interval.start_date = T("2024-01-01T00:00:00Z");
+    s.u.interval.start_date = tu_time("2024-01-01T00:00:00Z");
     s.u.interval.timezone = "Asia/Tokyo";
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     check_describe(t, "interval[1:00:00]");
-    check_sequence(t, T("2024-01-01T05:30:00Z"), hourly, 2, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T05:30:00Z"), hourly, 2, 0);
     /* A start exactly on now fires now. */
-    check_sequence(t, T("2024-01-01T06:00:00Z"), hourly, 2, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T06:00:00Z"), hourly, 2, 0);
     aps_trigger_destroy(t);
 
-    s.u.interval.start_date = T("2024-03-01T00:00:00Z");
-    t = make(&s, 0);
-    check_sequence(t, T("2024-01-01T00:00:00Z"), future, 2, 0);
+    s.u.interval.start_date = tu_time("2024-03-01T00:00:00Z");
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:00Z"), future, 2, 0);
     aps_trigger_destroy(t);
 
     s = interval_spec(0, 0, 0, 0, 7);
-    s.u.interval.start_date = T("2024-01-01T00:00:00.25Z");
-    t = make(&s, 0);
-    check_sequence(t, T("2024-01-01T01:00:00Z"), sevens, 2, 0);
+    s.u.interval.start_date = tu_time("2024-01-01T00:00:00.25Z");
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T01:00:00Z"), sevens, 2, 0);
     aps_trigger_destroy(t);
 
     /* The end date is inclusive. */
     s = interval_spec(0, 0, 1, 0, 0);
-    s.u.interval.start_date = T("2024-01-01T00:00:00Z");
-    s.u.interval.end_date = T("2024-01-01T02:00:00Z");
-    t = make(&s, 0);
-    check_sequence(t, T("2024-01-01T00:30:00Z"), ended, 2, 1);
+    s.u.interval.start_date = tu_time("2024-01-01T00:00:00Z");
+    s.u.interval.end_date = tu_time("2024-01-01T02:00:00Z");
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:30:00Z"), ended, 2, 1);
     aps_trigger_destroy(t);
 }
 
@@ -205,11 +152,11 @@ static void test_interval_default_start(void **state)
     static const char *const from_creation[] = {"2024-01-01T00:10:00Z", "2024-01-01T00:20:00Z"};
     static const char *const later[] = {"2024-01-01T00:30:00Z", "2024-01-01T00:40:00Z"};
     aps_trigger_spec s = interval_spec(0, 0, 0, 10, 0);
-    aps_trigger *t = make(&s, T("2024-01-01T00:00:00Z"));
+    aps_trigger *t = tu_trigger(&s, tu_time("2024-01-01T00:00:00Z"));
 
     (void)state;
-    check_sequence(t, T("2024-01-01T00:00:00Z"), from_creation, 2, 0);
-    check_sequence(t, T("2024-01-01T00:25:00Z"), later, 2, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:00Z"), from_creation, 2, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:25:00Z"), later, 2, 0);
     aps_trigger_destroy(t);
 }
 
@@ -224,10 +171,10 @@ static void test_interval_float_fidelity(void **state)
 
     (void)state;
     s.u.interval.start_date = 0;
-    t = make(&s, 0);
-    assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, T("2514-05-30T01:53:04.000001Z"), &next),
-                     0);
-    assert_int_equal(next, T("2514-05-30T01:53:04Z"));
+    t = tu_trigger(&s, 0);
+    assert_int_equal(
+        aps_trigger_next(t, APS_TIME_NONE, tu_time("2514-05-30T01:53:04.000001Z"), &next), 0);
+    assert_int_equal(next, tu_time("2514-05-30T01:53:04Z"));
     aps_trigger_destroy(t);
 }
 
@@ -240,7 +187,7 @@ static void test_interval_edges(void **state)
     (void)state;
     /* A zero interval is one second. */
     s.u.interval.start_date = 0;
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     check_describe(t, "interval[0:00:01]");
     assert_int_equal(aps_trigger_next(t, 5 * SEC, 5 * SEC, &next), 0);
     assert_int_equal(next, 6 * SEC);
@@ -250,16 +197,16 @@ static void test_interval_edges(void **state)
     aps_trigger_destroy(t);
 
     s = interval_spec(1, 1, 2, 0, 0);
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     check_describe(t, "interval[8 days, 2:00:00]");
     aps_trigger_destroy(t);
     s = interval_spec(0, 1, 0, 0, 0);
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     check_describe(t, "interval[1 day, 0:00:00]");
     aps_trigger_destroy(t);
     s = interval_spec(0, 0, 0, 0, 0);
     s.u.interval.microseconds = 500000;
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     check_describe(t, "interval[0:00:00.500000]");
     aps_trigger_destroy(t);
 
@@ -280,26 +227,26 @@ static void test_date(void **state)
 {
     static const char *const once[] = {"2012-06-27T08:12:57-07:00"};
     aps_trigger_spec s = date_spec("2012-06-27T08:12:57-07:00", "America/Los_Angeles");
-    aps_trigger *t = make(&s, 0);
+    aps_trigger *t = tu_trigger(&s, 0);
     aps_time next;
 
     (void)state;
     check_describe(t, "date[2012-06-27 08:12:57 PDT]");
     /* Once, even when it lies before now. */
-    check_sequence(t, T("2011-01-01T00:00:00Z"), once, 1, 1);
-    check_sequence(t, T("2020-01-01T00:00:00Z"), once, 1, 1);
+    tu_check_sequence(t, tu_time("2011-01-01T00:00:00Z"), once, 1, 1);
+    tu_check_sequence(t, tu_time("2020-01-01T00:00:00Z"), once, 1, 1);
     aps_trigger_destroy(t);
 
     s = date_spec("2012-06-27T08:12:57Z", NULL);
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     check_describe(t, "date[2012-06-27 08:12:57 UTC]");
     aps_trigger_destroy(t);
 
     /* No run date: now. */
     s = date_spec(NULL, NULL);
-    t = make(&s, T("2030-01-01T00:00:00Z"));
-    assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, T("2031-01-01T00:00:00Z"), &next), 0);
-    assert_int_equal(next, T("2030-01-01T00:00:00Z"));
+    t = tu_trigger(&s, tu_time("2030-01-01T00:00:00Z"));
+    assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, tu_time("2031-01-01T00:00:00Z"), &next), 0);
+    assert_int_equal(next, tu_time("2030-01-01T00:00:00Z"));
     aps_trigger_destroy(t);
 }
 
@@ -318,22 +265,23 @@ static void test_calendar_month_end(void **state)
     static const char *const ended[] = {"2024-01-31T09:00:00Z", "2024-03-31T09:00:00Z",
                                         "2024-05-31T09:00:00Z"};
     aps_trigger_spec s = calendar_spec(0, 1, 0, 0, 9, 0, "2024-01-31T00:00:00Z", NULL);
-    aps_trigger *t = make(&s, 0);
+    aps_trigger *t = tu_trigger(&s, 0);
     aps_time next;
 
     (void)state;
     check_describe(t, "calendar_interval[months=1, time='09:00:00']");
-    check_sequence(t, T("2024-01-01T00:00:00Z"), want, 8, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:00Z"), want, 8, 0);
     /* With a previous fire time, the next one follows it even if past. */
-    assert_int_equal(
-        aps_trigger_next(t, T("2024-01-31T09:00:00Z"), T("2030-01-01T00:00:00Z"), &next), 0);
-    assert_int_equal(next, T("2024-03-31T09:00:00Z"));
+    assert_int_equal(aps_trigger_next(t, tu_time("2024-01-31T09:00:00Z"),
+                                      tu_time("2030-01-01T00:00:00Z"), &next),
+                     0);
+    assert_int_equal(next, tu_time("2024-03-31T09:00:00Z"));
     aps_trigger_destroy(t);
 
     /* The end date (a local date) is inclusive. */
-    s.u.calendar_interval.end_date = T("2024-06-01T00:00:00Z");
-    t = make(&s, 0);
-    check_sequence(t, T("2024-01-01T00:00:00Z"), ended, 3, 1);
+    s.u.calendar_interval.end_date = tu_time("2024-06-01T00:00:00Z");
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:00Z"), ended, 3, 1);
     aps_trigger_destroy(t);
 }
 
@@ -343,14 +291,14 @@ static void test_calendar_leap_day(void **state)
                                        "2032-02-29T00:00:00Z"};
     static const char *const century[] = {"2096-02-29T00:00:00Z", "2104-02-29T00:00:00Z"};
     aps_trigger_spec s = calendar_spec(1, 0, 0, 0, 0, 0, "2024-02-29T12:00:00Z", NULL);
-    aps_trigger *t = make(&s, 0);
+    aps_trigger *t = tu_trigger(&s, 0);
 
     (void)state;
-    check_sequence(t, T("2024-01-01T00:00:00Z"), want, 3, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:00Z"), want, 3, 0);
     aps_trigger_destroy(t);
     s = calendar_spec(4, 0, 0, 0, 0, 0, "2096-02-29T00:00:00Z", NULL);
-    t = make(&s, 0);
-    check_sequence(t, T("2096-01-01T00:00:00Z"), century, 2, 0);
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2096-01-01T00:00:00Z"), century, 2, 0);
     aps_trigger_destroy(t);
 }
 
@@ -363,14 +311,14 @@ static void test_calendar_dst(void **state)
                                        "2024-11-04T01:30:00-05:00"};
     aps_trigger_spec s =
         calendar_spec(0, 0, 0, 1, 2, 30, "2024-03-09T12:00:00-05:00", "America/New_York");
-    aps_trigger *t = make(&s, 0);
+    aps_trigger *t = tu_trigger(&s, 0);
 
     (void)state;
-    check_sequence(t, T("2024-03-01T00:00:00Z"), gap, 2, 0);
+    tu_check_sequence(t, tu_time("2024-03-01T00:00:00Z"), gap, 2, 0);
     aps_trigger_destroy(t);
     s = calendar_spec(0, 0, 0, 1, 1, 30, "2024-11-02T12:00:00-04:00", "America/New_York");
-    t = make(&s, 0);
-    check_sequence(t, T("2024-11-01T00:00:00Z"), fold, 3, 0);
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-11-01T00:00:00Z"), fold, 3, 0);
     aps_trigger_destroy(t);
 }
 
@@ -383,20 +331,20 @@ static void test_calendar_old_start(void **state)
                                             "2025-03-31T09:00:00Z"};
     static const char *const today[] = {"2024-06-15T09:00:00Z", "2024-06-16T09:00:00Z"};
     aps_trigger_spec s = calendar_spec(0, 0, 0, 3, 9, 0, "2000-01-01T00:00:00Z", NULL);
-    aps_trigger *t = make(&s, 0);
+    aps_trigger *t = tu_trigger(&s, 0);
 
     (void)state;
-    check_sequence(t, T("2024-06-15T12:00:00Z"), every3, 2, 0);
+    tu_check_sequence(t, tu_time("2024-06-15T12:00:00Z"), every3, 2, 0);
     aps_trigger_destroy(t);
     /* Odd months with a 31st: January, March, May, July. */
     s = calendar_spec(0, 2, 0, 0, 9, 0, "2020-01-31T00:00:00Z", NULL);
-    t = make(&s, 0);
-    check_sequence(t, T("2024-06-15T12:00:00Z"), bimonthly, 3, 0);
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-06-15T12:00:00Z"), bimonthly, 3, 0);
     aps_trigger_destroy(t);
     /* Now equal to a fire time: that one. */
     s = calendar_spec(0, 0, 0, 1, 9, 0, "1970-01-01T00:00:00Z", NULL);
-    t = make(&s, 0);
-    check_sequence(t, T("2024-06-15T09:00:00Z"), today, 2, 0);
+    t = tu_trigger(&s, 0);
+    tu_check_sequence(t, tu_time("2024-06-15T09:00:00Z"), today, 2, 0);
     aps_trigger_destroy(t);
 }
 
@@ -413,7 +361,7 @@ static void test_calendar_errors(void **state)
     s = calendar_spec(0, 0, 0, 1, 0, 60, NULL, NULL);
     expect_error(&s, APS_EINVAL, "calendar_interval: minute: 60 is out of range 0-59");
     s = calendar_spec(0, 0, 0, 1, 0, 0, "2024-02-01T00:00:00Z", NULL);
-    s.u.calendar_interval.end_date = T("2024-01-01T00:00:00Z");
+    s.u.calendar_interval.end_date = tu_time("2024-01-01T00:00:00Z");
     expect_error(&s, APS_EINVAL, "calendar_interval: end_date cannot be earlier than start_date");
 }
 
@@ -446,9 +394,9 @@ static void test_all_of(void **state)
     kids[0] = cron_spec("13", NULL, NULL);
     kids[1] = cron_spec(NULL, "fri", NULL);
     s = combo_spec(APS_TRIGGER_ALL_OF, kids, 2);
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     check_describe(t, "and[cron[day='13'], cron[day_of_week='fri']]");
-    check_sequence(t, T("2024-01-01T00:00:00Z"), fri13, 5, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T00:00:00Z"), fri13, 5, 0);
     aps_trigger_destroy(t);
 
     /* Two grids that never meet: gives up after 10,000 rounds. */
@@ -457,7 +405,7 @@ static void test_all_of(void **state)
     kids[1] = interval_spec(0, 0, 0, 0, 2);
     kids[1].u.interval.start_date = SEC;
     s = combo_spec(APS_TRIGGER_ALL_OF, kids, 2);
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, 0, &next), APS_EINVAL);
     aps_trigger_destroy(t);
 
@@ -465,9 +413,9 @@ static void test_all_of(void **state)
     kids[0] = cron_spec(NULL, NULL, "*");
     kids[1] = date_spec("2024-01-01T05:00:00Z", NULL);
     s = combo_spec(APS_TRIGGER_ALL_OF, kids, 2);
-    t = make(&s, 0);
-    assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, T("2024-01-01T00:00:00Z"), &next), 0);
-    assert_int_equal(next, T("2024-01-01T05:00:00Z"));
+    t = tu_trigger(&s, 0);
+    assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, tu_time("2024-01-01T00:00:00Z"), &next), 0);
+    assert_int_equal(next, tu_time("2024-01-01T05:00:00Z"));
     assert_int_equal(aps_trigger_next(t, next, next, &next), 0);
     assert_int_equal(next, APS_TIME_NONE);
     aps_trigger_destroy(t);
@@ -488,12 +436,12 @@ static void test_any_of(void **state)
     (void)state;
     kids[0] = cron_spec(NULL, NULL, "12");
     kids[1] = interval_spec(0, 0, 5, 0, 0);
-    kids[1].u.interval.start_date = T("2024-01-01T00:00:00Z");
+    kids[1].u.interval.start_date = tu_time("2024-01-01T00:00:00Z");
     kids[2] = date_spec("2024-01-01T11:30:00Z", NULL);
     s = combo_spec(APS_TRIGGER_ANY_OF, kids, 3);
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     check_describe(t, "or[cron[hour='12'], interval[5:00:00], date[2024-01-01 11:30:00 UTC]]");
-    check_sequence(t, T("2024-01-01T09:00:00Z"), want, 8, 0);
+    tu_check_sequence(t, tu_time("2024-01-01T09:00:00Z"), want, 8, 0);
     aps_trigger_destroy(t);
 }
 
@@ -540,9 +488,9 @@ static void test_jitter_seeded(void **state)
     (void)state;
     s.jitter_us = 30 * SEC;
     s.u.interval.start_date = 0;
-    a = make(&s, 0);
-    b = make(&s, 0);
-    c = make(&s, 0);
+    a = tu_trigger(&s, 0);
+    b = tu_trigger(&s, 0);
+    c = tu_trigger(&s, 0);
     aps_trigger_seed(a, 42);
     aps_trigger_seed(b, 42);
     aps_trigger_seed(c, 43);
@@ -572,14 +520,14 @@ static void test_jitter_bounds(void **state)
 {
     aps_trigger_spec s = cron_spec(NULL, NULL, NULL);
     aps_trigger *t;
-    aps_time prev = APS_TIME_NONE, next, now = T("2024-01-01T00:00:00Z");
+    aps_time prev = APS_TIME_NONE, next, now = tu_time("2024-01-01T00:00:00Z");
     int i, spread = 0;
 
     (void)state;
     s.u.cron.second = "*";
     s.jitter_us = 120 * SEC;
-    s.u.cron.end_date = T("2024-01-01T00:10:00Z");
-    t = make(&s, now); /* seeded from the OS */
+    s.u.cron.end_date = tu_time("2024-01-01T00:10:00Z");
+    t = tu_trigger(&s, now); /* seeded from the OS */
     for (i = 0; i < 2000; i++) {
         assert_int_equal(aps_trigger_next(t, prev, prev == APS_TIME_NONE ? now : prev, &next), 0);
         if (next == APS_TIME_NONE)
@@ -612,7 +560,7 @@ static void test_api_edges(void **state)
     s.kind = (aps_trigger_kind)99;
     expect_error(&s, APS_EINVAL, "trigger: unknown kind 99");
     s = cron_spec(NULL, NULL, "5");
-    t = make(&s, 0);
+    t = tu_trigger(&s, 0);
     assert_int_equal(aps_trigger_next(NULL, APS_TIME_NONE, 0, &next), APS_EINVAL);
     assert_int_equal(aps_trigger_next(t, APS_TIME_NONE, 0, NULL), APS_EINVAL);
     /* Too small a buffer: truncated, terminated, APS_ERANGE. */

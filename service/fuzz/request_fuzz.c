@@ -105,6 +105,11 @@ static struct {
     char page_token[512];
 } g;
 
+/* The oracle of "every string in a reply is valid UTF-8": deliberately its
+ * own copy of the RFC 3629 rules, not the daemon's (aps__pb_utf8_ok of
+ * pbcheck.h, the request check in convert.c). Request strings reach replies
+ * and error messages only through those checks, which are what this oracle
+ * tests: sharing their code would blind it to their bugs. */
 static int
 utf8_ok(const char *str)
 {

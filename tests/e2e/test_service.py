@@ -3,8 +3,6 @@ port with a temporary data directory, driven by the Python grpcio client
 generated from proto/. Every wait is bounded in count and time."""
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,26 +10,17 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
+from apsd_harness import APSD, Collector as _Collector, Daemon, add_proto_path, find_runfile, ld  # noqa: E402
 
-def find_runfile(rel):
-    for base in (os.environ.get("TEST_SRCDIR", ""), os.getcwd()):
-        for cand in (os.path.join(base, rel), os.path.join(base, "apsd", rel)):
-            if os.path.exists(cand):
-                return cand
-    raise FileNotFoundError(rel)
-
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
-    find_runfile("proto/apsd/v1/scheduler_pb2.py")))))
+add_proto_path()
 
 import grpc  # noqa: E402
 from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2, timestamp_pb2  # noqa: E402,F401
 from apsd.v1 import scheduler_pb2 as pb  # noqa: E402
 from apsd.v1 import scheduler_pb2_grpc  # noqa: E402
 from apsd.v1 import workers_pb2 as wpb  # noqa: E402
-from apsd.v1 import workers_pb2_grpc  # noqa: E402
 
-APSD = find_runfile("service/apsd")
 try:
     GRPCURL = find_runfile("external/shared/tools/grpcurl/grpcurl")
 except FileNotFoundError:
@@ -39,66 +28,6 @@ except FileNotFoundError:
 
 T = 10  # seconds: the deadline of every RPC
 ET = pb.EventType
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    """One apsd process."""
-
-    def __init__(self, data_dir, extra=()):
-        self.data_dir = data_dir
-        self.extra = list(extra)
-        self.port = None
-        self.proc = None
-        self.log_path = os.path.join(data_dir, "apsd.log")
-
-    def start(self):
-        for _ in range(5):
-            self.port = free_port()
-            self.log = open(self.log_path, "ab")
-            self.proc = subprocess.Popen(
-                [APSD, "--listen", "127.0.0.1:%d" % self.port, "--data-dir",
-                 os.path.join(self.data_dir, "store")] + self.extra,
-                stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
-            self.channel = grpc.insecure_channel("127.0.0.1:%d" % self.port)
-            try:
-                grpc.channel_ready_future(self.channel).result(timeout=15)
-            except grpc.FutureTimeoutError:
-                self.channel.close()
-                if self.proc.poll() is not None:
-                    self.log.close()
-                    continue  # the port was taken meanwhile: try another
-                self.stop()
-                raise
-            self.sched = scheduler_pb2_grpc.SchedulerStub(self.channel)
-            self.workers = workers_pb2_grpc.WorkersStub(self.channel)
-            return self
-        raise RuntimeError("apsd did not start:\n" + self.log_text())
-
-    def log_text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            rc = "timeout"
-        self.channel.close()  # after the exit: open streams see the daemon's status
-        self.log.close()
-        self.proc = None
-        return rc
 
 
 def cmd_job(job_id="", argv=("/bin/true",), **kw):
@@ -120,42 +49,16 @@ def far_date():
     return pb.Trigger(date=pb.DateTrigger(run_date=ts))
 
 
-class Collector:
+def events(items):
+    """The events among the items of a SubscribeEvents stream."""
+    return [i.event for i in items if i.WhichOneof("item") == "event"]
+
+
+class Collector(_Collector):
     """Reads a SubscribeEvents stream on a thread."""
 
-    def __init__(self, stream):
-        self.stream = stream
-        self.items = []
-        self.error = None
-        self.cv = threading.Condition()
-        self.th = threading.Thread(target=self._run, daemon=True)
-        self.th.start()
-
-    def _run(self):
-        try:
-            for item in self.stream:
-                with self.cv:
-                    self.items.append(item)
-                    self.cv.notify_all()
-        except grpc.RpcError as e:
-            with self.cv:
-                self.error = e
-                self.cv.notify_all()
-
     def events(self):
-        with self.cv:
-            return [i.event for i in self.items if i.WhichOneof("item") == "event"]
-
-    def wait(self, pred, timeout=20):
-        end = time.time() + timeout
-        with self.cv:
-            while not pred(self) and time.time() < end and self.error is None:
-                self.cv.wait(min(0.2, max(0.01, end - time.time())))
-            return pred(self)
-
-    def close(self):
-        self.stream.cancel()
-        self.th.join(timeout=10)
+        return events(self.snapshot())
 
 
 class ServiceTest(unittest.TestCase):
@@ -279,8 +182,8 @@ class ServiceTest(unittest.TestCase):
         # Deeply nested triggers are refused before they can exhaust the stack.
         t = b""
         for _ in range(5000):
-            t = b"\x2a" + _varint(len(_ld(0x0a, t))) + _ld(0x0a, t)  # Trigger{all_of{triggers[t]}}
-        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, raw, _ld(0x0a, _ld(0x1a, t)))
+            t = ld(5, ld(1, t))  # Trigger{all_of(5){triggers(1)[t]}}
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, raw, ld(1, ld(3, t)))  # AddJobRequest{job{trigger}}
         self.s.GetScheduler(pb.GetSchedulerRequest(), timeout=T)  # still alive
 
     # ---- events --------------------------------------------------------------------------
@@ -293,7 +196,7 @@ class ServiceTest(unittest.TestCase):
         col = Collector(self.s.SubscribeEvents(pb.SubscribeEventsRequest(
             after_sequence=after, job_ids=["echo-1"]), timeout=60))
         try:
-            ok = col.wait(lambda c: any(e.type == ET.Value("EVENT_TYPE_JOB_EXECUTED") for e in c.events()))
+            ok = col.wait(lambda items: any(e.type == ET.Value("EVENT_TYPE_JOB_EXECUTED") for e in events(items)))
             self.assertTrue(ok, [str(e) for e in col.events()] + [str(col.error)])
             types = [e.type for e in col.events()]
             for t in ("EVENT_TYPE_JOB_ADDED", "EVENT_TYPE_JOB_SUBMITTED", "EVENT_TYPE_JOB_EXECUTED"):
@@ -313,7 +216,7 @@ class ServiceTest(unittest.TestCase):
         col = Collector(self.s.SubscribeEvents(pb.SubscribeEventsRequest(
             types=types, send_bookmarks=True), timeout=60))
         self.s.AddJob(pb.AddJobRequest(job=cmd_job("resume-0", trigger=far_date())), timeout=T)
-        self.assertTrue(col.wait(lambda c: any(e.job_id == "resume-0" for e in c.events())))
+        self.assertTrue(col.wait(lambda items: any(e.job_id == "resume-0" for e in events(items))))
         seen = [e for e in col.events() if e.job_id == "resume-0"][0].sequence
         col.close()
         missed = ["resume-%d" % i for i in range(1, 4)]
@@ -322,8 +225,8 @@ class ServiceTest(unittest.TestCase):
         col = Collector(self.s.SubscribeEvents(pb.SubscribeEventsRequest(
             types=types, after_sequence=seen, send_bookmarks=True), timeout=60))
         try:
-            ok = col.wait(lambda c: any(i.WhichOneof("item") == "bookmark" and i.bookmark.caught_up
-                                        for i in c.items))
+            ok = col.wait(lambda items: any(i.WhichOneof("item") == "bookmark" and i.bookmark.caught_up
+                                            for i in items))
             self.assertTrue(ok, str(col.error))
             got = [e.job_id for e in col.events()]
             self.assertEqual(got, missed)
@@ -362,7 +265,8 @@ class ServiceTest(unittest.TestCase):
                 t.join(timeout=60)
             added = time.time()
             self.assertEqual(errors, [])
-            ok = col.wait(lambda c: len([e for e in c.events() if e.job_id.startswith("slow-")]) >= n, timeout=30)
+            ok = col.wait(lambda items: len([e for e in events(items) if e.job_id.startswith("slow-")]) >= n,
+                          timeout=30)
             self.assertTrue(ok, "B got %d of %d" % (len(col.events()), n))
             self.assertLess(time.time() - added, 10, "B was delayed")
             self.assertLess(added - t0, 60)
@@ -699,7 +603,7 @@ class ServiceTest(unittest.TestCase):
         col = Collector(self.s.SubscribeEvents(pb.SubscribeEventsRequest(
             after_sequence=after, job_ids=["remote-1"], types=[ET.Value("EVENT_TYPE_JOB_EXECUTED")]), timeout=60))
         try:
-            self.assertTrue(col.wait(lambda c: len(c.events()) >= 1), str(col.error))
+            self.assertTrue(col.wait(lambda items: len(events(items)) >= 1), str(col.error))
             self.assertEqual(col.events()[0].outcome.return_value.string_value, "done")
             self.assertEqual(col.events()[0].outcome.worker_id, "w-1")
         finally:
@@ -707,21 +611,6 @@ class ServiceTest(unittest.TestCase):
         self.assertCode(grpc.StatusCode.INVALID_ARGUMENT,
                         lambda r, timeout: next(self.d.workers.Acquire(r, timeout=timeout)),
                         wpb.AcquireRequest(queue="q1"), contains="worker_id")
-
-
-def _varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def _ld(tag, payload):
-    return bytes([tag]) + _varint(len(payload)) + payload
 
 
 class SecurityTest(unittest.TestCase):
@@ -741,19 +630,11 @@ class SecurityTest(unittest.TestCase):
                  "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
                 capture_output=True, timeout=60).returncode == 0
             extra = ["--token-file", tokens] + (["--tls-cert", cert, "--tls-key", key] if tls else [])
-            d = Daemon(tmp, extra)
+            creds = None
             if tls:
                 with open(cert, "rb") as f:
                     creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-                # The readiness probe of Daemon.start uses plaintext: start by hand.
-                d.port = free_port()
-                d.log = open(d.log_path, "ab")
-                d.proc = subprocess.Popen([APSD, "--listen", "127.0.0.1:%d" % d.port, "--data-dir",
-                                           os.path.join(tmp, "store")] + extra, stdout=d.log, stderr=d.log)
-                d.channel = grpc.secure_channel("127.0.0.1:%d" % d.port, creds)
-                grpc.channel_ready_future(d.channel).result(timeout=15)
-            else:
-                d.start()
+            d = Daemon(tmp, extra, creds=creds).start()
             try:
                 s = scheduler_pb2_grpc.SchedulerStub(d.channel)
                 read = (("authorization", "Bearer reader-token"),)
@@ -817,7 +698,7 @@ class SlowSubscriberTest(unittest.TestCase):
                                timeout=T)
                 self.assertEqual(len(r.scheduled_run_times), n)
                 self.assertTrue(r.truncated)
-                ok = col.wait(lambda c: len(c.events()) >= n, timeout=90)
+                ok = col.wait(lambda items: len(events(items)) >= n, timeout=90)
                 self.assertTrue(ok, "the reading subscriber got %d of %d" % (len(col.events()), n))
                 self.assertEqual(len(col.events()[0].outcome.stdout_tail), 65536)
                 got = 0

@@ -1,0 +1,100 @@
+/*
+ * testutil.c: see testutil.h. The clock and the trigger helpers had been
+ * written out in each test; one copy here keeps them from drifting apart.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+
+/* ---- the clock ------------------------------------------------------------ */
+
+/* A mutex, not an atomic: aps_time is 64 bits and the scheduler's threads
+ * read the clock while the test thread sets it. */
+static pthread_mutex_t clock_mu = PTHREAD_MUTEX_INITIALIZER;
+static aps_time clock_time = TU_T0;
+
+static aps_time
+clock_now(void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&clock_mu);
+    aps_time t = clock_time;
+    pthread_mutex_unlock(&clock_mu);
+    return t;
+}
+
+const aps_clock tu_clock = {clock_now, NULL};
+
+void
+tu_clock_set(aps_time t)
+{
+    pthread_mutex_lock(&clock_mu);
+    clock_time = t;
+    pthread_mutex_unlock(&clock_mu);
+}
+
+/* ---- triggers --------------------------------------------------------------- */
+
+aps_time
+tu_time(const char *text)
+{
+    aps_time t = APS_TIME_NONE;
+    aps_error err;
+
+    if (aps_time_parse(text, &t, &err) != 0)
+        fail_msg("bad time in test: %s (%s)", text, err.msg);
+    return t;
+}
+
+aps_trigger *
+tu_trigger(const aps_trigger_spec *s, aps_time now)
+{
+    aps_trigger *t = NULL;
+    aps_error err;
+
+    memset(&err, 0, sizeof err);
+    if (aps_trigger_create(s, "UTC", now, &t, &err) != 0)
+        fail_msg("trigger rejected: %s", err.msg);
+    return t;
+}
+
+static void
+format(aps_time t, char *buf, size_t len)
+{
+    if (t == APS_TIME_NONE)
+        snprintf(buf, len, "none");
+    else
+        aps_time_format(t, NULL, buf, len);
+}
+
+void
+tu_check_sequence(aps_trigger *t, aps_time now, const char *const *want, int n, int ends)
+{
+    aps_time prev = APS_TIME_NONE, got;
+    char buf[64];
+    int i;
+
+    for (i = 0; i < n + ends; i++) {
+        assert_int_equal(aps_trigger_next(t, prev, i ? prev : now, &got), 0);
+        if (i == n) {
+            if (got != APS_TIME_NONE) {
+                format(got, buf, sizeof buf);
+                fail_msg("fire %d: expected none, got %s", i + 1, buf);
+            }
+            break;
+        }
+        if (got != tu_time(want[i])) {
+            format(got, buf, sizeof buf);
+            fail_msg("fire %d: expected %s, got %s", i + 1, want[i], buf);
+        }
+        prev = got;
+    }
+}
