@@ -122,8 +122,10 @@ class RestartTest(unittest.TestCase):
             self.assertEqual(d.restart(), 0)
             # Right after the restart, before the iterator has reconnected
             # (its backoff), and after: it must resume with both, once each.
-            c.add_job("sample_tasks:add", "date", run_date=far(), id="rs-b")
-            c.add_job("sample_tasks:add", "date", run_date=far(), id="rs-c")
+            # (A request id makes the adds retried while the channel is
+            # still reconnecting, as a client of a restarting daemon does.)
+            c.add_job("sample_tasks:add", "date", run_date=far(), id="rs-b", request_id="rs-b-1")
+            c.add_job("sample_tasks:add", "date", run_date=far(), id="rs-c", request_id="rs-c-1")
             self.assertTrue(col.wait(lambda es: len(es) >= 3), (col.snapshot(), col.error))
             c.add_job("sample_tasks:add", "date", id="rs-d", args=[40, 2], queue="q-restart")
             ok = col.wait(lambda es: any(e.code == ev.EVENT_JOB_EXECUTED for e in es))
