@@ -75,6 +75,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _accepts(port):
+    """Whether 127.0.0.1:`port` accepts a TCP connection."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for(pred, timeout=20.0, interval=0.05):
     """Polls pred() until true (returns True) or timeout (returns False)."""
     end = time.monotonic() + timeout
@@ -92,6 +101,8 @@ class Daemon:
     data_dir: holds the store (data_dir/store) and the log (data_dir/apsd.log,
         appended to across starts); None: a new temporary directory, which
         cleanup() removes (also `tmp`).
+    store, log_path: the store's directory and the log file elsewhere than
+        in data_dir (e.g. the store on a small tmpfs, the log beside it).
     extra: more apsd flags (a list: it may be extended before start()).
     creds: grpc channel credentials of a TLS daemon (None: plaintext).
     env: the daemon's environment (None: this process's).
@@ -100,15 +111,16 @@ class Daemon:
         stubs self.sched and self.workers on it, until stop(). False for
         tests that bring their own clients (it is closed at once): a
         connection left open makes SIGTERM wait the whole --shutdown-grace.
-    ready_timeout: seconds start() waits for the daemon to serve."""
+    ready_timeout: seconds start() waits for the daemon to serve.
+    start_time: when start() last spawned the process (time.time())."""
 
     def __init__(self, data_dir=None, extra=(), creds=None, env=None, channel_options=(),
-                 keep_channel=True, ready_timeout=None, prefix="apsd-test-"):
+                 keep_channel=True, ready_timeout=None, prefix="apsd-test-", store=None, log_path=None):
         self.owned = data_dir is None
         self.data_dir = tempfile.mkdtemp(prefix=prefix) if data_dir is None else data_dir
         self.tmp = self.data_dir
-        self.store = os.path.join(self.data_dir, "store")
-        self.log_path = os.path.join(self.data_dir, "apsd.log")
+        self.store = store or os.path.join(self.data_dir, "store")
+        self.log_path = log_path or os.path.join(self.data_dir, "apsd.log")
         self.extra = list(extra)
         self.creds = creds
         self.env = env
@@ -121,6 +133,7 @@ class Daemon:
         self.channel = None
         self.sched = None
         self.workers = None
+        self.start_time = None
 
     @property
     def target(self):
@@ -147,6 +160,7 @@ class Daemon:
             self.port = port or free_port()
             offset = self._log_size()
             self.log = open(self.log_path, "ab")
+            self.start_time = time.time()
             try:
                 self.proc = subprocess.Popen(self.argv(), stdout=self.log, stderr=self.log,
                                              stdin=subprocess.DEVNULL, env=self.env)
@@ -168,22 +182,43 @@ class Daemon:
         raise RuntimeError("apsd did not start (%s):\n%s" % (why, log))
 
     def _wait_serving(self, offset):
-        """None once the daemon started by start() serves, else why not."""
-        wait_for(lambda: self.proc.poll() is not None or STARTED_LINE in self._read_log(offset),
-                 self.ready_timeout, 0.01)
+        """None once the daemon started by start() serves, else why not:
+        it logged STARTED_LINE (so the listener is its own, not that of a
+        process that took the port meanwhile) and a gRPC channel to it is
+        ready. A plaintext channel is made as soon as the port accepts, so
+        that its handshake overlaps the daemon's last start-up steps (the
+        restart-heavy tests/reliability need a fast start); not before: a
+        refused connect makes grpc wait 1 s before it retries."""
+        early = []  # (channel, its ready future), once the port accepted
+
+        def serving():
+            if self.proc.poll() is not None:
+                return True
+            if not early and self.creds is None and _accepts(self.port):
+                ch = self.channel_for(None, self.channel_options)
+                early.append((ch, grpc.channel_ready_future(ch)))
+            return STARTED_LINE in self._read_log(offset)
+
+        wait_for(serving, self.ready_timeout, 0.002)
+        ch, ready = early[0] if early else (None, None)
+        why = None
         if self.proc.poll() is not None:
-            return "exit status %r" % self.proc.returncode
-        if STARTED_LINE not in self._read_log(offset):
-            return "no %r in the log within %ss" % (STARTED_LINE, self.ready_timeout)
-        ch = self.channel_for(self.creds, self.channel_options)
-        try:
-            grpc.channel_ready_future(ch).result(timeout=self.ready_timeout)
-        except grpc.FutureTimeoutError:
-            ch.close()
-            return "no connection within %ss" % self.ready_timeout
-        if not self.keep_channel:
-            ch.close()
-            return None
+            why = "exit status %r" % self.proc.returncode
+        elif STARTED_LINE not in self._read_log(offset):
+            why = "no %r in the log within %ss" % (STARTED_LINE, self.ready_timeout)
+        else:
+            if ch is None:
+                ch = self.channel_for(self.creds, self.channel_options)
+                ready = grpc.channel_ready_future(ch)
+            try:
+                ready.result(timeout=self.ready_timeout)
+            except grpc.FutureTimeoutError:
+                why = "no connection within %ss" % self.ready_timeout
+        if why is not None or not self.keep_channel:
+            if ch is not None:
+                ready.cancel()
+                ch.close()
+            return why
         self.channel = ch
         from apsd.v1 import scheduler_pb2_grpc, workers_pb2_grpc
         self.sched = scheduler_pb2_grpc.SchedulerStub(self.channel)
@@ -241,6 +276,11 @@ class Daemon:
             self.log.close()
         self.proc = None
         return rc
+
+    def kill(self, timeout=10):
+        """SIGKILL (a crash: no shutdown at all), then waits for the exit;
+        returns the exit status as stop() does."""
+        return self.stop(signal.SIGKILL, timeout)
 
     def cleanup(self):
         """stop(), and removes the data directory if this Daemon made it."""

@@ -220,7 +220,7 @@ class CrashUnderLoad:
         self.rounds = rounds
         self.rng = random.Random(seed)
         self.seed = seed
-        self.d = Daemon(os.path.join(tmp, "store"), os.path.join(tmp, "apsd.log"))
+        self.d = Daemon(tmp)
         self.state = {}         # mutable job id -> acknowledged pb.Job (None = absent)
         self.last_seq = 0       # events verified up to here
         self.events = []        # every event read so far, in order
@@ -493,7 +493,7 @@ class CrashUnderLoad:
                 return False
             # The date jobs' runs end (the misfire jobs' may be running).
             return not any(r[0].startswith("b-") for r in self.open_runs.values())
-        ok = wait_for(settled, 10 if not SANITIZED else 20, step=0.05)
+        ok = wait_for(settled, 10 if not SANITIZED else 20, interval=0.05)
         if not ok:
             open_b = [(k, v) for k, v in self.open_runs.items() if v[0].startswith("b-")]
             self.fail("round %d: not settled after the restart; open date runs %s" % (rnd, open_b[:5]))
@@ -625,7 +625,7 @@ class CrashUnderLoad:
             self.fires_checked += len(down)
 
     def run(self):
-        os.makedirs(self.d.store_dir, exist_ok=True)
+        os.makedirs(self.d.store, exist_ok=True)
         self.d.start()
         self.add_misfire_jobs()
         t0 = time.time()
@@ -687,7 +687,7 @@ class CrashTest(unittest.TestCase):
         <data dir>/running: a run reported interrupted is not still running."""
         marks = os.path.join(self.tmp, "pids")
         os.makedirs(marks)
-        d = Daemon(os.path.join(self.tmp, "store"), os.path.join(self.tmp, "apsd.log"))
+        d = Daemon(self.tmp)
         pids = {}
         try:
             d.start()
@@ -751,7 +751,7 @@ class CrashTest(unittest.TestCase):
                 return all(any(e.type == ET.EVENT_TYPE_JOB_ERROR for e in got.get(j, [])) and
                            any(e.type == ET.EVENT_TYPE_JOB_SUBMITTED for e in got.get(j, [])) for j in ids) and \
                     any(e.type == ET.EVENT_TYPE_JOB_ERROR for e in got.get("sleepy-once", []))
-            self.assertTrue(wait_for(interrupted, 15, step=0.1), "no interrupted runs / no new runs:\n%s"
+            self.assertTrue(wait_for(interrupted, 15, interval=0.1), "no interrupted runs / no new runs:\n%s"
                             % d.log_text())
             for jid in ids:
                 errs = [e for e in got[jid] if e.type == ET.EVENT_TYPE_JOB_ERROR]

@@ -108,7 +108,7 @@ class DiskFullTest(unittest.TestCase):
         return r.stdout.count(b"\n")
 
     def test_full_disk(self):
-        self.d = Daemon(os.path.join(self.mnt, "store"), os.path.join(self.tmp, "apsd.log"))
+        self.d = Daemon(self.tmp, store=os.path.join(self.mnt, "store"))
         d = self.d
         d.start()
         acked = {}
@@ -203,14 +203,14 @@ class DiskFullTest(unittest.TestCase):
             except grpc.RpcError as e:
                 self.assertFull(e, "AddJob")
                 return False
-        self.assertTrue(wait_for(lambda: add_after("after-ballast", 3000), 5, step=0.2),
+        self.assertTrue(wait_for(lambda: add_after("after-ballast", 3000), 5, interval=0.2),
                         "AddJob still fails with %d KB free" % (BALLAST_KB))
 
         def ticking():
             evs, _ = read_events(d.sched, last)
             return [e for e in evs if e.job_id == "tick" and e.type == ET.EVENT_TYPE_JOB_EXECUTED
                     and secs(e.scheduled_run_times[0]) > t_space]
-        fired = wait_for(ticking, RETRY_S + 10, step=0.2)
+        fired = wait_for(ticking, RETRY_S + 10, interval=0.2)
         t = d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T)
         self.assertTrue(fired, "the firing job did not run again once space returned: running_instances %d, "
                         "stats %s" % (t.running_instances, t.stats))
@@ -224,7 +224,7 @@ class DiskFullTest(unittest.TestCase):
         for k in range(200):
             self.assertTrue(add_after("after-grow-%03d" % k, 3000))
         self.assertTrue(wait_for(lambda: d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
-                                 > runs_before + 2, 10, step=0.2), "the firing job stopped")
+                                 > runs_before + 2, 10, interval=0.2), "the firing job stopped")
 
         # 7. A clean stop and a last restart: everything acknowledged is there.
         self.assertEqual(d.stop(), 0, d.log_text())
