@@ -35,6 +35,8 @@ def find_runfile(rel, bases=()):
     """`rel` in the runfiles tree ($TEST_SRCDIR, else the current directory;
     with or without the workspace's name), then in `bases`."""
     for base in (os.environ.get("TEST_SRCDIR", ""), os.getcwd()) + tuple(bases):
+        if not base:
+            continue  # (an unset $TEST_SRCDIR: not a path relative to the cwd)
         for cand in (os.path.join(base, rel), os.path.join(base, "apsd", rel)):
             if os.path.exists(cand):
                 return cand
