@@ -969,7 +969,12 @@ log_events_async(aps_scheduler *s, aps__evlist *evs, void (*then)(void *), void 
     evs->n = evs->cap = 0;
     l->then = then;
     l->then_arg = then_arg;
-    aps__store_write_async(s->stores[s->log_store].st, logged_append_fn, l, logged_done, l);
+    /* Nobody waits for the loop's own events (then == NULL): their commit
+     * may be shared with the next few milliseconds' (store.h). */
+    if (then == NULL)
+        aps__store_write_lazy(s->stores[s->log_store].st, logged_append_fn, l, logged_done, l);
+    else
+        aps__store_write_async(s->stores[s->log_store].st, logged_append_fn, l, logged_done, l);
     return 0;
 }
 

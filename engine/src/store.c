@@ -197,6 +197,17 @@ aps__store_write_async(aps_store *s, aps_write_fn fn, void *arg, aps_write_done_
     done(done_arg, rc);
 }
 
+void
+aps__store_write_lazy(aps_store *s, aps_write_fn fn, void *arg, aps_write_done_fn done,
+                      void *done_arg)
+{
+    if (check_store(s) == 0 && fn && s->ops->write_lazy) {
+        s->ops->write_lazy(s, fn, arg, done, done_arg);
+        return;
+    }
+    aps__store_write_async(s, fn, arg, done, done_arg);
+}
+
 int
 aps__txn_job_get(aps_txn *t, const char *id, const void **data, size_t *len, aps_time *next_run)
 {

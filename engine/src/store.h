@@ -215,6 +215,16 @@ void aps__store_write_async(aps_store *s, aps_write_fn fn, void *arg, aps_write_
                             void *done_arg);
 
 /**
+ * aps__store_write_async for a write nobody waits for: LMDB may hold its
+ * commit back for up to 10 ms after the previous one, to share it with
+ * the writes of that time (one durable commit for many, not one per
+ * ~1 ms); a write that is not lazy, queued meanwhile, is committed at once
+ * and takes the lazy ones with it. Other backends: aps__store_write_async.
+ */
+void aps__store_write_lazy(aps_store *s, aps_write_fn fn, void *arg, aps_write_done_fn done,
+                           void *done_arg);
+
+/**
  * Reads a job inside a write transaction.
  * @param[in]  t         the transaction.
  * @param[in]  id        job id (1..#APS_STORE_ID_MAX bytes).

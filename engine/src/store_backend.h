@@ -25,6 +25,10 @@ typedef struct aps_store_ops {
      *  committed or failed, and returns at once (see aps__store_write_async). */
     void (*write_async)(aps_store *s, aps_write_fn fn, void *arg, aps_write_done_fn done,
                         void *done_arg);
+    /** Optional: write_async whose commit may wait a little for later
+     *  writes (see aps__store_write_lazy). */
+    void (*write_lazy)(aps_store *s, aps_write_fn fn, void *arg, aps_write_done_fn done,
+                       void *done_arg);
     int (*job_get)(aps_store *s, const char *id, size_t idlen, void **data, size_t *len,
                    aps_time *next_run);
     int (*job_list)(aps_store *s, const char *after, size_t afterlen, size_t limit,

@@ -24,7 +24,10 @@ of CPU (it then resumes with after_sequence; counted), still gets
 everything. The delivery delay is printed, and loosely bounded.
 
 APSD_SANITIZED=1 (ASan runs) scales the loads down. LOAD_SCALE=F multiplies
-the job and subscriber counts (e.g. 0.1 for a quick run)."""
+the job and subscriber counts (e.g. 0.1 for a quick run); LOAD_BASELINE_S and
+LOAD_WINDOW_S set the measured windows; LOAD_DUMP=FILE writes every sampled
+firing (scheduled time, lateness) as JSON, for diagnosis (late runs that
+cluster on a period point at their cause)."""
 import json
 import math
 import os
@@ -45,9 +48,11 @@ import grpc  # noqa: E402
 SCALE = float(os.environ.get("LOAD_SCALE", "1"))
 N_JOBS = int((2000 if SANITIZED else 10000) * SCALE)  # = fires per second
 N_SUBS = int(os.environ.get("LOAD_SUBS") or (100 if SANITIZED else 500) * SCALE)  # churning subscribers
-BASELINE = 6.0                                        # seconds measured without churn
-WARMUP = 3.0                                          # churn seconds not measured
-WINDOW = 10.0 if SANITIZED else 15.0                  # churn seconds measured
+# LOAD_BASELINE_S / LOAD_WINDOW_S shorten the measured windows (quick runs
+# while investigating; the defaults are the test's).
+BASELINE = float(os.environ.get("LOAD_BASELINE_S") or 6.0)   # seconds measured without churn
+WARMUP = 3.0                                                 # churn seconds not measured
+WINDOW = float(os.environ.get("LOAD_WINDOW_S") or (10.0 if SANITIZED else 15.0))  # churn, measured
 N_SAMPLE = min(1000, N_JOBS // 10)                    # jobs whose events are all read
 N_REMOTE = max(10, N_JOBS // 100)                     # remote jobs for the Acquire churn
 N_WORKERS = 5
@@ -63,8 +68,15 @@ MAX_SUBS = N_SUBS + 100
 # their jobs, late.
 EVENT_LOG = 2000000
 # Loose bounds for a loaded 2-core CI machine; the real figures are printed.
-# The engine's own target is p99 < 2 ms at 10,000 jobs/s (tools/bench).
-BASE_P50_MAX_MS, BASE_P99_MAX_MS = 250.0, 1500.0     # 10,000 jobs/s alone
+# The engine's own target is p99 < 2 ms at 10,000 jobs/s (tools/bench); the
+# share of runs later than that is printed too.
+TARGET_P99_US = 2000
+# Alone, the p99 was 5-12 ms while the event log's writer committed back to
+# back (~500-800 fdatasync/s: in a VM, flush storms stall every vCPU for up
+# to ~15 ms at the host's 100 ms accounting period), 0.5-1.5 ms with those
+# commits batched over 10 ms (2.7 ms, and up to ~50 ms before, with other
+# loads on the machine).
+BASE_P50_MAX_MS, BASE_P99_MAX_MS = 250.0, (1500.0 if SANITIZED else 500.0)  # 10,000 jobs/s alone
 CHURN_P50_MAX_MS, CHURN_P99_MAX_MS = 3000.0, 8000.0  # and 500 churning subscribers
 # Event delivery to a reading subscriber (arrival - event time), without and
 # with the churn: tens of ms on a quiet machine; a p50 of seconds meant a
@@ -413,6 +425,12 @@ class FiringLoadTest(unittest.TestCase):
                 bad.append("%s: fires %d runs %d misses %d skips %d coalesced %d running %d" % (
                     j.id, fires, st.runs, st.misses, st.max_instance_skips, st.coalesced, j.running_instances))
         blat, bstart = lateness(sample.events, *base_w)
+        if os.environ.get("LOAD_DUMP"):
+            # Diagnosis: each firing (scheduled time in us, lateness in us).
+            with open(os.environ["LOAD_DUMP"], "w") as f:
+                json.dump({"base": list(base_w), "churn": list(churn_w), "fires": [
+                    (us(t), us(e.time) - us(t)) for e in sample.events if e.type == SUBMITTED
+                    for t in e.scheduled_run_times]}, f)
         lat, start_lat = lateness(sample.events, *churn_w)
         rlat = lateness(remote.events, *churn_w)[1]
         rexec = sum(1 for e in remote.events if e.type == ET.Value("EVENT_TYPE_JOB_EXECUTED"))
@@ -421,6 +439,8 @@ class FiringLoadTest(unittest.TestCase):
         st = self.d.status()
         hwm = st.get("VmHWM", 0)
         ms = lambda v, p: percentile(v, p) / 1000.0  # noqa: E731
+        # Runs later than the engine's p99 target (2 ms), in % of the runs.
+        over = lambda v: 100.0 * sum(1 for x in v if x > TARGET_P99_US) / max(1, len(v))  # noqa: E731
         print("load: %d subscribers churning (%d connects, %d cancelled, %d ended by deadline, %d channels "
               "closed under their streams, %d RESOURCE_EXHAUSTED at the limit), %d never-reading subscribers "
               "cut (%d refused at the limit), %d jobs/s for %.0f s" % (
@@ -428,13 +448,14 @@ class FiringLoadTest(unittest.TestCase):
                   c.get("channels_killed", 0), c.get("end_RESOURCE_EXHAUSTED", 0), cut, at_limit, N_JOBS,
                   WARMUP + WINDOW), flush=True)
         print("load: baseline, %d jobs/s alone for %.0f s: firing lateness (JOB_SUBMITTED time - scheduled "
-              "time, %d runs of %d sampled jobs) p50 %.2f ms p99 %.2f ms max %.2f ms; executor start lateness "
-              "p50 %.2f ms p99 %.2f ms" % (N_JOBS, BASELINE, len(blat), len(sample_ids), ms(blat, 50),
-                                            ms(blat, 99), ms(blat, 100), ms(bstart, 50), ms(bstart, 99)),
+              "time, %d runs of %d sampled jobs) p50 %.2f ms p99 %.2f ms max %.2f ms (%.2f%% of runs > 2 ms); "
+              "executor start lateness p50 %.2f ms p99 %.2f ms" % (
+                  N_JOBS, BASELINE, len(blat), len(sample_ids), ms(blat, 50), ms(blat, 99), ms(blat, 100),
+                  over(blat), ms(bstart, 50), ms(bstart, 99)),
               flush=True)
         print("load: with the churn, %d jobs/s for %.0f s: firing lateness (%d runs) p50 %.2f ms p99 %.2f ms "
-              "max %.2f ms; executor start lateness p50 %.2f ms p99 %.2f ms" % (
-                  N_JOBS, WINDOW, len(lat), ms(lat, 50), ms(lat, 99), ms(lat, 100), ms(start_lat, 50),
+              "max %.2f ms (%.2f%% of runs > 2 ms); executor start lateness p50 %.2f ms p99 %.2f ms" % (
+                  N_JOBS, WINDOW, len(lat), ms(lat, 50), ms(lat, 99), ms(lat, 100), over(lat), ms(start_lat, 50),
                   ms(start_lat, 99)), flush=True)
         slices = []
         for k in range(int(WARMUP + WINDOW) // 3):
