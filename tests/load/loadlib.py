@@ -1,94 +1,47 @@
 """Shared pieces of the load tests: the real apsd on a free 127.0.0.1 port
-with a temporary data directory (the pattern of tests/e2e/test_service.py,
-copied), its memory figures from /proc, and small helpers. Every wait is
-bounded in count and time."""
+with a temporary data directory (tests/harness/apsd_harness.py), its memory
+figures from /proc, and small helpers. Every wait is bounded in count and
+time."""
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
+import apsd_harness  # noqa: E402
+from apsd_harness import APSD, SANITIZED, find_runfile, free_port  # noqa: E402,F401 (for the test modules)
 
-def find_runfile(rel):
-    for base in (os.environ.get("TEST_SRCDIR", ""), os.getcwd()):
-        for cand in (os.path.join(base, rel), os.path.join(base, "apsd", rel)):
-            if os.path.exists(cand):
-                return cand
-    raise FileNotFoundError(rel)
-
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
-    find_runfile("proto/apsd/v1/scheduler_pb2.py")))))
+apsd_harness.add_proto_path()
 
 import grpc  # noqa: E402
 from google.protobuf import duration_pb2, timestamp_pb2  # noqa: E402
 from apsd.v1 import scheduler_pb2 as pb  # noqa: E402
-from apsd.v1 import scheduler_pb2_grpc  # noqa: E402
+from apsd.v1 import scheduler_pb2_grpc  # noqa: E402,F401 (for the test modules)
 from apsd.v1 import workers_pb2 as wpb  # noqa: E402,F401 (for the test modules)
-from apsd.v1 import workers_pb2_grpc  # noqa: E402
+from apsd.v1 import workers_pb2_grpc  # noqa: E402,F401 (for the test modules)
 
-# APSD_BIN runs the tests against another build of the daemon.
-APSD = os.environ.get("APSD_BIN") or find_runfile("service/apsd")
 T = 20  # seconds: the deadline of every unary RPC
 ET = pb.EventType
-# ASan runs (bazel test --config=asan) set this: loads scale down.
-SANITIZED = os.environ.get("APSD_SANITIZED", "") not in ("", "0")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Each channel is its own TCP connection (no subchannel sharing between
+# channels of different options), so load spreads like separate clients.
+CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 << 20)]
 
 
 def channel(port):
-    # Each channel is its own TCP connection (no subchannel sharing between
-    # channels of different options), so load spreads like separate clients.
-    return grpc.insecure_channel("127.0.0.1:%d" % port, options=[
-        ("grpc.use_local_subchannel_pool", 1),
-        ("grpc.max_receive_message_length", 64 << 20)])
+    return grpc.insecure_channel("127.0.0.1:%d" % port, options=CHANNEL_OPTIONS)
 
 
-class Daemon:
-    """One apsd process."""
+class Daemon(apsd_harness.Daemon):
+    """One apsd process (apsd_harness.Daemon), with its figures from /proc."""
 
     def __init__(self, data_dir, extra=()):
-        self.data_dir = data_dir
-        self.extra = list(extra)
-        self.port = None
-        self.proc = None
-        self.log_path = os.path.join(data_dir, "apsd.log")
-
-    def start(self):
-        for _ in range(5):
-            self.port = free_port()
-            self.log = open(self.log_path, "ab")
-            self.proc = subprocess.Popen(
-                [APSD, "--listen", "127.0.0.1:%d" % self.port, "--data-dir",
-                 os.path.join(self.data_dir, "store")] + self.extra,
-                stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
-            self.channel = channel(self.port)
-            try:
-                grpc.channel_ready_future(self.channel).result(timeout=30)
-            except grpc.FutureTimeoutError:
-                self.channel.close()
-                if self.proc.poll() is not None:
-                    self.log.close()
-                    continue  # the port was taken meanwhile: try another
-                self.stop()
-                raise
-            self.sched = scheduler_pb2_grpc.SchedulerStub(self.channel)
-            self.workers = workers_pb2_grpc.WorkersStub(self.channel)
-            return self
-        raise RuntimeError("apsd did not start:\n" + self.log_text())
+        super().__init__(data_dir, extra, channel_options=CHANNEL_OPTIONS, ready_timeout=30)
 
     def log_text(self, tail=6000):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")[-tail:]
+        return super().log_text()[-tail:]
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        return super().stop(sig, timeout)
 
     def status(self):
         """VmRSS and VmHWM (peak RSS) in KiB, from /proc."""
@@ -117,22 +70,6 @@ class Daemon:
             return len(os.listdir("/proc/%d/fd" % self.proc.pid))
         except OSError:
             return -1
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            rc = "timeout"
-        self.channel.close()
-        self.log.close()
-        self.proc = None
-        return rc
 
 
 class RssSampler:
