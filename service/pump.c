@@ -217,6 +217,7 @@ aps_pump_create(int tick_ms, aps_pump **out)
         goto fail;
     if (pthread_create(&p->th, NULL, pump_main, p) != 0)
         goto fail;
+    pthread_setname_np(p->th, "apsd-pump");
     p->running = 1;
     *out = p;
     return 0;

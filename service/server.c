@@ -903,11 +903,13 @@ aps_server_start(aps_server *s)
     for (int i = 0; i < s->cfg.cq_threads; i++) {
         if (pthread_create(&s->cq_th[i], NULL, cq_main, s) != 0)
             return -1;
+        pthread_setname_np(s->cq_th[i], "apsd-cq");
         s->n_cq_th++;
     }
     for (int i = 0; i < s->cfg.pool_threads; i++) {
         if (pthread_create(&s->pool.th[i], NULL, pool_main, s) != 0)
             return -1;
+        pthread_setname_np(s->pool.th[i], "apsd-pool");
         s->pool.n++;
     }
     for (size_t i = 0; i < s->n_reg; i++)

@@ -796,6 +796,7 @@ hub_new(aps_scheduler *s, hub **out)
         goto fail;
     if (pthread_create(&h->timer, NULL, timer_main, h) != 0)
         goto fail;
+    pthread_setname_np(h->timer, "aps-remote");
     h->have_timer = 1;
     *out = h;
     return 0;

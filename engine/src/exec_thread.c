@@ -352,6 +352,7 @@ aps__executor_threadpool_create(aps_scheduler *s, const aps_executor_def *def,
             rc = APS_ENOMEM;
             goto fail_threads;
         }
+        pthread_setname_np(tp->threads[i], "aps-pool");
         tp->n_threads++;
     }
     pthread_mutex_unlock(&tp->mu);

@@ -848,6 +848,7 @@ hold_start(aps_scheduler *s)
     s->hold_stop = 0;
     if (pthread_create(&s->hold_thread, NULL, hold_main, s) != 0)
         return APS_ENOMEM;
+    pthread_setname_np(s->hold_thread, "aps-hold");
     __atomic_store_n(&s->hold_active, 1, __ATOMIC_RELEASE);
     return 0;
 }
@@ -3253,6 +3254,8 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
             finalize(s, 0);
             return APS_ENOMEM;
         }
+        /* Thread names: whose CPU it is in top -H, perf, /proc/PID/task. */
+        pthread_setname_np(s->thread, "aps-loop");
         pthread_mutex_lock(&s->mu);
         s->have_thread = 1;
         pthread_mutex_unlock(&s->mu);

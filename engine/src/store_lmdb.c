@@ -1505,6 +1505,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
         rc = APS_ENOMEM;
         goto fail_msg;
     }
+    pthread_setname_np(s->writer, "aps-lmdb");
     *out = &s->base;
     return 0;
 
