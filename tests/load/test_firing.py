@@ -299,13 +299,15 @@ class FiringLoadTest(unittest.TestCase):
         cpu.append((churn_start, self.d.cpu_seconds()))
         churn_seconds = WARMUP + WINDOW
         churn_w = (churn_start + WARMUP, churn_start + churn_seconds)
-        churn = subprocess.Popen(
-            [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "churn.py"),
-             "--port", str(self.d.port), "--subs", str(N_SUBS), "--workers", str(N_WORKERS),
-             "--queue", "loadq", "--lease", str(LEASE), "--seconds", str(churn_seconds),
-             "--n-jobs", str(N_JOBS), "--channels", "10", "--life-min", "0.2", "--life-max", "3"],
-            stdout=open(os.path.join(self.tmp, "churn.out"), "wb"),
-            stderr=open(os.path.join(self.tmp, "churn.err"), "wb"))
+        # (the child keeps its own copies of the files: ours close at once)
+        with open(os.path.join(self.tmp, "churn.out"), "wb") as out, \
+                open(os.path.join(self.tmp, "churn.err"), "wb") as err:
+            churn = subprocess.Popen(
+                [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "churn.py"),
+                 "--port", str(self.d.port), "--subs", str(N_SUBS), "--workers", str(N_WORKERS),
+                 "--queue", "loadq", "--lease", str(LEASE), "--seconds", str(churn_seconds),
+                 "--n-jobs", str(N_JOBS), "--channels", "10", "--life-min", "0.2", "--life-max", "3"],
+                stdout=out, stderr=err)
         try:
             # Subscribers that never read: one every 2 s, all events (20,000/s),
             # on a channel whose receive window stays small (no BDP growth),
