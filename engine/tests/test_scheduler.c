@@ -139,19 +139,6 @@ clear_events(void)
 
 /* ---- fixtures ----------------------------------------------------------------- */
 
-static char dirbuf[256];
-
-static const char *
-tmpdir(const char *name)
-{
-    const char *base = getenv("TEST_TMPDIR");
-    snprintf(dirbuf, sizeof(dirbuf), "%s/%s-%d", base ? base : "/tmp", name, (int)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dirbuf);
-    assert_int_equal(system(cmd), 0);
-    return dirbuf;
-}
-
 static aps_scheduler *
 open_sched(const char *lmdb_dir, int start)
 {
@@ -771,7 +758,7 @@ static void
 test_add_async(void **state)
 {
     (void)state;
-    const char *dir = tmpdir("async");
+    const char *dir = tu_tmpdir("async");
     aps_scheduler *s = open_sched(dir, 1);
     aps_trigger_spec t = interval_s(10);
 
@@ -870,7 +857,7 @@ static void
 test_add_async_then_destroy(void **state)
 {
     (void)state;
-    const char *dir = tmpdir("async-destroy");
+    const char *dir = tu_tmpdir("async-destroy");
     char path[256];
     snprintf(path, sizeof path, "%s", dir);
     aps_scheduler *s = open_sched(path, 1);
@@ -902,7 +889,7 @@ static void
 test_several_stores_and_list(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(tmpdir("stores"), 1);
+    aps_scheduler *s = open_sched(tu_tmpdir("stores"), 1);
     aps_trigger_spec t = interval_s(10);
     const char *ids[] = {"d", "a", "c", "b", "e"};
     for (int i = 0; i < 5; i++) {
@@ -959,7 +946,7 @@ static void
 test_request_id_replay_across_restart(void **state)
 {
     (void)state;
-    const char *dir = tmpdir("replay");
+    const char *dir = tu_tmpdir("replay");
     char path[256];
     snprintf(path, sizeof(path), "%s", dir);
     aps_scheduler *s = open_sched(path, 1);
@@ -999,7 +986,7 @@ static void
 test_request_id_fingerprint(void **state)
 {
     (void)state;
-    const char *dir = tmpdir("fingerprint");
+    const char *dir = tu_tmpdir("fingerprint");
     char path[256];
     snprintf(path, sizeof(path), "%s", dir);
     aps_scheduler *s = open_sched(path, 1);
@@ -1056,7 +1043,7 @@ static void
 test_restart_runs_missed_jobs(void **state)
 {
     (void)state;
-    const char *dir = tmpdir("restart");
+    const char *dir = tu_tmpdir("restart");
     char path[256];
     snprintf(path, sizeof(path), "%s", dir);
     aps_scheduler *s = open_sched(path, 1);
@@ -1093,7 +1080,7 @@ static void
 test_event_sequences_and_subscribers(void **state)
 {
     (void)state;
-    const char *dir = tmpdir("events");
+    const char *dir = tu_tmpdir("events");
     char path[256];
     snprintf(path, sizeof(path), "%s", dir);
     aps_scheduler *s = open_sched(path, 1);
@@ -1157,7 +1144,7 @@ static void
 test_subscriber_gap_marker(void **state)
 {
     (void)state;
-    aps_store_def stores[1] = {{"default", "lmdb", tmpdir("gap")}};
+    aps_store_def stores[1] = {{"default", "lmdb", tu_tmpdir("gap")}};
     aps_scheduler_config cfg;
     aps_scheduler *s = NULL;
     aps_error err;
@@ -1205,7 +1192,7 @@ test_listeners_miss_nothing_in_a_burst(void **state)
     (void)state;
     /* More events between two loop passes than the in-memory ring holds:
      * listeners catch up from the durable log, in order. */
-    aps_scheduler *s = open_sched(tmpdir("burst"), 1);
+    aps_scheduler *s = open_sched(tu_tmpdir("burst"), 1);
     aps_job_spec spec = func_job(NULL, NULL, NULL);
     spec.next_run_time = T0 + 3600 * SEC;
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
@@ -1223,7 +1210,7 @@ static void
 test_scheduler_pause_persists(void **state)
 {
     (void)state;
-    const char *dir = tmpdir("spause");
+    const char *dir = tu_tmpdir("spause");
     char path[256];
     snprintf(path, sizeof(path), "%s", dir);
     aps_scheduler *s = open_sched(path, 1);
@@ -1250,7 +1237,7 @@ static void
 test_interrupted_by_restart(void **state)
 {
     (void)state;
-    const char *dir = tmpdir("interrupted");
+    const char *dir = tu_tmpdir("interrupted");
     char path[256];
     snprintf(path, sizeof(path), "%s", dir);
     int pfd[2];

@@ -22,18 +22,10 @@
 
 #include "apsd/engine.h"
 #include "scheduler.h" /* APS__RING_SIZE: the queue never holds more */
+#include "testutil.h"
 
 #define SEC INT64_C(1000000)
-#define T0 (INT64_C(1795428000) * SEC)
-
-static aps_time
-clock_now(void *ctx)
-{
-    (void)ctx;
-    return T0;
-}
-
-static const aps_clock fake_clock = {clock_now, NULL};
+#define T0 TU_T0
 
 static int
 noop_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
@@ -46,19 +38,6 @@ noop_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata,
     (void)error;
     (void)error_len;
     return 0;
-}
-
-static char dirbuf[256];
-
-static const char *
-tmpdir(const char *name)
-{
-    const char *base = getenv("TEST_TMPDIR");
-    snprintf(dirbuf, sizeof(dirbuf), "%s/%s-%d", base ? base : "/tmp", name, (int)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dirbuf);
-    assert_int_equal(system(cmd), 0);
-    return dirbuf;
 }
 
 /* A scheduler whose jobs never run (no next run time): each add, pause,
@@ -76,7 +55,7 @@ open_sched(const char *lmdb_dir, uint64_t event_max_count)
     cfg.n_stores = 1;
     cfg.executors = execs;
     cfg.n_executors = 1;
-    cfg.clock = &fake_clock;
+    cfg.clock = &tu_clock; /* never set here: TU_T0 */
     cfg.no_sync = 1;
     cfg.event_max_count = event_max_count;
     if (aps_scheduler_create(&cfg, &s, &err) != 0)
@@ -320,7 +299,7 @@ test_queue_overflow_falls_back_to_the_log(void **state)
     /* A live subscriber that does not read while more events than the ring
      * holds are published: its queue overflows, the ring overwrites what it
      * held, and it reads the rest from the log, in order, then is live. */
-    aps_scheduler *s = open_sched(tmpdir("subs-overflow"), 0);
+    aps_scheduler *s = open_sched(tu_tmpdir("subs-overflow"), 0);
     uint64_t start = newest(s);
     aps_subscriber *all = NULL, *some = NULL;
     const char *ids[] = {"k", "m"};
@@ -434,7 +413,7 @@ test_gap_marker_after_overflow(void **state)
     /* The log keeps 100 events: a live subscriber that does not read while
      * more than the ring is published falls behind both: a gap naming the
      * oldest retained, then every event from there, in order. */
-    aps_scheduler *s = open_sched(tmpdir("subs-gap"), 100);
+    aps_scheduler *s = open_sched(tu_tmpdir("subs-gap"), 100);
     aps_subscriber *sub = NULL;
     assert_int_equal(aps_subscribe(s, UINT64_MAX, APS_EVENT_ALL, NULL, &sub), 0);
     add_jobs(s, "g", APS__RING_SIZE + 500);

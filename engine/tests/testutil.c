@@ -8,11 +8,28 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "testutil.h"
+
+/* ---- directories ------------------------------------------------------------ */
+
+const char *
+tu_tmpdir(const char *name)
+{
+    static char dir[256];
+    char cmd[300];
+    const char *base = getenv("TEST_TMPDIR");
+
+    snprintf(dir, sizeof(dir), "%s/%s-%d", base ? base : "/tmp", name, (int)getpid());
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    return dir;
+}
 
 /* ---- the clock ------------------------------------------------------------ */
 

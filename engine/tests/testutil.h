@@ -1,8 +1,9 @@
 /*
  * testutil.h: what several engine tests share (//engine:testutil, test
  * code only): a clock the test sets, to inject as aps_scheduler_config.clock
- * (test_scheduler.c, test_loop.c, test_exec_remote.c), and the trigger
- * helpers of test_cron.c and test_triggers.c. A helper that finds something
+ * (test_scheduler.c, test_loop.c, test_exec_remote.c, test_subscribers.c),
+ * a fresh directory for a store, and the trigger helpers of test_cron.c and
+ * test_triggers.c. A helper that finds something
  * wrong fails the running cmocka test.
  */
 #ifndef APSD_ENGINE_TESTUTIL_H
@@ -22,6 +23,11 @@ extern const aps_clock tu_clock;
 
 /** Sets the time of tu_clock to `t`. Thread-safe. */
 void tu_clock_set(aps_time t);
+
+/** An empty directory for `name` under $TEST_TMPDIR (else /tmp), removed
+ * first if a previous run left it; fails the test if it cannot be. The
+ * path is valid until the next call. */
+const char *tu_tmpdir(const char *name);
 
 /** The time `text` (RFC 3339, as aps_time_parse reads it); fails the test
  * when it does not parse. */

@@ -297,10 +297,13 @@ class Daemon:
 
 class Collector:
     """Reads a stream (a grpc response stream, or any iterator) on a thread,
-    keeping its items in order; what ended it with an error in self.error."""
+    keeping its items in order; what ended it with an error in self.error.
+    take: what to keep of an item (None: the item), returning None to
+    skip it (e.g. a SubscribeEvents stream's events without its bookmarks)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, take=None):
         self.stream = stream
+        self.take = take
         self.items = []
         self.error = None
         self.ended = False
@@ -311,8 +314,10 @@ class Collector:
     def _run(self):
         try:
             for item in self.stream:
+                kept = item if self.take is None else self.take(item)
                 with self.cv:
-                    self.items.append(item)
+                    if kept is not None:
+                        self.items.append(kept)
                     self.cv.notify_all()
         except Exception as e:  # noqa: BLE001 - the test reports it
             with self.cv:

@@ -19,6 +19,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadlib import (ET, SANITIZED, T, Daemon, children_of, mib, pb, percentile,  # noqa: E402
                      procs_in_group, ts, us, wpb)
+import apsd_harness  # noqa: E402 (on sys.path through loadlib)
 
 import grpc  # noqa: E402
 
@@ -36,39 +37,12 @@ ERROR = ET.Value("EVENT_TYPE_JOB_ERROR")
 SUBMITTED = ET.Value("EVENT_TYPE_JOB_SUBMITTED")
 
 
-class Events:
-    """Reads a SubscribeEvents stream on a thread."""
+class Events(apsd_harness.Collector):
+    """Reads a SubscribeEvents stream on a thread, keeping its events."""
 
     def __init__(self, stub, req):
-        self.stream = stub.SubscribeEvents(req, timeout=600)
-        self.items = []
-        self.error = None
-        self.cv = threading.Condition()
-        self.th = threading.Thread(target=self._run, daemon=True)
-        self.th.start()
-
-    def _run(self):
-        try:
-            for item in self.stream:
-                with self.cv:
-                    if item.WhichOneof("item") == "event":
-                        self.items.append(item.event)
-                    self.cv.notify_all()
-        except grpc.RpcError as e:
-            with self.cv:
-                self.error = e
-                self.cv.notify_all()
-
-    def wait(self, pred, timeout):
-        end = time.time() + timeout
-        with self.cv:
-            while not pred(self.items) and time.time() < end and self.error is None:
-                self.cv.wait(0.2)
-            return pred(self.items)
-
-    def close(self):
-        self.stream.cancel()
-        self.th.join(timeout=10)
+        super().__init__(stub.SubscribeEvents(req, timeout=600),
+                         take=lambda item: item.event if item.WhichOneof("item") == "event" else None)
 
 
 class FaultsTest(unittest.TestCase):
