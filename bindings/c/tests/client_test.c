@@ -599,6 +599,27 @@ next_event(apsc_stream *s, int64_t wait_ms)
     }
 }
 
+/* Waits for a stream's first caught_up bookmark (asked with send_bookmarks):
+ * from then on the daemon has registered the subscriber, so a change made
+ * now reaches a live (no after_sequence) stream. */
+static void
+wait_caught_up(apsc_stream *s, int64_t wait_ms)
+{
+    apsc_error err = APSC_ERROR_INIT;
+    for (;;) {
+        Apsd__V1__SubscribeEventsResponse *r = NULL;
+        int rc = apsc_events_next(s, wait_ms, &r, &err);
+        if (rc == APSC_ETIMEDOUT)
+            fail_msg("no caught_up bookmark within %lld ms", (long long)wait_ms);
+        check_ok(rc, &err, "events_next");
+        int done = r->item_case == APSD__V1__SUBSCRIBE_EVENTS_RESPONSE__ITEM_BOOKMARK &&
+                   r->bookmark->caught_up;
+        apsc_free(r);
+        if (done)
+            return;
+    }
+}
+
 static void *
 stop_later(void *arg)
 {
@@ -727,7 +748,12 @@ test_events_resume_after_restart(void **state)
     char *ids[] = {"r-1"};
     lreq.n_job_ids = 1;
     lreq.job_ids = ids;
+    lreq.send_bookmarks = 1;
     check_ok(apsc_subscribe_events(c, &lreq, NULL, &live_s, &err), &err, "subscribe live");
+    /* The subscription and AddJob travel on separate HTTP/2 streams: without
+     * this wait the daemon may register the live subscriber after JOB_ADDED
+     * was published, and it would never see it. */
+    wait_caught_up(live_s, 20000);
 
     Apsd__V1__AddJobRequest *add = add_req("r-1", "{\"interval\": {\"hours\": 1}}");
     Apsd__V1__Job *job = NULL;
@@ -797,6 +823,7 @@ test_events_resume_after_restart(void **state)
      * goes. */
     apsc_stream_options so = APSC_STREAM_OPTIONS_INIT;
     so.resume = 0;
+    lreq.send_bookmarks = 0;
     check_ok(apsc_subscribe_events(c, &lreq, &so, &live_s, &err), &err, "subscribe");
     Apsd__V1__SubscribeEventsResponse *item = NULL;
     assert_int_equal(apsc_events_next(live_s, 200, &item, &err), APSC_ETIMEDOUT);
