@@ -180,7 +180,7 @@ collect_file(void *ctx, const uint8_t *data, size_t len)
     f = google__protobuf__file_descriptor_proto__unpack(NULL, len, data);
     if (!f)
         return APS_EINVAL;
-    if (!f->name || !f->name[0]) {
+    if (!f->name || !f->name[0] || !aps__pb_utf8_ok(f->name)) {
         google__protobuf__file_descriptor_proto__free_unpacked(f, NULL);
         return APS_EINVAL;
     }
@@ -313,6 +313,12 @@ add_sym(aps_refl *r, char *name, size_t file, enum sym_kind kind)
 {
     if (!name)
         return APS_ENOMEM;
+    /* A name that is not UTF-8 could never be asked for (requests are
+     * checked) nor listed (a client refuses the response): refuse the set. */
+    if (!aps__pb_utf8_ok(name)) {
+        free(name);
+        return APS_EINVAL;
+    }
     if (r->n_syms == r->cap_syms) {
         size_t cap = r->cap_syms ? r->cap_syms * 2 : 256;
         void *p = realloc(r->syms, cap * sizeof(*r->syms));

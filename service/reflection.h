@@ -62,7 +62,8 @@ typedef struct aps_refl aps_refl;
  * @param fdset the set; each `file` (field 1) must parse as a
  *              FileDescriptorProto with a name.
  * @param out   receives the index; NULL on failure.
- * @return 0; APS_EINVAL (fdset does not parse, or a file has no name);
+ * @return 0; APS_EINVAL (fdset does not parse, a file has no name, or a
+ *         file or symbol name is not UTF-8);
  *         APS_ENOENT (a file imports a file that is not in the set, so
  *         reflection could not answer for it); APS_ENOMEM.
  */

@@ -44,6 +44,10 @@ seed unknown 'file_containing_symbol: "apsd.v1.NoSuch"' 'host: "h"'
 # Found by the fuzzer: field number 0 in a two-byte key, which protobuf-c
 # 1.4 accepts (reflection.c rejects it).
 printf '\x36\x31\x80\x00\x2a' >"$out/req-field-zero"
+# Found by the fuzzer: a service whose name is not UTF-8 was listed, then
+# a request for it by that name was rejected. Such a set is now refused.
+printf '\x01\x0a\x1a\x0a\x07a.proto\x32\x0f\x0a\x02S\xf4\x12\x09\x0a\x01m\x12\x01M\x1a\x01M' \
+    >"$out/set-name-not-utf8"
 
 { printf '\x01'; protoc --include_imports --descriptor_set_out=/dev/stdout \
     -Iservice/tests/testdata -I/usr/include ext_user.proto; } >"$out/set-ext"

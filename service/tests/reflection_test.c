@@ -693,6 +693,16 @@ test_create_errors(void **state)
     static const uint8_t noname[] = {0x0a, 0x02, 0x12, 0x00}; /* package "" only */
     static const uint8_t fixed_file[] = {0x09, 0, 0, 0, 0, 0, 0, 0, 0};
     static const uint8_t group[] = {0x0b, 0x0c};
+    /* Names that are not UTF-8 (a client could neither ask for nor decode
+     * them): a file "a\xff"; a message "M" in package "p\xf4"; a service
+     * "S\xf4" (found by the fuzzer: it was listed, then not found by its
+     * own name). */
+    static const uint8_t file_utf8[] = {0x0a, 0x04, 0x0a, 0x02, 'a', 0xff};
+    static const uint8_t pkg_utf8[] = {0x0a, 0x12, 0x0a, 0x07, 'a', '.', 'p', 'r', 'o', 't',
+                                       'o',  0x12, 0x02, 'p',  0xf4, 0x22, 0x03, 0x0a, 0x01, 'M'};
+    static const uint8_t svc_utf8[] = {0x0a, 0x1a, 0x0a, 0x07, 'a',  '.',  'p',  'r',  'o',
+                                       't',  'o',  0x32, 0x0f, 0x0a, 0x02, 'S',  0xf4, 0x12,
+                                       0x09, 0x0a, 0x01, 'm',  0x12, 0x01, 'M',  0x1a, 0x01, 'M'};
 
     (void)state;
     assert_int_equal(aps_refl_create(garbage, sizeof(garbage), &r), APS_EINVAL);
@@ -701,6 +711,10 @@ test_create_errors(void **state)
     assert_int_equal(aps_refl_create(noname, sizeof(noname), &r), APS_EINVAL);
     assert_int_equal(aps_refl_create(fixed_file, sizeof(fixed_file), &r), APS_EINVAL);
     assert_int_equal(aps_refl_create(group, sizeof(group), &r), APS_EINVAL);
+    assert_int_equal(aps_refl_create(file_utf8, sizeof(file_utf8), &r), APS_EINVAL);
+    assert_int_equal(aps_refl_create(pkg_utf8, sizeof(pkg_utf8), &r), APS_EINVAL);
+    assert_int_equal(aps_refl_create(svc_utf8, sizeof(svc_utf8), &r), APS_EINVAL);
+    assert_null(r);
     assert_int_equal(aps_refl_create(aps_fdset, aps_fdset_len - 1, &r), APS_EINVAL);
 
     /* ext_user.proto alone (protoc writes imports first: it is the last
