@@ -67,6 +67,7 @@ typedef struct config {
     double shutdown_grace_s;
     long cq_threads, engine_threads, engine_queue, max_message, requests_per_method;
     long max_subscribers, subscriber_queue, backfill_max_runs;
+    long loop_priority; /* -1 = not given (DEFAULT_LOOP_PRIORITY) */
     double heartbeat_s;
     char *log_level;
     char errbuf[512];
@@ -105,6 +106,9 @@ static const char usage_text[] =
     "                           RESOURCE_EXHAUSTED (default 1024)\n"
     "  --heartbeat SECONDS      bookmark interval of idle event streams (default 30)\n"
     "  --shutdown-grace SECONDS how long open calls may take to end on SIGTERM (default 5)\n"
+    "  --loop-priority N        SCHED_FIFO priority of the scheduler loop while it waits\n"
+    "                           for due times, 1-99; 0 = normal scheduling (default 10;\n"
+    "                           needs root, CAP_SYS_NICE or RLIMIT_RTPRIO, else normal)\n"
     "  -h, --help               this text\n"
     "  --version                the version\n"
     "\n"
@@ -116,7 +120,8 @@ static const char usage_text[] =
     "                 shutdown_grace\n"
     "  [scheduler]    data_dir, timezone, event_max_count (default 100000),\n"
     "                 event_max_age (default 604800), request_id_retention (default 3600),\n"
-    "                 shutdown_wait (bool: wait for running jobs on shutdown; default false)\n"
+    "                 shutdown_wait (bool: wait for running jobs on shutdown; default false),\n"
+    "                 loop_priority (0-99, default 10)\n"
     "  [job_defaults] coalesce (bool, default true), max_instances (default 1),\n"
     "                 misfire_grace_time (seconds or `unlimited`, default 1)\n"
     "  [limits]       max_subscribers, subscriber_queue, heartbeat_interval,\n"
@@ -322,6 +327,9 @@ ini_key(void *ud, const char *section, const char *key, const char *v)
         } else if (!strcmp(key, "shutdown_wait")) {
             if (parse_bool(v, &c->shutdown_wait))
                 BAD("[scheduler] shutdown_wait: not a boolean");
+        } else if (!strcmp(key, "loop_priority")) {
+            if (parse_long(v, 0, 99, &c->loop_priority))
+                BAD("[scheduler] loop_priority: 0-99");
         } else
             BAD("[scheduler] %s: unknown key", key);
     } else if (!strcmp(section, "job_defaults")) {
@@ -440,6 +448,7 @@ enum {
     OPT_SUB_QUEUE,
     OPT_HEARTBEAT,
     OPT_GRACE,
+    OPT_LOOP_PRIORITY,
     OPT_VERSION,
 };
 
@@ -464,6 +473,7 @@ static const struct option long_opts[] = {
     {"subscriber-queue", required_argument, NULL, OPT_SUB_QUEUE},
     {"heartbeat", required_argument, NULL, OPT_HEARTBEAT},
     {"shutdown-grace", required_argument, NULL, OPT_GRACE},
+    {"loop-priority", required_argument, NULL, OPT_LOOP_PRIORITY},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -579,6 +589,10 @@ apply_flags(config *c, int argc, char **argv, int pass, const char **config_file
         case OPT_GRACE:
             if (parse_double(optarg, 0, 3600, &c->shutdown_grace_s))
                 die_usage("--shutdown-grace: 0-3600 seconds, not %s", optarg);
+            break;
+        case OPT_LOOP_PRIORITY:
+            if (parse_long(optarg, 0, 99, &c->loop_priority))
+                die_usage("--loop-priority: 0-99, not %s", optarg);
             break;
         default:
             break;
@@ -716,6 +730,25 @@ secs_us(double s)
     return (int64_t)llround(s * 1e6);
 }
 
+/* Why: a busy machine delays a normal thread's wake-up by milliseconds;
+ * the loop only waits at this priority (see aps_scheduler_config). */
+#define DEFAULT_LOOP_PRIORITY 10
+
+/* What the loop got; refused is a warning only when asked for explicitly
+ * (an unprivileged daemon with the default is normal). */
+static void
+log_loop_priority(int asked, int got, int explicit)
+{
+    if (got > 0)
+        aps_log(APS_LOG_INFO, "scheduler loop waits at real-time priority",
+                "policy=SCHED_FIFO priority=%d", got);
+    else if (asked > 0)
+        aps_log(explicit ? APS_LOG_WARN : APS_LOG_INFO,
+                "scheduler loop at normal priority: SCHED_FIFO refused (needs root, "
+                "CAP_SYS_NICE or RLIMIT_RTPRIO >= the priority; --loop-priority 0 to not ask)",
+                "loop_priority=%d", asked);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -729,6 +762,7 @@ main(int argc, char **argv)
     c.max_subscribers = 256;
     c.subscriber_queue = 1024;
     c.backfill_max_runs = 1000;
+    c.loop_priority = -1;
 
     apply_flags(&c, argc, argv, 0, &config_file);
     if (config_file != NULL) {
@@ -897,6 +931,7 @@ main(int argc, char **argv)
     scfg.event_max_count = (uint64_t)c.event_max_count;
     scfg.event_max_age_us = secs_us(c.event_max_age_s);
     scfg.request_id_retention_us = secs_us(c.request_id_retention_s);
+    scfg.loop_priority = c.loop_priority < 0 ? DEFAULT_LOOP_PRIORITY : (int)c.loop_priority;
 
     aps_scheduler *sched = NULL;
     aps_error err = {0};
@@ -917,6 +952,8 @@ main(int argc, char **argv)
         aps_scheduler_destroy(sched);
         return 1;
     }
+    log_loop_priority(scfg.loop_priority, aps_scheduler_loop_priority(sched),
+                      c.loop_priority >= 0);
 
     aps_refl *refl = NULL;
     if (aps_refl_create(aps_fdset, aps_fdset_len, &refl) != 0)

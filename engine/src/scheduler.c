@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -842,6 +843,96 @@ hold_main(void *arg)
     return NULL;
 }
 
+/* ---- real-time priority of the timing threads ------------------------------- */
+
+/* How long the loop may work through a backlog at real-time priority. */
+#define RT_BUSY_US 50000
+
+/* Thread `t` at SCHED_FIFO `prio`, or normal scheduling for 0; an errno. */
+static int
+rt_set(pthread_t t, int prio)
+{
+    struct sched_param sp;
+    memset(&sp, 0, sizeof(sp));
+    sp.sched_priority = prio;
+    return pthread_setschedparam(t, prio > 0 ? SCHED_FIFO : SCHED_OTHER, &sp);
+}
+
+/* Asks for the configured priority for the calling thread, which is to run
+ * the loop (blocking mode). */
+static void
+rt_loop_start(aps_scheduler *s)
+{
+    int got = s->loop_priority > 0 && rt_set(pthread_self(), s->loop_priority) == 0
+                  ? s->loop_priority
+                  : 0;
+    __atomic_store_n(&s->loop_rt, got, __ATOMIC_RELEASE);
+}
+
+static void *
+loop_main(void *arg);
+
+/* Starts the loop thread (background mode), created at the configured
+ * priority so that its first pass already has it; refused (EPERM), at
+ * normal priority. loop_rt says which, before the thread runs. */
+static int
+loop_thread_create(aps_scheduler *s)
+{
+    if (s->loop_priority > 0) {
+        pthread_attr_t a;
+        struct sched_param sp;
+        memset(&sp, 0, sizeof(sp));
+        sp.sched_priority = s->loop_priority;
+        if (pthread_attr_init(&a) == 0) {
+            int ok = pthread_attr_setinheritsched(&a, PTHREAD_EXPLICIT_SCHED) == 0 &&
+                     pthread_attr_setschedpolicy(&a, SCHED_FIFO) == 0 &&
+                     pthread_attr_setschedparam(&a, &sp) == 0;
+            __atomic_store_n(&s->loop_rt, s->loop_priority, __ATOMIC_RELEASE);
+            ok = ok && pthread_create(&s->thread, &a, loop_main, s) == 0;
+            pthread_attr_destroy(&a);
+            if (ok)
+                return 0;
+        }
+    }
+    __atomic_store_n(&s->loop_rt, 0, __ATOMIC_RELEASE);
+    return pthread_create(&s->thread, NULL, loop_main, s) != 0 ? APS_ENOMEM : 0;
+}
+
+/* Busy since it woke (loop_woke) for RT_BUSY_US, the loop drops to normal
+ * priority until it sleeps again: waking on time needs the priority,
+ * catching up a backlog must not starve other threads. Checked between the
+ * batches of a pass too, so the priority is held at most about RT_BUSY_US
+ * past its wake-up. Loop thread only (it owns loop_rt_on and loop_woke). */
+static void
+rt_busy_check(aps_scheduler *s)
+{
+    if (!s->loop_rt_on || __atomic_load_n(&s->loop_rt, __ATOMIC_ACQUIRE) == 0)
+        return;
+    aps_time now = aps__scheduler_now(s);
+    if (now < s->loop_woke || now - s->loop_woke >= RT_BUSY_US)
+        s->loop_rt_on = rt_set(pthread_self(), 0) != 0;
+}
+
+/* After a pass: `next` at or before now means the loop goes on at once
+ * (busy); otherwise it sleeps, at the priority again. */
+static void
+rt_pace(aps_scheduler *s, int prio, aps_time next)
+{
+    if (next == APS_TIME_NONE || next > aps__scheduler_now(s)) {
+        if (!s->loop_rt_on)
+            s->loop_rt_on = rt_set(pthread_self(), prio) == 0;
+        s->loop_woke = APS_TIME_NONE;
+    } else {
+        rt_busy_check(s);
+    }
+}
+
+int
+aps_scheduler_loop_priority(aps_scheduler *s)
+{
+    return s ? __atomic_load_n(&s->loop_rt, __ATOMIC_ACQUIRE) : 0;
+}
+
 static int
 hold_start(aps_scheduler *s)
 {
@@ -849,6 +940,9 @@ hold_start(aps_scheduler *s)
     if (pthread_create(&s->hold_thread, NULL, hold_main, s) != 0)
         return APS_ENOMEM;
     pthread_setname_np(s->hold_thread, "aps-hold");
+    /* It hands runs on at their time: the loop's priority, when allowed. */
+    if (s->loop_priority > 0)
+        (void)rt_set(s->hold_thread, s->loop_priority);
     __atomic_store_n(&s->hold_active, 1, __ATOMIC_RELEASE);
     return 0;
 }
@@ -1116,6 +1210,13 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     /* Commit-ahead needs the real clock: the hold thread sleeps on it. */
     if (s->clock.now == real_now && cfg->commit_ahead_us >= 0)
         s->ahead_us = cfg->commit_ahead_us > 0 ? cfg->commit_ahead_us : COMMIT_AHEAD_US;
+    if (cfg->loop_priority < 0 || cfg->loop_priority > 99) {
+        rc = set_err(err, APS_EINVAL, "loop_priority: 0-99 (SCHED_FIFO), not %d",
+                     cfg->loop_priority);
+        goto fail;
+    }
+    s->loop_priority = cfg->loop_priority;
+    s->loop_woke = APS_TIME_NONE;
 
     memset(&scfg, 0, sizeof(scfg));
     scfg.event_max_count = cfg->event_max_count ? cfg->event_max_count : 100000;
@@ -2875,6 +2976,8 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
             break;
         }
         c.n_ids = 0;
+        if (rounds > 0 && s->loop_woke != APS_TIME_NONE)
+            rt_busy_check(s);
         rc = aps__store_due(s->stores[si].st, c.upto, DUE_BATCH, due_collect, &c);
         if (rc < 0 || c.n_ids == 0)
             break;
@@ -3189,18 +3292,27 @@ loop_main(void *arg)
 {
     aps_scheduler *s = arg;
     struct epoll_event evs[4];
+    s->loop_woke = APS_TIME_NONE;
+    /* Whenever loop_rt reads nonzero, start set this thread to it. */
+    s->loop_rt_on = 1;
     for (;;) {
         pthread_mutex_lock(&s->mu);
         int stop = s->stopping;
         pthread_mutex_unlock(&s->mu);
         if (stop)
             break;
-        aps_scheduler_process(s, NULL);
+        if (s->loop_woke == APS_TIME_NONE)
+            s->loop_woke = aps__scheduler_now(s);
+        aps_time next = APS_TIME_NONE;
+        aps_scheduler_process(s, &next);
         pthread_mutex_lock(&s->mu);
         stop = s->stopping;
         pthread_mutex_unlock(&s->mu);
         if (stop)
             break;
+        int prio = __atomic_load_n(&s->loop_rt, __ATOMIC_ACQUIRE);
+        if (prio > 0)
+            rt_pace(s, prio, next);
         int n = epoll_wait(s->epoll_fd, evs, 4, -1);
         (void)n;
     }
@@ -3246,11 +3358,20 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
     if (mode != APS_RUN_EXTERNAL && durable && s->ahead_us > 0)
         (void)hold_start(s);
     switch (mode) {
-    case APS_RUN_BLOCKING:
+    case APS_RUN_BLOCKING: {
+        /* The caller's thread gets its own scheduling back on return. */
+        struct sched_param sp;
+        int policy, restore = s->loop_priority > 0 &&
+                              pthread_getschedparam(pthread_self(), &policy, &sp) == 0;
+        rt_loop_start(s);
         loop_main(s);
+        if (restore)
+            (void)pthread_setschedparam(pthread_self(), policy, &sp);
+        __atomic_store_n(&s->loop_rt, 0, __ATOMIC_RELEASE);
         return finalize(s, 1);
+    }
     case APS_RUN_BACKGROUND:
-        if (pthread_create(&s->thread, NULL, loop_main, s) != 0) {
+        if (loop_thread_create(s) != 0) {
             finalize(s, 0);
             return APS_ENOMEM;
         }

@@ -167,6 +167,13 @@ struct aps_scheduler {
      * before their time wait in `held` (a min-heap by first run time) for
      * the hold thread, which hands each to its executor at its time. */
     int64_t ahead_us;  /* configured; 0 = off */
+    /* Real-time priority (aps_scheduler_config.loop_priority): asked for,
+     * obtained (0: refused or not asked; atomic), and whether the loop
+     * thread is at it now (the loop thread's own). */
+    int loop_priority;
+    int loop_rt;
+    int loop_rt_on;
+    aps_time loop_woke; /* start of its current busy streak; NONE: asleep */
     int hold_active;   /* set while the hold thread runs (loop thread reads) */
     pthread_mutex_t hold_mu;
     pthread_cond_t hold_cv; /* CLOCK_REALTIME, as run times are */

@@ -803,5 +803,72 @@ class RestartTest(unittest.TestCase):
         self.assertEqual(out.returncode, 2)
 
 
+def thread_sched(pid, name):
+    """(policy, rt_priority) of the thread of `pid` named `name`, from
+    /proc/PID/task/TID/stat (fields 41 and 40); None if there is none."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+            if f.read().strip() != name:
+                continue
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[38]), int(fields[37])  # field 3 is fields[0]
+    return None
+
+
+class LoopPriorityTest(unittest.TestCase):
+    """--loop-priority / [scheduler] loop_priority: the scheduler loop (and
+    the commit-ahead thread) wait for due times at SCHED_FIFO, as the kernel
+    reports; 0 is normal scheduling; out of range is refused."""
+
+    SCHED_OTHER, SCHED_FIFO = 0, 1
+
+    def run_daemon(self, extra, conf=None):
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-prio-")
+        try:
+            if conf is not None:
+                path = os.path.join(tmp, "apsd.ini")
+                with open(path, "w") as f:
+                    f.write(conf)
+                extra = extra + ["--config", path]
+            d = Daemon(tmp, extra).start()
+            try:
+                pid = d.proc.pid
+                return (thread_sched(pid, "aps-loop"), thread_sched(pid, "aps-hold"), d.log_text())
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_loop_priority(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root for SCHED_FIFO")
+        loop, hold, log = self.run_daemon([])
+        self.assertEqual(loop, (self.SCHED_FIFO, 10), "the default")
+        self.assertEqual(hold, (self.SCHED_FIFO, 10))
+        self.assertIn("scheduler loop waits at real-time priority", log)
+        loop, hold, log = self.run_daemon(["--loop-priority", "7"])
+        self.assertEqual(loop, (self.SCHED_FIFO, 7))
+        loop, _, log = self.run_daemon(["--loop-priority", "0"])
+        self.assertEqual(loop, (self.SCHED_OTHER, 0))
+        self.assertNotIn("real-time", log)
+        loop, _, _ = self.run_daemon([], conf="[scheduler]\nloop_priority = 3\n")
+        self.assertEqual(loop, (self.SCHED_FIFO, 3))
+        # The flag wins over the file.
+        loop, _, _ = self.run_daemon(["--loop-priority", "4"], conf="[scheduler]\nloop_priority = 3\n")
+        self.assertEqual(loop, (self.SCHED_FIFO, 4))
+
+    def test_out_of_range(self):
+        out = subprocess.run([APSD, "--loop-priority", "100"], capture_output=True, timeout=30, text=True)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("--loop-priority: 0-99", out.stderr)
+        with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+            f.write("[scheduler]\nloop_priority = -1\n")
+            f.flush()
+            out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("loop_priority: 0-99", out.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

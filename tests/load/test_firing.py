@@ -116,6 +116,23 @@ def lateness(events, w0, w1):
     return sorted(fire), sorted(start)
 
 
+def loop_sched(pid):
+    """The aps-loop thread's scheduling policy, as the kernel reports it
+    (the daemon asks for SCHED_FIFO 10 while it waits: --loop-priority)."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() != "aps-loop":
+                    continue
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        policy, prio = int(fields[38]), int(fields[37])  # fields 41 and 40
+        return "SCHED_FIFO %d" % prio if policy == 1 else "normal (policy %d)" % policy
+    return "not found"
+
+
 class StreamReader:
     """Reads one SubscribeEvents stream on a thread, keeping every event,
     when it arrived (delivery delay: arrival - event time), and the newest
@@ -495,6 +512,7 @@ class FiringLoadTest(unittest.TestCase):
                   rate(cpu[0], cpu[1]), rate(cpu[2], cpu[3]), c.get("events", 0), load_avg,
                   os.cpu_count() or 0), flush=True)
         print("load: phases (s): %s" % ", ".join("%s %.1f" % kv for kv in phases.items()), flush=True)
+        print("load: scheduler loop thread: %s" % loop_sched(self.d.proc.pid), flush=True)
 
         self.assertEqual(caught_up, [], "readers that did not catch up (name, examined, last, error)")
         # ---- nothing lost: every job, from its stats ----

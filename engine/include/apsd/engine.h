@@ -465,6 +465,18 @@ typedef struct aps_scheduler_config {
      *  was already submitted). 0 = 50 ms; negative = off. Off with an
      *  injected clock and in APS_RUN_EXTERNAL mode. */
     int64_t commit_ahead_us;
+    /** SCHED_FIFO priority (1-99) of the loop thread and the commit-ahead
+     *  thread while they wait for due times, so that busy threads (of this
+     *  process or of others) do not delay a wake-up. The loop drops to
+     *  normal priority once it has been busy for 50 ms since it woke
+     *  (checked between batches of 512 due jobs), so a backlog of due jobs
+     *  cannot starve the machine, and takes the priority again when it
+     *  next sleeps. Needs CAP_SYS_NICE
+     *  or an RLIMIT_RTPRIO of at least this value; refused, the threads run
+     *  at normal priority (aps_scheduler_loop_priority() tells). Background
+     *  and blocking modes (the caller's thread: restored on return), not
+     *  APS_RUN_EXTERNAL. 0 = normal priority. */
+    int loop_priority;
 } aps_scheduler_config;
 
 /** The scheduler's state (APScheduler's STATE_*). */
@@ -735,6 +747,12 @@ int aps_scheduler_store_info(aps_scheduler *s, size_t i, aps_store_info *out);
 
 /** Executor `i` (0-based, in configuration order). APS_ENOENT past the last. */
 int aps_scheduler_executor_info(aps_scheduler *s, size_t i, aps_executor_info *out);
+
+/** The SCHED_FIFO priority the loop runs at while waiting: the configured
+ *  loop_priority once started with it, 0 if none was asked for, the mode
+ *  has no loop thread, or the system refused it (no CAP_SYS_NICE, or
+ *  RLIMIT_RTPRIO too low). */
+int aps_scheduler_loop_priority(aps_scheduler *s);
 /** @} */
 
 /** @defgroup workers Remote workers
