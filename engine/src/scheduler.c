@@ -751,98 +751,6 @@ submit_runs(aps_scheduler *s, aps__run **runs, size_t n)
     }
 }
 
-/* ---- commit-ahead: the hold thread ------------------------------------------ */
-
-static int
-held_before(const aps__run *a, const aps__run *b)
-{
-    return a->run_times[0] < b->run_times[0];
-}
-
-/* Queues a run committed before its time; 0, or APS_ENOMEM (the caller
- * then hands it on at once: early rather than lost). */
-static int
-hold_push(aps_scheduler *s, aps__run *run)
-{
-    pthread_mutex_lock(&s->hold_mu);
-    if (s->n_held == s->cap_held) {
-        size_t cap = s->cap_held ? s->cap_held * 2 : 256;
-        aps__run **v = realloc(s->held, cap * sizeof(*v));
-        if (v == NULL) {
-            pthread_mutex_unlock(&s->hold_mu);
-            return APS_ENOMEM;
-        }
-        s->held = v;
-        s->cap_held = cap;
-    }
-    size_t i = s->n_held++;
-    while (i > 0 && held_before(run, s->held[(i - 1) / 2])) {
-        s->held[i] = s->held[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    s->held[i] = run;
-    /* Only a new earliest run changes the hold thread's deadline. */
-    if (i == 0)
-        pthread_cond_broadcast(&s->hold_cv);
-    pthread_mutex_unlock(&s->hold_mu);
-    return 0;
-}
-
-/* Removes the earliest held run (hold_mu held, n_held > 0). */
-static aps__run *
-hold_pop(aps_scheduler *s)
-{
-    aps__run *top = s->held[0], *last = s->held[--s->n_held];
-    size_t i = 0, n = s->n_held;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && held_before(s->held[c + 1], s->held[c]))
-            c++;
-        if (!held_before(s->held[c], last))
-            break;
-        s->held[i] = s->held[c];
-        i = c;
-    }
-    if (n > 0)
-        s->held[i] = last;
-    return top;
-}
-
-/* Hands each held run to its executor at its first run time. On stop it
- * still does so for those held (at most commit_ahead_us ahead), then ends. */
-static void *
-hold_main(void *arg)
-{
-    aps_scheduler *s = arg;
-    aps__run *batch[64];
-    pthread_mutex_lock(&s->hold_mu);
-    for (;;) {
-        if (s->n_held == 0) {
-            if (s->hold_stop)
-                break;
-            pthread_cond_wait(&s->hold_cv, &s->hold_mu);
-            continue;
-        }
-        aps_time due = s->held[0]->run_times[0], now = aps__scheduler_now(s);
-        if (due > now) {
-            struct timespec ts = {.tv_sec = due / US_PER_SEC,
-                                  .tv_nsec = (long)(due % US_PER_SEC) * 1000};
-            pthread_cond_timedwait(&s->hold_cv, &s->hold_mu, &ts);
-            continue;
-        }
-        size_t n = 0;
-        while (n < 64 && s->n_held > 0 && s->held[0]->run_times[0] <= now)
-            batch[n++] = hold_pop(s);
-        pthread_mutex_unlock(&s->hold_mu);
-        submit_runs(s, batch, n);
-        pthread_mutex_lock(&s->hold_mu);
-    }
-    pthread_mutex_unlock(&s->hold_mu);
-    return NULL;
-}
-
 /* ---- real-time priority of the timing threads ------------------------------- */
 
 /* How long the loop may work through a backlog at real-time priority. */
@@ -931,6 +839,113 @@ int
 aps_scheduler_loop_priority(aps_scheduler *s)
 {
     return s ? __atomic_load_n(&s->loop_rt, __ATOMIC_ACQUIRE) : 0;
+}
+
+/* ---- commit-ahead: the hold thread ------------------------------------------ */
+
+static int
+held_before(const aps__run *a, const aps__run *b)
+{
+    return a->run_times[0] < b->run_times[0];
+}
+
+/* Queues a run committed before its time; 0, or APS_ENOMEM (the caller
+ * then hands it on at once: early rather than lost). */
+static int
+hold_push(aps_scheduler *s, aps__run *run)
+{
+    pthread_mutex_lock(&s->hold_mu);
+    if (s->n_held == s->cap_held) {
+        size_t cap = s->cap_held ? s->cap_held * 2 : 256;
+        aps__run **v = realloc(s->held, cap * sizeof(*v));
+        if (v == NULL) {
+            pthread_mutex_unlock(&s->hold_mu);
+            return APS_ENOMEM;
+        }
+        s->held = v;
+        s->cap_held = cap;
+    }
+    size_t i = s->n_held++;
+    while (i > 0 && held_before(run, s->held[(i - 1) / 2])) {
+        s->held[i] = s->held[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->held[i] = run;
+    /* Only a new earliest run changes the hold thread's deadline. */
+    if (i == 0)
+        pthread_cond_broadcast(&s->hold_cv);
+    pthread_mutex_unlock(&s->hold_mu);
+    return 0;
+}
+
+/* Removes the earliest held run (hold_mu held, n_held > 0). */
+static aps__run *
+hold_pop(aps_scheduler *s)
+{
+    aps__run *top = s->held[0], *last = s->held[--s->n_held];
+    size_t i = 0, n = s->n_held;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && held_before(s->held[c + 1], s->held[c]))
+            c++;
+        if (!held_before(s->held[c], last))
+            break;
+        s->held[i] = s->held[c];
+        i = c;
+    }
+    if (n > 0)
+        s->held[i] = last;
+    return top;
+}
+
+/* Hands each held run to its executor at its first run time. On stop it
+ * still does so for those held (at most commit_ahead_us ahead), then ends. */
+static void *
+hold_main(void *arg)
+{
+    aps_scheduler *s = arg;
+    aps__run *batch[64];
+    /* As the loop (rt_pace): at its priority while waiting, normal once
+     * busy handing on runs for RT_BUSY_US. */
+    int rt_on = 1;
+    aps_time busy = APS_TIME_NONE;
+    pthread_mutex_lock(&s->hold_mu);
+    for (;;) {
+        int prio = __atomic_load_n(&s->loop_rt, __ATOMIC_ACQUIRE);
+        if (s->n_held == 0) {
+            if (s->hold_stop)
+                break;
+            busy = APS_TIME_NONE;
+            if (prio > 0 && !rt_on)
+                rt_on = rt_set(pthread_self(), prio) == 0;
+            pthread_cond_wait(&s->hold_cv, &s->hold_mu);
+            continue;
+        }
+        aps_time due = s->held[0]->run_times[0], now = aps__scheduler_now(s);
+        if (due > now) {
+            struct timespec ts = {.tv_sec = due / US_PER_SEC,
+                                  .tv_nsec = (long)(due % US_PER_SEC) * 1000};
+            busy = APS_TIME_NONE;
+            if (prio > 0 && !rt_on)
+                rt_on = rt_set(pthread_self(), prio) == 0;
+            pthread_cond_timedwait(&s->hold_cv, &s->hold_mu, &ts);
+            continue;
+        }
+        if (busy == APS_TIME_NONE || now < busy)
+            busy = now;
+        else if (prio > 0 && rt_on && now - busy >= RT_BUSY_US)
+            rt_on = rt_set(pthread_self(), 0) != 0;
+        size_t n = 0;
+        while (n < 64 && s->n_held > 0 && s->held[0]->run_times[0] <= now)
+            batch[n++] = hold_pop(s);
+        pthread_mutex_unlock(&s->hold_mu);
+        submit_runs(s, batch, n);
+        pthread_mutex_lock(&s->hold_mu);
+    }
+    pthread_mutex_unlock(&s->hold_mu);
+    return NULL;
 }
 
 static int

@@ -467,9 +467,9 @@ typedef struct aps_scheduler_config {
     int64_t commit_ahead_us;
     /** SCHED_FIFO priority (1-99) of the loop thread and the commit-ahead
      *  thread while they wait for due times, so that busy threads (of this
-     *  process or of others) do not delay a wake-up. The loop drops to
-     *  normal priority once it has been busy for 50 ms since it woke
-     *  (checked between batches of 512 due jobs), so a backlog of due jobs
+     *  process or of others) do not delay a wake-up. Each drops to normal
+     *  priority once it has been busy for 50 ms since it woke (the loop
+     *  checks between batches of 512 due jobs), so a backlog of due jobs
      *  cannot starve the machine, and takes the priority again when it
      *  next sleeps. Needs CAP_SYS_NICE
      *  or an RLIMIT_RTPRIO of at least this value; refused, the threads run
