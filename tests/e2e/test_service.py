@@ -215,6 +215,7 @@ class ServiceTest(unittest.TestCase):
         types = [ET.Value("EVENT_TYPE_JOB_ADDED")]
         col = Collector(self.s.SubscribeEvents(pb.SubscribeEventsRequest(
             types=types, send_bookmarks=True), timeout=60))
+        self.assertTrue(col.wait_caught_up(), str(col.error))
         self.s.AddJob(pb.AddJobRequest(job=cmd_job("resume-0", trigger=far_date())), timeout=T)
         self.assertTrue(col.wait(lambda items: any(e.job_id == "resume-0" for e in events(items))))
         seen = [e for e in col.events() if e.job_id == "resume-0"][0].sequence
@@ -243,7 +244,8 @@ class ServiceTest(unittest.TestCase):
         # A never reads; B reads. B must get every event promptly.
         stuck = self.s.SubscribeEvents(pb.SubscribeEventsRequest(), timeout=120)
         col = Collector(self.s.SubscribeEvents(pb.SubscribeEventsRequest(
-            types=[ET.Value("EVENT_TYPE_JOB_ADDED")]), timeout=120))
+            types=[ET.Value("EVENT_TYPE_JOB_ADDED")], send_bookmarks=True), timeout=120))
+        self.assertTrue(col.wait_caught_up(), str(col.error))
         try:
             n = 600
             ids = ["slow-%04d" % i for i in range(n)]
@@ -677,7 +679,9 @@ class SlowSubscriberTest(unittest.TestCase):
                 s = d.sched
                 stuck = s.SubscribeEvents(pb.SubscribeEventsRequest(), timeout=120)
                 executed = ET.Value("EVENT_TYPE_JOB_EXECUTED")
-                col = Collector(s.SubscribeEvents(pb.SubscribeEventsRequest(types=[executed]), timeout=120))
+                col = Collector(s.SubscribeEvents(pb.SubscribeEventsRequest(types=[executed], send_bookmarks=True),
+                                                  timeout=120))
+                self.assertTrue(col.wait_caught_up(), str(col.error))
                 now = int(time.time())
                 start, end = timestamp_pb2.Timestamp(), timestamp_pb2.Timestamp()
                 start.FromSeconds(now - 600)

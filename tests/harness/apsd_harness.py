@@ -295,6 +295,14 @@ class Daemon:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+def _is_caught_up(item):
+    """Whether a stream item is a SubscribeEvents bookmark with caught_up."""
+    try:
+        return item.WhichOneof("item") == "bookmark" and item.bookmark.caught_up
+    except (AttributeError, ValueError):
+        return False
+
+
 class Collector:
     """Reads a stream (a grpc response stream, or any iterator) on a thread,
     keeping its items in order; what ended it with an error in self.error.
@@ -307,6 +315,7 @@ class Collector:
         self.items = []
         self.error = None
         self.ended = False
+        self.caught_up = False  # a SubscribeEvents bookmark with caught_up came
         self.cv = threading.Condition()
         self.th = threading.Thread(target=self._run, daemon=True)
         self.th.start()
@@ -318,6 +327,7 @@ class Collector:
                 with self.cv:
                     if kept is not None:
                         self.items.append(kept)
+                    self.caught_up = self.caught_up or _is_caught_up(item)
                     self.cv.notify_all()
         except Exception as e:  # noqa: BLE001 - the test reports it
             with self.cv:
@@ -330,6 +340,18 @@ class Collector:
     def snapshot(self):
         with self.cv:
             return list(self.items)
+
+    def wait_caught_up(self, timeout=20.0):
+        """Waits for the caught_up bookmark of a SubscribeEvents stream
+        asked with send_bookmarks: from then on the daemon has registered
+        the subscriber, so a change made now reaches even a live stream (the
+        stream and the call making the change travel apart: without this a
+        live stream may be registered after the change's event)."""
+        end = time.monotonic() + timeout
+        with self.cv:
+            while not self.caught_up and not self.ended and time.monotonic() < end:
+                self.cv.wait(min(0.2, max(0.01, end - time.monotonic())))
+            return self.caught_up
 
     def wait(self, pred, timeout=20.0):
         """Waits until pred(the items so far) is true, or the stream ended,

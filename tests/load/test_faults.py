@@ -38,11 +38,15 @@ SUBMITTED = ET.Value("EVENT_TYPE_JOB_SUBMITTED")
 
 
 class Events(apsd_harness.Collector):
-    """Reads a SubscribeEvents stream on a thread, keeping its events."""
+    """Reads a SubscribeEvents stream on a thread, keeping its events; ready
+    (the daemon has registered it) when the constructor returns."""
 
     def __init__(self, stub, req):
+        req.send_bookmarks = True
         super().__init__(stub.SubscribeEvents(req, timeout=600),
                          take=lambda item: item.event if item.WhichOneof("item") == "event" else None)
+        if not self.wait_caught_up():
+            raise AssertionError("SubscribeEvents not caught up within 20 s: %r" % (self.error,))
 
 
 class FaultsTest(unittest.TestCase):
