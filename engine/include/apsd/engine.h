@@ -471,7 +471,8 @@ typedef struct aps_scheduler_config {
      *  priority once it has been busy for 50 ms since it woke (the loop
      *  checks between batches of 512 due jobs), so a backlog of due jobs
      *  cannot starve the machine, and takes the priority again when it
-     *  next sleeps. Needs CAP_SYS_NICE
+     *  next sleeps. Listeners (aps_scheduler_add_listener) run on the loop
+     *  thread, so at this priority too: keep them short. Needs CAP_SYS_NICE
      *  or an RLIMIT_RTPRIO of at least this value; refused, the threads run
      *  at normal priority (aps_scheduler_loop_priority() tells). Background
      *  and blocking modes (the caller's thread: restored on return), not
