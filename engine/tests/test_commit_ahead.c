@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "apsd/engine.h"
+#include "testutil.h"
 
 #define MS INT64_C(1000)
 #define AHEAD (300 * MS)
@@ -114,18 +115,9 @@ open_sched(int64_t ahead)
 static void
 add_job(aps_scheduler *s, const char *id, const aps_trigger_spec *t, uint32_t max_instances)
 {
-    aps_job_spec j;
-    aps_error err;
-    memset(&j, 0, sizeof(j));
-    j.id = id;
-    j.trigger = t;
-    j.target.kind = APS_TARGET_FUNCTION;
-    j.target.u.function.name = "record";
-    j.coalesce = -1;
+    aps_job_spec j = tu_function_job(id, t, "record", NULL);
     j.max_instances = max_instances;
-    j.next_run_time = APS_TIME_NONE;
-    if (aps_job_add(s, &j, NULL, NULL, &err) != 0)
-        fail_msg("add %s: %s", id, err.msg);
+    tu_job_add(s, &j);
 }
 
 static size_t

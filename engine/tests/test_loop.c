@@ -401,7 +401,6 @@ static void
 add_interval(aps_scheduler *s, int i, const char *arg)
 {
     char id[16];
-    aps_error err;
     aps_trigger_spec t;
     aps_job_spec j;
     snprintf(id, sizeof(id), "j%d", i);
@@ -410,16 +409,8 @@ add_interval(aps_scheduler *s, int i, const char *arg)
     t.u.interval.seconds = 1;
     t.u.interval.start_date = T0 + SEC;
     t.u.interval.end_date = APS_TIME_NONE;
-    memset(&j, 0, sizeof(j));
-    j.id = id;
-    j.trigger = &t;
-    j.target.kind = APS_TARGET_FUNCTION;
-    j.target.u.function.name = "count";
-    j.target.u.function.arg = (char *)arg;
-    j.coalesce = -1;
-    j.next_run_time = APS_TIME_NONE;
-    if (aps_job_add(s, &j, NULL, NULL, &err) != 0)
-        fail_msg("add: %s", err.msg);
+    j = tu_function_job(id, &t, "count", arg);
+    tu_job_add(s, &j);
 }
 
 static size_t
@@ -606,7 +597,6 @@ test_completions_recorded_real_clock(void **state)
     for (int i = 0; i < n; i++) {
         char id[16];
         aps_trigger_spec t;
-        aps_job_spec j;
         snprintf(id, sizeof(id), "j%d", i);
         memset(&t, 0, sizeof(t));
         t.kind = APS_TRIGGER_INTERVAL;
@@ -614,15 +604,8 @@ test_completions_recorded_real_clock(void **state)
         /* Spread over 0.12 s, some at the same time. */
         t.u.interval.start_date = now + 30000 + (aps_time)(i / 2) * 4000;
         t.u.interval.end_date = APS_TIME_NONE;
-        memset(&j, 0, sizeof(j));
-        j.id = id;
-        j.trigger = &t;
-        j.target.kind = APS_TARGET_FUNCTION;
-        j.target.u.function.name = "count";
-        j.coalesce = -1;
-        j.next_run_time = APS_TIME_NONE;
-        if (aps_job_add(s, &j, NULL, NULL, &err) != 0)
-            fail_msg("add: %s", err.msg);
+        aps_job_spec j = tu_function_job(id, &t, "count", NULL);
+        tu_job_add(s, &j);
     }
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     uint64_t recorded = 0;

@@ -149,21 +149,12 @@ add_dates(aps_scheduler *s, int n, aps_time when)
     for (int i = 0; i < n; i++) {
         char id[16];
         aps_trigger_spec t;
-        aps_job_spec j;
-        aps_error err;
         snprintf(id, sizeof(id), "d%d", i);
         memset(&t, 0, sizeof(t));
         t.kind = APS_TRIGGER_DATE;
         t.u.date.run_date = when;
-        memset(&j, 0, sizeof(j));
-        j.id = id;
-        j.trigger = &t;
-        j.target.kind = APS_TARGET_FUNCTION;
-        j.target.u.function.name = "count";
-        j.coalesce = -1;
-        j.next_run_time = APS_TIME_NONE;
-        if (aps_job_add(s, &j, NULL, NULL, &err) != 0)
-            fail_msg("add %s: %s", id, err.msg);
+        aps_job_spec j = tu_function_job(id, &t, "count", NULL);
+        tu_job_add(s, &j);
     }
 }
 

@@ -234,16 +234,7 @@ interval_s(int64_t seconds)
 static aps_job_spec
 func_job(const char *id, const aps_trigger_spec *trigger, const char *arg)
 {
-    aps_job_spec j;
-    memset(&j, 0, sizeof(j));
-    j.id = id;
-    j.trigger = trigger;
-    j.target.kind = APS_TARGET_FUNCTION;
-    j.target.u.function.name = "record";
-    j.target.u.function.arg = (char *)arg;
-    j.coalesce = -1;
-    j.next_run_time = APS_TIME_NONE;
-    return j;
+    return tu_function_job(id, trigger, "record", arg);
 }
 
 static aps_job *

@@ -68,18 +68,8 @@ open_sched(const char *lmdb_dir, uint64_t event_max_count)
 static void
 add_job(aps_scheduler *s, const char *id)
 {
-    aps_job_spec j;
-    aps_job *job = NULL;
-    aps_error err;
-    memset(&j, 0, sizeof(j));
-    j.id = id;
-    j.target.kind = APS_TARGET_FUNCTION;
-    j.target.u.function.name = "noop";
-    j.coalesce = -1;
-    j.next_run_time = APS_TIME_NONE;
-    if (aps_job_add(s, &j, NULL, &job, &err) != 0)
-        fail_msg("add %s: %s", id, err.msg);
-    aps_job_free(job);
+    aps_job_spec j = tu_function_job(id, NULL, "noop", NULL);
+    tu_job_add(s, &j);
 }
 
 /* n JOB_ADDED events of fresh jobs "<prefix><i>". */

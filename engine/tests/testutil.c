@@ -31,6 +31,32 @@ tu_tmpdir(const char *name)
     return dir;
 }
 
+/* ---- jobs ------------------------------------------------------------------ */
+
+aps_job_spec
+tu_function_job(const char *id, const aps_trigger_spec *trigger, const char *function,
+                const char *arg)
+{
+    aps_job_spec j;
+    memset(&j, 0, sizeof(j));
+    j.id = id;
+    j.trigger = trigger;
+    j.target.kind = APS_TARGET_FUNCTION;
+    j.target.u.function.name = (char *)function;
+    j.target.u.function.arg = (char *)arg;
+    j.coalesce = -1;
+    j.next_run_time = APS_TIME_NONE;
+    return j;
+}
+
+void
+tu_job_add(aps_scheduler *s, const aps_job_spec *spec)
+{
+    aps_error err;
+    if (aps_job_add(s, spec, NULL, NULL, &err) != 0)
+        fail_msg("add %s: %s", spec->id ? spec->id : "(generated id)", err.msg);
+}
+
 /* ---- the clock ------------------------------------------------------------ */
 
 /* A mutex, not an atomic: aps_time is 64 bits and the scheduler's threads

@@ -2,8 +2,8 @@
  * testutil.h: what several engine tests share (//engine:testutil, test
  * code only): a clock the test sets, to inject as aps_scheduler_config.clock
  * (test_scheduler.c, test_loop.c, test_exec_remote.c, test_subscribers.c),
- * a fresh directory for a store, and the trigger helpers of test_cron.c and
- * test_triggers.c. A helper that finds something
+ * a fresh directory for a store, a function job with APScheduler's
+ * defaults, and the trigger helpers of test_cron.c and test_triggers.c. A helper that finds something
  * wrong fails the running cmocka test.
  */
 #ifndef APSD_ENGINE_TESTUTIL_H
@@ -28,6 +28,17 @@ void tu_clock_set(aps_time t);
  * first if a previous run left it; fails the test if it cannot be. The
  * path is valid until the next call. */
 const char *tu_tmpdir(const char *name);
+
+/** A job running the registered C function `function` (with `arg`, may
+ * be NULL) on `trigger` (NULL: now), with APScheduler's defaults for the
+ * rest (coalesce, max_instances, misfire_grace_time from job_defaults).
+ * The spec borrows its arguments. */
+aps_job_spec tu_function_job(const char *id, const aps_trigger_spec *trigger,
+                             const char *function, const char *arg);
+
+/** Adds `spec` to `s`; fails the test, with the engine's message, if it is
+ * refused. */
+void tu_job_add(aps_scheduler *s, const aps_job_spec *spec);
 
 /** The time `text` (RFC 3339, as aps_time_parse reads it); fails the test
  * when it does not parse. */
