@@ -11,7 +11,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
-from apsd_harness import APSD, Collector as _Collector, Daemon, add_proto_path, find_runfile, ld  # noqa: E402
+from apsd_harness import (APSD, Collector as _Collector, Daemon, add_proto_path, find_runfile, ld,  # noqa: E402
+                          thread_sched)
 
 add_proto_path()
 
@@ -805,19 +806,6 @@ class RestartTest(unittest.TestCase):
             self.assertIn(flag, out.stdout)
         out = subprocess.run([APSD, "--bogus"], capture_output=True, timeout=30, text=True)
         self.assertEqual(out.returncode, 2)
-
-
-def thread_sched(pid, name):
-    """(policy, rt_priority) of the thread of `pid` named `name`, from
-    /proc/PID/task/TID/stat (fields 41 and 40); None if there is none."""
-    for tid in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
-            if f.read().strip() != name:
-                continue
-        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[38]), int(fields[37])  # field 3 is fields[0]
-    return None
 
 
 class LoopPriorityTest(unittest.TestCase):

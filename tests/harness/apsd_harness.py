@@ -295,6 +295,23 @@ class Daemon:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+def thread_sched(pid, name):
+    """(policy, rt_priority) of the thread of process `pid` named `name`,
+    from /proc/PID/task/TID/stat (fields 41 and 40); None if there is none
+    (e.g. the apsd scheduler loop: "aps-loop")."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() != name:
+                    continue
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        return int(fields[38]), int(fields[37])  # field 3 is fields[0]
+    return None
+
+
 def _is_caught_up(item):
     """Whether a stream item is a SubscribeEvents bookmark with caught_up."""
     try:

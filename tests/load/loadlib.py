@@ -9,7 +9,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
 import apsd_harness  # noqa: E402
-from apsd_harness import APSD, SANITIZED, find_runfile, free_port  # noqa: E402,F401 (for the test modules)
+from apsd_harness import APSD, SANITIZED, find_runfile, free_port, thread_sched  # noqa: E402,F401 (for the test modules)
 
 apsd_harness.add_proto_path()
 

@@ -41,7 +41,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadlib import (ET, SANITIZED, T, Daemon, RssSampler, mib, pb, percentile,  # noqa: E402
-                     scheduler_pb2_grpc, ts, us, wpb)
+                     scheduler_pb2_grpc, thread_sched, ts, us, wpb)
 
 import grpc  # noqa: E402
 
@@ -119,18 +119,10 @@ def lateness(events, w0, w1):
 def loop_sched(pid):
     """The aps-loop thread's scheduling policy, as the kernel reports it
     (the daemon asks for SCHED_FIFO 10 while it waits: --loop-priority)."""
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
-                if f.read().strip() != "aps-loop":
-                    continue
-            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        policy, prio = int(fields[38]), int(fields[37])  # fields 41 and 40
-        return "SCHED_FIFO %d" % prio if policy == 1 else "normal (policy %d)" % policy
-    return "not found"
+    got = thread_sched(pid, "aps-loop")
+    if got is None:
+        return "not found"
+    return "SCHED_FIFO %d" % got[1] if got[0] == 1 else "normal (policy %d)" % got[0]
 
 
 class StreamReader:
