@@ -1614,6 +1614,8 @@ aps__jobrec_apply(aps__jobrec *r, const aps_job_spec *spec, uint32_t mask, const
  * block; a fork makes the child's blocks stale (it would hand out the same
  * ids as the parent), so they are refilled after one. */
 #define ID_BLOCK 512
+/* Hex digits of milliseconds leading an ordered id: 48 bits, as UUIDv7. */
+#define ORDERED_ID_TIME_HEX 12
 
 static unsigned long fork_generation; /* bumped in a child after fork */
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
@@ -1660,20 +1662,36 @@ random16(unsigned char out[16])
     return 0;
 }
 
+static const char hex_digits[] = "0123456789abcdef";
+
 int
 aps__id_generate(char out[33])
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char b[16];
     int i;
 
     if (random16(b) != 0)
         return APS_EIO;
     for (i = 0; i < 16; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 0x0F];
+        out[2 * i] = hex_digits[b[i] >> 4];
+        out[2 * i + 1] = hex_digits[b[i] & 0x0F];
     }
     out[32] = '\0';
+    return 0;
+}
+
+int
+aps__id_generate_ordered(char out[33])
+{
+    aps_time now = aps_time_now();
+    uint64_t ms = now > 0 ? (uint64_t)(now / 1000) : 0;
+    int i;
+
+    /* 128 random bits, then the time written over the first 48. */
+    if (aps__id_generate(out) != 0)
+        return APS_EIO;
+    for (i = ORDERED_ID_TIME_HEX - 1; i >= 0; i--, ms >>= 4)
+        out[i] = hex_digits[ms & 0x0F];
     return 0;
 }
 

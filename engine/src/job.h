@@ -277,6 +277,16 @@ int aps__event_copy(const aps_event *src, aps_event **out);
 int aps__id_generate(char out[33]);
 
 /**
+ * A time-ordered id, UUIDv7's layout in 32 lowercase hex chars + NUL: the
+ * wall clock's milliseconds since the Unix epoch (48 bits, 12 chars), then
+ * 80 random bits. Run ids: the durable run index (meta `run/<id>`) then
+ * grows and shrinks at its end, a few B-tree pages per commit, instead of
+ * one random page per run started and again per run finished.
+ * @return 0 or APS_EIO (out unusable).
+ */
+int aps__id_generate_ordered(char out[33]);
+
+/**
  * Test hook: when non-zero, the Nth allocation made by this module from now
  * on fails (and the counter disarms). Never set outside tests. Why a global:
  * the engine has no allocator abstraction, and this is how the tests walk

@@ -592,7 +592,7 @@ start_run(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_tim
     char run_id[33];
     char key[APS_STORE_META_KEY_MAX + 1];
     aps__run *run = NULL;
-    int rc = aps__id_generate(run_id);
+    int rc = aps__id_generate_ordered(run_id);
     if (rc != 0)
         return rc;
     aps__run_rec *v = realloc(rec->running, (rec->n_running + 1) * sizeof(*v));

@@ -342,6 +342,45 @@ test_id_generate(void **state)
     free(ids);
 }
 
+/* Ordered ids: 32 lowercase hex, led by the wall clock's milliseconds (so
+ * they sort by creation time across calls), unique, random after that. */
+static void
+test_id_generate_ordered(void **state)
+{
+    enum { N = 10000 };
+    char(*ids)[33] = malloc(N * sizeof *ids);
+    char prefix[13];
+    size_t i, j, same_tail = 0;
+
+    (void)state;
+    assert_non_null(ids);
+    aps_time before = aps_time_now() / 1000;
+    for (i = 0; i < N; i++) {
+        assert_int_equal(aps__id_generate_ordered(ids[i]), 0);
+        assert_int_equal(strlen(ids[i]), 32);
+        for (j = 0; j < 32; j++)
+            assert_non_null(strchr("0123456789abcdef", ids[i][j]));
+    }
+    aps_time after = aps_time_now() / 1000;
+    for (i = 0; i < N; i++) {
+        memcpy(prefix, ids[i], 12);
+        prefix[12] = '\0';
+        aps_time ms = (aps_time)strtoull(prefix, NULL, 16);
+        assert_true(ms >= before && ms <= after);
+        if (i > 0) {
+            /* Non-decreasing time part (the clock did not step back here). */
+            assert_true(memcmp(ids[i - 1], ids[i], 12) <= 0);
+            if (memcmp(ids[i - 1] + 12, ids[i] + 12, 20) == 0)
+                same_tail++;
+        }
+    }
+    assert_int_equal(same_tail, 0);
+    qsort(ids, N, sizeof *ids, cmp_id);
+    for (i = 1; i < N; i++)
+        assert_string_not_equal(ids[i - 1], ids[i]);
+    free(ids);
+}
+
 static void
 test_defaults(void **state)
 {
@@ -2290,6 +2329,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_id_generate),
+        cmocka_unit_test(test_id_generate_ordered),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors_id_name),
         cmocka_unit_test(test_errors_target),

@@ -532,11 +532,20 @@ test_pause_resume_run_now_remove(void **state)
     aps_job_free(job);
     tu_clock_set(T0 + 120 * SEC);
     /* Run now: one extra run at once, the schedule untouched. */
-    char run_id[33] = "";
+    char run_id[33] = "", first_run[33];
     int queued = -1;
+    aps_time wall0 = aps_time_now() / 1000;
     assert_int_equal(aps_job_run_now(s, "p", NULL, run_id, &queued, NULL), 0);
     assert_int_equal(strlen(run_id), 32);
     assert_int_equal(queued, 0);
+    /* Run ids are time-ordered by the wall clock's milliseconds (whatever
+     * the scheduler's clock says), so the run index grows at its end. */
+    char ms_hex[13];
+    memcpy(ms_hex, run_id, 12);
+    ms_hex[12] = '\0';
+    aps_time run_ms = (aps_time)strtoull(ms_hex, NULL, 16);
+    assert_true(run_ms >= wall0 && run_ms <= aps_time_now() / 1000);
+    memcpy(first_run, run_id, sizeof(first_run));
     settle(s, 1);
     assert_true(calls[0] == T0 + 120 * SEC);
     job = get(s, "p");
@@ -546,6 +555,8 @@ test_pause_resume_run_now_remove(void **state)
     /* A paused job runs now too, and stays paused. */
     assert_int_equal(aps_job_pause(s, "p", NULL, NULL), 0);
     assert_int_equal(aps_job_run_now(s, "p", NULL, run_id, &queued, NULL), 0);
+    assert_true(strcmp(first_run, run_id) < 0 || memcmp(first_run, run_id, 12) == 0);
+    assert_string_not_equal(first_run, run_id);
     settle(s, 2);
     job = get(s, "p");
     assert_true(job->paused);
