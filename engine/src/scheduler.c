@@ -44,6 +44,10 @@
  * batches (rt_busy_check). */
 #define DUE_BATCH 512
 #define DUE_BATCH_MAX 8192
+/* Due jobs taken in one pass at most: then the runs that finished meanwhile
+ * are recorded (freeing their instance slots: max_instances) before more
+ * start. */
+#define PASS_MAX (64 * DUE_BATCH)
 /* Commit-ahead default: above this machine's fsync p99.9 under load
  * (about 30 ms at 10,000 runs/s), short enough that "a change within it
  * may miss the next fire" stays a corner case. */
@@ -2998,8 +3002,9 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
     int grows = strcmp(s->stores[si].type, "memory") != 0;
     if (*batch < DUE_BATCH || *batch > DUE_BATCH_MAX || !grows)
         *batch = DUE_BATCH;
+    size_t total = 0; /* due jobs taken in this pass */
     for (int rounds = 0;; rounds++) {
-        if (rounds == 64) {
+        if (total >= PASS_MAX) {
             more = 1; /* the rest in the next pass */
             break;
         }
@@ -3024,6 +3029,7 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
             rc = loop_write_and_publish(s, si, due_fn, &c, &c.o);
         }
         size_t taken = *batch;
+        total += c.n_ids;
         if (grows) {
             if (c.n_ids == taken && taken < DUE_BATCH_MAX)
                 *batch = taken * 2;

@@ -362,7 +362,8 @@ typedef struct aps_event {
     char *executor;
     aps_time *run_times; /**< scheduled run time(s): several when coalesced */
     size_t n_run_times;
-    char *run_id;
+    char *run_id;        /**< 32 hex digits, time-ordered (UUIDv7's layout:
+                              12 of wall-clock ms, 20 random) */
     aps_outcome *outcome; /**< JOB_EXECUTED / JOB_ERROR; NULL otherwise */
     char *message;
     /** Internal: job_id, jobstore, executor, run_id and run_times share the
