@@ -102,12 +102,25 @@ typedef struct lmdb_store {
     pthread_t writer;
 } lmdb_store;
 
+/* Longest job id whose stored next run time a callback remembers. */
+#define KNOWN_ID_MAX 256
+
 typedef struct lmdb_txn {
     aps_txn base;
     lmdb_store *s;
     MDB_txn *txn;
     int mdb_err; /* first LMDB failure in this callback's transaction */
     int writes;  /* write operations the callback started */
+    /* The event counter while the callback appends: read once, written
+     * back once (seq_flush), not a get and a put of `meta` per event. */
+    uint64_t seq;
+    int seq_known, seq_dirty;
+    /* The job this callback last read or wrote, and the next run time
+     * stored with it, so that writing it back needs no second lookup to
+     * find its `due` entry: a run reads and writes its job each time. */
+    char known_id[KNOWN_ID_MAX];
+    size_t known_len; /* 0: none */
+    aps_time known_next;
 } lmdb_txn;
 
 static lmdb_store *
@@ -616,15 +629,43 @@ lt_get(lmdb_txn *t, MDB_dbi dbi, MDB_val *k, MDB_val *v)
     return rc ? txn_fail(t, rc) : 0;
 }
 
+/* Remembers that job `id` is stored with next run time `next`. */
+static void
+known_set(lmdb_txn *t, const char *id, size_t idlen, aps_time next)
+{
+    if (idlen == 0 || idlen > sizeof t->known_id) {
+        t->known_len = 0;
+        return;
+    }
+    memcpy(t->known_id, id, idlen);
+    t->known_len = idlen;
+    t->known_next = next;
+}
+
+static int
+known_is(const lmdb_txn *t, const char *id, size_t idlen)
+{
+    return t->known_len != 0 && t->known_len == idlen && memcmp(t->known_id, id, idlen) == 0;
+}
+
 static int
 lt_job_get(aps_txn *bt, const char *id, size_t idlen, const void **data, size_t *len,
            aps_time *next_run)
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {idlen, (void *)id}, v;
+    aps_time next;
     int rc = lt_get(t, t->s->jobs, &k, &v);
 
-    return rc ? rc : job_decode(&v, data, len, next_run);
+    if (rc)
+        return rc;
+    rc = job_decode(&v, data, len, &next);
+    if (rc)
+        return rc;
+    known_set(t, id, idlen, next);
+    if (next_run)
+        *next_run = next;
+    return 0;
 }
 
 /* Removes every `due` entry of `id` by a full scan. Only for a job whose
@@ -652,17 +693,14 @@ due_scrub(lmdb_txn *t, const char *id, size_t idlen)
     return rc == MDB_NOTFOUND ? 0 : txn_fail(t, rc);
 }
 
-/* Removes the due entry of a job whose stored value is `old`. */
+/* Removes the due entry of a job stored with next run time `next`. */
 static int
-due_remove(lmdb_txn *t, const char *id, size_t idlen, const MDB_val *old)
+due_remove_at(lmdb_txn *t, const char *id, size_t idlen, aps_time next)
 {
     unsigned char dk[APS_STORE_DUE_KEY_MAX];
-    aps_time next;
     MDB_val k;
     int rc;
 
-    if (job_decode(old, NULL, NULL, &next))
-        return due_scrub(t, id, idlen);
     if (next == APS_TIME_NONE)
         return 0;
     k.mv_size = aps__store_due_key(next, id, idlen, dk);
@@ -672,6 +710,17 @@ due_remove(lmdb_txn *t, const char *id, size_t idlen, const MDB_val *old)
     if (rc && rc != MDB_NOTFOUND)
         return txn_fail(t, rc);
     return 0;
+}
+
+/* Removes the due entry of a job whose stored value is `old`. */
+static int
+due_remove(lmdb_txn *t, const char *id, size_t idlen, const MDB_val *old)
+{
+    aps_time next;
+
+    if (job_decode(old, NULL, NULL, &next))
+        return due_scrub(t, id, idlen);
+    return due_remove_at(t, id, idlen, next);
 }
 
 static int
@@ -685,8 +734,16 @@ lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t l
     int rc, had_old = 0;
 
     t->writes++;
-    rc = mdb_get(t->txn, t->s->jobs, &k, &v);
-    if (rc == 0) {
+    if (known_is(t, id, idlen)) {
+        /* Read (or written) by this callback: stored, with this next run. */
+        had_old = 1;
+        old_next = t->known_next;
+        if (old_next != next_run) {
+            rc = due_remove_at(t, id, idlen, old_next);
+            if (rc)
+                return rc;
+        }
+    } else if ((rc = mdb_get(t->txn, t->s->jobs, &k, &v)) == 0) {
         had_old = 1;
         if (job_decode(&v, NULL, NULL, &old_next)) {
             rc = due_scrub(t, id, idlen);
@@ -701,6 +758,7 @@ lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t l
     } else if (rc != MDB_NOTFOUND) {
         return txn_fail(t, rc);
     }
+    t->known_len = 0; /* until the put below is done */
     /* MDB_RESERVE: build the value in place, no temporary buffer. */
     if (len > SIZE_MAX - APS_STORE_TIME_LEN)
         return APS_EINVAL;
@@ -719,6 +777,7 @@ lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t l
         if (rc)
             return txn_fail(t, rc);
     }
+    known_set(t, id, idlen, next_run);
     return 0;
 }
 
@@ -730,6 +789,7 @@ lt_job_del(aps_txn *bt, const char *id, size_t idlen)
     int rc;
 
     t->writes++;
+    t->known_len = 0;
     rc = lt_get(t, t->s->jobs, &k, &v);
     if (rc)
         return rc;
@@ -750,6 +810,7 @@ lt_job_del_all(aps_txn *bt, size_t *removed)
     int rc;
 
     t->writes++;
+    t->known_len = 0;
     rc = mdb_stat(t->txn, t->s->jobs, &st);
     if (rc)
         return txn_fail(t, rc);
@@ -764,25 +825,47 @@ lt_job_del_all(aps_txn *bt, size_t *removed)
     return 0;
 }
 
+/* Writes the event counter back if this callback's appends moved it; run
+ * after the callback, and before it reads or writes `meta` itself. */
+static int
+seq_flush(lmdb_txn *t)
+{
+    unsigned char sb[8];
+    MDB_val sk = {sizeof APS_STORE_META_EVENT_SEQ - 1, (void *)APS_STORE_META_EVENT_SEQ};
+    MDB_val sv = {sizeof sb, sb};
+    int rc;
+
+    if (!t->seq_dirty)
+        return 0;
+    aps__store_u64_encode(t->seq, sb);
+    rc = mdb_put(t->txn, t->s->meta, &sk, &sv, 0);
+    if (rc)
+        return txn_fail(t, rc);
+    t->seq_dirty = 0;
+    return 0;
+}
+
 static int
 lt_event_append(aps_txn *bt, aps_time at, const void *data, size_t len, uint64_t *seq)
 {
     lmdb_txn *t = T(bt);
-    unsigned char kb[8], sb[8];
+    unsigned char kb[8];
     MDB_val k = {sizeof kb, kb}, v;
-    MDB_val sk = {sizeof APS_STORE_META_EVENT_SEQ - 1, (void *)APS_STORE_META_EVENT_SEQ};
-    MDB_val sv = {sizeof sb, sb};
     uint64_t last;
     int rc;
 
     t->writes++;
     /* The counter, not the last key, gives the next sequence: pruning may
      * have emptied the log, and a sequence must never be reused. */
-    rc = read_event_seq(t->s, t->txn, &last);
-    if (rc == MDB_CORRUPTED)
-        return APS_ECORRUPT;
-    if (rc)
-        return txn_fail(t, rc);
+    if (t->seq_known) {
+        last = t->seq;
+    } else {
+        rc = read_event_seq(t->s, t->txn, &last);
+        if (rc == MDB_CORRUPTED)
+            return APS_ECORRUPT;
+        if (rc)
+            return txn_fail(t, rc);
+    }
     if (len > SIZE_MAX - APS_STORE_TIME_LEN)
         return APS_EINVAL;
     aps__store_u64_encode(last + 1, kb);
@@ -797,10 +880,8 @@ lt_event_append(aps_txn *bt, aps_time at, const void *data, size_t len, uint64_t
     aps__store_time_encode(at, v.mv_data);
     if (len)
         memcpy((unsigned char *)v.mv_data + APS_STORE_TIME_LEN, data, len);
-    aps__store_u64_encode(last + 1, sb);
-    rc = mdb_put(t->txn, t->s->meta, &sk, &sv, 0);
-    if (rc)
-        return txn_fail(t, rc);
+    t->seq = last + 1;
+    t->seq_known = t->seq_dirty = 1;
     *seq = last + 1;
     return 0;
 }
@@ -810,8 +891,10 @@ lt_meta_get(aps_txn *bt, const char *key, size_t keylen, const void **data, size
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {keylen, (void *)key}, v;
-    int rc = lt_get(t, t->s->meta, &k, &v);
+    int rc = seq_flush(t);
 
+    if (rc == 0)
+        rc = lt_get(t, t->s->meta, &k, &v);
     if (rc)
         return rc;
     if (data)
@@ -828,7 +911,12 @@ lt_meta_put(aps_txn *bt, const char *key, size_t keylen, const void *data, size_
     MDB_val k = {keylen, (void *)key}, v = {len, (void *)data};
 
     t->writes++;
-    int rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
+    int rc = seq_flush(t);
+    if (rc)
+        return rc;
+    /* A callback that writes the counter itself: appends read it again. */
+    t->seq_known = 0;
+    rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -839,7 +927,11 @@ lt_meta_del(aps_txn *bt, const char *key, size_t keylen)
     MDB_val k = {keylen, (void *)key};
 
     t->writes++;
-    int rc = mdb_del(t->txn, t->s->meta, &k, NULL);
+    int rc = seq_flush(t);
+    if (rc)
+        return rc;
+    t->seq_known = 0;
+    rc = mdb_del(t->txn, t->s->meta, &k, NULL);
     if (rc == MDB_NOTFOUND)
         return APS_ENOENT;
     return rc ? txn_fail(t, rc) : 0;
@@ -974,13 +1066,19 @@ retry:
         goto fail;
 
     for (r = batch; r; r = r->next) {
-        lmdb_txn t = {{&s->base}, s, parent, 0, 0};
+        lmdb_txn t;
 
         if (r->out)
             continue;
+        memset(&t, 0, sizeof t);
+        t.base.store = &s->base;
+        t.s = s;
+        t.txn = parent;
         aps__store_cb_enter();
         r->rc = r->fn(&t.base, r->arg);
         aps__store_cb_leave();
+        if (r->rc == 0)
+            r->rc = seq_flush(&t);
         if (t.mdb_err == MDB_MAP_FULL) {
             rc = MDB_MAP_FULL;
             goto fail_abort;

@@ -777,6 +777,130 @@ test_event_seq_reopen(void **state)
     free(c);
 }
 
+/* One callback reading and rewriting the same job several times, and
+ * appending events between reads and writes of `meta`: the due index
+ * follows every write (the LMDB store remembers the next run time of the
+ * job it last read or wrote, and writes the event counter back once), and
+ * the sequence goes on without a gap or a repeat, also after a callback
+ * that appended and then failed. */
+typedef struct same_job {
+    uint64_t seqs[3];
+    int lmdb; /* the counter is in `meta` */
+} same_job;
+
+static int
+same_job_fn(aps_txn *t, void *a)
+{
+    same_job *sj = a;
+    uint64_t *seqs = sj->seqs, seq = 0;
+    const void *data;
+    size_t len;
+    aps_time next;
+    int rc;
+
+    if ((rc = aps__txn_job_get(t, "a", &data, &len, &next)) != 0)
+        return rc;
+    assert_true(next == 100);
+    if ((rc = aps__txn_job_put(t, "a", "2", 1, 200)) != 0 ||
+        (rc = aps__txn_event_append(t, 1, "e1", 2, &seqs[0])) != 0 ||
+        (rc = aps__txn_job_put(t, "a", "3", 1, 300)) != 0 ||
+        (rc = aps__txn_job_put(t, "a", "4", 1, 300)) != 0 ||
+        (rc = aps__txn_job_put(t, "a", "5", 1, APS_TIME_NONE)) != 0 ||
+        (rc = aps__txn_job_put(t, "a", "6", 1, 400)) != 0)
+        return rc;
+    /* The counter as `meta` holds it, mid-callback: the first append's. */
+    if ((rc = aps__txn_meta_get(t, APS_STORE_META_EVENT_SEQ, &data, &len)) == 0) {
+        assert_int_equal(len, 8);
+        for (int i = 0; i < 8; i++) /* big-endian */
+            seq = seq << 8 | ((const unsigned char *)data)[i];
+        assert_true(seq == seqs[0]);
+    } else if (rc != APS_ENOENT || sj->lmdb) {
+        return rc;
+    }
+    if ((rc = aps__txn_meta_put(t, "m/x", "y", 1)) != 0 ||
+        (rc = aps__txn_event_append(t, 2, "e2", 2, &seqs[1])) != 0 ||
+        (rc = aps__txn_job_del(t, "a")) != 0 ||
+        /* Back at the time it had before it was removed: a new due entry. */
+        (rc = aps__txn_job_put(t, "a", "7", 1, 400)) != 0 ||
+        (rc = aps__txn_job_get(t, "b", &data, &len, &next)) != 0 ||
+        (rc = aps__txn_job_put(t, "b", "9", 1, 700)) != 0)
+        return rc;
+    return aps__txn_event_append(t, 3, "e3", 2, &seqs[2]);
+}
+
+/* Read, remove everything, write back at the same time: a new due entry. */
+static int
+read_clear_put_fn(aps_txn *t, void *a)
+{
+    const void *data;
+    size_t len, removed = 0;
+    aps_time next;
+    int rc;
+
+    (void)a;
+    if ((rc = aps__txn_job_get(t, "a", &data, &len, &next)) != 0 ||
+        (rc = aps__txn_job_del_all(t, &removed)) != 0)
+        return rc;
+    assert_int_equal(removed, 2);
+    return aps__txn_job_put(t, "a", "x", 1, next);
+}
+
+static int
+append_then_fail_fn(aps_txn *t, void *a)
+{
+    (void)a;
+    int rc = aps__txn_event_append(t, 4, "lost", 4, NULL);
+    return rc ? rc : APS_EINVAL;
+}
+
+static void
+test_txn_same_job(void **state)
+{
+    fx *f = *state;
+    collect *c = calloc(1, sizeof *c);
+    evc *e = calloc(1, sizeof *e);
+    same_job sj = {{0, 0, 0}, f->kind == B_LMDB};
+    uint64_t *seqs = sj.seqs;
+    size_t jobs = 0, scheduled = 0;
+
+    assert_non_null(c);
+    assert_non_null(e);
+    fx_open(f);
+    put(f->s, "a", "1", 100);
+    put(f->s, "b", "1", 150);
+    assert_int_equal(aps__store_write(f->s, same_job_fn, &sj), 0);
+    assert_true(seqs[0] == 1 && seqs[1] == 2 && seqs[2] == 3);
+    check_job(f->s, "a", "7", 400);
+    check_job(f->s, "b", "9", 700);
+    assert_int_equal(aps__store_due(f->s, INT64_MAX, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, 2);
+    assert_string_equal(c->id[0], "a");
+    assert_true(c->next[0] == 400);
+    assert_string_equal(c->id[1], "b");
+    assert_true(c->next[1] == 700);
+    assert_int_equal(aps__store_counts(f->s, &jobs, &scheduled), 0);
+    assert_int_equal(jobs, 2);
+    assert_int_equal(scheduled, 2);
+    assert_int_equal(aps__store_write(f->s, read_clear_put_fn, NULL), 0);
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due(f->s, INT64_MAX, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, 1);
+    assert_string_equal(c->id[0], "a");
+    assert_true(c->next[0] == 400);
+    assert_int_equal(aps__store_write(f->s, append_then_fail_fn, NULL), APS_EINVAL);
+    assert_true(append_event(f->s, 5, "next") == 4);
+    if (f->kind == B_LMDB)
+        fx_reopen(f);
+    assert_true(append_event(f->s, 6, "after") == 5);
+    assert_int_equal(aps__store_events(f->s, 0, 0, evc_cb, e), 0);
+    assert_int_equal(e->n, 5);
+    for (size_t i = 0; i < e->n; i++)
+        assert_true(e->seq[i] == i + 1);
+    assert_string_equal(e->data[3], "next");
+    free(c);
+    free(e);
+}
+
 static void
 test_event_prune_count(void **state)
 {
@@ -1584,6 +1708,7 @@ main(void)
         BOTH(test_group_commit_failures),
         BOTH(test_lazy_writes),
         BOTH(test_event_seq_reopen),
+        BOTH(test_txn_same_job),
         BOTH(test_event_prune_count),
         BOTH(test_event_prune_age),
         BOTH(test_meta),
