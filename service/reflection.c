@@ -314,8 +314,12 @@ add_sym(aps_refl *r, char *name, size_t file, enum sym_kind kind)
     if (!name)
         return APS_ENOMEM;
     /* A name that is not UTF-8 could never be asked for (requests are
-     * checked) nor listed (a client refuses the response): refuse the set. */
-    if (!aps__pb_utf8_ok(name)) {
+     * checked) nor listed (a client refuses the response), nor one with an
+     * empty part ("", ".M", "p..M": a part made of NUL bytes reads as
+     * empty here, found by the fuzzer): refuse the set. */
+    size_t n = strlen(name);
+    if (!aps__pb_utf8_ok(name) || n == 0 || name[0] == '.' || name[n - 1] == '.' ||
+        strstr(name, "..") != NULL) {
         free(name);
         return APS_EINVAL;
     }

@@ -48,6 +48,10 @@ printf '\x36\x31\x80\x00\x2a' >"$out/req-field-zero"
 # a request for it by that name was rejected. Such a set is now refused.
 printf '\x01\x0a\x1a\x0a\x07a.proto\x32\x0f\x0a\x02S\xf4\x12\x09\x0a\x01m\x12\x01M\x1a\x01M' \
     >"$out/set-name-not-utf8"
+# Found by the fuzzer: a service whose name starts with a NUL byte (empty
+# to C) was listed as "", and a request for "" was rejected. Refused now.
+printf '\x01\x0a\x1a\x0a\x07a.proto\x32\x0f\x0a\x0d\x00\x00\x00\x00\x00\x00\x00\x12\x01M\x1a\x01M' \
+    >"$out/set-name-empty"
 
 { printf '\x01'; protoc --include_imports --descriptor_set_out=/dev/stdout \
     -Iservice/tests/testdata -I/usr/include ext_user.proto; } >"$out/set-ext"

@@ -715,6 +715,33 @@ test_create_errors(void **state)
     assert_int_equal(aps_refl_create(pkg_utf8, sizeof(pkg_utf8), &r), APS_EINVAL);
     assert_int_equal(aps_refl_create(svc_utf8, sizeof(svc_utf8), &r), APS_EINVAL);
     assert_null(r);
+    /* Names with an empty part: a service named by NUL bytes (empty to C;
+     * found by the fuzzer: listed as "", then refused by that name), a
+     * message "M" in packages "p.", ".p" and "p..q". */
+    static const uint8_t svc_nul[] = {0x0a, 0x0f, 0x0a, 0x07, 'a',  '.',  'p', 'r', 'o',
+                                      't',  'o',  0x32, 0x04, 0x0a, 0x02, 0x00, 0x00};
+    assert_int_equal(aps_refl_create(svc_nul, sizeof(svc_nul), &r), APS_EINVAL);
+    assert_null(r);
+    static const char *const bad_pkgs[] = {"p.", ".p", "p..q"};
+    for (size_t i = 0; i < sizeof(bad_pkgs) / sizeof(bad_pkgs[0]); i++) {
+        size_t pl = strlen(bad_pkgs[i]);
+        uint8_t set[64];
+        size_t k = 0;
+        set[k++] = 0x0a; /* FileDescriptorSet.file */
+        set[k++] = (uint8_t)(9 + 2 + pl + 5);
+        set[k++] = 0x0a; /* name */
+        set[k++] = 7;
+        memcpy(set + k, "a.proto", 7);
+        k += 7;
+        set[k++] = 0x12; /* package */
+        set[k++] = (uint8_t)pl;
+        memcpy(set + k, bad_pkgs[i], pl);
+        k += pl;
+        memcpy(set + k, "\x22\x03\x0a\x01M", 5); /* message_type { name: "M" } */
+        k += 5;
+        assert_int_equal(aps_refl_create(set, k, &r), APS_EINVAL);
+        assert_null(r);
+    }
     assert_int_equal(aps_refl_create(aps_fdset, aps_fdset_len - 1, &r), APS_EINVAL);
 
     /* ext_user.proto alone (protoc writes imports first: it is the last
