@@ -374,21 +374,24 @@ gate(int closed)
     pthread_mutex_unlock(&calls_mu);
 }
 
+/* A scheduler on tu_clock in external-loop mode with one store (an LMDB
+ * one without fsync) and a thread pool of `workers` queueing up to
+ * `max_queue` runs; "count" registered. */
 static aps_scheduler *
-open_pool(uint32_t workers)
+open_with(const aps_store_def *store, uint32_t workers, uint32_t max_queue)
 {
-    aps_store_def store = {"default", "memory", NULL};
     aps_executor_def exec = {.name = "default", .type = "threadpool", .max_workers = workers,
-                             .max_queue = MAX_JOBS};
+                             .max_queue = max_queue};
     aps_scheduler_config cfg;
     aps_error err;
     aps_scheduler *s = NULL;
     memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = &store;
+    cfg.stores = store;
     cfg.n_stores = 1;
     cfg.executors = &exec;
     cfg.n_executors = 1;
     cfg.clock = &tu_clock;
+    cfg.no_sync = strcmp(store->type, "lmdb") == 0;
     cfg.default_misfire = APS_MISFIRE_UNLIMITED;
     int rc = aps_scheduler_create(&cfg, &s, &err);
     if (rc != 0)
@@ -396,6 +399,13 @@ open_pool(uint32_t workers)
     assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
     return s;
+}
+
+static aps_scheduler *
+open_pool(uint32_t workers)
+{
+    aps_store_def store = {"default", "memory", NULL};
+    return open_with(&store, workers, MAX_JOBS);
 }
 
 static void
@@ -598,25 +608,9 @@ test_backlog_batches_grow(void **state)
     (void)state;
     enum { N = 8000 };
     aps_store_def store = {"default", "lmdb", tu_tmpdir("loop_backlog")};
-    aps_executor_def exec = {.name = "default", .type = "threadpool", .max_workers = 4,
-                             .max_queue = 2 * N};
-    aps_scheduler_config cfg;
-    aps_error err;
-    aps_scheduler *s = NULL;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = &store;
-    cfg.n_stores = 1;
-    cfg.executors = &exec;
-    cfg.n_executors = 1;
-    cfg.clock = &tu_clock;
-    cfg.no_sync = 1;
-    cfg.default_misfire = APS_MISFIRE_UNLIMITED;
     tu_clock_set(T0);
-    if (aps_scheduler_create(&cfg, &s, &err) != 0)
-        fail_msg("create: %s", err.msg);
     reset_calls();
-    assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
+    aps_scheduler *s = open_with(&store, 4, 2 * N);
     aps_trigger_spec at;
     memset(&at, 0, sizeof(at));
     at.kind = APS_TRIGGER_DATE;
