@@ -12,7 +12,8 @@
  *       JOBS interval jobs (every second, start times spread uniformly
  *       over one second) on a no-op registered function; lateness =
  *       aps_time_now() in the function - its scheduled time, over the runs
- *       scheduled in SECONDS whole seconds after WARMUP seconds.
+ *       scheduled in SECONDS whole seconds after WARMUP seconds. Meanwhile
+ *       a durable aps_job_add every 100 ms, timed (probe_p50_us/max_us).
  *   bench_engine loopcost JOBS ROUNDS lmdb|memory [DIR]
  *       the loop's CPU cost per run, free of timing noise: JOBS interval
  *       jobs on an injected clock moved one second per round, external
@@ -405,6 +406,44 @@ lat_add_main(void *arg)
     return NULL;
 }
 
+/* A user adding a job now and then while the loop is busy: a durable
+ * aps_job_add (a date job a day ahead, never due in the run) every
+ * PROBE_GAP_US, timed. The figures show how long a user's write waits
+ * behind the loop's batches. */
+#define PROBE_GAP_US 100000
+#define PROBE_MAX 4096
+
+typedef struct add_probe {
+    aps_scheduler *s;
+    aps_time until;
+    int64_t v[PROBE_MAX];
+    size_t n;
+    pthread_t th;
+} add_probe;
+
+static void *
+probe_main(void *arg)
+{
+    add_probe *p = arg;
+    char id[32];
+    aps_error err = {0, ""};
+    aps_trigger_spec at;
+    memset(&at, 0, sizeof(at));
+    at.kind = APS_TRIGGER_DATE;
+    while (p->n < PROBE_MAX && aps_time_now() < p->until) {
+        snprintf(id, sizeof(id), "probe-%zu", p->n);
+        at.u.date.run_date = aps_time_now() + 86400 * SEC;
+        aps_job_spec spec = func_spec(id, &at, "lat");
+        aps_time t0 = aps_time_now();
+        int rc = aps_job_add(p->s, &spec, NULL, NULL, &err);
+        if (rc != 0)
+            die("aps_job_add (probe)", rc, &err);
+        p->v[p->n++] = aps_time_now() - t0;
+        usleep(PROBE_GAP_US);
+    }
+    return NULL;
+}
+
 /* The allocator this process runs with (the daemon's is mimalloc; the
  * _glibc build keeps the default): mimalloc exports mi_version. */
 static const char *
@@ -460,6 +499,12 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     if (rc != 0)
         die("aps_scheduler_start", rc, NULL);
     sleep_until(from);
+    add_probe *probe = calloc(1, sizeof(*probe));
+    if (probe == NULL)
+        die("calloc", APS_ENOMEM, NULL);
+    probe->s = s;
+    probe->until = L.to;
+    pthread_create(&probe->th, NULL, probe_main, probe);
     double c0 = cpu_s(), w0 = mono_s();
     unsigned long k0 = atomic_load(&L.calls);
     uint64_t commits0, commits1;
@@ -468,6 +513,7 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     double wall = mono_s() - w0, cpu = cpu_s() - c0;
     unsigned long k1 = atomic_load(&L.calls);
     store_commits(s, &commits1);
+    pthread_join(probe->th, NULL);
     /* Runs per second in the window, and the process's CPU time per run:
      * its cost, whatever else the machine runs. */
     double rate = (double)(k1 - k0) / wall;
@@ -491,14 +537,18 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
         free(L.sched_at);
     }
     qsort(L.v, n, sizeof(*L.v), cmp_i64);
+    qsort(probe->v, probe->n, sizeof(*probe->v), cmp_i64);
 #define PCT(q) (n ? L.v[(size_t)((double)(n - 1) * (q))] : 0)
     printf("lateness store=%s malloc=%s jobs=%ld seconds=%d runs=%zu expected=%zu p50_us=%" PRId64
            " p90_us=%" PRId64 " p99_us=%" PRId64 " p999_us=%" PRId64 " max_us=%" PRId64
-           " runs_per_s=%.0f cpu_cores=%.2f cpu_us_per_run=%.1f commits_per_s=%.0f add_s=%.1f\n",
+           " runs_per_s=%.0f cpu_cores=%.2f cpu_us_per_run=%.1f commits_per_s=%.0f add_s=%.1f"
+           " probe_adds=%zu probe_p50_us=%" PRId64 " probe_max_us=%" PRId64 "\n",
            type, malloc_name(), jobs, seconds, n, expected, PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999),
            n ? L.v[n - 1] : 0, rate, cpu / wall, us_per_run, (double)(commits1 - commits0) / wall,
-           add_s);
+           add_s, probe->n, probe->n ? probe->v[(probe->n - 1) / 2] : 0,
+           probe->n ? probe->v[probe->n - 1] : 0);
 #undef PCT
+    free(probe);
     free(L.v);
     return 0;
 }
