@@ -9,6 +9,8 @@
  * - a backlog: the loop drops to normal priority while working through
  *   50,000 due runs, takes the priority again once it sleeps, and every
  *   run happens;
+ * - the commit-ahead thread (LMDB store): the same when it hands on
+ *   250,000 runs committed ahead of one fire time;
  * - refused (a child without CAP_SYS_NICE and RLIMIT_RTPRIO 0): the loop
  *   runs at normal priority, the call reports 0, jobs still fire;
  * - out of range: APS_EINVAL naming the field.
@@ -119,27 +121,40 @@ may_rt(void)
     return geteuid() == 0 || (getrlimit(RLIMIT_RTPRIO, &rl) == 0 && rl.rlim_cur >= PRIO);
 }
 
+/* A scheduler with one store and two thread pools ("default",
+ * "second"); commit-ahead as
+ * aps_scheduler_config.commit_ahead_us (LMDB stores only). */
 static aps_scheduler *
-make(int prio, int max_workers)
+make_in(const aps_store_def *store, int prio, int max_workers, int64_t ahead_us)
 {
-    static aps_store_def store = {"default", "memory", NULL};
-    aps_executor_def exec = {.name = "default", .type = "threadpool", .max_queue = 100000};
+    aps_executor_def exec[2] = {
+        {.name = "default", .type = "threadpool", .max_queue = 200000},
+        {.name = "second", .type = "threadpool", .max_queue = 200000},
+    };
     aps_scheduler_config cfg;
     aps_error err;
     aps_scheduler *s = NULL;
-    exec.max_workers = (uint32_t)max_workers;
+    exec[0].max_workers = exec[1].max_workers = (uint32_t)max_workers;
     memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = &store;
+    cfg.stores = store;
     cfg.n_stores = 1;
-    cfg.executors = &exec;
-    cfg.n_executors = 1;
+    cfg.executors = exec;
+    cfg.n_executors = 2;
     cfg.default_misfire = APS_MISFIRE_UNLIMITED;
     cfg.loop_priority = prio;
+    cfg.commit_ahead_us = ahead_us; /* fsync on: no_sync stores commit nothing ahead */
     if (aps_scheduler_create(&cfg, &s, &err) != 0)
         fail_msg("create: %s", err.msg);
     if (aps_scheduler_register_function(s, "count", count_fn, NULL) != 0)
         fail_msg("register_function");
     return s;
+}
+
+static aps_scheduler *
+make(int prio, int max_workers)
+{
+    static aps_store_def store = {"default", "memory", NULL};
+    return make_in(&store, prio, max_workers, 0);
 }
 
 /* Adds date jobs d0..d(n-1) due at `when`. */
@@ -321,6 +336,125 @@ test_backlog_drops_priority(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* aps_job_add_async adds in flight, and those that failed. */
+static int adds_left, adds_failed;
+
+static void
+add_done(void *userdata, int rc, aps_job *job, const aps_error *err)
+{
+    (void)userdata;
+    (void)err;
+    if (rc != 0)
+        __atomic_fetch_add(&adds_failed, 1, __ATOMIC_SEQ_CST);
+    aps_job_free(job);
+    __atomic_fetch_sub(&adds_left, 1, __ATOMIC_SEQ_CST);
+}
+
+/* How long adding the jobs and committing their runs ahead may take. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HOLD_LEAD_S 45
+#else
+#define HOLD_LEAD_S 16
+#endif
+
+/* The commit-ahead thread: N runs of an LMDB store, all committed ahead
+ * of one fire time, are handed on by it at that time. It waits for that
+ * time at SCHED_FIFO, drops to normal priority while it works through
+ * them (once busy for 50 ms), and takes the priority again once it waits
+ * again; every run happens. */
+static void
+test_hold_backlog_drops_priority(void **state)
+{
+    (void)state;
+    enum { N = 250000 };
+    const aps_time SEC = 1000000;
+    int policy = -1, prio = -1, saw_normal = 0, saw_rt_waiting = 0;
+    if (!may_rt()) {
+        print_message("skipped: no CAP_SYS_NICE and RLIMIT_RTPRIO < %d\n", PRIO);
+        return;
+    }
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre != NULL && strstr(pre, "vgpreload") != NULL) {
+        print_message("under valgrind: skipped\n"); /* as test_backlog_drops_priority */
+        return;
+    }
+    aps_store_def store = {"default", "lmdb", tu_tmpdir("priority_hold")};
+    aps_scheduler *s = make_in(&store, PRIO, 2, 600 * SEC);
+    priority_test_runs = 0;
+    adds_left = N;
+    adds_failed = 0;
+    /* Far enough ahead for the adds and the loop's commits of every run
+     * (sanitizers included); all within the commit-ahead window. */
+    aps_time when = aps_time_now() + HOLD_LEAD_S * SEC;
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        aps_trigger_spec t;
+        snprintf(id, sizeof(id), "h%d", i);
+        memset(&t, 0, sizeof(t));
+        t.kind = APS_TRIGGER_DATE;
+        t.u.date.run_date = when;
+        aps_job_spec j = tu_function_job(id, &t, "count", NULL);
+        /* Runs of two executors, mixed: handed on one by one (those of one
+         * executor in a row go in one call), the slower way. */
+        j.executor = i % 2 ? "second" : "default";
+        aps_job_add_async(s, &j, NULL, add_done, NULL);
+    }
+    for (int i = 0; i < 60000 && __atomic_load_n(&adds_left, __ATOMIC_SEQ_CST) > 0; i++)
+        usleep(1000);
+    assert_int_equal(__atomic_load_n(&adds_left, __ATOMIC_SEQ_CST), 0);
+    assert_int_equal(adds_failed, 0);
+    aps_time added = aps_time_now();
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    long tid = thread_named("aps-hold");
+    assert_true(tid > 0);
+    /* Before the time: every run committed and held (none run early), the
+     * thread waiting at the priority. */
+    aps_store_info info;
+    for (int i = 0; i < 60000 && aps_time_now() < when - SEC; i++) {
+        assert_int_equal(aps_scheduler_store_info(s, 0, &info), 0);
+        if (info.jobs == 0)
+            break;
+        usleep(1000);
+    }
+    assert_int_equal(aps_scheduler_store_info(s, 0, &info), 0);
+    if (info.jobs != 0)
+        fail_msg("%zu jobs not committed ahead %.1f s after start", (size_t)info.jobs,
+                 (double)(aps_time_now() - added) / 1e6);
+    print_message("%d adds and commits ahead: %.1f s + %.1f s\n", N,
+                  (double)(added + HOLD_LEAD_S * SEC - when) / 1e6,
+                  (double)(aps_time_now() - added) / 1e6);
+    assert_int_equal(__atomic_load_n(&priority_test_runs, __ATOMIC_SEQ_CST), 0);
+    assert_int_equal(thread_sched(tid, &policy, &prio), 0);
+    saw_rt_waiting = policy == SCHED_FIFO && prio == PRIO;
+    assert_true(saw_rt_waiting);
+    /* At the time: sample the thread while it hands the runs on. */
+    while (aps_time_now() < when)
+        usleep(200);
+    int samples = 0;
+    for (int i = 0; i < 120000 && __atomic_load_n(&priority_test_runs, __ATOMIC_SEQ_CST) < N;
+         i++) {
+        if (thread_sched(tid, &policy, &prio) == 0) {
+            samples++;
+            saw_normal |= policy == SCHED_OTHER;
+        }
+        usleep(200);
+    }
+    assert_int_equal(__atomic_load_n(&priority_test_runs, __ATOMIC_SEQ_CST), N);
+    print_message("%d held runs handed on in %.0f ms: commit-ahead thread seen at normal "
+                  "priority %s (%d samples)\n",
+                  N, (double)(aps_time_now() - when) / 1000.0, saw_normal ? "yes" : "no", samples);
+    assert_true(saw_normal);
+    /* Done and waiting: at the priority again. */
+    int back = 0;
+    for (int i = 0; i < 5000 && !back; i++) {
+        back = thread_sched(tid, &policy, &prio) == 0 && policy == SCHED_FIFO && prio == PRIO;
+        if (!back)
+            usleep(1000);
+    }
+    assert_true(back);
+    aps_scheduler_destroy(s);
+}
+
 /* In a child without the privilege: the loop runs at normal priority. */
 static int
 refused_child(void)
@@ -371,6 +505,7 @@ main(void)
         cmocka_unit_test(test_background),
         cmocka_unit_test(test_blocking),
         cmocka_unit_test(test_backlog_drops_priority),
+        cmocka_unit_test(test_hold_backlog_drops_priority),
         cmocka_unit_test(test_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
