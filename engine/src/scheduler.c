@@ -580,7 +580,8 @@ put_run_index(aps_txn *t, const char *key, const aps_job *job, const aps_time *r
 {
     size_t idlen = strlen(job->id), exlen = strlen(job->executor);
     size_t len = idlen + 1 + exlen + 1 + 8 * n;
-    unsigned char *v = malloc(len);
+    unsigned char small[512]; /* a run's usual record: no allocation */
+    unsigned char *v = len <= sizeof(small) ? small : malloc(len);
     if (v == NULL)
         return APS_ENOMEM;
     memcpy(v, job->id, idlen + 1);
@@ -592,8 +593,20 @@ put_run_index(aps_txn *t, const char *key, const aps_job *job, const aps_time *r
             *p++ = (unsigned char)(u >> (56 - 8 * b));
     }
     int rc = aps__txn_meta_put(t, key, v, len);
-    free(v);
+    if (v != small)
+        free(v);
     return rc;
+}
+
+/* The run index key of `run_id` (32 hex digits) into key (memcpy, not
+ * snprintf: two per run, a measurable part of one). */
+static void
+run_key(char key[APS_STORE_META_KEY_MAX + 1], const char *run_id)
+{
+    size_t n = strnlen(run_id, APS_STORE_META_KEY_MAX - strlen(RUN_PREFIX));
+    memcpy(key, RUN_PREFIX, strlen(RUN_PREFIX));
+    memcpy(key + strlen(RUN_PREFIX), run_id, n);
+    key[strlen(RUN_PREFIX) + n] = '\0';
 }
 
 /* Records a new running instance in rec (and the durable run index), emits
@@ -629,7 +642,7 @@ start_run(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_tim
     rec->n_running++;
 
     if (store_persists(s, rec->job.jobstore)) {
-        snprintf(key, sizeof(key), RUN_PREFIX "%s", run_id);
+        run_key(key, run_id);
         rc = put_run_index(t, key, &rec->job, rts, n);
         if (rc != 0)
             return rc;
@@ -2747,7 +2760,7 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
     for (size_t i = 0; i < run->n_run_times && rc == 0; i++)
         rc = outcome_event(c, run, &run->results[i], rec);
     if (rc == 0 && store_persists(c->s, run->jobstore)) {
-        snprintf(key, sizeof(key), RUN_PREFIX "%s", run->run_id);
+        run_key(key, run->run_id);
         rc = aps__txn_meta_del(t, key);
         if (rc == APS_ENOENT)
             rc = 0;
