@@ -832,10 +832,10 @@ loop_thread_create(aps_scheduler *s)
     return pthread_create(&s->thread, NULL, loop_main, s) != 0 ? APS_ENOMEM : 0;
 }
 
-/* Busy since it woke (loop_woke) for RT_BUSY_US, the loop drops to normal
+/* Busy since it woke (loop_woke) for rt_busy_us, the loop drops to normal
  * priority until it sleeps again: waking on time needs the priority,
  * catching up a backlog must not starve other threads. Checked between the
- * batches of a pass too, so the priority is held at most about RT_BUSY_US
+ * batches of a pass too, so the priority is held at most about rt_busy_us
  * past its wake-up. Loop thread only (it owns loop_rt_on and loop_woke). */
 static void
 rt_busy_check(aps_scheduler *s)
@@ -843,7 +843,7 @@ rt_busy_check(aps_scheduler *s)
     if (!s->loop_rt_on || __atomic_load_n(&s->loop_rt, __ATOMIC_ACQUIRE) == 0)
         return;
     aps_time now = aps__scheduler_now(s);
-    if (now < s->loop_woke || now - s->loop_woke >= RT_BUSY_US)
+    if (now < s->loop_woke || now - s->loop_woke >= s->rt_busy_us)
         s->loop_rt_on = rt_set(pthread_self(), 0) != 0;
 }
 
@@ -934,7 +934,7 @@ hold_main(void *arg)
     aps_scheduler *s = arg;
     aps__run *batch[64];
     /* As the loop (rt_pace): at its priority while waiting, normal once
-     * busy handing on runs for RT_BUSY_US. */
+     * busy handing on runs for rt_busy_us. */
     int rt_on = 1;
     aps_time busy = APS_TIME_NONE;
     pthread_mutex_lock(&s->hold_mu);
@@ -961,7 +961,7 @@ hold_main(void *arg)
         }
         if (busy == APS_TIME_NONE || now < busy)
             busy = now;
-        else if (prio > 0 && rt_on && now - busy >= RT_BUSY_US)
+        else if (prio > 0 && rt_on && now - busy >= s->rt_busy_us)
             rt_on = rt_set(pthread_self(), 0) != 0;
         size_t n = 0;
         while (n < 64 && s->n_held > 0 && s->held[0]->run_times[0] <= now)
@@ -1257,6 +1257,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
         goto fail;
     }
     s->loop_priority = cfg->loop_priority;
+    s->rt_busy_us = RT_BUSY_US;
     s->loop_woke = APS_TIME_NONE;
 
     memset(&scfg, 0, sizeof(scfg));

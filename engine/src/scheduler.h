@@ -175,6 +175,9 @@ struct aps_scheduler {
     int loop_rt;
     int loop_rt_on;
     aps_time loop_woke; /* start of its current busy streak; NONE: asleep */
+    /* How long the loop and the hold thread keep the priority while busy
+     * (RT_BUSY_US; set before start, tests shorten it). */
+    int64_t rt_busy_us;
     int hold_active;   /* set while the hold thread runs (loop thread reads) */
     pthread_mutex_t hold_mu;
     pthread_cond_t hold_cv; /* CLOCK_REALTIME, as run times are */
