@@ -121,6 +121,10 @@ typedef struct lmdb_txn {
     char known_id[KNOWN_ID_MAX];
     size_t known_len; /* 0: none */
     aps_time known_next;
+    /* The callback's cursor on `jobs`, at the known job while there is
+     * one: writing it back replaces it in place (MDB_CURRENT), without a
+     * second descent of the B-tree. Closed when the callback returns. */
+    MDB_cursor *jobs_cur;
 } lmdb_txn;
 
 static lmdb_store *
@@ -648,6 +652,13 @@ known_is(const lmdb_txn *t, const char *id, size_t idlen)
     return t->known_len != 0 && t->known_len == idlen && memcmp(t->known_id, id, idlen) == 0;
 }
 
+/* The callback's cursor on `jobs` (opened on first use); an LMDB code. */
+static int
+jobs_cursor(lmdb_txn *t)
+{
+    return t->jobs_cur ? 0 : mdb_cursor_open(t->txn, t->s->jobs, &t->jobs_cur);
+}
+
 static int
 lt_job_get(aps_txn *bt, const char *id, size_t idlen, const void **data, size_t *len,
            aps_time *next_run)
@@ -655,10 +666,16 @@ lt_job_get(aps_txn *bt, const char *id, size_t idlen, const void **data, size_t 
     lmdb_txn *t = T(bt);
     MDB_val k = {idlen, (void *)id}, v;
     aps_time next;
-    int rc = lt_get(t, t->s->jobs, &k, &v);
+    int rc;
 
+    t->known_len = 0; /* the cursor moves */
+    rc = jobs_cursor(t);
+    if (rc == 0)
+        rc = mdb_cursor_get(t->jobs_cur, &k, &v, MDB_SET_KEY);
+    if (rc == MDB_NOTFOUND)
+        return APS_ENOENT;
     if (rc)
-        return rc;
+        return txn_fail(t, rc);
     rc = job_decode(&v, data, len, &next);
     if (rc)
         return rc;
@@ -729,7 +746,7 @@ lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t l
 {
     lmdb_txn *t = T(bt);
     unsigned char dk[APS_STORE_DUE_KEY_MAX];
-    MDB_val k = {idlen, (void *)id}, v, empty = {0, NULL};
+    MDB_val k = {idlen, (void *)id}, v, ck, cv, empty = {0, NULL};
     aps_time old_next = APS_TIME_NONE;
     int rc, had_old = 0;
 
@@ -758,13 +775,23 @@ lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t l
     } else if (rc != MDB_NOTFOUND) {
         return txn_fail(t, rc);
     }
-    t->known_len = 0; /* until the put below is done */
     /* MDB_RESERVE: build the value in place, no temporary buffer. */
+    unsigned flags = MDB_RESERVE;
     if (len > SIZE_MAX - APS_STORE_TIME_LEN)
         return APS_EINVAL;
+    rc = jobs_cursor(t);
+    if (rc)
+        return txn_fail(t, rc);
+    /* A known job is where the cursor is (read or written last): replace
+     * it there. MDB_CURRENT ignores the key, so check the cursor's first. */
+    if (had_old && known_is(t, id, idlen) &&
+        mdb_cursor_get(t->jobs_cur, &ck, &cv, MDB_GET_CURRENT) == 0 && ck.mv_size == idlen &&
+        memcmp(ck.mv_data, id, idlen) == 0)
+        flags |= MDB_CURRENT;
+    t->known_len = 0; /* until the put below is done */
     v.mv_size = APS_STORE_TIME_LEN + len;
     v.mv_data = NULL;
-    rc = mdb_put(t->txn, t->s->jobs, &k, &v, MDB_RESERVE);
+    rc = mdb_cursor_put(t->jobs_cur, &k, &v, flags);
     if (rc)
         return txn_fail(t, rc);
     aps__store_time_encode(next_run, v.mv_data);
@@ -1077,6 +1104,9 @@ retry:
         aps__store_cb_enter();
         r->rc = r->fn(&t.base, r->arg);
         aps__store_cb_leave();
+        /* Before any abort, which would free it under us. */
+        if (t.jobs_cur)
+            mdb_cursor_close(t.jobs_cur);
         if (r->rc == 0)
             r->rc = seq_flush(&t);
         if (t.mdb_err == MDB_MAP_FULL) {

@@ -901,6 +901,125 @@ test_txn_same_job(void **state)
     free(e);
 }
 
+/* Jobs j000..j199 with values of 120 bytes (several B-tree leaves). */
+#define CM_JOBS 200
+
+static void
+cm_value(int i, char out[160])
+{
+    snprintf(out, 160, "j%03d-%0115d", i, i);
+}
+
+/* Reads and writes that move the LMDB store's cursor on `jobs` between
+ * reading a job and writing it back (a missing job read, another job
+ * written or removed, the job grown past its page and shrunk again, a new
+ * job written twice): each write lands on its own job. */
+static int
+cursor_moves_fn(aps_txn *t, void *a)
+{
+    static char big[1501];
+    const void *data;
+    size_t len;
+    aps_time next;
+    int rc;
+
+    (void)a;
+    memset(big, 'x', sizeof big - 1);
+    if ((rc = aps__txn_job_get(t, "j010", &data, &len, &next)) != 0)
+        return rc;
+    /* Missing, between two jobs on another page. */
+    assert_int_equal(aps__txn_job_get(t, "j1005", &data, &len, &next), APS_ENOENT);
+    if ((rc = aps__txn_job_put(t, "j010", "A10", 3, 5010)) != 0 ||
+        (rc = aps__txn_job_get(t, "j020", &data, &len, &next)) != 0 ||
+        (rc = aps__txn_job_put(t, "j021", "B21", 3, 5021)) != 0 ||
+        (rc = aps__txn_job_put(t, "j020", "C20", 3, 5020)) != 0 ||
+        (rc = aps__txn_job_get(t, "j030", &data, &len, &next)) != 0 ||
+        (rc = aps__txn_job_del(t, "j031")) != 0 ||
+        (rc = aps__txn_job_put(t, "j030", "D30", 3, 5030)) != 0 ||
+        (rc = aps__txn_job_get(t, "j040", &data, &len, &next)) != 0 ||
+        (rc = aps__txn_job_put(t, "j040", big, sizeof big - 1, 5040)) != 0 ||
+        (rc = aps__txn_job_put(t, "j040", "E40", 3, 5040)) != 0 ||
+        (rc = aps__txn_job_get(t, "j041", &data, &len, &next)) != 0 ||
+        (rc = aps__txn_job_put(t, "j041", "F41", 3, 6041)) != 0 ||
+        (rc = aps__txn_job_put(t, "j0405", "G", 1, 7000)) != 0 ||
+        (rc = aps__txn_job_put(t, "j0405", "H", 1, 7001)) != 0 ||
+        (rc = aps__txn_job_get(t, "j050", &data, &len, &next)) != 0)
+        return rc;
+    char v[160];
+    cm_value(50, v);
+    if ((rc = aps__txn_job_put(t, "j050", v, strlen(v), APS_TIME_NONE)) != 0 ||
+        (rc = aps__txn_job_get(t, "j060", &data, &len, &next)) != 0 ||
+        (rc = aps__txn_job_get(t, "j061", &data, &len, &next)) != 0)
+        return rc;
+    return aps__txn_job_put(t, "j060", "I60", 3, 5060);
+}
+
+/* Every job as cursor_moves_fn leaves them, and `due` in step. */
+static void
+cm_check(aps_store *s)
+{
+    static const struct {
+        const char *id, *data;
+        aps_time next;
+    } changed[] = {{"j010", "A10", 5010}, {"j020", "C20", 5020}, {"j021", "B21", 5021},
+                   {"j030", "D30", 5030}, {"j040", "E40", 5040}, {"j041", "F41", 6041},
+                   {"j0405", "H", 7001},  {"j060", "I60", 5060}};
+    collect *c = calloc(1, sizeof *c);
+    size_t jobs = 0, scheduled = 0;
+    char id[16], v[160];
+
+    assert_non_null(c);
+    for (int i = 0; i < CM_JOBS; i++) {
+        int done = 0;
+        snprintf(id, sizeof id, "j%03d", i);
+        for (size_t k = 0; k < sizeof changed / sizeof changed[0]; k++) {
+            if (strcmp(changed[k].id, id) == 0) {
+                check_job(s, id, changed[k].data, changed[k].next);
+                done = 1;
+            }
+        }
+        if (i == 31) {
+            assert_int_equal(aps__store_job_get(s, id, NULL, NULL, NULL), APS_ENOENT);
+        } else if (!done) {
+            cm_value(i, v);
+            check_job(s, id, v, i == 50 ? APS_TIME_NONE : 1000 + i);
+        }
+    }
+    check_job(s, "j0405", "H", 7001);
+    assert_int_equal(aps__store_counts(s, &jobs, &scheduled), 0);
+    assert_int_equal(jobs, CM_JOBS);
+    assert_int_equal(scheduled, CM_JOBS - 1);
+    assert_int_equal(aps__store_due(s, INT64_MAX, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, CM_JOBS - 1);
+    for (size_t k = 0; k < c->n; k++) {
+        aps_time nr = 0;
+        assert_int_equal(aps__store_job_get(s, c->id[k], NULL, NULL, &nr), 0);
+        assert_true(nr == c->next[k]);
+        assert_true(k == 0 || c->next[k - 1] <= c->next[k]);
+    }
+    free(c);
+}
+
+static void
+test_txn_cursor_moves(void **state)
+{
+    fx *f = *state;
+    char id[16], v[160];
+
+    fx_open(f);
+    for (int i = 0; i < CM_JOBS; i++) {
+        snprintf(id, sizeof id, "j%03d", i);
+        cm_value(i, v);
+        put(f->s, id, v, 1000 + i);
+    }
+    assert_int_equal(aps__store_write(f->s, cursor_moves_fn, NULL), 0);
+    cm_check(f->s);
+    if (f->kind == B_LMDB) {
+        fx_reopen(f);
+        cm_check(f->s);
+    }
+}
+
 static void
 test_event_prune_count(void **state)
 {
@@ -1709,6 +1828,7 @@ main(void)
         BOTH(test_lazy_writes),
         BOTH(test_event_seq_reopen),
         BOTH(test_txn_same_job),
+        BOTH(test_txn_cursor_moves),
         BOTH(test_event_prune_count),
         BOTH(test_event_prune_age),
         BOTH(test_meta),
