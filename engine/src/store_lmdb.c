@@ -125,6 +125,13 @@ typedef struct lmdb_txn {
      * one: writing it back replaces it in place (MDB_CURRENT), without a
      * second descent of the B-tree. Closed when the callback returns. */
     MDB_cursor *jobs_cur;
+    /* Its cursors on `meta`, `events` and `due` (one for the entries it
+     * removes, one for those it adds: a batch of due jobs removes entries
+     * in time order at one place and adds them at another): a put or
+     * delete next to the previous one (run index entries, time-ordered;
+     * appended events; due entries in time order) is found on the
+     * cursor's page, without a descent from the root. */
+    MDB_cursor *meta_cur, *events_cur, *due_del_cur, *due_put_cur;
 } lmdb_txn;
 
 static lmdb_store *
@@ -652,11 +659,35 @@ known_is(const lmdb_txn *t, const char *id, size_t idlen)
     return t->known_len != 0 && t->known_len == idlen && memcmp(t->known_id, id, idlen) == 0;
 }
 
-/* The callback's cursor on `jobs` (opened on first use); an LMDB code. */
+/* The callback's cursor *cur on `dbi` (opened on first use); an LMDB code. */
+static int
+txn_cursor(lmdb_txn *t, MDB_dbi dbi, MDB_cursor **cur)
+{
+    return *cur ? 0 : mdb_cursor_open(t->txn, dbi, cur);
+}
+
 static int
 jobs_cursor(lmdb_txn *t)
 {
-    return t->jobs_cur ? 0 : mdb_cursor_open(t->txn, t->s->jobs, &t->jobs_cur);
+    return txn_cursor(t, t->s->jobs, &t->jobs_cur);
+}
+
+/* Closes the callback's cursors: before any abort, which would free them
+ * under us. */
+static void
+txn_cursors_close(lmdb_txn *t)
+{
+    if (t->jobs_cur)
+        mdb_cursor_close(t->jobs_cur);
+    if (t->meta_cur)
+        mdb_cursor_close(t->meta_cur);
+    if (t->events_cur)
+        mdb_cursor_close(t->events_cur);
+    if (t->due_del_cur)
+        mdb_cursor_close(t->due_del_cur);
+    if (t->due_put_cur)
+        mdb_cursor_close(t->due_put_cur);
+    t->jobs_cur = t->meta_cur = t->events_cur = t->due_del_cur = t->due_put_cur = NULL;
 }
 
 static int
@@ -715,14 +746,18 @@ static int
 due_remove_at(lmdb_txn *t, const char *id, size_t idlen, aps_time next)
 {
     unsigned char dk[APS_STORE_DUE_KEY_MAX];
-    MDB_val k;
+    MDB_val k, v;
     int rc;
 
     if (next == APS_TIME_NONE)
         return 0;
     k.mv_size = aps__store_due_key(next, id, idlen, dk);
     k.mv_data = dk;
-    rc = mdb_del(t->txn, t->s->due, &k, NULL);
+    rc = txn_cursor(t, t->s->due, &t->due_del_cur);
+    if (rc == 0)
+        rc = mdb_cursor_get(t->due_del_cur, &k, &v, MDB_SET);
+    if (rc == 0)
+        rc = mdb_cursor_del(t->due_del_cur, 0);
     /* A missing entry is tolerated: the put or delete repairs the index. */
     if (rc && rc != MDB_NOTFOUND)
         return txn_fail(t, rc);
@@ -800,7 +835,9 @@ lt_job_put(aps_txn *bt, const char *id, size_t idlen, const void *data, size_t l
     if (next_run != APS_TIME_NONE && !(had_old && old_next == next_run)) {
         k.mv_size = aps__store_due_key(next_run, id, idlen, dk);
         k.mv_data = dk;
-        rc = mdb_put(t->txn, t->s->due, &k, &empty, 0);
+        rc = txn_cursor(t, t->s->due, &t->due_put_cur);
+        if (rc == 0)
+            rc = mdb_cursor_put(t->due_put_cur, &k, &empty, 0);
         if (rc)
             return txn_fail(t, rc);
     }
@@ -901,7 +938,9 @@ lt_event_append(aps_txn *bt, aps_time at, const void *data, size_t len, uint64_t
     /* MDB_APPEND: keys only grow, and appended pages are filled completely
      * instead of split in half. A smaller key already there means the
      * counter went backwards: corruption (MDB_KEYEXIST). */
-    rc = mdb_put(t->txn, t->s->events, &k, &v, MDB_RESERVE | MDB_APPEND);
+    rc = txn_cursor(t, t->s->events, &t->events_cur);
+    if (rc == 0)
+        rc = mdb_cursor_put(t->events_cur, &k, &v, MDB_RESERVE | MDB_APPEND);
     if (rc)
         return txn_fail(t, rc);
     aps__store_time_encode(at, v.mv_data);
@@ -943,7 +982,9 @@ lt_meta_put(aps_txn *bt, const char *key, size_t keylen, const void *data, size_
         return rc;
     /* A callback that writes the counter itself: appends read it again. */
     t->seq_known = 0;
-    rc = mdb_put(t->txn, t->s->meta, &k, &v, 0);
+    rc = txn_cursor(t, t->s->meta, &t->meta_cur);
+    if (rc == 0)
+        rc = mdb_cursor_put(t->meta_cur, &k, &v, 0);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -951,16 +992,20 @@ static int
 lt_meta_del(aps_txn *bt, const char *key, size_t keylen)
 {
     lmdb_txn *t = T(bt);
-    MDB_val k = {keylen, (void *)key};
+    MDB_val k = {keylen, (void *)key}, v;
 
     t->writes++;
     int rc = seq_flush(t);
     if (rc)
         return rc;
     t->seq_known = 0;
-    rc = mdb_del(t->txn, t->s->meta, &k, NULL);
+    rc = txn_cursor(t, t->s->meta, &t->meta_cur);
+    if (rc == 0)
+        rc = mdb_cursor_get(t->meta_cur, &k, &v, MDB_SET);
     if (rc == MDB_NOTFOUND)
         return APS_ENOENT;
+    if (rc == 0)
+        rc = mdb_cursor_del(t->meta_cur, 0);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -1104,9 +1149,7 @@ retry:
         aps__store_cb_enter();
         r->rc = r->fn(&t.base, r->arg);
         aps__store_cb_leave();
-        /* Before any abort, which would free it under us. */
-        if (t.jobs_cur)
-            mdb_cursor_close(t.jobs_cur);
+        txn_cursors_close(&t);
         if (r->rc == 0)
             r->rc = seq_flush(&t);
         if (t.mdb_err == MDB_MAP_FULL) {

@@ -949,9 +949,43 @@ cursor_moves_fn(aps_txn *t, void *a)
     cm_value(50, v);
     if ((rc = aps__txn_job_put(t, "j050", v, strlen(v), APS_TIME_NONE)) != 0 ||
         (rc = aps__txn_job_get(t, "j060", &data, &len, &next)) != 0 ||
-        (rc = aps__txn_job_get(t, "j061", &data, &len, &next)) != 0)
+        (rc = aps__txn_job_get(t, "j061", &data, &len, &next)) != 0 ||
+        (rc = aps__txn_job_put(t, "j060", "I60", 3, 5060)) != 0)
         return rc;
-    return aps__txn_job_put(t, "j060", "I60", 3, 5060);
+    /* A batch of due jobs: j100..j179 in time order, each moved 10 s on
+     * (their due entries removed at one place and added at another, over
+     * several pages), with run index entries written and removed between. */
+    for (int i = 100; i < 180; i++) {
+        char id[16], key[32];
+        snprintf(id, sizeof id, "j%03d", i);
+        snprintf(key, sizeof key, "run/%03d", i);
+        cm_value(i, v);
+        if ((rc = aps__txn_job_get(t, id, &data, &len, &next)) != 0 ||
+            (rc = aps__txn_meta_put(t, key, id, strlen(id))) != 0 ||
+            (rc = aps__txn_job_put(t, id, v, strlen(v), next + 10000)) != 0 ||
+            (rc = aps__txn_event_append(t, i, id, strlen(id), NULL)) != 0)
+            return rc;
+        if (i % 2 == 0 && (rc = aps__txn_meta_del(t, key)) != 0)
+            return rc;
+    }
+    assert_int_equal(aps__txn_meta_del(t, "run/100"), APS_ENOENT);
+    return aps__txn_meta_del(t, "run/101");
+}
+
+/* The run index entries cursor_moves_fn leaves: run/103, run/105, ... */
+static int
+cm_meta_cb(void *arg, const char *key, const void *data, size_t len)
+{
+    int *n = arg;
+    char want[16], id[16];
+
+    snprintf(want, sizeof want, "run/%03d", 103 + 2 * *n);
+    snprintf(id, sizeof id, "j%03d", 103 + 2 * *n);
+    assert_string_equal(key, want);
+    assert_int_equal(len, strlen(id));
+    assert_memory_equal(data, id, len);
+    (*n)++;
+    return 0;
 }
 
 /* Every job as cursor_moves_fn leaves them, and `due` in step. */
@@ -982,10 +1016,14 @@ cm_check(aps_store *s)
             assert_int_equal(aps__store_job_get(s, id, NULL, NULL, NULL), APS_ENOENT);
         } else if (!done) {
             cm_value(i, v);
-            check_job(s, id, v, i == 50 ? APS_TIME_NONE : 1000 + i);
+            check_job(s, id, v,
+                      i == 50 ? APS_TIME_NONE : 1000 + i + (i >= 100 && i < 180 ? 10000 : 0));
         }
     }
     check_job(s, "j0405", "H", 7001);
+    int runs = 0;
+    assert_int_equal(aps__store_meta_scan(s, "run/", cm_meta_cb, &runs), 0);
+    assert_int_equal(runs, 39);
     assert_int_equal(aps__store_counts(s, &jobs, &scheduled), 0);
     assert_int_equal(jobs, CM_JOBS);
     assert_int_equal(scheduled, CM_JOBS - 1);
