@@ -179,8 +179,9 @@ int aps__store_stats(aps_store *s, aps_store_stats *out);
  * Runs `fn` inside a write transaction and makes its changes durable.
  *
  * LMDB: the call is batched with concurrent callers (group commit): one
- * writer thread runs every queued callback in its own nested transaction,
- * prunes the event log, and commits the batch once (fsync unless
+ * writer thread runs every queued callback in the batch's transaction (one
+ * that fails after writing is taken out, and the batch run again without
+ * it), prunes the event log, and commits the batch once (fsync unless
  * `no_sync`). Each caller returns only after its change is on disk, or with
  * the error. Memory: callbacks are serialized by a lock.
  *
