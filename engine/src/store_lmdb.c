@@ -970,21 +970,31 @@ lt_meta_get(aps_txn *bt, const char *key, size_t keylen, const void **data, size
     return 0;
 }
 
+/* Before a callback's own put or delete in `meta`: the event counter
+ * written back first, then read again by later appends (the callback may
+ * write it itself), and the meta cursor opened. 0 or an APS_E* code. */
+static int
+meta_write_begin(lmdb_txn *t)
+{
+    t->writes++;
+    int rc = seq_flush(t);
+    if (rc)
+        return rc;
+    t->seq_known = 0;
+    rc = txn_cursor(t, t->s->meta, &t->meta_cur);
+    return rc ? txn_fail(t, rc) : 0;
+}
+
 static int
 lt_meta_put(aps_txn *bt, const char *key, size_t keylen, const void *data, size_t len)
 {
     lmdb_txn *t = T(bt);
     MDB_val k = {keylen, (void *)key}, v = {len, (void *)data};
 
-    t->writes++;
-    int rc = seq_flush(t);
+    int rc = meta_write_begin(t);
     if (rc)
         return rc;
-    /* A callback that writes the counter itself: appends read it again. */
-    t->seq_known = 0;
-    rc = txn_cursor(t, t->s->meta, &t->meta_cur);
-    if (rc == 0)
-        rc = mdb_cursor_put(t->meta_cur, &k, &v, 0);
+    rc = mdb_cursor_put(t->meta_cur, &k, &v, 0);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -994,14 +1004,10 @@ lt_meta_del(aps_txn *bt, const char *key, size_t keylen)
     lmdb_txn *t = T(bt);
     MDB_val k = {keylen, (void *)key}, v;
 
-    t->writes++;
-    int rc = seq_flush(t);
+    int rc = meta_write_begin(t);
     if (rc)
         return rc;
-    t->seq_known = 0;
-    rc = txn_cursor(t, t->s->meta, &t->meta_cur);
-    if (rc == 0)
-        rc = mdb_cursor_get(t->meta_cur, &k, &v, MDB_SET);
+    rc = mdb_cursor_get(t->meta_cur, &k, &v, MDB_SET);
     if (rc == MDB_NOTFOUND)
         return APS_ENOENT;
     if (rc == 0)
