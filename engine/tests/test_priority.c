@@ -285,23 +285,45 @@ test_blocking(void **state)
     aps_scheduler_destroy(a.s);
 }
 
+/* Whether a backlog test can run here, saying why not: it needs SCHED_FIFO,
+ * and not valgrind, which runs one thread at a time (a SCHED_FIFO thread
+ * keeps the sampling thread from running while it has the priority). */
+static int
+backlog_test_runs(void)
+{
+    if (!may_rt()) {
+        print_message("skipped: no CAP_SYS_NICE and RLIMIT_RTPRIO < %d\n", PRIO);
+        return 0;
+    }
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre != NULL && strstr(pre, "vgpreload") != NULL) {
+        print_message("under valgrind: skipped\n");
+        return 0;
+    }
+    return 1;
+}
+
+/* Whether thread `tid` is at SCHED_FIFO PRIO again within 5 s. */
+static int
+back_at_priority(long tid)
+{
+    int policy = -1, prio = -1;
+    for (int i = 0; i < 5000; i++) {
+        if (thread_sched(tid, &policy, &prio) == 0 && policy == SCHED_FIFO && prio == PRIO)
+            return 1;
+        usleep(1000);
+    }
+    return 0;
+}
+
 static void
 test_backlog_drops_priority(void **state)
 {
     (void)state;
     const int n = 50000;
     int policy = -1, prio = -1, saw_normal = 0, saw_rt = 0;
-    if (!may_rt()) {
-        print_message("skipped: no CAP_SYS_NICE and RLIMIT_RTPRIO < %d\n", PRIO);
+    if (!backlog_test_runs())
         return;
-    }
-    const char *pre = getenv("LD_PRELOAD");
-    if (pre != NULL && strstr(pre, "vgpreload") != NULL) {
-        /* valgrind runs one thread at a time: a SCHED_FIFO loop keeps the
-         * sampling thread from running while it has the priority. */
-        print_message("under valgrind: skipped\n");
-        return;
-    }
     aps_scheduler *s = make(PRIO, 4);
     priority_test_runs = 0;
     add_dates(s, n, aps_time_now());
@@ -327,13 +349,7 @@ test_backlog_drops_priority(void **state)
                   saw_rt ? "yes" : "no", samples);
     assert_true(saw_normal);
     /* Caught up and asleep: at the priority again. */
-    int back = 0;
-    for (int i = 0; i < 5000 && !back; i++) {
-        back = thread_sched(tid, &policy, &prio) == 0 && policy == SCHED_FIFO && prio == PRIO;
-        if (!back)
-            usleep(1000);
-    }
-    assert_true(back);
+    assert_true(back_at_priority(tid));
     aps_scheduler_destroy(s);
 }
 
@@ -370,16 +386,9 @@ test_hold_backlog_drops_priority(void **state)
     (void)state;
     enum { N = 50000 };
     const aps_time SEC = 1000000;
-    int policy = -1, prio = -1, saw_normal = 0, saw_rt_waiting = 0;
-    if (!may_rt()) {
-        print_message("skipped: no CAP_SYS_NICE and RLIMIT_RTPRIO < %d\n", PRIO);
+    int policy = -1, prio = -1, saw_normal = 0;
+    if (!backlog_test_runs())
         return;
-    }
-    const char *pre = getenv("LD_PRELOAD");
-    if (pre != NULL && strstr(pre, "vgpreload") != NULL) {
-        print_message("under valgrind: skipped\n"); /* as test_backlog_drops_priority */
-        return;
-    }
     aps_store_def store = {"default", "lmdb", tu_tmpdir("priority_hold")};
     aps_scheduler *s = make_in(&store, PRIO, 2, 600 * SEC);
     s->rt_busy_us = 2000;
@@ -428,8 +437,8 @@ test_hold_backlog_drops_priority(void **state)
                   (double)(aps_time_now() - added) / 1e6);
     assert_int_equal(__atomic_load_n(&priority_test_runs, __ATOMIC_SEQ_CST), 0);
     assert_int_equal(thread_sched(tid, &policy, &prio), 0);
-    saw_rt_waiting = policy == SCHED_FIFO && prio == PRIO;
-    assert_true(saw_rt_waiting);
+    assert_int_equal(policy, SCHED_FIFO);
+    assert_int_equal(prio, PRIO);
     /* At the time: sample the thread while it hands the runs on, from
      * above its priority: at normal priority this thread could be kept off
      * both cores by real-time threads (of tests running beside this one)
@@ -456,13 +465,7 @@ test_hold_backlog_drops_priority(void **state)
                   N, (double)(aps_time_now() - when) / 1000.0, saw_normal ? "yes" : "no", samples);
     assert_true(saw_normal);
     /* Done and waiting: at the priority again. */
-    int back = 0;
-    for (int i = 0; i < 5000 && !back; i++) {
-        back = thread_sched(tid, &policy, &prio) == 0 && policy == SCHED_FIFO && prio == PRIO;
-        if (!back)
-            usleep(1000);
-    }
-    assert_true(back);
+    assert_true(back_at_priority(tid));
     aps_scheduler_destroy(s);
 }
 
