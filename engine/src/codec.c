@@ -1,11 +1,12 @@
 /*
  * codec.c: the binary formats of job records and events in the store.
  *
- * Layout: a format byte (APS__JOBREC_FORMAT_V2, APS__EVENT_FORMAT_V2), then
- * fields in a fixed order, integers little-endian, strings and blobs as a
- * u32 length (APS__CODEC_NULL = absent) and the bytes, arrays as a u32
- * count and the elements. No field tags: a new field means a new format
- * byte, and the decoder of the old one stays (V1 records and events decode).
+ * Layout: a format byte (APS__JOBREC_FORMAT_V3, APS__EVENT_FORMAT_V2), then
+ * fields in a fixed order, integers little-endian (a record's lateness
+ * samples as zigzag varints), strings and blobs as a u32 length
+ * (APS__CODEC_NULL = absent) and the bytes, arrays as a u32 count and the
+ * elements. No field tags: a new field means a new format
+ * byte, and the decoder of the old one stays (V1 and V2 records, V1 events decode).
  *
  * Why not protobuf: the engine has no protobuf dependency (DESIGN.md), and
  * a record holds engine-only state (running and pending runs, the lateness
@@ -92,6 +93,22 @@ put_u64(unsigned char *p, uint64_t v)
 {
     put_u32(p, (uint32_t)v);
     put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* v zigzag-mapped (small magnitudes of either sign give small numbers),
+ * then as a base-128 varint, low group first: 1 to 5 bytes at p. */
+static inline size_t
+put_zigzag32(unsigned char *p, int32_t v)
+{
+    uint32_t u = ((uint32_t)v << 1) ^ (v < 0 ? UINT32_MAX : 0);
+    size_t n = 0;
+
+    while (u >= 0x80) {
+        p[n++] = (unsigned char)(u | 0x80);
+        u >>= 7;
+    }
+    p[n++] = (unsigned char)u;
+    return n;
 }
 
 static inline void
@@ -317,6 +334,36 @@ r_u32(aps__rbuf *r)
     const unsigned char *p = r_take(r, 4);
 
     return p ? get_u32(p) : 0;
+}
+
+/* A put_zigzag32 value. Corrupt: cut short, more than 32 bits, or not the
+ * shortest form (a last group of 0 after the first), which the writer never
+ * makes: a record's bytes stay the one encoding of what it holds. */
+static int32_t
+r_zigzag32(aps__rbuf *r)
+{
+    const unsigned char *p;
+    uint32_t u = 0;
+    size_t n;
+
+    for (n = 0; n < 5; n++) {
+        if ((p = r_take(r, 1)) == NULL)
+            return 0;
+        if (n == 4 && *p > 0x0f)
+            break;
+        u |= (uint32_t)(*p & 0x7f) << (7 * n);
+        if (!(*p & 0x80)) {
+            if (n > 0 && *p == 0)
+                break;
+            int32_t v;
+
+            u = (u >> 1) ^ (0u - (u & 1));
+            memcpy(&v, &u, sizeof v);
+            return v;
+        }
+    }
+    aps__r_fail(r, APS_ECORRUPT);
+    return 0;
 }
 
 static inline uint64_t
@@ -889,7 +936,7 @@ jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
     const aps_job *j = &rec->job;
     size_t i;
 
-    w_u8(w, APS__JOBREC_FORMAT_V2);
+    w_u8(w, APS__JOBREC_FORMAT_V3);
     aps__w_str_req(w, j->id);
     aps__w_str_req(w, j->name);
     if (!j->trigger)
@@ -943,13 +990,16 @@ jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
     w_u32(w, rec->lateness_pos);
     if (rec->n_lateness > 0 && !rec->lateness)
         aps__w_fail(w, APS_EINVAL);
-    /* V2: the samples as they are kept, 4 bytes each (V1 had 8: a record
-     * then passed 1 KB, where glibc's malloc consolidates its free lists
-     * on every allocation of one). */
+    /* V3: each sample as a zigzag varint. A full ring was 512 of a usual
+     * record's ~800 bytes in V2 (4 bytes a sample), and the record is
+     * written twice per run; on-time samples (under 8 ms) take 2 bytes. */
     if (rec->lateness && rec->n_lateness > 0 && rec->n_lateness <= APS__LATENESS_WINDOW) {
-        unsigned char *p = w_grow(w, 4 * (size_t)rec->n_lateness);
+        unsigned char *p = w_grow(w, 5 * (size_t)rec->n_lateness);
+        size_t n = 0;
         for (i = 0; p && i < rec->n_lateness; i++)
-            put_u32(p + 4 * i, (uint32_t)rec->lateness[i]);
+            n += put_zigzag32(p + n, rec->lateness[i]);
+        if (p)
+            w->len -= 5 * (size_t)rec->n_lateness - n;
     }
 }
 
@@ -983,7 +1033,8 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     if (!buf)
         d.r.len = 0;
     uint8_t version = r_u8(&d.r);
-    if (version != APS__JOBREC_FORMAT_V1 && version != APS__JOBREC_FORMAT_V2)
+    if (version != APS__JOBREC_FORMAT_V1 && version != APS__JOBREC_FORMAT_V2 &&
+        version != APS__JOBREC_FORMAT_V3)
         return APS_ECORRUPT;
     /* One block for the record, its trigger, labels and strings where they
      * fit (most records: strings are a small part of `len`). Kept under
@@ -1070,7 +1121,10 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     if (rec->n_lateness > 0 && !d.r.rc &&
         (rec->lateness = aps__jcalloc(APS__LATENESS_WINDOW, sizeof *rec->lateness)) == NULL)
         aps__r_fail(&d.r, APS_ENOMEM);
-    if (rec->n_lateness > 0 && !d.r.rc && version == APS__JOBREC_FORMAT_V2) {
+    if (rec->n_lateness > 0 && !d.r.rc && version == APS__JOBREC_FORMAT_V3) {
+        for (i = 0; i < rec->n_lateness && !d.r.rc; i++)
+            rec->lateness[i] = r_zigzag32(&d.r);
+    } else if (rec->n_lateness > 0 && !d.r.rc && version == APS__JOBREC_FORMAT_V2) {
         const unsigned char *p = r_take(&d.r, 4 * (size_t)rec->n_lateness);
         for (i = 0; p && i < rec->n_lateness; i++) {
             uint32_t u = get_u32(p + 4 * i);

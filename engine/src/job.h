@@ -38,8 +38,10 @@
 
 /** Leading byte of an encoded record: high nibble the type, low the version. */
 #define APS__JOBREC_FORMAT_V1 0x11
-/** V2 (written since): V1 with the lateness samples as int32, not int64. */
+/** V2: V1 with the lateness samples as int32, not int64. */
 #define APS__JOBREC_FORMAT_V2 0x12
+/** V3 (written since): V2 with each lateness sample a zigzag varint. */
+#define APS__JOBREC_FORMAT_V3 0x13
 /** Leading byte of an encoded event. */
 #define APS__EVENT_FORMAT_V1 0x21
 /* V2: V1, then the outcome's error_type and worker_id (when it has one). */
@@ -218,8 +220,8 @@ void aps__trigger_spec_free(aps_trigger_spec *t);
 int aps__json_check(const char *text, size_t len, char *top, size_t *where, const char **why);
 
 /**
- * Encodes a record for the store (format APS__JOBREC_FORMAT_V2; V1 records
- * still decode):
+ * Encodes a record for the store (format APS__JOBREC_FORMAT_V3; V1 and V2
+ * records still decode):
  * little-endian, length-prefixed. running_instances, queued_runs and the
  * lateness percentiles are not stored: decoding recomputes them.
  * @param[out] buf  malloc'd; the caller frees it.

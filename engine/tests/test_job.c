@@ -1136,7 +1136,7 @@ roundtrip(const aps__jobrec *r)
 
     assert_int_equal(aps__jobrec_encode(r, &buf, &len), 0);
     assert_non_null(buf);
-    assert_int_equal(((unsigned char *)buf)[0], APS__JOBREC_FORMAT_V2);
+    assert_int_equal(((unsigned char *)buf)[0], APS__JOBREC_FORMAT_V3);
     assert_int_equal(aps__jobrec_decode(buf, len, &d), 0);
     assert_non_null(d);
     /* Stable: encoding the decoded record gives the same bytes. */
@@ -1245,10 +1245,46 @@ test_record_roundtrip(void **state)
     }
 }
 
-/* V1 records (lateness samples as int64) still decode, to the same record;
- * encode_into a reused writer gives aps__jobrec_encode's bytes. */
+/* Bytes of a lateness sample in V3, from the format's definition (zigzag,
+ * then 7 bits a byte), independently of the codec. */
+static size_t
+zigzag_len(int32_t v)
+{
+    uint64_t u = v < 0 ? 2 * (uint64_t)(-(int64_t)v) - 1 : 2 * (uint64_t)v;
+    size_t n = 1;
+
+    while (u >= 0x80) {
+        u >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* A record as an older format: its V3 bytes up to the samples (head), the
+ * format byte replaced, then each sample in `width` little-endian bytes. */
+static unsigned char *
+older_record(const unsigned char *v3, size_t head, const aps__jobrec *r, uint8_t format,
+             int width, size_t *len)
+{
+    unsigned char *b = malloc(head + (size_t)width * r->n_lateness);
+
+    assert_non_null(b);
+    memcpy(b, v3, head);
+    b[0] = format;
+    for (size_t i = 0; i < r->n_lateness; i++) {
+        uint64_t u = (uint64_t)(int64_t)r->lateness[i];
+        for (int k = 0; k < width; k++)
+            b[head + (size_t)width * i + (size_t)k] = (unsigned char)(u >> (8 * k));
+    }
+    *len = head + (size_t)width * r->n_lateness;
+    return b;
+}
+
+/* V1 and V2 records (lateness samples as int64, int32) still decode, to the
+ * same record; encode_into a reused writer gives aps__jobrec_encode's
+ * bytes. */
 static void
-test_record_v1_and_encode_into(void **state)
+test_record_v1_v2_and_encode_into(void **state)
 {
     aps__wbuf w = {0};
     int tr;
@@ -1257,42 +1293,127 @@ test_record_v1_and_encode_into(void **state)
     for (tr = 0; tr < 6; tr++) {
         aps__jobrec *r = rich_record(APS_TARGET_FUNCTION, tr);
         aps__jobrec *d = NULL;
-        unsigned char *buf = NULL, *v1;
-        size_t len = 0, n, head, i;
+        unsigned char *buf = NULL, *v1, *v2;
+        size_t len = 0, head, i, len1, len2;
 
         assert_int_equal(aps__jobrec_encode(r, (void **)&buf, &len), 0);
         assert_int_equal(aps__jobrec_encode_into(r, &w), 0);
         assert_int_equal(w.len, len);
         assert_memory_equal(w.p, buf, len);
         /* The lateness ring ends the record: u32 count, u32 position, then
-         * the samples, 4 bytes each in V2, 8 in V1. */
-        n = r->n_lateness;
-        assert_true(n > 0);
-        head = len - 4 * n;
-        v1 = malloc(head + 8 * n);
-        assert_non_null(v1);
-        memcpy(v1, buf, head);
-        v1[0] = APS__JOBREC_FORMAT_V1;
-        for (i = 0; i < n; i++) {
-            uint64_t u = (uint64_t)(int64_t)r->lateness[i];
-            for (int b = 0; b < 8; b++)
-                v1[head + 8 * i + b] = (unsigned char)(u >> (8 * b));
-        }
-        assert_int_equal(aps__jobrec_decode(v1, head + 8 * n, &d), 0);
+         * the samples: varints in V3, 4 bytes each in V2, 8 in V1. */
+        assert_true(r->n_lateness > 0);
+        head = len;
+        for (i = 0; i < r->n_lateness; i++)
+            head -= zigzag_len(r->lateness[i]);
+        v2 = older_record(buf, head, r, APS__JOBREC_FORMAT_V2, 4, &len2);
+        v1 = older_record(buf, head, r, APS__JOBREC_FORMAT_V1, 8, &len1);
         r->job.running_instances = (uint32_t)r->n_running;
         r->job.queued_runs = (uint32_t)r->n_pending;
+        assert_int_equal(aps__jobrec_decode(v2, len2, &d), 0);
+        assert_true(rec_eq(r, d));
+        aps__jobrec_free(d);
+        d = NULL;
+        assert_int_equal(aps__jobrec_decode(v1, len1, &d), 0);
         assert_true(rec_eq(r, d));
         /* A V1 sample beyond int32 was never written: corrupt. */
         aps__jobrec_free(d);
         d = NULL;
         v1[head + 4] = 0x01;
-        assert_int_equal(aps__jobrec_decode(v1, head + 8 * n, &d), APS_ECORRUPT);
+        assert_int_equal(aps__jobrec_decode(v1, len1, &d), APS_ECORRUPT);
         assert_null(d);
         free(v1);
+        free(v2);
         free(buf);
         aps__jobrec_free(r);
     }
     free(w.p);
+}
+
+/* V3 lateness samples: exact over the whole int32 range, in 1 to 5 bytes
+ * (on-time samples in 1 or 2), and a sample cut short, longer than 32 bits
+ * or not in its shortest form is corrupt. */
+static void
+test_record_v3_samples(void **state)
+{
+    static const int32_t samples[] = {0,    -1,    1,      63,     -64,       64,       -65,
+                                      100,  8191,  -8192,  8192,   1048575,   -1048576, 1048576,
+                                      2000000, 134217727, 134217728, INT32_MAX, INT32_MIN};
+    static const size_t bytes[] = {1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5};
+    aps_job_spec s = base_spec();
+    aps__jobrec *r = make(&s, NULL), *d = NULL;
+    unsigned char *buf = NULL, *bad;
+    size_t n = sizeof samples / sizeof samples[0], len = 0, base = 0, i;
+
+    (void)state;
+    assert_int_equal(sizeof bytes / sizeof bytes[0], n);
+    assert_int_equal(aps__jobrec_encode(r, (void **)&buf, &base), 0);
+    free(buf);
+    for (i = 0; i < n; i++)
+        aps__jobrec_add_lateness(r, samples[i]);
+    d = roundtrip(r);
+    assert_memory_equal(d->lateness, samples, sizeof samples);
+    aps__jobrec_free(d);
+    d = NULL;
+    assert_int_equal(aps__jobrec_encode(r, (void **)&buf, &len), 0);
+    size_t want = base;
+    for (i = 0; i < n; i++) {
+        assert_int_equal(zigzag_len(samples[i]), bytes[i]);
+        want += bytes[i];
+    }
+    assert_int_equal(len, want);
+    free(buf);
+
+    /* A full ring of on-time samples (under 8 ms) takes 2 bytes a sample,
+     * not V2's 4. */
+    aps__jobrec_free(r);
+    r = make(&s, NULL);
+    for (i = 0; i < 300; i++)
+        aps__jobrec_add_lateness(r, 60 + (int64_t)(i * 37 % 8000));
+    assert_int_equal(aps__jobrec_encode(r, (void **)&buf, &len), 0);
+    assert_true(len <= base + 2 * APS__LATENESS_WINDOW);
+    free(buf);
+
+    /* Forged last samples: the ring holds one sample (0, one byte). */
+    aps__jobrec_free(r);
+    r = make(&s, NULL);
+    aps__jobrec_add_lateness(r, 0);
+    assert_int_equal(aps__jobrec_encode(r, (void **)&buf, &len), 0);
+    assert_int_equal(len, base + 1);
+    assert_int_equal(buf[len - 1], 0x00);
+    bad = malloc(len + 4);
+    assert_non_null(bad);
+    {
+        static const unsigned char cut[] = {0x80};                      /* cut short */
+        static const unsigned char overlong[] = {0x80, 0x00};           /* 0, not shortest */
+        static const unsigned char wide[] = {0xff, 0xff, 0xff, 0xff, 0x1f}; /* 33 bits */
+        static const unsigned char six[] = {0x80, 0x80, 0x80, 0x80, 0x80}; /* no end */
+        static const unsigned char extra[] = {0x00, 0x00};              /* a byte after it */
+        static const unsigned char max[] = {0xfe, 0xff, 0xff, 0xff, 0x0f}; /* INT32_MAX */
+        const struct {
+            const unsigned char *b;
+            size_t n;
+            int rc;
+        } cases[] = {{cut, sizeof cut, APS_ECORRUPT},   {overlong, sizeof overlong, APS_ECORRUPT},
+                     {wide, sizeof wide, APS_ECORRUPT}, {six, sizeof six, APS_ECORRUPT},
+                     {extra, sizeof extra, APS_ECORRUPT}, {max, sizeof max, 0}};
+
+        for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            memcpy(bad, buf, len - 1);
+            memcpy(bad + len - 1, cases[i].b, cases[i].n);
+            assert_int_equal(aps__jobrec_decode(bad, len - 1 + cases[i].n, &d), cases[i].rc);
+            if (cases[i].rc == 0) {
+                assert_int_equal(d->lateness[0], INT32_MAX);
+                aps__jobrec_free(d);
+            } else {
+                assert_null(d);
+            }
+            d = NULL;
+        }
+    }
+    free(bad);
+    free(buf);
+    aps__jobrec_free(r);
 }
 
 static void
@@ -2338,7 +2459,8 @@ main(void)
         cmocka_unit_test(test_errors_trigger),
         cmocka_unit_test(test_effective_trigger),
         cmocka_unit_test(test_record_roundtrip),
-        cmocka_unit_test(test_record_v1_and_encode_into),
+        cmocka_unit_test(test_record_v1_v2_and_encode_into),
+        cmocka_unit_test(test_record_v3_samples),
         cmocka_unit_test(test_record_encode_rejects),
         cmocka_unit_test(test_record_truncations),
         cmocka_unit_test(test_record_bitflips),
