@@ -68,6 +68,7 @@ typedef struct config {
     long cq_threads, engine_threads, engine_queue, max_message, requests_per_method;
     long max_subscribers, subscriber_queue, backfill_max_runs;
     long loop_priority; /* -1 = not given (DEFAULT_LOOP_PRIORITY) */
+    double commit_ahead_s, commit_ahead_max_s; /* -1 = not given (the engine's) */
     double heartbeat_s;
     char *log_level;
     char errbuf[512];
@@ -121,7 +122,10 @@ static const char usage_text[] =
     "  [scheduler]    data_dir, timezone, event_max_count (default 100000),\n"
     "                 event_max_age (default 604800), request_id_retention (default 3600),\n"
     "                 shutdown_wait (bool: wait for running jobs on shutdown; default false),\n"
-    "                 loop_priority (0-99, default 10)\n"
+    "                 loop_priority (0-99, default 10),\n"
+    "                 commit_ahead (seconds before their time LMDB runs are committed,\n"
+    "                 0-60, 0 = at their time; default 0.05), commit_ahead_max (how far\n"
+    "                 that widens while writes are slow, 0-60; default 1)\n"
     "  [job_defaults] coalesce (bool, default true), max_instances (default 1),\n"
     "                 misfire_grace_time (seconds or `unlimited`, default 1)\n"
     "  [limits]       max_subscribers, subscriber_queue, heartbeat_interval,\n"
@@ -330,6 +334,12 @@ ini_key(void *ud, const char *section, const char *key, const char *v)
         } else if (!strcmp(key, "loop_priority")) {
             if (parse_long(v, 0, 99, &c->loop_priority))
                 BAD("[scheduler] loop_priority: 0-99");
+        } else if (!strcmp(key, "commit_ahead")) {
+            if (parse_double(v, 0, 60, &c->commit_ahead_s))
+                BAD("[scheduler] commit_ahead: 0-60 seconds");
+        } else if (!strcmp(key, "commit_ahead_max")) {
+            if (parse_double(v, 0, 60, &c->commit_ahead_max_s))
+                BAD("[scheduler] commit_ahead_max: 0-60 seconds");
         } else
             BAD("[scheduler] %s: unknown key", key);
     } else if (!strcmp(section, "job_defaults")) {
@@ -763,6 +773,7 @@ main(int argc, char **argv)
     c.subscriber_queue = 1024;
     c.backfill_max_runs = 1000;
     c.loop_priority = -1;
+    c.commit_ahead_s = c.commit_ahead_max_s = -1;
 
     apply_flags(&c, argc, argv, 0, &config_file);
     if (config_file != NULL) {
@@ -932,6 +943,14 @@ main(int argc, char **argv)
     scfg.event_max_age_us = secs_us(c.event_max_age_s);
     scfg.request_id_retention_us = secs_us(c.request_id_retention_s);
     scfg.loop_priority = c.loop_priority < 0 ? DEFAULT_LOOP_PRIORITY : (int)c.loop_priority;
+    /* The engine's 0 is its default and negative is off; here 0 s is off. */
+    if (c.commit_ahead_s == 0)
+        scfg.commit_ahead_us = -1;
+    else if (c.commit_ahead_s > 0)
+        scfg.commit_ahead_us = secs_us(c.commit_ahead_s) > 0 ? secs_us(c.commit_ahead_s) : 1;
+    /* 0 s of widening: 1 us, at or below any lead, keeps it fixed. */
+    if (c.commit_ahead_max_s >= 0)
+        scfg.commit_ahead_max_us = secs_us(c.commit_ahead_max_s) > 0 ? secs_us(c.commit_ahead_max_s) : 1;
 
     aps_scheduler *sched = NULL;
     aps_error err = {0};

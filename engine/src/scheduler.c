@@ -52,6 +52,9 @@
  * (about 30 ms at 10,000 runs/s), short enough that "a change within it
  * may miss the next fire" stays a corner case. */
 #define COMMIT_AHEAD_US (50 * 1000)
+/* Default ceiling of the adaptive lead (store_ahead): a removal or pause
+ * this long before a fire time may still see that run start. */
+#define COMMIT_AHEAD_MAX_US (1000 * 1000)
 /* Run times kept for one job in one pass; beyond, they count as missed. */
 #define RUN_TIMES_MAX 1000
 /* Trigger steps taken for one job in one pass (a per-second cron missed
@@ -927,7 +930,7 @@ hold_pop(aps_scheduler *s)
 }
 
 /* Hands each held run to its executor at its first run time. On stop it
- * still does so for those held (at most commit_ahead_us ahead), then ends. */
+ * still does so for those held (at most the store's lead ahead), then ends. */
 static void *
 hold_main(void *arg)
 {
@@ -1251,6 +1254,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     /* Commit-ahead needs the real clock: the hold thread sleeps on it. */
     if (s->clock.now == real_now && cfg->commit_ahead_us >= 0)
         s->ahead_us = cfg->commit_ahead_us > 0 ? cfg->commit_ahead_us : COMMIT_AHEAD_US;
+    s->ahead_max_us = cfg->commit_ahead_max_us > 0 ? cfg->commit_ahead_max_us : COMMIT_AHEAD_MAX_US;
     if (cfg->loop_priority < 0 || cfg->loop_priority > 99) {
         rc = set_err(err, APS_EINVAL, "loop_priority: 0-99 (SCHED_FIFO), not %d",
                      cfg->loop_priority);
@@ -2966,6 +2970,28 @@ round_fn(aps_txn *t, void *arg)
     return rc;
 }
 
+static int64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * US_PER_SEC + ts.tv_nsec / 1000;
+}
+
+/* Keeps the longest due write of the current second (store_ahead). */
+static void
+note_due_write(aps__store_slot *st, int64_t start_us, int64_t end_us)
+{
+    int64_t sec = end_us / US_PER_SEC;
+    size_t k = (size_t)(sec % APS__AHEAD_WINDOW_S);
+    if (st->slow_sec[k] != sec) {
+        st->slow_sec[k] = sec;
+        st->slow_us[k] = 0;
+    }
+    if (end_us - start_us > st->slow_us[k])
+        st->slow_us[k] = end_us - start_us;
+}
+
 static int
 write_round(aps_scheduler *s, size_t si, done_ctx *done, due_ctx *due)
 {
@@ -2981,13 +3007,26 @@ write_round(aps_scheduler *s, size_t si, done_ctx *done, due_ctx *due)
     return 0;
 }
 
-/* How far ahead of their time the due runs of store `si` are committed. */
+/* How far ahead of their time the due runs of store `si` are committed:
+ * commit_ahead_us, or twice the longest write of due jobs (queueing,
+ * callbacks, commit) of the last APS__AHEAD_WINDOW_S seconds when that is more, up to
+ * ahead_max_us. A disk that stays slow (a competing writer) would otherwise
+ * make every run late by its fsync time less the fixed lead. */
 static aps_time
 store_ahead(aps_scheduler *s, size_t si)
 {
-    return s->stores[si].durable && __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE)
-               ? s->ahead_us
-               : 0;
+    aps__store_slot *st = &s->stores[si];
+    if (!st->durable || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+        return 0;
+    int64_t sec = mono_us() / US_PER_SEC, worst = 0;
+    for (size_t k = 0; k < APS__AHEAD_WINDOW_S; k++)
+        if (st->slow_sec[k] > sec - APS__AHEAD_WINDOW_S && st->slow_us[k] > worst)
+            worst = st->slow_us[k];
+    int64_t lead = worst < s->ahead_max_us / 2 ? 2 * worst : s->ahead_max_us;
+    if (lead < s->ahead_us)
+        lead = s->ahead_us;
+    __atomic_store_n(&st->lead_us, lead, __ATOMIC_RELAXED);
+    return lead;
 }
 
 /* Records the finished runs of store `si` (`done`, may be empty), then runs
@@ -3028,6 +3067,7 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         rc = aps__store_due(s->stores[si].st, c.upto, *batch, due_collect, &c);
         if (rc < 0 || c.n_ids == 0)
             break;
+        int64_t t0 = mono_us();
         if (done->n > 0) {
             rc = write_round(s, si, done, &c);
             if (rc != 0) {
@@ -3042,6 +3082,7 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         } else {
             rc = loop_write_and_publish(s, si, due_fn, &c, &c.o);
         }
+        note_due_write(&s->stores[si], t0, mono_us());
         size_t taken = *batch;
         total += c.n_ids;
         if (grows) {
@@ -3635,6 +3676,7 @@ aps_scheduler_store_info(aps_scheduler *s, size_t i, aps_store_info *out)
         return rc;
     out->jobs = jobs;
     out->unscheduled = jobs > scheduled ? jobs - scheduled : 0;
+    out->commit_ahead_us = __atomic_load_n(&s->stores[i].lead_us, __ATOMIC_RELAXED);
     return 0;
 }
 

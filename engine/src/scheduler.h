@@ -19,6 +19,9 @@
 /** Events kept in memory for live subscribers; older ones come from the log. */
 #define APS__RING_SIZE 8192
 
+/** Seconds of round-write durations the adaptive commit-ahead looks back. */
+#define APS__AHEAD_WINDOW_S 10
+
 typedef struct aps__store_slot {
     char name[64];
     char type[16];
@@ -27,6 +30,12 @@ typedef struct aps__store_slot {
     aps_time deferred; /* the loop's: see process_store */
     int failed;        /* the loop's: its last pass failed (retried later) */
     size_t due_batch;  /* the loop's: due jobs per write (process_store) */
+    /* Adaptive commit-ahead (the loop's): the longest write of due jobs of each
+     * of the last APS__AHEAD_WINDOW_S seconds (slow_us), by monotonic
+     * second (slow_sec); lead_us the lead last used (atomic: store info). */
+    int64_t slow_us[APS__AHEAD_WINDOW_S];
+    int64_t slow_sec[APS__AHEAD_WINDOW_S];
+    int64_t lead_us;
 } aps__store_slot;
 
 typedef struct aps__exec_slot {
@@ -167,7 +176,8 @@ struct aps_scheduler {
     /* Commit-ahead (aps_scheduler_config.commit_ahead_us): runs committed
      * before their time wait in `held` (a min-heap by first run time) for
      * the hold thread, which hands each to its executor at its time. */
-    int64_t ahead_us;  /* configured; 0 = off */
+    int64_t ahead_us;     /* configured; 0 = off */
+    int64_t ahead_max_us; /* the most it grows to (store_ahead) */
     /* Real-time priority (aps_scheduler_config.loop_priority): asked for,
      * obtained (0: refused or not asked; atomic), and whether the loop
      * thread is at it now (the loop thread's own). */

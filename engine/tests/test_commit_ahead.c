@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "apsd/engine.h"
+#include "scheduler.h" /* the store, to make its writes slow */
 #include "testutil.h"
 
 #define MS INT64_C(1000)
@@ -92,7 +93,7 @@ setup(void **state)
 }
 
 static aps_scheduler *
-open_sched(int64_t ahead)
+open_sched_max(int64_t ahead, int64_t ahead_max)
 {
     aps_store_def stores[1] = {{"default", "lmdb", dir}};
     aps_executor_def execs[1] = {{.name = "default", .type = "threadpool", .max_workers = 4}};
@@ -105,11 +106,18 @@ open_sched(int64_t ahead)
     cfg.executors = execs;
     cfg.n_executors = 1;
     cfg.commit_ahead_us = ahead;
+    cfg.commit_ahead_max_us = ahead_max;
     if (aps_scheduler_create(&cfg, &s, &err) != 0)
         fail_msg("create: %s", err.msg);
     assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
     assert_int_equal(aps_scheduler_add_listener(s, listener, APS_EVENT_ALL, NULL), 0);
     return s;
+}
+
+static aps_scheduler *
+open_sched(int64_t ahead)
+{
+    return open_sched_max(ahead, 0);
 }
 
 static void
@@ -157,6 +165,19 @@ date_at(aps_time t)
     return d;
 }
 
+/* An interval of 500 ms from `start`, ending after `fires` fires. */
+static aps_trigger_spec
+every_500ms(aps_time start, int fires)
+{
+    aps_trigger_spec t;
+    memset(&t, 0, sizeof(t));
+    t.kind = APS_TRIGGER_INTERVAL;
+    t.u.interval.microseconds = 500 * MS;
+    t.u.interval.start_date = start;
+    t.u.interval.end_date = start + (fires - 1) * 500 * MS + 100 * MS;
+    return t;
+}
+
 /* The run is committed (JOB_SUBMITTED published) before its time, and
  * still starts at its time, not before. */
 static void
@@ -194,12 +215,7 @@ test_running_instance_decided_at_its_time(void **state)
     busy_us = 300 * MS; /* runs into the next run's window, ends 200 ms before it */
     pthread_mutex_unlock(&mu);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_trigger_spec t;
-    memset(&t, 0, sizeof(t));
-    t.kind = APS_TRIGGER_INTERVAL;
-    t.u.interval.microseconds = 500 * MS;
-    t.u.interval.start_date = aps_time_now() + 400 * MS;
-    t.u.interval.end_date = t.u.interval.start_date + 1500 * MS; /* 4 fires */
+    aps_trigger_spec t = every_500ms(aps_time_now() + 400 * MS, 4);
     add_job(s, "busy", &t, 1);
     assert_int_equal(wait_calls(4, 6000 * MS), 4);
     pthread_mutex_lock(&mu);
@@ -272,6 +288,90 @@ test_off(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* A disk that stays slow: a thread keeps the store's writer busy with one
+ * 150 ms write after another, so each of the loop's writes waits for one. */
+typedef struct hog {
+    aps_store *st;
+    pthread_t th;
+    int stop; /* under mu */
+} hog;
+
+static int
+slow_write(aps_txn *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    usleep(150 * 1000);
+    return 0;
+}
+
+static void *
+hog_main(void *arg)
+{
+    hog *h = arg;
+    for (;;) {
+        pthread_mutex_lock(&mu);
+        int stop = h->stop;
+        pthread_mutex_unlock(&mu);
+        if (stop)
+            return NULL;
+        assert_int_equal(aps__store_write(h->st, slow_write, NULL), 0);
+    }
+}
+
+/* Runs an interval job every 500 ms for 6 fires under the hog; returns the
+ * store's lead at the end and the latest start of fires 3 to 6 (the lead
+ * has seen the slow writes by then). */
+static void
+fires_under_hog(aps_scheduler *s, int64_t *lead, int64_t *late)
+{
+    hog h = {s->stores[0].st, 0, 0};
+    aps_store_info info;
+
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    assert_int_equal(pthread_create(&h.th, NULL, hog_main, &h), 0);
+    aps_trigger_spec t = every_500ms(aps_time_now() + 1000 * MS, 6);
+    add_job(s, "steady", &t, 1);
+    assert_int_equal(wait_calls(6, 10000 * MS), 6);
+    assert_int_equal(aps_scheduler_store_info(s, 0, &info), 0);
+    *lead = info.commit_ahead_us;
+    pthread_mutex_lock(&mu);
+    h.stop = 1;
+    *late = 0;
+    for (size_t i = 2; i < 6; i++) {
+        assert_true(started[i] >= scheduled_at[i]); /* never early */
+        if (started[i] - scheduled_at[i] > *late)
+            *late = started[i] - scheduled_at[i];
+    }
+    pthread_mutex_unlock(&mu);
+    pthread_join(h.th, NULL);
+    aps_scheduler_destroy(s);
+}
+
+/* While every write of the store waits 150-300 ms, a fixed 50 ms lead
+ * leaves each run about that late; the lead that widens to twice the
+ * slowest recent write (capped at 1 s) gets the runs started on time. */
+static void
+test_lead_widens_while_writes_are_slow(void **state)
+{
+    int64_t lead = 0, late = 0;
+
+    (void)state;
+    fires_under_hog(open_sched(50 * MS), &lead, &late);
+    print_message("adaptive: lead %lld us, latest start %lld us late\n", (long long)lead,
+                  (long long)late);
+    assert_true(lead >= 150 * MS);
+    assert_true(lead <= 1000 * MS);
+    assert_true(late < 60 * MS);
+
+    setup(NULL);
+    fires_under_hog(open_sched_max(50 * MS, 50 * MS), &lead, &late); /* fixed */
+    print_message("fixed: lead %lld us, latest start %lld us late\n", (long long)lead,
+                  (long long)late);
+    assert_true(lead == 50 * MS);
+    assert_true(late > 60 * MS);
+}
+
 int
 main(void)
 {
@@ -280,6 +380,7 @@ main(void)
         cmocka_unit_test_setup(test_running_instance_decided_at_its_time, setup),
         cmocka_unit_test_setup(test_shutdown_hands_on_held_runs, setup),
         cmocka_unit_test_setup(test_off, setup),
+        cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

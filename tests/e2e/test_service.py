@@ -862,5 +862,74 @@ class LoopPriorityTest(unittest.TestCase):
         self.assertIn("loop_priority: 0-99", out.stderr)
 
 
+class CommitAheadTest(unittest.TestCase):
+    """[scheduler] commit_ahead / commit_ahead_max: how long before its time
+    a run of an LMDB job is committed (its JOB_SUBMITTED event published),
+    while it still starts at its time; 0 commits it at its time; values out
+    of range are refused."""
+
+    def submitted_and_started(self, conf):
+        """Adds a date job 2.5 s ahead in a daemon with `conf`; returns its
+        run time, when this client received JOB_SUBMITTED, and when the
+        command started (all wall-clock seconds)."""
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-ahead-")
+        try:
+            path = os.path.join(tmp, "apsd.ini")
+            with open(path, "w") as f:
+                f.write(conf)
+            stamp = os.path.join(tmp, "started")
+            d = Daemon(tmp, ["--config", path]).start()
+            try:
+                col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(
+                    job_ids=["ahead-1"], send_bookmarks=True), timeout=60),
+                    take=lambda item: (time.time(), item))
+                try:
+                    self.assertTrue(col.wait_caught_up())
+                    run_at = time.time() + 2.5
+                    ts = timestamp_pb2.Timestamp()
+                    ts.FromNanoseconds(int(run_at * 1e9))
+                    argv = ("/bin/sh", "-c", "date +%s.%N > " + stamp)
+                    d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
+                        "ahead-1", argv=argv, trigger=pb.Trigger(date=pb.DateTrigger(run_date=ts)))),
+                        timeout=T)
+
+                    def got(kind):
+                        return [t for t, i in col.snapshot() if i.WhichOneof("item") == "event"
+                                and i.event.type == ET.Value(kind)]
+                    self.assertTrue(col.wait(lambda items: got("EVENT_TYPE_JOB_EXECUTED"), timeout=20),
+                                    d.log_text())
+                    submitted = got("EVENT_TYPE_JOB_SUBMITTED")[0]
+                finally:
+                    col.close()
+                with open(stamp) as f:
+                    started = float(f.read())
+                return run_at, submitted, started
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_one_second_ahead(self):
+        run_at, submitted, started = self.submitted_and_started(
+            "[scheduler]\ncommit_ahead = 1\ncommit_ahead_max = 1\n")
+        self.assertLess(submitted, run_at - 0.7)  # committed about 1 s ahead
+        self.assertGreaterEqual(started, run_at)  # never early
+        self.assertLess(started, run_at + 1.0)
+
+    def test_zero_is_at_its_time(self):
+        run_at, submitted, started = self.submitted_and_started("[scheduler]\ncommit_ahead = 0\n")
+        self.assertGreaterEqual(submitted, run_at)
+        self.assertGreaterEqual(started, run_at)
+
+    def test_out_of_range(self):
+        for key in ("commit_ahead = 61", "commit_ahead = -1", "commit_ahead_max = soon"):
+            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+                f.write("[scheduler]\n" + key + "\n")
+                f.flush()
+                out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
+            self.assertNotEqual(out.returncode, 0, key)
+            self.assertIn(key.split(" ")[0] + ": 0-60 seconds", out.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

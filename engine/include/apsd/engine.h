@@ -464,8 +464,14 @@ typedef struct aps_scheduler_config {
      *  executor at its time, by a thread of its own. A job removed or paused
      *  within this window before a fire time still fires that once (the run
      *  was already submitted). 0 = 50 ms; negative = off. Off with an
-     *  injected clock and in APS_RUN_EXTERNAL mode. */
+     *  injected clock and in APS_RUN_EXTERNAL mode. The window widens while
+     *  the store's writes are slow (a disk shared with a busy writer): to
+     *  twice the longest write of the loop's in the last 10 s, up to
+     *  commit_ahead_max_us (aps_store_info.commit_ahead_us tells). */
     int64_t commit_ahead_us;
+    /** The widest the commit-ahead window grows to. 0 = 1 s; at or below
+     *  commit_ahead_us the window stays commit_ahead_us. */
+    int64_t commit_ahead_max_us;
     /** SCHED_FIFO priority (1-99) of the loop thread and the commit-ahead
      *  thread while they wait for due times, so that busy threads (of this
      *  process or of others) do not delay a wake-up. Each drops to normal
@@ -729,6 +735,8 @@ typedef struct aps_store_info {
     uint64_t unscheduled;   /**< of those, without a next run time: paused (or
                                  finished, waiting for their queued runs) */
     aps_time next_run_time; /**< the earliest; APS_TIME_NONE if none */
+    int64_t commit_ahead_us; /**< how far ahead of their time its runs are
+                                  committed now (0: not at all, or not yet) */
 } aps_store_info;
 
 /** An executor's figures (aps_scheduler_executor_info). */

@@ -30,8 +30,9 @@
  * else /var/tmp. Executors are "threadpool" with the engine's default 10
  * workers (APS_BENCH_WORKERS=N changes it for `lateness`).
  * APS_BENCH_NO_SYNC=1 turns fsync off (to see the CPU side alone),
- * APS_BENCH_AHEAD_MS=N sets the scheduler's commit_ahead_us (how far ahead
- * of their time LMDB runs are committed) and APS_BENCH_DUMP=FILE writes each
+ * APS_BENCH_AHEAD_MS=N and APS_BENCH_AHEAD_MAX_MS=N set the scheduler's
+ * commit_ahead_us and commit_ahead_max_us (how far ahead of their time LMDB
+ * runs are committed, and the most that widens to) and APS_BENCH_DUMP=FILE writes each
  * lateness sample (offset in the window, lateness, both in us): diagnosis
  * only.
  */
@@ -211,9 +212,13 @@ open_sched(const char *type, const char *dir, uint32_t workers, uint32_t queue,
     /* APS_BENCH_NO_SYNC=1: no fsync, to see the CPU side alone (diagnosis
      * only: the figures the driver prints are durable). */
     cfg.no_sync = getenv("APS_BENCH_NO_SYNC") != NULL;
-    /* APS_BENCH_AHEAD_MS=N: commit-ahead of N ms (default 50; negative off). */
+    /* APS_BENCH_AHEAD_MS=N: commit-ahead of N ms (default 50; negative
+     * off); APS_BENCH_AHEAD_MAX_MS=N: the most it widens to (default 1000;
+     * at or below the first: fixed). */
     if (getenv("APS_BENCH_AHEAD_MS"))
         cfg.commit_ahead_us = atoll(getenv("APS_BENCH_AHEAD_MS")) * 1000;
+    if (getenv("APS_BENCH_AHEAD_MAX_MS"))
+        cfg.commit_ahead_max_us = atoll(getenv("APS_BENCH_AHEAD_MAX_MS")) * 1000;
     if (grace_us > 0) {
         cfg.default_misfire = APS_MISFIRE_DURATION;
         cfg.default_misfire_grace_us = grace_us;
