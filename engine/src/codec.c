@@ -5,8 +5,8 @@
  * fields in a fixed order, integers little-endian (a record's lateness
  * samples as zigzag varints), strings and blobs as a u32 length
  * (APS__CODEC_NULL = absent) and the bytes, arrays as a u32 count and the
- * elements. No field tags: a new field means a new format
- * byte, and the decoder of the old one stays (V1 and V2 records, V1 events decode).
+ * elements. No field tags: a new field means a new format byte, and the
+ * decoder of the old one stays (V1 and V2 records, V1 events decode).
  *
  * Why not protobuf: the engine has no protobuf dependency (DESIGN.md), and
  * a record holds engine-only state (running and pending runs, the lateness

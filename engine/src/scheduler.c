@@ -3009,9 +3009,9 @@ write_round(aps_scheduler *s, size_t si, done_ctx *done, due_ctx *due)
 
 /* How far ahead of their time the due runs of store `si` are committed:
  * commit_ahead_us, or twice the longest write of due jobs (queueing,
- * callbacks, commit) of the last APS__AHEAD_WINDOW_S seconds when that is more, up to
- * ahead_max_us. A disk that stays slow (a competing writer) would otherwise
- * make every run late by its fsync time less the fixed lead. */
+ * callbacks, commit) of the last APS__AHEAD_WINDOW_S seconds when that is
+ * more, up to ahead_max_us. A disk that stays slow (a competing writer)
+ * would otherwise make every run late by its fsync time less the lead. */
 static aps_time
 store_ahead(aps_scheduler *s, size_t si)
 {

@@ -19,7 +19,7 @@
 /** Events kept in memory for live subscribers; older ones come from the log. */
 #define APS__RING_SIZE 8192
 
-/** Seconds of round-write durations the adaptive commit-ahead looks back. */
+/** Seconds of due-write durations the adaptive commit-ahead looks back on. */
 #define APS__AHEAD_WINDOW_S 10
 
 typedef struct aps__store_slot {
@@ -30,8 +30,8 @@ typedef struct aps__store_slot {
     aps_time deferred; /* the loop's: see process_store */
     int failed;        /* the loop's: its last pass failed (retried later) */
     size_t due_batch;  /* the loop's: due jobs per write (process_store) */
-    /* Adaptive commit-ahead (the loop's): the longest write of due jobs of each
-     * of the last APS__AHEAD_WINDOW_S seconds (slow_us), by monotonic
+    /* Adaptive commit-ahead (the loop's): the longest write of due jobs in
+     * each of the last APS__AHEAD_WINDOW_S seconds (slow_us), by monotonic
      * second (slow_sec); lead_us the lead last used (atomic: store info). */
     int64_t slow_us[APS__AHEAD_WINDOW_S];
     int64_t slow_sec[APS__AHEAD_WINDOW_S];

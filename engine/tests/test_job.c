@@ -1263,8 +1263,8 @@ zigzag_len(int32_t v)
 /* A record as an older format: its V3 bytes up to the samples (head), the
  * format byte replaced, then each sample in `width` little-endian bytes. */
 static unsigned char *
-older_record(const unsigned char *v3, size_t head, const aps__jobrec *r, uint8_t format,
-             int width, size_t *len)
+older_record(const unsigned char *v3, size_t head, const aps__jobrec *r, uint8_t format, int width,
+             size_t *len)
 {
     unsigned char *b = malloc(head + (size_t)width * r->n_lateness);
 
@@ -1336,9 +1336,9 @@ test_record_v1_v2_and_encode_into(void **state)
 static void
 test_record_v3_samples(void **state)
 {
-    static const int32_t samples[] = {0,    -1,    1,      63,     -64,       64,       -65,
-                                      100,  8191,  -8192,  8192,   1048575,   -1048576, 1048576,
-                                      2000000, 134217727, 134217728, INT32_MAX, INT32_MIN};
+    static const int32_t samples[] = {
+        0,    -1,      1,        63,      -64,     64,        -65,       100,       8191,     -8192,
+        8192, 1048575, -1048576, 1048576, 2000000, 134217727, 134217728, INT32_MAX, INT32_MIN};
     static const size_t bytes[] = {1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5};
     aps_job_spec s = base_spec();
     aps__jobrec *r = make(&s, NULL), *d = NULL;
@@ -1384,18 +1384,18 @@ test_record_v3_samples(void **state)
     bad = malloc(len + 4);
     assert_non_null(bad);
     {
-        static const unsigned char cut[] = {0x80};                      /* cut short */
-        static const unsigned char overlong[] = {0x80, 0x00};           /* 0, not shortest */
+        static const unsigned char cut[] = {0x80};                          /* cut short */
+        static const unsigned char overlong[] = {0x80, 0x00};               /* 0, not shortest */
         static const unsigned char wide[] = {0xff, 0xff, 0xff, 0xff, 0x1f}; /* 33 bits */
-        static const unsigned char six[] = {0x80, 0x80, 0x80, 0x80, 0x80}; /* no end */
-        static const unsigned char extra[] = {0x00, 0x00};              /* a byte after it */
-        static const unsigned char max[] = {0xfe, 0xff, 0xff, 0xff, 0x0f}; /* INT32_MAX */
+        static const unsigned char six[] = {0x80, 0x80, 0x80, 0x80, 0x80};  /* no end */
+        static const unsigned char extra[] = {0x00, 0x00};                  /* a byte after it */
+        static const unsigned char max[] = {0xfe, 0xff, 0xff, 0xff, 0x0f};  /* INT32_MAX */
         const struct {
             const unsigned char *b;
             size_t n;
             int rc;
-        } cases[] = {{cut, sizeof cut, APS_ECORRUPT},   {overlong, sizeof overlong, APS_ECORRUPT},
-                     {wide, sizeof wide, APS_ECORRUPT}, {six, sizeof six, APS_ECORRUPT},
+        } cases[] = {{cut, sizeof cut, APS_ECORRUPT},     {overlong, sizeof overlong, APS_ECORRUPT},
+                     {wide, sizeof wide, APS_ECORRUPT},   {six, sizeof six, APS_ECORRUPT},
                      {extra, sizeof extra, APS_ECORRUPT}, {max, sizeof max, 0}};
 
         for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
