@@ -125,7 +125,7 @@ static const char usage_text[] =
     "                 loop_priority (0-99, default 10),\n"
     "                 commit_ahead (seconds before their time LMDB runs are committed,\n"
     "                 0-60, 0 = at their time; default 0.05), commit_ahead_max (how far\n"
-    "                 that widens while writes are slow, 0-60, 0 = not at all; default 1)\n"
+    "                 that widens while writes are slow, 0-60; default 0: not at all)\n"
     "  [job_defaults] coalesce (bool, default true), max_instances (default 1),\n"
     "                 misfire_grace_time (seconds or `unlimited`, default 1)\n"
     "  [limits]       max_subscribers, subscriber_queue, heartbeat_interval,\n"
@@ -948,10 +948,8 @@ main(int argc, char **argv)
         scfg.commit_ahead_us = -1;
     else if (c.commit_ahead_s > 0)
         scfg.commit_ahead_us = secs_us(c.commit_ahead_s) > 0 ? secs_us(c.commit_ahead_s) : 1;
-    /* 0 s of widening: 1 us, at or below any lead, keeps it fixed. */
-    if (c.commit_ahead_max_s >= 0)
-        scfg.commit_ahead_max_us =
-            secs_us(c.commit_ahead_max_s) > 0 ? secs_us(c.commit_ahead_max_s) : 1;
+    if (c.commit_ahead_max_s > 0)
+        scfg.commit_ahead_max_us = secs_us(c.commit_ahead_max_s);
 
     aps_scheduler *sched = NULL;
     aps_error err = {0};

@@ -52,9 +52,6 @@
  * (about 30 ms at 10,000 runs/s), short enough that "a change within it
  * may miss the next fire" stays a corner case. */
 #define COMMIT_AHEAD_US (50 * 1000)
-/* Default ceiling of the adaptive lead (store_ahead): a removal or pause
- * this long before a fire time may still see that run start. */
-#define COMMIT_AHEAD_MAX_US (1000 * 1000)
 /* Run times kept for one job in one pass; beyond, they count as missed. */
 #define RUN_TIMES_MAX 1000
 /* Trigger steps taken for one job in one pass (a per-second cron missed
@@ -1254,7 +1251,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     /* Commit-ahead needs the real clock: the hold thread sleeps on it. */
     if (s->clock.now == real_now && cfg->commit_ahead_us >= 0)
         s->ahead_us = cfg->commit_ahead_us > 0 ? cfg->commit_ahead_us : COMMIT_AHEAD_US;
-    s->ahead_max_us = cfg->commit_ahead_max_us > 0 ? cfg->commit_ahead_max_us : COMMIT_AHEAD_MAX_US;
+    s->ahead_max_us = cfg->commit_ahead_max_us > 0 ? cfg->commit_ahead_max_us : 0;
     if (cfg->loop_priority < 0 || cfg->loop_priority > 99) {
         rc = set_err(err, APS_EINVAL, "loop_priority: 0-99 (SCHED_FIFO), not %d",
                      cfg->loop_priority);
@@ -3010,8 +3007,10 @@ write_round(aps_scheduler *s, size_t si, done_ctx *done, due_ctx *due)
 /* How far ahead of their time the due runs of store `si` are committed:
  * commit_ahead_us, or twice the longest write of due jobs (queueing,
  * callbacks, commit) of the last APS__AHEAD_WINDOW_S seconds when that is
- * more, up to ahead_max_us. A disk that stays slow (a competing writer)
- * would otherwise make every run late by its fsync time less the lead. */
+ * more, up to ahead_max_us (0: no widening). A disk that stays slow (a
+ * competing writer) would otherwise make every run late by its fsync time
+ * less the lead. Not by default: a crash leaves the runs committed ahead
+ * unrun, and a change within the lead does not stop the next run. */
 static aps_time
 store_ahead(aps_scheduler *s, size_t si)
 {

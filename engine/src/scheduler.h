@@ -177,7 +177,7 @@ struct aps_scheduler {
      * before their time wait in `held` (a min-heap by first run time) for
      * the hold thread, which hands each to its executor at its time. */
     int64_t ahead_us;     /* configured; 0 = off */
-    int64_t ahead_max_us; /* the most it grows to (store_ahead) */
+    int64_t ahead_max_us; /* the most it widens to (store_ahead); 0 = not */
     /* Real-time priority (aps_scheduler_config.loop_priority): asked for,
      * obtained (0: refused or not asked; atomic), and whether the loop
      * thread is at it now (the loop thread's own). */

@@ -464,13 +464,16 @@ typedef struct aps_scheduler_config {
      *  executor at its time, by a thread of its own. A job removed or paused
      *  within this window before a fire time still fires that once (the run
      *  was already submitted). 0 = 50 ms; negative = off. Off with an
-     *  injected clock and in APS_RUN_EXTERNAL mode. The window widens while
-     *  the store's writes are slow (a disk shared with a busy writer): to
-     *  twice the longest write of the loop's in the last 10 s, up to
-     *  commit_ahead_max_us (aps_store_info.commit_ahead_us tells). */
+     *  injected clock and in APS_RUN_EXTERNAL mode. A run committed ahead
+     *  whose time had not come when the process died never ran: after the
+     *  restart it is reported interrupted, not run. */
     int64_t commit_ahead_us;
-    /** The widest the commit-ahead window grows to. 0 = 1 s; at or below
-     *  commit_ahead_us the window stays commit_ahead_us. */
+    /** Above commit_ahead_us: the window widens while the store's writes
+     *  are slow (a disk shared with a busy writer), to twice the longest of
+     *  the loop's writes in the last 10 s, up to this, so that those writes
+     *  do not make runs late (aps_store_info.commit_ahead_us tells the
+     *  window). Both effects of the window above then reach this far. 0 (or
+     *  at most commit_ahead_us) = it stays commit_ahead_us. */
     int64_t commit_ahead_max_us;
     /** SCHED_FIFO priority (1-99) of the loop thread and the commit-ahead
      *  thread while they wait for due times, so that busy threads (of this
