@@ -155,16 +155,6 @@ wait_submitted(size_t n)
     }
 }
 
-static aps_trigger_spec
-date_at(aps_time t)
-{
-    aps_trigger_spec d;
-    memset(&d, 0, sizeof(d));
-    d.kind = APS_TRIGGER_DATE;
-    d.u.date.run_date = t;
-    return d;
-}
-
 /* An interval of 500 ms from `start`, ending after `fires` fires. */
 static aps_trigger_spec
 every_500ms(aps_time start, int fires)
@@ -187,7 +177,7 @@ test_commits_before_and_starts_on_time(void **state)
     aps_scheduler *s = open_sched(AHEAD);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time due = aps_time_now() + 600 * MS;
-    aps_trigger_spec d = date_at(due);
+    aps_trigger_spec d = tu_date(due);
     add_job(s, "once", &d, 1);
     assert_int_equal(wait_calls(1, 5000 * MS), 1);
     wait_submitted(1);
@@ -237,7 +227,7 @@ test_shutdown_hands_on_held_runs(void **state)
     aps_scheduler *s = open_sched(AHEAD);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time due = aps_time_now() + 400 * MS;
-    aps_trigger_spec d = date_at(due);
+    aps_trigger_spec d = tu_date(due);
     add_job(s, "held", &d, 1);
     /* Wait until it is committed (published), then shut down before its time. */
     for (int i = 0; i < 1000; i++) {
@@ -276,7 +266,7 @@ test_off(void **state)
     aps_scheduler *s = open_sched(-1);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time due = aps_time_now() + 400 * MS;
-    aps_trigger_spec d = date_at(due);
+    aps_trigger_spec d = tu_date(due);
     add_job(s, "plain", &d, 1);
     assert_int_equal(wait_calls(1, 5000 * MS), 1);
     wait_submitted(1); /* listeners are called at the end of the loop's pass */

@@ -611,10 +611,7 @@ test_backlog_batches_grow(void **state)
     tu_clock_set(T0);
     reset_calls();
     aps_scheduler *s = open_with(&store, 4, 2 * N);
-    aps_trigger_spec at;
-    memset(&at, 0, sizeof(at));
-    at.kind = APS_TRIGGER_DATE;
-    at.u.date.run_date = T0 + SEC;
+    aps_trigger_spec at = tu_date(T0 + SEC);
     for (int i = 0; i < N + 3; i++) {
         char id[16];
         snprintf(id, sizeof(id), "b%05d", i);

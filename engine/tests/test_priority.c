@@ -164,11 +164,8 @@ add_dates(aps_scheduler *s, int n, aps_time when)
 {
     for (int i = 0; i < n; i++) {
         char id[16];
-        aps_trigger_spec t;
+        aps_trigger_spec t = tu_date(when);
         snprintf(id, sizeof(id), "d%d", i);
-        memset(&t, 0, sizeof(t));
-        t.kind = APS_TRIGGER_DATE;
-        t.u.date.run_date = when;
         aps_job_spec j = tu_function_job(id, &t, "count", NULL);
         tu_job_add(s, &j);
     }
@@ -400,11 +397,8 @@ test_hold_backlog_drops_priority(void **state)
     aps_time when = aps_time_now() + HOLD_LEAD_S * SEC;
     for (int i = 0; i < N; i++) {
         char id[16];
-        aps_trigger_spec t;
+        aps_trigger_spec t = tu_date(when);
         snprintf(id, sizeof(id), "h%d", i);
-        memset(&t, 0, sizeof(t));
-        t.kind = APS_TRIGGER_DATE;
-        t.u.date.run_date = when;
         aps_job_spec j = tu_function_job(id, &t, "count", NULL);
         /* Runs of two executors, mixed: handed on one by one (those of one
          * executor in a row go in one call), the slower way. */

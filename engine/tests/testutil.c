@@ -49,6 +49,16 @@ tu_function_job(const char *id, const aps_trigger_spec *trigger, const char *fun
     return j;
 }
 
+aps_trigger_spec
+tu_date(aps_time when)
+{
+    aps_trigger_spec t;
+    memset(&t, 0, sizeof(t));
+    t.kind = APS_TRIGGER_DATE;
+    t.u.date.run_date = when;
+    return t;
+}
+
 void
 tu_job_add(aps_scheduler *s, const aps_job_spec *spec)
 {

@@ -36,6 +36,9 @@ const char *tu_tmpdir(const char *name);
 aps_job_spec tu_function_job(const char *id, const aps_trigger_spec *trigger,
                              const char *function, const char *arg);
 
+/** A date trigger firing once at `when` (the default zone). */
+aps_trigger_spec tu_date(aps_time when);
+
 /** Adds `spec` to `s`; fails the test, with the engine's message, if it is
  * refused. */
 void tu_job_add(aps_scheduler *s, const aps_job_spec *spec);
