@@ -58,8 +58,17 @@
  * for a long downtime): beyond, the job is moved to its next fire time. */
 #define RUN_TIMES_ITER_MAX 1000000
 /* How long a finished run may wait for a pass the loop makes anyway,
- * instead of waking it (see aps__run_finished). */
+ * instead of waking it (see aps__run_finished); plus the gathering window
+ * below while a store commits ahead. */
 #define COMPLETION_SLACK_US 2000
+/* Commit-ahead gathering: a store's due runs are taken once the earliest is
+ * within lead - lead / AHEAD_GATHER_DIV of its time, and with it all those
+ * due within the lead, so runs are committed between 3/4 of the lead and
+ * the lead ahead of their time. Taken as each came within the lead, they
+ * made a commit per pass: at 10,000 runs/s ~600 commits/s, against ~90
+ * gathered, with a third of the bytes written and a quarter less CPU per
+ * run (tools/bench/engine, lateness 10000). */
+#define AHEAD_GATHER_DIV 4
 /* Pending runs a QUEUE_ALL job keeps. */
 #define PENDING_MAX 1000
 #define BACKFILL_DEFAULT 1000
@@ -241,13 +250,13 @@ aps__run_finished(aps__run *run)
     int wake = s->completed == NULL;
     run->next = s->completed;
     s->completed = run;
-    /* Nor does one when the loop looks again within COMPLETION_SLACK_US
+    /* Nor does one when the loop looks again within completion_slack_us
      * (or is in a pass: loop_next is its start): that pass records it. At
      * thousands of runs per second, a wake-up per finished run was half
      * the loop's passes. The loop checks the flag when it settles its next
      * time (under this lock, so one of the two sees the other). */
     if (wake && s->loop_next != APS_TIME_NONE &&
-        s->loop_next - aps__scheduler_now(s) <= COMPLETION_SLACK_US) {
+        s->loop_next - aps__scheduler_now(s) <= s->completion_slack_us) {
         s->completion_unwoken = 1;
         wake = 0;
     }
@@ -1342,6 +1351,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     s->timer_fd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
     s->timer_armed = APS_TIME_NONE;
     s->loop_next = APS_TIME_NONE; /* finished runs wake the loop until its first pass */
+    s->completion_slack_us = COMPLETION_SLACK_US;
     s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (s->wake_fd < 0 || s->timer_fd < 0 || s->epoll_fd < 0) {
         rc = set_err(err, APS_EIO, "eventfd/timerfd/epoll: %s", strerror(errno));
@@ -3293,7 +3303,7 @@ arm_timer(aps_scheduler *s, aps_time when)
 int
 aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
 {
-    aps_time next = APS_TIME_NONE;
+    aps_time next = APS_TIME_NONE, gather = 0;
     int rc = 0;
 
     if (s == NULL)
@@ -3340,7 +3350,10 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
             if (s->stores[si].failed)
                 continue;
             if (aps__store_next_due(s->stores[si].st, &t) == 0 && t != APS_TIME_NONE) {
-                t -= store_ahead(s, si);
+                aps_time lead = store_ahead(s, si);
+                t -= lead - lead / AHEAD_GATHER_DIV;
+                if (lead / AHEAD_GATHER_DIV > gather)
+                    gather = lead / AHEAD_GATHER_DIV;
                 /* Due now but left to their time (instances running): a
                  * completion wakes the loop, else their time does. */
                 if (t <= now && s->stores[si].deferred != APS_TIME_NONE)
@@ -3366,8 +3379,10 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
             next = retry;
     }
     /* Runs that finished during the pass without waking it: a pass within
-     * the slack records them, else one at once. */
-    if (s->completion_unwoken && (next == APS_TIME_NONE || next - now > COMPLETION_SLACK_US))
+     * the slack records them, else one at once. The slack covers a
+     * gathering store's wait, or each finished run would cut it short. */
+    s->completion_slack_us = COMPLETION_SLACK_US + gather;
+    if (s->completion_unwoken && (next == APS_TIME_NONE || next - now > s->completion_slack_us))
         next = now;
     s->loop_next = s->clock.now == real_now ? next : APS_TIME_NONE;
     pthread_mutex_unlock(&s->mu);

@@ -138,6 +138,7 @@ struct aps_scheduler {
      * whether a run finished since without waking it (aps__run_finished). */
     aps_time loop_next;
     int completion_unwoken;
+    int64_t completion_slack_us; /* how long a finished run may wait for loop_next */
     size_t n_running;       /* runs handed to executors, not yet finished */
     pthread_cond_t idle_cv; /* signalled when n_running drops */
 

@@ -369,6 +369,53 @@ test_lead_widens_while_writes_are_slow(void **state)
         assert_true(late[i] >= 80 * MS);
 }
 
+/* Due runs are gathered: the loop takes them once the earliest is 3/4 of
+ * the lead ahead, with all those due within the lead, so runs 10 ms apart
+ * share commits (each taken as it came within the lead, each would make
+ * its own) and are still committed ahead and started at their times. */
+static void
+test_runs_gathered_into_few_commits(void **state)
+{
+    (void)state;
+    enum { N = 48 };
+    aps_scheduler *s = open_sched(AHEAD);
+    aps_store_stats st;
+    char id[16];
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time first = aps_time_now() + 1000 * MS;
+    for (int i = 0; i < N; i++) {
+        aps_trigger_spec d = tu_date(first + i * 10 * MS);
+        snprintf(id, sizeof(id), "g%02d", i);
+        add_job(s, id, &d, 1);
+    }
+    assert_int_equal(aps__store_stats(s->stores[0].st, &st), 0);
+    uint64_t c0 = st.commits;
+    assert_true(aps_time_now() < first - AHEAD); /* none taken yet */
+    /* All are committed by first + 170 ms; the runs' ends after that have
+     * no pass to share (nothing is due) and are committed one by one. */
+    wait_submitted(N);
+    assert_int_equal(aps__store_stats(s->stores[0].st, &st), 0);
+    uint64_t commits = st.commits - c0;
+    printf("gathered: %llu commits for %d runs\n", (unsigned long long)commits, N);
+    assert_int_equal(wait_calls(N, 5000 * MS), N);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_submitted, N);
+    for (size_t i = 0; i < N; i++) {
+        /* committed between 3/4 of the lead and the lead ahead (with room
+         * for the commit itself) */
+        assert_true(submitted_at[i] < submitted_for[i] - AHEAD / 2);
+        assert_true(submitted_at[i] >= submitted_for[i] - AHEAD - 50 * MS);
+        assert_true(started[i] >= scheduled_at[i]);
+        assert_true(started[i] < scheduled_at[i] + 150 * MS);
+    }
+    pthread_mutex_unlock(&mu);
+    /* 470 ms of runs, gathered every 75 ms: about 7 commits (with the ends
+     * of the runs so far); one per run without gathering. */
+    if (commits > N / 3)
+        fail_msg("%llu commits for %d runs", (unsigned long long)commits, N);
+    aps_scheduler_destroy(s);
+}
+
 int
 main(void)
 {
@@ -378,6 +425,7 @@ main(void)
         cmocka_unit_test_setup(test_shutdown_hands_on_held_runs, setup),
         cmocka_unit_test_setup(test_off, setup),
         cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
+        cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,12 +8,16 @@
  *       on) from THREADS threads, scheduler running; date jobs far in the
  *       future; ids "t<thread>-<n>" as apscheduler_bench.py's (`thread`),
  *       or "job-<n>" from one counter (`seq`, time-ordered ids).
+ *       kib_per_commit: what the process wrote per commit (the pages of
+ *       the commit).
  *   bench_engine lateness JOBS SECONDS WARMUP lmdb|memory [DIR]
  *       JOBS interval jobs (every second, start times spread uniformly
  *       over one second) on a no-op registered function; lateness =
  *       aps_time_now() in the function - its scheduled time, over the runs
  *       scheduled in SECONDS whole seconds after WARMUP seconds. Meanwhile
  *       a durable aps_job_add every 100 ms, timed (probe_p50_us/max_us).
+ *       commits_per_s and write_kib_per_run: the store's commits, and what
+ *       the process wrote per run, in the window.
  *   bench_engine loopcost JOBS ROUNDS lmdb|memory [DIR]
  *       the loop's CPU cost per run, free of timing noise: JOBS interval
  *       jobs on an injected clock moved one second per round, external
@@ -24,6 +28,11 @@
  *       (`reopen`), open-to-first-fire with the page cache warm and cold.
  *   bench_engine reopen DIR warm|cold
  *       aps_scheduler_create + start until a job due at open runs.
+ *   bench_engine disk ROUNDS [DIR]
+ *       the disk under the store: one pwrite per page of N 4 KiB pages at
+ *       scattered places, then fdatasync, against the same N pages in one
+ *       contiguous pwrite + fdatasync (N = 1, 16, 64, 128; median of
+ *       ROUNDS). A commit's pages are written where LMDB allocated them.
  *
  * Output: one line per figure, "<what> key=value ...", for the driver.
  * DIR is a directory on a real disk (not tmpfs): default $APS_BENCH_DIR,
@@ -102,6 +111,24 @@ die(const char *what, int rc, const aps_error *err)
     fprintf(stderr, "bench_engine: %s: %s%s%s\n", what, aps_strerror(rc),
             err && err->msg[0] ? ": " : "", err ? err->msg : "");
     exit(1);
+}
+
+/* Bytes this process has passed to write calls (/proc/self/io wchar: the
+ * store's page writes; its few 8-byte wake-ups are noise); 0 if unreadable. */
+static unsigned long long
+io_write_bytes(void)
+{
+    unsigned long long v = 0;
+    char line[128];
+    FILE *f = fopen("/proc/self/io", "r");
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "wchar: %llu", &v) == 1)
+            break;
+    fclose(f);
+    return v;
 }
 
 /* VmRSS and VmHWM of this process, in KiB. */
@@ -328,6 +355,7 @@ cmd_adds(double seconds, int threads, const char *ids, const char *base)
         pthread_create(&w[i].th, NULL, adds_main, &w[i]);
     }
     store_commits(b.s, &c0);
+    unsigned long long wb0 = io_write_bytes();
     pthread_barrier_wait(&b.go);
     double t0 = mono_s();
     while (mono_s() - t0 < seconds)
@@ -340,12 +368,15 @@ cmd_adds(double seconds, int threads, const char *ids, const char *base)
     }
     double el = mono_s() - t0;
     store_commits(b.s, &c1);
+    unsigned long long wb1 = io_write_bytes();
     aps_scheduler_destroy(b.s);
     rm_rf(dir);
     double commits = (double)(c1 - c0);
-    printf("adds ids=%s threads=%d adds=%lu seconds=%.2f per_s=%.0f commits_per_s=%.0f per_commit=%.1f\n",
+    printf("adds ids=%s threads=%d adds=%lu seconds=%.2f per_s=%.0f commits_per_s=%.0f "
+           "per_commit=%.1f kib_per_commit=%.1f\n",
            b.seq ? "seq" : "thread", threads, total, el, (double)total / el, commits / el,
-           commits > 0 ? (double)total / commits : 0.0);
+           commits > 0 ? (double)total / commits : 0.0,
+           commits > 0 ? (double)(wb1 - wb0) / 1024.0 / commits : 0.0);
     free(w);
     return 0;
 }
@@ -519,10 +550,12 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     unsigned long k0 = atomic_load(&L.calls);
     uint64_t commits0, commits1;
     store_commits(s, &commits0);
+    unsigned long long wb0 = io_write_bytes();
     sleep_until(L.to);
     double wall = mono_s() - w0, cpu = cpu_s() - c0;
     unsigned long k1 = atomic_load(&L.calls);
     store_commits(s, &commits1);
+    unsigned long long wb1 = io_write_bytes();
     pthread_join(probe->th, NULL);
     /* Runs per second in the window, and the process's CPU time per run:
      * its cost, whatever else the machine runs. */
@@ -551,12 +584,14 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
 #define PCT(q) (n ? L.v[(size_t)((double)(n - 1) * (q))] : 0)
     printf("lateness store=%s malloc=%s jobs=%ld seconds=%d runs=%zu expected=%zu p50_us=%" PRId64
            " p90_us=%" PRId64 " p99_us=%" PRId64 " p999_us=%" PRId64 " max_us=%" PRId64
-           " runs_per_s=%.0f cpu_cores=%.2f cpu_us_per_run=%.1f commits_per_s=%.0f add_s=%.1f"
+           " runs_per_s=%.0f cpu_cores=%.2f cpu_us_per_run=%.1f commits_per_s=%.0f"
+           " write_kib_per_run=%.2f add_s=%.1f"
            " probe_adds=%zu probe_p50_us=%" PRId64 " probe_max_us=%" PRId64 "\n",
-           type, malloc_name(), jobs, seconds, n, expected, PCT(0.5), PCT(0.9), PCT(0.99), PCT(0.999),
-           n ? L.v[n - 1] : 0, rate, cpu / wall, us_per_run, (double)(commits1 - commits0) / wall,
-           add_s, probe->n, probe->n ? probe->v[(probe->n - 1) / 2] : 0,
-           probe->n ? probe->v[probe->n - 1] : 0);
+           type, malloc_name(), jobs, seconds, n, expected, PCT(0.5), PCT(0.9), PCT(0.99),
+           PCT(0.999), n ? L.v[n - 1] : 0, rate, cpu / wall, us_per_run,
+           (double)(commits1 - commits0) / wall,
+           k1 > k0 ? (double)(wb1 - wb0) / 1024.0 / (double)(k1 - k0) : 0.0, add_s, probe->n,
+           probe->n ? probe->v[(probe->n - 1) / 2] : 0, probe->n ? probe->v[probe->n - 1] : 0);
 #undef PCT
     free(probe);
     free(L.v);
@@ -875,6 +910,112 @@ cmd_reopen(const char *dir, const char *mode)
     return 0;
 }
 
+/* ---- disk ------------------------------------------------------------------- */
+
+#define DISK_PAGE 4096
+#define DISK_FILE_PAGES 65536 /* 256 MiB */
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One round: `n` pages at `pg` (scattered: one pwrite each), or from pg[0]
+ * in one pwrite (contiguous), then fdatasync; its time in ms. */
+static double
+disk_round(int fd, const unsigned char *buf, const long *pg, int n, int contiguous)
+{
+    double t0 = mono_s();
+
+    if (contiguous) {
+        if (pwrite(fd, buf, (size_t)n * DISK_PAGE, (off_t)pg[0] * DISK_PAGE) !=
+            (ssize_t)n * DISK_PAGE)
+            return -1;
+    } else {
+        for (int i = 0; i < n; i++)
+            if (pwrite(fd, buf, DISK_PAGE, (off_t)pg[i] * DISK_PAGE) != DISK_PAGE)
+                return -1;
+    }
+    if (fdatasync(fd))
+        return -1;
+    return (mono_s() - t0) * 1000.0;
+}
+
+static int
+cmd_disk(int rounds, const char *base)
+{
+    static const int sizes[] = {1, 16, 64, 128};
+    char dir[PATH_MAX], path[PATH_MAX + 8];
+    unsigned char *buf = NULL;
+    double *ms[2] = {NULL, NULL};
+    long pg[128];
+    int fd = -1, rc = 1;
+
+    if (rounds < 1)
+        rounds = 1;
+    make_dir(base_dir(base), "disk", dir, sizeof(dir));
+    snprintf(path, sizeof path, "%s/pages", dir);
+    buf = malloc((size_t)128 * DISK_PAGE);
+    ms[0] = calloc((size_t)rounds, sizeof(double));
+    ms[1] = calloc((size_t)rounds, sizeof(double));
+    fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (buf == NULL || ms[0] == NULL || ms[1] == NULL || fd < 0)
+        goto out;
+    memset(buf, 0xA5, (size_t)128 * DISK_PAGE);
+    /* Real blocks first: writes into holes or unwritten extents would also
+     * time the file system's block allocation. */
+    for (long p = 0; p < DISK_FILE_PAGES; p += 128)
+        if (pwrite(fd, buf, (size_t)128 * DISK_PAGE, (off_t)p * DISK_PAGE) != 128 * DISK_PAGE)
+            goto out;
+    if (fdatasync(fd))
+        goto out;
+    srand48(1);
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int n = sizes[k];
+
+        for (int r = 0; r < rounds; r++) {
+            /* n distinct pages, in ascending order as LMDB writes them */
+            for (int i = 0; i < n; i++) {
+                int dup;
+                do {
+                    pg[i] = lrand48() % DISK_FILE_PAGES;
+                    dup = 0;
+                    for (int j = 0; j < i; j++)
+                        dup |= pg[j] == pg[i];
+                } while (dup);
+            }
+            for (int i = 1; i < n; i++)
+                for (int j = i; j > 0 && pg[j - 1] > pg[j]; j--) {
+                    long t = pg[j];
+                    pg[j] = pg[j - 1];
+                    pg[j - 1] = t;
+                }
+            ms[0][r] = disk_round(fd, buf, pg, n, 0);
+            pg[0] = lrand48() % (DISK_FILE_PAGES - n);
+            ms[1][r] = disk_round(fd, buf, pg, n, 1);
+            if (ms[0][r] < 0 || ms[1][r] < 0)
+                goto out;
+        }
+        qsort(ms[0], (size_t)rounds, sizeof(double), cmp_double);
+        qsort(ms[1], (size_t)rounds, sizeof(double), cmp_double);
+        printf("disk pages=%d rounds=%d scattered_ms=%.3f contiguous_ms=%.3f\n", n, rounds,
+               ms[0][rounds / 2], ms[1][rounds / 2]);
+    }
+    rc = 0;
+out:
+    if (rc)
+        perror("bench_engine disk");
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    free(ms[0]);
+    free(ms[1]);
+    rm_rf(dir);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------------- */
 
 static void
@@ -884,7 +1025,8 @@ usage(void)
                     "       bench_engine lateness JOBS SECONDS WARMUP lmdb|memory [DIR]\n"
                     "       bench_engine loopcost JOBS ROUNDS lmdb|memory [DIR]\n"
                     "       bench_engine million JOBS THREADS [DIR]\n"
-                    "       bench_engine reopen DIR warm|cold\n");
+                    "       bench_engine reopen DIR warm|cold\n"
+                    "       bench_engine disk ROUNDS [DIR]\n");
     exit(2);
 }
 
@@ -913,6 +1055,8 @@ main(int argc, char **argv)
     }
     if (strcmp(cmd, "reopen") == 0 && argc >= 4)
         return cmd_reopen(argv[2], argv[3]);
+    if (strcmp(cmd, "disk") == 0 && argc >= 3)
+        return cmd_disk(atoi(argv[2]), argc > 3 ? argv[3] : NULL);
     usage();
     return 2;
 }
