@@ -202,10 +202,13 @@ class ClientTest(unittest.TestCase):
 
     def test_get_job_and_get_jobs(self):
         self.assertIsNone(self.c.get_job("missing"))  # APScheduler returns None
-        self.c.add_job("sample_tasks:add", "cron", hour=1, id="g-b", labels={"team": "a"})
+        # Fixed dates: the lists below are in next-run order, which for cron
+        # hours would depend on the time of day the test runs at.
+        self.c.add_job("sample_tasks:add", "date", run_date="2040-01-01 01:00:00", id="g-b",
+                       labels={"team": "a"})
         self.c.add_job("sample_tasks:add", "cron", hour=2, id="g-a", next_run_time=None)
-        self.c.add_job("sample_tasks:add", "cron", hour=3, id="g-c", jobstore="memory",
-                       labels={"team": "b"})
+        self.c.add_job("sample_tasks:add", "date", run_date="2040-01-01 03:00:00", id="g-c",
+                       jobstore="memory", labels={"team": "b"})
         job = self.c.get_job("g-b")
         self.assertEqual(job.id, "g-b")
         self.assertIsNotNone(job.stats)
