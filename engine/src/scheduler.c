@@ -62,13 +62,16 @@
  * below while a store commits ahead. */
 #define COMPLETION_SLACK_US 2000
 /* Commit-ahead gathering: a store's due runs are taken once the earliest is
- * within lead - lead / AHEAD_GATHER_DIV of its time, and with it all those
- * due within the lead, so runs are committed between 3/4 of the lead and
- * the lead ahead of their time. Taken as each came within the lead, they
- * made a commit per pass: at 10,000 runs/s ~600 commits/s, against ~90
- * gathered, with a third of the bytes written and a quarter less CPU per
- * run (tools/bench/engine, lateness 10000). */
+ * within lead - gather of its time, gather = lead / AHEAD_GATHER_DIV up to
+ * AHEAD_GATHER_MAX_US, and with it all those due within the lead, so runs
+ * are committed between lead - gather and the lead ahead of their time.
+ * Taken as each came within the lead, they made a commit per pass: at
+ * 10,000 runs/s ~600 commits/s, against ~90 gathered, with a third of the
+ * bytes written and a quarter less CPU per run (tools/bench/engine,
+ * lateness 10000). The cap bounds how long finished runs then wait to be
+ * recorded (completion_slack_us) under a long lead. */
 #define AHEAD_GATHER_DIV 4
+#define AHEAD_GATHER_MAX_US (25 * 1000)
 /* Pending runs a QUEUE_ALL job keeps. */
 #define PENDING_MAX 1000
 #define BACKFILL_DEFAULT 1000
@@ -3351,9 +3354,12 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
                 continue;
             if (aps__store_next_due(s->stores[si].st, &t) == 0 && t != APS_TIME_NONE) {
                 aps_time lead = store_ahead(s, si);
-                t -= lead - lead / AHEAD_GATHER_DIV;
-                if (lead / AHEAD_GATHER_DIV > gather)
-                    gather = lead / AHEAD_GATHER_DIV;
+                aps_time g = lead / AHEAD_GATHER_DIV;
+                if (g > AHEAD_GATHER_MAX_US)
+                    g = AHEAD_GATHER_MAX_US;
+                t -= lead - g;
+                if (g > gather)
+                    gather = g;
                 /* Due now but left to their time (instances running): a
                  * completion wakes the loop, else their time does. */
                 if (t <= now && s->stores[si].deferred != APS_TIME_NONE)

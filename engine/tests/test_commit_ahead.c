@@ -369,10 +369,11 @@ test_lead_widens_while_writes_are_slow(void **state)
         assert_true(late[i] >= 80 * MS);
 }
 
-/* Due runs are gathered: the loop takes them once the earliest is 3/4 of
- * the lead ahead, with all those due within the lead, so runs 10 ms apart
- * share commits (each taken as it came within the lead, each would make
- * its own) and are still committed ahead and started at their times. */
+/* Due runs are gathered: the loop takes them once the earliest is the lead
+ * less 25 ms ahead (3/4 of a lead under 100 ms), with all those due within
+ * the lead, so runs 5 ms apart share commits (each taken as it came within
+ * the lead, each would make its own) and are still committed ahead and
+ * started at their times. */
 static void
 test_runs_gathered_into_few_commits(void **state)
 {
@@ -384,15 +385,15 @@ test_runs_gathered_into_few_commits(void **state)
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time first = aps_time_now() + 1000 * MS;
     for (int i = 0; i < N; i++) {
-        aps_trigger_spec d = tu_date(first + i * 10 * MS);
+        aps_trigger_spec d = tu_date(first + i * 5 * MS);
         snprintf(id, sizeof(id), "g%02d", i);
         add_job(s, id, &d, 1);
     }
     assert_int_equal(aps__store_stats(s->stores[0].st, &st), 0);
     uint64_t c0 = st.commits;
     assert_true(aps_time_now() < first - AHEAD); /* none taken yet */
-    /* All are committed by first + 170 ms; the runs' ends after that have
-     * no pass to share (nothing is due) and are committed one by one. */
+    /* All are committed before first; the runs' ends after that have no
+     * pass to share (nothing is due) and are committed one by one. */
     wait_submitted(N);
     assert_int_equal(aps__store_stats(s->stores[0].st, &st), 0);
     uint64_t commits = st.commits - c0;
@@ -401,16 +402,16 @@ test_runs_gathered_into_few_commits(void **state)
     pthread_mutex_lock(&mu);
     assert_int_equal(n_submitted, N);
     for (size_t i = 0; i < N; i++) {
-        /* committed between 3/4 of the lead and the lead ahead (with room
-         * for the commit itself) */
+        /* committed between the lead less 25 ms and the lead ahead (with
+         * room for the commit itself) */
         assert_true(submitted_at[i] < submitted_for[i] - AHEAD / 2);
         assert_true(submitted_at[i] >= submitted_for[i] - AHEAD - 50 * MS);
         assert_true(started[i] >= scheduled_at[i]);
         assert_true(started[i] < scheduled_at[i] + 150 * MS);
     }
     pthread_mutex_unlock(&mu);
-    /* 470 ms of runs, gathered every 75 ms: about 7 commits (with the ends
-     * of the runs so far); one per run without gathering. */
+    /* 235 ms of runs, gathered every 25 ms: about 10 commits; one per run
+     * without gathering. */
     if (commits > N / 3)
         fail_msg("%llu commits for %d runs", (unsigned long long)commits, N);
     aps_scheduler_destroy(s);

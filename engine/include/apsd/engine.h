@@ -462,9 +462,10 @@ typedef struct aps_scheduler_config {
     /** LMDB stores: how long before their time due runs are committed, so
      *  that the fsync does not delay them; each run is still handed to its
      *  executor at its time, by a thread of its own. Runs are gathered:
-     *  the loop takes them once the earliest is 3/4 of this ahead, with all
-     *  those due within it, so they share commits (at 10,000 runs/s one per
-     *  ~12 ms instead of one per pass). A job removed or paused
+     *  the loop takes them once the earliest is 3/4 of this ahead (this
+     *  less 25 ms at most), with all those due within it, so they share
+     *  commits (at 10,000 runs/s one per ~12 ms instead of one per pass).
+     *  A job removed or paused
      *  within this window before a fire time still fires that once (the run
      *  was already submitted). 0 = 50 ms; negative = off. Off with an
      *  injected clock and in APS_RUN_EXTERNAL mode. A run committed ahead
