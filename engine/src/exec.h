@@ -21,6 +21,10 @@
 typedef struct aps__run aps__run;
 typedef struct aps__executor aps__executor;
 
+/** CLOCK_MONOTONIC in microseconds: deadlines and durations that wall-clock
+ *  changes must not move (executors' timeouts, the loop's write times). */
+int64_t aps__mono_us(void);
+
 /** What happened to one scheduled run time of a run. */
 typedef struct aps__run_result {
     aps_time run_time; /**< the scheduled time */

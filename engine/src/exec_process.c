@@ -249,14 +249,6 @@ typedef struct procpool {
 
 static const aps__executor_ops process_ops;
 
-static int64_t
-mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void
 wake(procpool *pp)
 {
@@ -895,7 +887,7 @@ spawn_child(procpool *pp, slot *sl, aps__run_result *res)
     free(argv);
 
     size_t idx = (size_t)(sl - pp->slots);
-    int64_t now = mono_us();
+    int64_t now = aps__mono_us();
     uint32_t cap = t->u.command.max_output ? t->u.command.max_output : pp->max_output;
     if (cap > pp->max_output_limit)
         cap = pp->max_output_limit; /* the job layer cannot know this executor's limit */
@@ -994,7 +986,7 @@ check_exit(procpool *pp, slot *sl)
     sl->wcode = si.si_code;
     sl->wstatus = si.si_status;
     unwatch(pp, &sl->pidfd);
-    int64_t now = mono_us();
+    int64_t now = aps__mono_us();
     if (sl->term != TERM_NONE && !sl->killed)
         sl->drain_at = sl->kill_at + DRAIN_US;
     else
@@ -1291,10 +1283,10 @@ loop_main(void *arg)
     struct epoll_event evs[EV_BATCH];
 
     for (;;) {
-        fire_timers(pp, mono_us());
-        if (take_work(pp, mono_us()))
+        fire_timers(pp, aps__mono_us());
+        if (take_work(pp, aps__mono_us()))
             break;
-        int64_t next = next_deadline(pp), now = mono_us();
+        int64_t next = next_deadline(pp), now = aps__mono_us();
         int timeout = -1;
         if (next != INT64_MAX) {
             int64_t ms = next <= now ? 0 : (next - now + 999) / 1000;
@@ -1303,7 +1295,7 @@ loop_main(void *arg)
         int n = epoll_wait(pp->epfd, evs, EV_BATCH, timeout);
         for (int i = 0; i < n; i++)
             dispatch(pp, evs[i].data.u64);
-        now = mono_us();
+        now = aps__mono_us();
         if (pp->next_poll != INT64_MAX && now >= pp->next_poll)
             poll_exits(pp, now);
     }

@@ -2980,14 +2980,6 @@ round_fn(aps_txn *t, void *arg)
     return rc;
 }
 
-static int64_t
-mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * US_PER_SEC + ts.tv_nsec / 1000;
-}
-
 /* Keeps the longest due write of the current second (store_ahead). */
 static void
 note_due_write(aps__store_slot *st, int64_t start_us, int64_t end_us)
@@ -3030,7 +3022,7 @@ store_ahead(aps_scheduler *s, size_t si)
     aps__store_slot *st = &s->stores[si];
     if (!st->durable || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
         return 0;
-    int64_t sec = mono_us() / US_PER_SEC, worst = 0;
+    int64_t sec = aps__mono_us() / US_PER_SEC, worst = 0;
     for (size_t k = 0; k < APS__AHEAD_WINDOW_S; k++)
         if (st->slow_sec[k] > sec - APS__AHEAD_WINDOW_S && st->slow_us[k] > worst)
             worst = st->slow_us[k];
@@ -3079,7 +3071,7 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         rc = aps__store_due(s->stores[si].st, c.upto, *batch, due_collect, &c);
         if (rc < 0 || c.n_ids == 0)
             break;
-        int64_t t0 = mono_us();
+        int64_t t0 = aps__mono_us();
         if (done->n > 0) {
             rc = write_round(s, si, done, &c);
             if (rc != 0) {
@@ -3094,7 +3086,7 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         } else {
             rc = loop_write_and_publish(s, si, due_fn, &c, &c.o);
         }
-        note_due_write(&s->stores[si], t0, mono_us());
+        note_due_write(&s->stores[si], t0, aps__mono_us());
         size_t taken = *batch;
         total += c.n_ids;
         if (grows) {

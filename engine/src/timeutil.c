@@ -1,6 +1,7 @@
 /*
  * The public time functions of engine.h (RFC 3339 parsing and formatting,
- * the clock, zone checks) and aps_strerror().
+ * the clock, zone checks) and aps_strerror(); the engine's monotonic clock
+ * (aps__mono_us, exec.h).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* strerrordesc_np, clock_gettime with -std=c11 */
@@ -14,6 +15,7 @@
 
 #include "apsd/engine.h"
 #include "civil.h"
+#include "exec.h"
 #include "tz.h"
 
 #define USEC_PER_SEC INT64_C(1000000)
@@ -64,6 +66,15 @@ aps_time aps_time_now(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (aps_time)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+int64_t
+aps__mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
 }
 
 int aps_timezone_check(const char *name, aps_error *err)
