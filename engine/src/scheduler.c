@@ -1278,6 +1278,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     scfg.event_max_age_us =
         cfg->event_max_age_us > 0 ? cfg->event_max_age_us : 7 * 86400 * US_PER_SEC;
     scfg.no_sync = cfg->no_sync;
+    scfg.clock = s->clock; /* events are stamped by it: aged by it too */
 
     const aps_store_def *sdefs = cfg->n_stores ? cfg->stores : &default_store;
     size_t n_sdefs = cfg->n_stores ? cfg->n_stores : 1;

@@ -113,6 +113,12 @@ aps__store_now(void)
     return (aps_time)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+aps_time
+aps__store_clock_now(const aps_store *s)
+{
+    return s->cfg.clock.now ? s->cfg.clock.now(s->cfg.clock.ctx) : aps__store_now();
+}
+
 /* Length of a valid id, or 0 if `id` is NULL, empty or too long. */
 static size_t
 id_len(const char *id)

@@ -106,8 +106,8 @@ typedef int (*aps_store_meta_cb)(void *arg, const char *key, const void *data, s
 typedef struct aps_store_config {
     /** Keep at most this many events (the newest); 0 = unlimited. */
     size_t event_max_count;
-    /** Prune events older than this (by their time, against the wall clock
-     *  at write time); 0 = unlimited. */
+    /** Prune events older than this (by their time, against `clock` at
+     *  write time); 0 = unlimited. */
     aps_time event_max_age_us;
     /** LMDB: initial map size in bytes (0 = 256 MiB). The map grows by
      *  itself (doubling) when full. Ignored by the memory backend. */
@@ -115,6 +115,10 @@ typedef struct aps_store_config {
     /** LMDB: do not fsync commits (MDB_NOSYNC). Tests and benchmarks only:
      *  a crash of the machine may lose acknowledged writes. */
     int no_sync;
+    /** The clock events are pruned by age against: the one that stamps
+     *  them (the scheduler's, which a test may inject). now NULL = the
+     *  real clock. */
+    aps_clock clock;
 } aps_store_config;
 
 /** Counters of a store, for tests, benchmarks and metrics. */

@@ -94,8 +94,11 @@ size_t aps__store_due_key(aps_time next_run, const char *id, size_t idlen, unsig
 /** Bytewise key order: memcmp, then the shorter first (LMDB's default). */
 int aps__store_keycmp(const void *a, size_t alen, const void *b, size_t blen);
 
-/** The wall clock in microseconds (for event age pruning). */
+/** The wall clock in microseconds. */
 aps_time aps__store_now(void);
+
+/** Now by the store's configured clock (cfg.clock), for event ages. */
+aps_time aps__store_clock_now(const aps_store *s);
 
 /**
  * Marks the calling thread as running a store callback (write callback or

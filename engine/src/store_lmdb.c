@@ -1025,7 +1025,7 @@ prune_events(lmdb_store *s, MDB_txn *txn)
 {
     size_t max = s->base.cfg.event_max_count;
     aps_time age = s->base.cfg.event_max_age_us;
-    aps_time cutoff = age ? aps__store_now() - age : 0;
+    aps_time cutoff = age ? aps__store_clock_now(&s->base) - age : 0;
     MDB_cursor *cur;
     MDB_stat st;
     MDB_val k, v;

@@ -630,7 +630,7 @@ prune_events(mem_store *s)
 {
     size_t max = s->base.cfg.event_max_count;
     aps_time age = s->base.cfg.event_max_age_us;
-    aps_time cutoff = age ? aps__store_now() - age : 0;
+    aps_time cutoff = age ? aps__store_clock_now(&s->base) - age : 0;
 
     while (s->ev_count) {
         mevent *e = ev_at(s, 0);

@@ -1078,6 +1078,33 @@ test_restart_runs_missed_jobs(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* Events are stamped by the scheduler's clock, and aged by it: with a clock
+ * years behind the real one, the log keeps what the retention keeps (it
+ * was emptied at every write while the age was taken from the real clock),
+ * and 8 days later by that clock the week-old events go. */
+static void
+test_event_age_by_scheduler_clock(void **state)
+{
+    (void)state;
+    aps_time past = tu_time("2020-01-01T00:00:00Z");
+    tu_clock_set(past);
+    aps_scheduler *s = open_sched(tu_tmpdir("event_age"), 1);
+    aps_job_spec spec = func_job(NULL, NULL, NULL);
+    spec.next_run_time = past + 30 * 86400 * SEC;
+    aps_job_free(add(s, &spec));
+    uint64_t first = 0, last = 0;
+    assert_int_equal(aps_scheduler_event_bounds(s, &first, &last), 0);
+    /* executor + 2 stores + started + the add */
+    assert_int_equal(first, 1);
+    assert_int_equal(last, 5);
+    tu_clock_set(past + 8 * 86400 * SEC);
+    aps_job_free(add(s, &spec));
+    assert_int_equal(aps_scheduler_event_bounds(s, &first, &last), 0);
+    assert_int_equal(first, 6);
+    assert_int_equal(last, 6);
+    aps_scheduler_destroy(s);
+}
+
 static void
 test_event_sequences_and_subscribers(void **state)
 {
@@ -1424,6 +1451,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_request_id_fingerprint, setup, teardown),
         cmocka_unit_test(test_run_now_overlap),
         cmocka_unit_test_setup_teardown(test_restart_runs_missed_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_age_by_scheduler_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_sequences_and_subscribers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscriber_gap_marker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listeners_miss_nothing_in_a_burst, setup, teardown),

@@ -1738,7 +1738,7 @@ test_not_a_store(void **state)
 static int
 full_disk_child(const char *dir)
 {
-    aps_store_config cfg = {0, 0, 16 << 20, 0};
+    aps_store_config cfg = {.initial_map_size = 16 << 20};
     char ballast[PATH_MAX + 16], buf[8192], id[32];
     aps_store *s = NULL;
     aps_error err = {0, ""};

@@ -455,7 +455,7 @@ typedef struct aps_scheduler_config {
     const char *timezone;                /**< default zone; NULL = "UTC" */
     const aps_clock *clock;              /**< NULL = the real clock */
     uint64_t event_max_count;            /**< event log retention; 0 = 100000 */
-    int64_t event_max_age_us;            /**< 0 = 7 days */
+    int64_t event_max_age_us;            /**< 0 = 7 days (by `clock`) */
     int64_t request_id_retention_us;     /**< idempotency window; 0 = 1 hour */
     uint64_t jitter_seed;                /**< 0 = random */
     int no_sync;                         /**< lmdb without fsync: tests only */
