@@ -542,7 +542,9 @@ test_preview_and_scheduler(void **state)
     apsc_free(job);
     Apsd__V1__BackfillRequest bf = APSD__V1__BACKFILL_REQUEST__INIT;
     Apsd__V1__BackfillResponse *bfr = NULL;
-    Google__Protobuf__Timestamp b0 = ts_now_plus(-50), b1 = ts_now_plus(-45);
+    /* One reading of the clock: two could straddle a second (6 runs). */
+    Google__Protobuf__Timestamp b0 = ts_now_plus(-50), b1 = b0;
+    b1.seconds += 5;
     bf.job_id = "p-1";
     bf.start_time = &b0;
     bf.end_time = &b1;
