@@ -69,6 +69,7 @@ typedef struct config {
     long max_subscribers, subscriber_queue, backfill_max_runs;
     long loop_priority; /* -1 = not given (DEFAULT_LOOP_PRIORITY) */
     double commit_ahead_s, commit_ahead_max_s; /* -1 = not given (the engine's) */
+    long disk_reserve;                         /* bytes; -1 = not given (32 MiB) */
     double heartbeat_s;
     char *log_level;
     char errbuf[512];
@@ -127,7 +128,10 @@ static const char usage_text[] =
     "                 gathered from 3/4 of it, or it less 0.025; 0-60, 0 = at their\n"
     "                 time; default 0.05),\n"
     "                 commit_ahead_max (how far that widens while writes are slow,\n"
-    "                 0-60; default 0: not at all)\n"
+    "                 0-60; default 0: not at all),\n"
+    "                 disk_reserve (bytes held in STORE_DIR/reserve and given back when\n"
+    "                 the disk fills, so that jobs keep firing while new ones are\n"
+    "                 refused; default 33554432, 0 = none)\n"
     "  [job_defaults] coalesce (bool, default true), max_instances (default 1),\n"
     "                 misfire_grace_time (seconds or `unlimited`, default 1)\n"
     "  [limits]       max_subscribers, subscriber_queue, heartbeat_interval,\n"
@@ -342,6 +346,9 @@ ini_key(void *ud, const char *section, const char *key, const char *v)
         } else if (!strcmp(key, "commit_ahead_max")) {
             if (parse_double(v, 0, 60, &c->commit_ahead_max_s))
                 BAD("[scheduler] commit_ahead_max: 0-60 seconds");
+        } else if (!strcmp(key, "disk_reserve")) {
+            if (parse_long(v, 0, 1L << 40, &c->disk_reserve))
+                BAD("[scheduler] disk_reserve: bytes, 0-1099511627776");
         } else
             BAD("[scheduler] %s: unknown key", key);
     } else if (!strcmp(section, "job_defaults")) {
@@ -776,6 +783,7 @@ main(int argc, char **argv)
     c.backfill_max_runs = 1000;
     c.loop_priority = -1;
     c.commit_ahead_s = c.commit_ahead_max_s = -1;
+    c.disk_reserve = -1;
 
     apply_flags(&c, argc, argv, 0, &config_file);
     if (config_file != NULL) {
@@ -952,6 +960,8 @@ main(int argc, char **argv)
         scfg.commit_ahead_us = secs_us(c.commit_ahead_s) > 0 ? secs_us(c.commit_ahead_s) : 1;
     if (c.commit_ahead_max_s > 0)
         scfg.commit_ahead_max_us = secs_us(c.commit_ahead_max_s);
+    if (c.disk_reserve >= 0) /* here too, 0 is none */
+        scfg.disk_reserve_bytes = c.disk_reserve > 0 ? c.disk_reserve : -1;
 
     aps_scheduler *sched = NULL;
     aps_error err = {0};

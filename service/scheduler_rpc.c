@@ -1256,6 +1256,7 @@ reply_scheduler(aps_call *c, aps_app *app)
         js->type = (char *)si.type;
         js->job_count = si.jobs > INT32_MAX ? INT32_MAX : (int32_t)si.jobs;
         js->paused_job_count = si.unscheduled > INT32_MAX ? INT32_MAX : (int32_t)si.unscheduled;
+        js->low_space = si.low_space != 0;
         if (si.next_run_time != APS_TIME_NONE && (wake == APS_TIME_NONE || si.next_run_time < wake))
             wake = si.next_run_time;
         info.jobstores[info.n_jobstores++] = js;

@@ -316,7 +316,14 @@ export interface SchedulerInfo {
   state: SchedulerState;
   version: string;
   defaultTimezone: string;
-  jobstores: Array<{ name: string; type: string; jobCount: number; pausedJobCount: number }>;
+  jobstores: Array<{
+    name: string;
+    type: string;
+    jobCount: number;
+    pausedJobCount: number;
+    /** Its disk filled up and its reserve was given back: new jobs are refused. */
+    lowSpace: boolean;
+  }>;
   executors: Array<{
     name: string; type: string; maxWorkers: number; running: number; pending: number; connectedWorkers: number;
   }>;

@@ -72,6 +72,10 @@
  * recorded (completion_slack_us) under a long lead. */
 #define AHEAD_GATHER_DIV 4
 #define AHEAD_GATHER_MAX_US (25 * 1000)
+/* Disk kept free per LMDB store for a full disk (aps_scheduler_config):
+ * room for the event log to reach its default retention (100,000 events of
+ * ~150 bytes, pruned after that) while runs go on. */
+#define DISK_RESERVE_BYTES ((size_t)32 << 20)
 /* Pending runs a QUEUE_ALL job keeps. */
 #define PENDING_MAX 1000
 #define BACKFILL_DEFAULT 1000
@@ -1279,6 +1283,10 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
         cfg->event_max_age_us > 0 ? cfg->event_max_age_us : 7 * 86400 * US_PER_SEC;
     scfg.no_sync = cfg->no_sync;
     scfg.clock = s->clock; /* events are stamped by it: aged by it too */
+    scfg.reserve_bytes = cfg->disk_reserve_bytes < 0    ? 0
+                         : cfg->disk_reserve_bytes == 0 ? DISK_RESERVE_BYTES
+                                                        : (size_t)cfg->disk_reserve_bytes;
+    s->disk_reserve_bytes = scfg.reserve_bytes;
 
     const aps_store_def *sdefs = cfg->n_stores ? cfg->stores : &default_store;
     size_t n_sdefs = cfg->n_stores ? cfg->n_stores : 1;
@@ -1545,6 +1553,7 @@ typedef struct add_ctx {
     aps_time now;
     char replay_id[APS__ID_MAX + 1];
     int replayed;
+    int space_low;      /* the store's disk reserve is spent: no new job */
     aps__jobrec *saved; /* the record as written when it is not `rec` (a replace) */
     wout o;
     aps_job_add_cb cb; /* asynchronous adds */
@@ -1572,6 +1581,9 @@ add_fn(aps_txn *t, void *arg)
     }
     if (rc != 0 && rc != APS_ENOENT)
         return rc;
+    /* A replay or a replacement takes no more room; a new job may. */
+    if (old == NULL && c->space_low)
+        return APS_ENOSPC;
     const aps__jobrec *save = c->rec;
     if (old != NULL) {
         /* replace_existing keeps the creation time, statistics and the runs
@@ -1656,6 +1668,7 @@ add_prepare(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
         goto fail;
     }
     c->si = (size_t)si;
+    c->space_low = aps__store_space_low(s->stores[si].st);
     if (find_exec(s, rec->job.executor) == NULL) {
         rc = set_err(err, APS_EINVAL, "executor: no executor named \"%s\"", rec->job.executor);
         goto fail;
@@ -1694,6 +1707,20 @@ fail:
     return rc;
 }
 
+/* APS_ENOSPC: `what` is refused while store `si` has given its disk reserve
+ * back (aps__store_space_low). */
+static int
+space_low_err(aps_scheduler *s, size_t si, const char *what, aps_error *err)
+{
+    size_t need = s->disk_reserve_bytes * 2;
+    int mib = need >= (size_t)1 << 20;
+    return set_err(err, APS_ENOSPC,
+                   "job store \"%s\": no space left on its disk; its reserve was given back so "
+                   "that stored jobs keep firing, and %s are refused until %zu %s are free "
+                   "there (stored jobs can still be changed or removed)",
+                   s->stores[si].name, what, mib ? need >> 20 : need >> 10, mib ? "MiB" : "KiB");
+}
+
 /* After add_fn's write returned `rc` (and its outputs were published or
  * dropped): the result for the caller. */
 static int
@@ -1704,6 +1731,8 @@ add_finish(add_ctx *c, int rc, aps_job **out, aps_error *err)
         return request_mismatch(err, c->request_id);
     if (rc == APS_EEXIST)
         return set_err(err, rc, "id: a job with id \"%s\" already exists", c->rec->job.id);
+    if (rc == APS_ENOSPC && c->space_low)
+        return space_low_err(s, c->si, "new jobs", err);
     if (rc != 0)
         return set_err(err, rc, "job store \"%s\": %s", s->stores[c->si].name, aps_strerror(rc));
     aps__scheduler_wake(s);
@@ -1995,6 +2024,7 @@ typedef struct mut_ctx {
     const aps_trigger_spec *trigger;
     aps_time start, end;
     size_t max_runs;
+    int space_low; /* backfill: the store's disk reserve is spent */
     /* outputs */
     aps_error *err;
     int replayed;
@@ -2125,6 +2155,10 @@ mut_fn(aps_txn *t, void *arg)
         break;
     case MUT_BACKFILL: {
         size_t n = 0;
+        if (c->space_low) {
+            rc = space_low_err(c->s, c->si, "backfills", c->err);
+            break;
+        }
         rc = compile_trigger(c->s, rec->job.trigger, c->now, &trig);
         if (rc == 0)
             rc = fire_times(trig, c->start, c->end, c->max_runs, &times, &n);
@@ -2188,6 +2222,7 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     if (si < 0)
         return set_err(err, APS_ENOENT, "job_id: no job with id \"%s\"", c->id);
     c->si = (size_t)si;
+    c->space_low = c->kind == MUT_BACKFILL && aps__store_space_low(s->stores[si].st);
     rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
     free_out(&c->o);
     if (rc == APS_EINVAL && c->replayed < 0)
@@ -3690,6 +3725,7 @@ aps_scheduler_store_info(aps_scheduler *s, size_t i, aps_store_info *out)
     out->jobs = jobs;
     out->unscheduled = jobs > scheduled ? jobs - scheduled : 0;
     out->commit_ahead_us = __atomic_load_n(&s->stores[i].lead_us, __ATOMIC_RELAXED);
+    out->low_space = aps__store_space_low(s->stores[i].st);
     return 0;
 }
 

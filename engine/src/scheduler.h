@@ -115,6 +115,7 @@ struct aps_scheduler {
     aps_clock clock;
     int64_t request_retention_us;
     uint64_t jitter_seed;
+    size_t disk_reserve_bytes; /* per LMDB store (aps_scheduler_config) */
 
     aps__store_slot *stores;
     size_t n_stores;

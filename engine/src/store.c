@@ -167,6 +167,12 @@ aps__store_stats(aps_store *s, aps_store_stats *out)
     return s->ops->stats(s, out);
 }
 
+int
+aps__store_space_low(aps_store *s)
+{
+    return s && s->ops->space_low ? s->ops->space_low(s) : 0;
+}
+
 void
 aps__store_close(aps_store *s)
 {

@@ -115,6 +115,10 @@ typedef struct aps_store_config {
     /** LMDB: do not fsync commits (MDB_NOSYNC). Tests and benchmarks only:
      *  a crash of the machine may lose acknowledged writes. */
     int no_sync;
+    /** LMDB: bytes of disk kept in `reserve` beside the store (once twice
+     *  that is free), given back when a write finds the disk full
+     *  (aps__store_space_low); 0 = none. */
+    size_t reserve_bytes;
     /** The clock events are pruned by age against: the one that stamps
      *  them (the scheduler's, which a test may inject). now NULL = the
      *  real clock. */
@@ -127,6 +131,8 @@ typedef struct aps_store_stats {
     uint64_t commits;   /**< transactions committed (LMDB: one per batch) */
     uint64_t map_grows; /**< LMDB: times the map was grown */
     size_t map_size;    /**< LMDB: current map size in bytes; memory: 0 */
+    uint64_t reserve_releases; /**< LMDB: times the disk reserve was given back */
+    int space_low;             /**< LMDB: it is given back now (aps__store_space_low) */
 } aps_store_stats;
 
 /** @name Lifecycle
@@ -176,6 +182,15 @@ void aps__store_close(aps_store *s);
  * @return 0, or #APS_EINVAL.
  */
 int aps__store_stats(aps_store *s, aps_store_stats *out);
+
+/**
+ * 1 while the store's disk reserve is given back (a write found the disk
+ * full), until it can be made again (twice its size free); tries that at
+ * most once a second, on the caller's thread, also for a reserve there was
+ * no room for at open. The scheduler refuses new jobs meanwhile. 0 for a
+ * memory store or without a reserve.
+ */
+int aps__store_space_low(aps_store *s);
 /** @} */
 
 /** @name Writes

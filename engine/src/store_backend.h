@@ -42,6 +42,7 @@ typedef struct aps_store_ops {
     int (*meta_scan)(aps_store *s, const char *prefix, size_t prefixlen, aps_store_meta_cb cb,
                      void *arg);
     int (*stats)(aps_store *s, aps_store_stats *out);
+    int (*space_low)(aps_store *s); /* NULL: never */
     void (*close)(aps_store *s);
 
     int (*txn_job_get)(aps_txn *t, const char *id, size_t idlen, const void **data, size_t *len,

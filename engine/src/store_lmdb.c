@@ -27,6 +27,14 @@
  * transaction is not tied to a thread's reader slot (and several stores or
  * thread pools do not collide on LMDB's thread-local slot).
  *
+ * Disk reserve: `dir/reserve` holds reserve_bytes of allocated blocks, made
+ * when twice that is free. The first write that fails for want of space
+ * deletes it and runs again, and the store reports low space
+ * (aps__store_space_low) until the file can be made anew: meanwhile the
+ * scheduler refuses new jobs, while runs go on being committed (and jobs
+ * can be removed) in the space given back. Without it, a full disk would
+ * stop every job: a run is committed before it is handed on.
+ *
  * Exclusivity: `dir/apsd.lock` is flock()ed (released by the kernel when the
  * process dies) and holds the owner's pid for the EBUSY message. flock locks
  * belong to the open file description, so a second open in the same process
@@ -56,6 +64,12 @@
 #define MAX_GROW_PER_BATCH 24
 #define MAX_READERS 1024
 #define LOCK_FILE "apsd.lock"
+#define RESERVE_FILE "reserve"
+/* Without the reserve: how often a caller's check tries to make it again. */
+#define RESERVE_RETRY_NS 1000000000L
+/* The reserve is in place; there was no room for it (or none is configured);
+ * it was given back to a write that found the disk full (space is low). */
+enum { RESERVE_HELD, RESERVE_MISSING, RESERVE_GIVEN };
 
 /* A queued write. A synchronous one lives on its caller's stack and the
  * caller sleeps on `done` until the writer posts it; an asynchronous one
@@ -98,6 +112,12 @@ typedef struct lmdb_store {
     int lazy_waiting;            /* the writer is in lazy_wait */
     struct timespec last_commit; /* CLOCK_MONOTONIC; the writer's own */
     aps_store_stats stats;
+
+    /* The disk reserve (top comment). reserve_mu guards the file and
+     * reserve_tried; reserve_state is read without it. */
+    pthread_mutex_t reserve_mu;
+    int reserve_state;             /* atomic: RESERVE_HELD, _MISSING, _GIVEN */
+    struct timespec reserve_tried; /* CLOCK_MONOTONIC: last try to make it */
 
     pthread_t writer;
 } lmdb_store;
@@ -179,6 +199,19 @@ map_rc(int rc)
     }
 }
 
+/* Bytes this process may still write on the store's file system. */
+static int
+disk_avail(const lmdb_store *s, unsigned long long *avail)
+{
+    struct statvfs sv;
+
+    if (statvfs(s->dir, &sv))
+        return errno;
+    /* root may write into the reserved blocks too */
+    *avail = (unsigned long long)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
+    return 0;
+}
+
 /* LMDB reports a short write ("filesystem full?") as EIO, and a write
  * that fills the disk is short rather than failed. When the file system
  * is (nearly) out of space, call it what it is, so callers see ENOSPC and
@@ -186,14 +219,106 @@ map_rc(int rc)
 static int
 refine_io_error(const lmdb_store *s, int rc)
 {
-    struct statvfs sv;
-    unsigned long long avail;
+    unsigned long long avail = 0;
 
-    if (rc != EIO || statvfs(s->dir, &sv))
+    if (rc != EIO || disk_avail(s, &avail))
         return rc;
-    /* root may write into the reserved blocks too */
-    avail = (unsigned long long)(geteuid() == 0 ? sv.f_bfree : sv.f_bavail) * sv.f_frsize;
     return avail < (1ull << 20) ? ENOSPC : rc;
+}
+
+/* ---- the disk reserve (top comment) ------------------------------------- */
+
+static void
+reserve_path(const lmdb_store *s, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/" RESERVE_FILE, s->dir);
+}
+
+/* Makes the reserve file whole, if twice its size is free (half stays for
+ * everyone else), or removes it when no reserve is configured. 1 if the
+ * reserve is in place, 0 if not. reserve_mu held. */
+static int
+reserve_make(lmdb_store *s)
+{
+    size_t want = s->base.cfg.reserve_bytes;
+    unsigned long long avail = 0, have = 0;
+    char path[PATH_MAX + 16];
+    struct stat st;
+    int fd, ok;
+
+    reserve_path(s, path, sizeof path);
+    if (want == 0) {
+        unlink(path);
+        return 0;
+    }
+    if (stat(path, &st) == 0) {
+        have = (unsigned long long)st.st_blocks * 512;
+        if ((size_t)st.st_size == want && have >= want)
+            return 1;
+    }
+    if (disk_avail(s, &avail) || avail + have < 2 * (unsigned long long)want)
+        return 0;
+    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return 0;
+    /* Allocated blocks, not a hole: deleting the file must give them back. */
+    ok = ftruncate(fd, 0) == 0 && posix_fallocate(fd, 0, (off_t)want) == 0;
+    close(fd);
+    if (!ok)
+        unlink(path); /* a partial one would only take space */
+    return ok;
+}
+
+/* A write failed for want of space: deletes the reserve so that the batch
+ * can run again in the space given back; low space from now on. 1 if there
+ * was a reserve to give back. Writer thread. */
+static int
+reserve_give(lmdb_store *s)
+{
+    char path[PATH_MAX + 16];
+
+    if (__atomic_load_n(&s->reserve_state, __ATOMIC_ACQUIRE) != RESERVE_HELD)
+        return 0; /* nothing to give: the write fails, as it would without */
+    reserve_path(s, path, sizeof path);
+    pthread_mutex_lock(&s->reserve_mu);
+    unlink(path);
+    __atomic_store_n(&s->reserve_state, RESERVE_GIVEN, __ATOMIC_RELEASE);
+    clock_gettime(CLOCK_MONOTONIC, &s->reserve_tried);
+    pthread_mutex_unlock(&s->reserve_mu);
+    pthread_mutex_lock(&s->mu);
+    s->stats.reserve_releases++;
+    pthread_mutex_unlock(&s->mu);
+    return 1;
+}
+
+/* Tries to make the reserve when it is not in place, no more than once per
+ * RESERVE_RETRY_NS, on the caller's thread. 1 while it is given (space is
+ * low). */
+static int
+l_space_low(aps_store *bs)
+{
+    lmdb_store *s = L(bs);
+    struct timespec now;
+    int64_t since;
+    int state;
+
+    if (__atomic_load_n(&s->reserve_state, __ATOMIC_ACQUIRE) == RESERVE_HELD ||
+        s->base.cfg.reserve_bytes == 0)
+        return 0;
+    pthread_mutex_lock(&s->reserve_mu);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    since = (int64_t)(now.tv_sec - s->reserve_tried.tv_sec) * 1000000000L +
+            (now.tv_nsec - s->reserve_tried.tv_nsec);
+    state = s->reserve_state;
+    if (state != RESERVE_HELD && since >= RESERVE_RETRY_NS) {
+        s->reserve_tried = now;
+        if (reserve_make(s)) {
+            state = RESERVE_HELD;
+            __atomic_store_n(&s->reserve_state, state, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&s->reserve_mu);
+    return state == RESERVE_GIVEN;
 }
 
 /* Records the first LMDB failure of a callback's transaction: the writer
@@ -614,6 +739,7 @@ l_stats(aps_store *bs, aps_store_stats *out)
     pthread_mutex_lock(&s->mu);
     *out = s->stats;
     pthread_mutex_unlock(&s->mu);
+    out->space_low = __atomic_load_n(&s->reserve_state, __ATOMIC_ACQUIRE) == RESERVE_GIVEN;
     pthread_rwlock_rdlock(&s->maplock);
     out->map_size = s->map_size;
     pthread_rwlock_unlock(&s->maplock);
@@ -1194,7 +1320,10 @@ fail:
         grows++;
         goto retry;
     }
-    code = map_rc(refine_io_error(s, rc));
+    rc = refine_io_error(s, rc);
+    if ((rc == ENOSPC || rc == EDQUOT) && reserve_give(s))
+        goto retry; /* once: the reserve is gone now */
+    code = map_rc(rc);
     for (r = batch; r; r = r->next)
         if (r->rc == 0)
             r->rc = code;
@@ -1595,6 +1724,7 @@ l_close(aps_store *bs)
     close(s->lock_fd);
     pthread_rwlock_destroy(&s->maplock);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->reserve_mu);
     pthread_cond_destroy(&s->cv);
     free(s->dir);
     free(s);
@@ -1615,6 +1745,7 @@ static const aps_store_ops lmdb_ops = {
     .meta_get = l_meta_get,
     .meta_scan = l_meta_scan,
     .stats = l_stats,
+    .space_low = l_space_low,
     .close = l_close,
     .txn_job_get = lt_job_get,
     .txn_job_put = lt_job_put,
@@ -1632,7 +1763,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     pthread_rwlockattr_t attr;
     pthread_condattr_t cattr;
     lmdb_store *s = NULL;
-    int rc, have_rw = 0, have_mu = 0, have_cv = 0;
+    int rc, have_rw = 0, have_mu = 0, have_rmu = 0, have_cv = 0;
 
     if (!dir || !*dir || !out) {
         aps__store_seterr(err, APS_EINVAL, "store: no directory given");
@@ -1659,6 +1790,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     have_rw = pthread_rwlock_init(&s->maplock, &attr) == 0;
     pthread_rwlockattr_destroy(&attr);
     have_mu = pthread_mutex_init(&s->mu, NULL) == 0;
+    have_rmu = pthread_mutex_init(&s->reserve_mu, NULL) == 0;
     /* Monotonic: the writer's lazy wait has a deadline (lazy_wait). */
     have_cv = pthread_condattr_init(&cattr) == 0;
     if (have_cv) {
@@ -1666,7 +1798,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
                   pthread_cond_init(&s->cv, &cattr) == 0;
         pthread_condattr_destroy(&cattr);
     }
-    if (!have_rw || !have_mu || !have_cv)
+    if (!have_rw || !have_mu || !have_rmu || !have_cv)
         goto fail_msg;
 
     rc = make_dirs(dir, err);
@@ -1678,6 +1810,11 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     rc = env_open(s, err);
     if (rc)
         goto fail;
+    /* No room for twice its size: tried again later (l_space_low). */
+    pthread_mutex_lock(&s->reserve_mu);
+    s->reserve_state = reserve_make(s) ? RESERVE_HELD : RESERVE_MISSING;
+    clock_gettime(CLOCK_MONOTONIC, &s->reserve_tried);
+    pthread_mutex_unlock(&s->reserve_mu);
     if (pthread_create(&s->writer, NULL, writer_main, s)) {
         rc = APS_ENOMEM;
         goto fail_msg;
@@ -1698,6 +1835,8 @@ fail:
             pthread_rwlock_destroy(&s->maplock);
         if (have_mu)
             pthread_mutex_destroy(&s->mu);
+        if (have_rmu)
+            pthread_mutex_destroy(&s->reserve_mu);
         if (have_cv)
             pthread_cond_destroy(&s->cv);
         free(s->dir);

@@ -11,8 +11,19 @@ The test fills it with AddJob until writes fail, and checks that:
   bigger) writes succeed again and a job that was firing while the disk was
   full keeps firing (its runs are recorded, its instance slot is freed).
 
-Needs root (mount -t tmpfs); without it the test is skipped and prints SKIP.
-The tmpfs is unmounted in every case. Prints one figure line.
+With a disk reserve ([scheduler] disk_reserve, here 1 MiB of an 8 MB
+tmpfs) filled by another file instead, it checks that:
+- a job keeps firing through the full disk, its runs recorded;
+- GetScheduler shows the store's low_space (and `apsctl state` says so);
+  AddJob and Backfill get
+  RESOURCE_EXHAUSTED saying why; RemoveJob and ModifyJob work;
+- once the other file is deleted, within a few seconds AddJob works again,
+  low_space is off and the reserve is back.
+(The first test's 4 MB tmpfs has no room for the default 32 MiB reserve:
+it checks a full disk without one.)
+
+Needs root (mount -t tmpfs); without it the tests are skipped and print
+SKIP. The tmpfs is unmounted in every case. Prints one figure line each.
 """
 import os
 import shutil
@@ -22,15 +33,27 @@ import tempfile
 import time
 import unittest
 
-from common import ET, T, Daemon, grpc, list_jobs, pb, read_events, secs, wait_for
+from google.protobuf import timestamp_pb2
 
+from common import ET, T, Daemon, grpc, list_jobs, pb, read_events, secs, wait_for
+from apsd_harness import built  # on sys.path once common is imported
+
+APSCTL = built("tools/apsctl/apsctl", "APSCTL_BIN")
 SIZE_MB = 4
 BIG_MB = 32
 BALLAST_KB = 512
+RESERVE_DISK_MB = 8
+RESERVE_KB = 1024
 # The store's loop retries a failed write after 10 s (APScheduler's
 # jobstore_retry_interval): what recovery may take once space returns.
 RETRY_S = 10
 FIGURES = []  # printed after the tests, one line each
+
+
+def ts(seconds):
+    t = timestamp_pb2.Timestamp()
+    t.FromNanoseconds(int(seconds * 1e9))
+    return t
 
 
 def basic(job):
@@ -239,6 +262,95 @@ class DiskFullTest(unittest.TestCase):
             "when space returned; %d jobs and %d events verified%s"
             % (n, SIZE_MB, failed + 3, removed, len(acked), len(evs),
                ", mdb_dump read %d lines" % lines if lines is not None else ""))
+
+    def test_reserve_keeps_jobs_firing(self):
+        # A bigger tmpfs than the first test's: remount it.
+        r = subprocess.run(["mount", "-o", "remount,size=%dm" % RESERVE_DISK_MB, self.mnt], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        conf = os.path.join(self.tmp, "apsd.ini")
+        with open(conf, "w") as f:
+            f.write("[scheduler]\ndisk_reserve = %d\n" % (RESERVE_KB << 10))
+        store = os.path.join(self.mnt, "store")
+        self.d = Daemon(self.tmp, store=store, extra=["--config", conf])
+        d = self.d
+        d.start()
+        reserve = os.path.join(store, "reserve")
+        self.assertGreaterEqual(os.stat(reserve).st_blocks * 512, RESERVE_KB << 10)
+        d.sched.AddJob(pb.AddJobRequest(job=pb.Job(
+            id="tick", trigger=pb.Trigger(interval=pb.IntervalTrigger(microseconds=200000)),
+            misfire_grace_time=pb.MisfireGraceTime(unlimited=True),
+            target=pb.Target(command=pb.CommandTarget(argv=["/bin/echo", "t" * 200])))), timeout=T)
+        d.sched.AddJob(pb.AddJobRequest(job=job("victim", "v")), timeout=T)
+
+        def low_space():
+            info = d.sched.GetScheduler(pb.GetSchedulerRequest(), timeout=T)
+            return [s for s in info.jobstores if s.name == "default"][0].low_space
+
+        self.assertFalse(low_space())
+        # Another file fills the disk; the firing job's next write finds it
+        # full and takes the reserve's space.
+        ballast = os.path.join(self.mnt, "ballast")
+        with open(ballast, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * (64 << 10))
+                    f.flush()
+            except OSError:
+                pass
+        t_full = time.time()
+        self.assertTrue(wait_for(low_space, 10, interval=0.1), "the store never reported low space:\n"
+                        + d.log_text()[-3000:])
+        low_s = time.time() - t_full
+        self.assertFalse(os.path.exists(reserve))
+        runs0 = d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
+        time.sleep(2)
+        t = d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T)
+        self.assertGreaterEqual(t.stats.runs, runs0 + 8, "the job stopped firing on the full disk")
+        fired_full = t.stats.runs - runs0
+
+        st = subprocess.run([APSCTL, "--server", d.target, "state"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(st.returncode, 0, st.stderr)
+        self.assertIn("jobstore default: its disk is full and its reserve was given back", st.stdout)
+        with self.assertRaises(grpc.RpcError) as cm:
+            d.sched.AddJob(pb.AddJobRequest(job=job("one-more", "y")), timeout=T)
+        self.assertFull(cm.exception, "AddJob")
+        self.assertIn("reserve was given back", cm.exception.details())
+        self.assertIn("2 MiB", cm.exception.details())
+        with self.assertRaises(grpc.RpcError) as cm:
+            now = time.time()
+            d.sched.Backfill(pb.BackfillRequest(job_id="tick", start_time=ts(now - 5), end_time=ts(now - 1)),
+                             timeout=T)
+        self.assertFull(cm.exception, "Backfill")
+        d.sched.ModifyJob(pb.ModifyJobRequest(job=pb.Job(id="victim", name="renamed"),
+                                              update_mask={"paths": ["name"]}), timeout=T)
+        d.sched.RemoveJob(pb.RemoveJobRequest(job_id="victim"), timeout=T)
+        self.assertIsNone(d.proc.poll(), "apsd died on a full disk:\n" + d.log_text())
+
+        # Space is freed: the reserve is made again, adds work.
+        os.unlink(ballast)
+        t_free = time.time()
+
+        def adds():
+            try:
+                d.sched.AddJob(pb.AddJobRequest(job=job("after", "a")), timeout=T)
+                return True
+            except grpc.RpcError as e:
+                self.assertFull(e, "AddJob")
+                return False
+        self.assertTrue(wait_for(adds, 5, interval=0.2), "AddJob still refused with the disk freed")
+        back_s = time.time() - t_free
+        self.assertFalse(low_space())
+        self.assertGreaterEqual(os.stat(reserve).st_blocks * 512, RESERVE_KB << 10)
+        runs1 = d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
+        self.assertTrue(wait_for(lambda: d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
+                                 > runs1 + 2, 5, interval=0.2), "the firing job stopped")
+        self.assertEqual(d.stop(), 0, d.log_text())
+        self.d = None
+        FIGURES.append(
+            "disk-full with a %d KiB reserve: low space reported %.1f s after the disk filled, the job fired %d "
+            "times in 2 s on the full disk, AddJob/Backfill refused, ModifyJob/RemoveJob served, adds back %.1f s "
+            "after space was freed" % (RESERVE_KB, low_s, fired_full, back_s))
 
     def check_intact_but_tick(self, acked, what):
         """check_intact; the firing job only on its target."""

@@ -615,6 +615,11 @@ show_scheduler(const Apsd__V1__SchedulerInfo *s)
         table_row(&t, row);
     }
     table_print(&t);
+    for (size_t i = 0; i < s->n_jobstores; i++)
+        if (s->jobstores[i]->low_space)
+            printf("jobstore %s: its disk is full and its reserve was given back: new jobs "
+                   "are refused until space is freed\n",
+                   s->jobstores[i]->name);
     printf("\n");
     table t2 = {6, 0, 0, NULL};
     const char *h2[] = {"EXECUTOR", "TYPE", "MAX_WORKERS", "RUNNING", "PENDING", "WORKERS"};

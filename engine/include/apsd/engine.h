@@ -492,6 +492,15 @@ typedef struct aps_scheduler_config {
      *  and blocking modes (the caller's thread: restored on return), not
      *  APS_RUN_EXTERNAL. 0 = normal priority. */
     int loop_priority;
+    /** LMDB stores: bytes of disk held in a file `reserve` in each store's
+     *  directory. A run is committed before it starts, so a full disk would
+     *  stop every job: the first write that finds the disk full deletes the
+     *  file and goes on in the space given back. From then on, until twice
+     *  this is free again (the file is then made anew), new jobs and
+     *  backfills are refused with APS_ENOSPC (aps_store_info.low_space),
+     *  while stored jobs go on firing and can be modified or removed.
+     *  0 = 32 MiB; negative = no reserve (a full disk fails every write). */
+    int64_t disk_reserve_bytes;
 } aps_scheduler_config;
 
 /** The scheduler's state (APScheduler's STATE_*). */
@@ -744,6 +753,8 @@ typedef struct aps_store_info {
     aps_time next_run_time; /**< the earliest; APS_TIME_NONE if none */
     int64_t commit_ahead_us; /**< how far ahead of their time its runs are
                                   committed now (0: not at all, or not yet) */
+    int low_space;           /**< its disk filled up and its reserve is spent:
+                                  new jobs are refused (disk_reserve_bytes) */
 } aps_store_info;
 
 /** An executor's figures (aps_scheduler_executor_info). */
