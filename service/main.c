@@ -242,6 +242,30 @@ split_user(config *c, const char *v)
     return 0;
 }
 
+/* ---- low space ------------------------------------------------------------------ */
+
+/* Logs each store whose low space (aps_store_info.low_space) changed since
+ * the last look; low[i] is what was seen. */
+static void
+watch_space(aps_scheduler *sched, int *low, size_t n)
+{
+    aps_store_info si;
+    for (size_t i = 0; i < n && aps_scheduler_store_info(sched, i, &si) == 0; i++) {
+        if (si.low_space == low[i])
+            continue;
+        low[i] = si.low_space;
+        char q[160];
+        if (si.low_space)
+            aps_log(APS_LOG_WARN,
+                    "disk full: the job store gave its reserve back; its jobs keep firing, AddJob "
+                    "and Backfill are refused until space is freed",
+                    "jobstore=%s", aps_log_q(si.name, q, sizeof q));
+        else
+            aps_log(APS_LOG_INFO, "disk space is back: the job store's reserve is made again",
+                    "jobstore=%s", aps_log_q(si.name, q, sizeof q));
+    }
+}
+
 /* ---- the config file ----------------------------------------------------------- */
 
 static store_cfg *
@@ -1061,10 +1085,17 @@ main(int argc, char **argv)
     aps_log(APS_LOG_INFO, "apsd started", "version=%s pid=%d data_dir=%s methods=%zu tokens=%s",
             APSD_VERSION, (int)getpid(), c.data_dir, nm, auth ? "on" : "off");
 
+    int low[MAX_STORES] = {0};
     for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
+        /* Each second: low space of the stores into the log (and the
+         * reserve made again as soon as there is room, not at the next
+         * add). */
+        struct timespec tick = {1, 0};
+        int sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig < 0) {
+            watch_space(sched, low, c.n_stores);
             continue;
+        }
         if (sig == SIGHUP) {
             aps_log_reopen();
             continue;

@@ -18,7 +18,8 @@ tmpfs) filled by another file instead, it checks that:
   AddJob and Backfill get
   RESOURCE_EXHAUSTED saying why; RemoveJob and ModifyJob work;
 - once the other file is deleted, within a few seconds AddJob works again,
-  low_space is off and the reserve is back.
+  low_space is off and the reserve is back; the daemon's log tells both
+  changes.
 (The first test's 4 MB tmpfs has no room for the default 32 MiB reserve:
 it checks a full disk without one.)
 
@@ -342,6 +343,9 @@ class DiskFullTest(unittest.TestCase):
         back_s = time.time() - t_free
         self.assertFalse(low_space())
         self.assertGreaterEqual(os.stat(reserve).st_blocks * 512, RESERVE_KB << 10)
+        # The daemon's log told both changes (it looks once a second).
+        self.assertTrue(wait_for(lambda: "disk space is back" in d.log_text(), 3, interval=0.1), d.log_text())
+        self.assertIn("disk full: the job store gave its reserve back", d.log_text())
         runs1 = d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
         self.assertTrue(wait_for(lambda: d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
                                  > runs1 + 2, 5, interval=0.2), "the firing job stopped")
