@@ -365,36 +365,59 @@ low_space(aps_scheduler *s)
     return aps_scheduler_store_info(s, 0, &info) == 0 ? info.low_space : -1;
 }
 
-static int
-sched_child(const char *dir)
-{
-    char store[PATH_MAX], ballast[PATH_MAX], reserve[PATH_MAX + 16], id[32];
-    aps_error err = {0, ""};
-    aps_store_stats st;
-    aps_scheduler *s;
-    aps_job *j = NULL;
-    int rc;
+/* An 8 MB disk for a scheduler: its store, another file, the reserve. */
+typedef struct small_disk {
+    char store[PATH_MAX];
+    char ballast[PATH_MAX];
+    char reserve[PATH_MAX + 16];
+} small_disk;
 
-    rc = mount_small_disk(dir, "8m");
+/* Mounts an 8 MB tmpfs on `dir` and opens a scheduler with its store there
+ * (a `reserve` of that many bytes, or none: -1), with JOBS jobs firing
+ * every second from T0 + 1 s. 0, or an exit code. */
+static int
+open_small_disk(const char *dir, int64_t reserve, small_disk *d, aps_scheduler **out)
+{
+    aps_error err = {0, ""};
+    char id[32];
+    int rc = mount_small_disk(dir, "8m");
+
     if (rc)
         return rc;
-    snprintf(store, sizeof store, "%s/store", dir);
-    snprintf(ballast, sizeof ballast, "%s/ballast", dir);
-    snprintf(reserve, sizeof reserve, "%s/reserve", store);
+    snprintf(d->store, sizeof d->store, "%s/store", dir);
+    snprintf(d->ballast, sizeof d->ballast, "%s/ballast", dir);
+    snprintf(d->reserve, sizeof d->reserve, "%s/reserve", d->store);
     tu_clock_set(T0);
-    s = open_sched(store, 1 << 20);
+    aps_scheduler *s = open_sched(d->store, reserve);
     CHECK(s != NULL, 2);
-    CHECK(allocated(reserve) >= 1 << 20, 3);
+    *out = s;
+    CHECK(reserve > 0 ? allocated(d->reserve) >= reserve : allocated(d->reserve) < 0, 3);
     aps_trigger_spec t = every_second();
     for (int i = 0; i < JOBS; i++) {
         snprintf(id, sizeof id, "j%d", i);
         CHECK(add_job(s, id, &t, &err) == 0, 4);
     }
+    return 0;
+}
+
+static int
+sched_child(const char *dir)
+{
+    aps_error err = {0, ""};
+    aps_store_stats st;
+    aps_scheduler *s = NULL;
+    aps_job *j = NULL;
+    small_disk d;
+    int rc = open_small_disk(dir, 1 << 20, &d, &s);
+
+    if (rc)
+        return rc;
+    aps_trigger_spec t = every_second();
     aps_trigger_spec later = tu_date(T0 + 86400 * SEC);
     CHECK(add_job(s, "victim", &later, &err) == 0, 5);
     CHECK(low_space(s) == 0, 6);
 
-    CHECK(fill_disk(ballast) == 0, 7);
+    CHECK(fill_disk(d.ballast) == 0, 7);
     /* Every second's runs fire: those whose commit finds the disk full use
      * the reserve's space, and the bounded event log then keeps the store
      * from growing out of it. */
@@ -410,7 +433,7 @@ sched_child(const char *dir)
             (unsigned long long)st.reserve_releases, low_space(s));
     CHECK(st.reserve_releases == 1, 10);
     CHECK(low_space(s) == 1, 11);
-    CHECK(allocated(reserve) < 0, 12);
+    CHECK(allocated(d.reserve) < 0, 12);
 
     /* New jobs and backfills are refused, and say why; removes and the
      * other changes of stored jobs work. */
@@ -431,16 +454,16 @@ sched_child(const char *dir)
 
     /* Space is freed: within a second the store makes its reserve again
      * and new jobs are taken. */
-    unlink(ballast);
+    unlink(d.ballast);
     for (int i = 0; i < 40 && low_space(s) != 0; i++)
         usleep(50 * 1000);
     CHECK(low_space(s) == 0, 20);
-    CHECK(allocated(reserve) >= 1 << 20, 21);
+    CHECK(allocated(d.reserve) >= 1 << 20, 21);
     CHECK(add_job(s, "new", &t, &err) == 0, 22);
     aps_scheduler_destroy(s);
 
     /* What was acknowledged is there after a reopen. */
-    s = open_sched(store, 1 << 20);
+    s = open_sched(d.store, 1 << 20);
     CHECK(s != NULL, 23);
     CHECK(aps_job_get(s, "new", &j) == 0, 24);
     aps_job_free(j);
@@ -464,27 +487,13 @@ test_jobs_fire_on_full_disk(void **state)
 static int
 no_reserve_child(const char *dir)
 {
-    char store[PATH_MAX], ballast[PATH_MAX], reserve[PATH_MAX + 16], id[32];
-    aps_error err = {0, ""};
-    aps_scheduler *s;
-    int rc;
+    aps_scheduler *s = NULL;
+    small_disk d;
+    int rc = open_small_disk(dir, -1, &d, &s);
 
-    rc = mount_small_disk(dir, "8m");
     if (rc)
         return rc;
-    snprintf(store, sizeof store, "%s/store", dir);
-    snprintf(ballast, sizeof ballast, "%s/ballast", dir);
-    snprintf(reserve, sizeof reserve, "%s/reserve", store);
-    tu_clock_set(T0);
-    s = open_sched(store, -1);
-    CHECK(s != NULL, 2);
-    CHECK(allocated(reserve) < 0, 3);
-    aps_trigger_spec t = every_second();
-    for (int i = 0; i < JOBS; i++) {
-        snprintf(id, sizeof id, "j%d", i);
-        CHECK(add_job(s, id, &t, &err) == 0, 4);
-    }
-    CHECK(fill_disk(ballast) == 0, 5);
+    CHECK(fill_disk(d.ballast) == 0, 5);
     int stuck = 0;
     for (int sec = 1; sec <= 40 && !stuck; sec++)
         stuck = !fire_second(s, sec, (size_t)sec * JOBS, 300);
@@ -492,7 +501,7 @@ no_reserve_child(const char *dir)
     CHECK(stuck, 6);
     CHECK(low_space(s) == 0, 7); /* no reserve: nothing to report */
     size_t before = calls();
-    unlink(ballast);
+    unlink(d.ballast);
     int fired = 0;
     for (int i = 0; i < 5000 && !fired; i++) {
         CHECK(aps_scheduler_process(s, NULL) == 0, 8);
