@@ -1553,7 +1553,7 @@ typedef struct add_ctx {
     aps_time now;
     char replay_id[APS__ID_MAX + 1];
     int replayed;
-    int space_low;      /* the store's disk reserve is spent: no new job */
+    int space_low;      /* the store gave its disk reserve back: no new job */
     aps__jobrec *saved; /* the record as written when it is not `rec` (a replace) */
     wout o;
     aps_job_add_cb cb; /* asynchronous adds */
@@ -1581,7 +1581,8 @@ add_fn(aps_txn *t, void *arg)
     }
     if (rc != 0 && rc != APS_ENOENT)
         return rc;
-    /* A replay or a replacement takes no more room; a new job may. */
+    /* Refused: a new job. A replay writes nothing new, a replacement about
+     * as much as it replaces. */
     if (old == NULL && c->space_low)
         return APS_ENOSPC;
     const aps__jobrec *save = c->rec;
@@ -2024,7 +2025,7 @@ typedef struct mut_ctx {
     const aps_trigger_spec *trigger;
     aps_time start, end;
     size_t max_runs;
-    int space_low; /* backfill: the store's disk reserve is spent */
+    int space_low; /* backfill: the store gave its disk reserve back */
     /* outputs */
     aps_error *err;
     int replayed;

@@ -932,5 +932,52 @@ class CommitAheadTest(unittest.TestCase):
             self.assertIn(key.split(" ")[0] + ": 0-60 seconds", out.stderr)
 
 
+
+class DiskReserveTest(unittest.TestCase):
+    """[scheduler] disk_reserve: the LMDB store's directory holds `reserve`,
+    32 MiB of allocated blocks by default, the size given, or none with 0;
+    GetScheduler's low_space is off while it is there; bad values are
+    refused. (tests/reliability/disk_full_test.py fills a disk.)"""
+
+    def reserve_with(self, conf):
+        """The reserve file's stat (None if absent) and GetScheduler's
+        default store, in a daemon started with `conf`."""
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-reserve-")
+        try:
+            path = os.path.join(tmp, "apsd.ini")
+            with open(path, "w") as f:
+                f.write(conf)
+            d = Daemon(tmp, ["--config", path]).start()
+            try:
+                reserve = os.path.join(d.store, "reserve")
+                st = os.stat(reserve) if os.path.exists(reserve) else None
+                info = d.sched.GetScheduler(pb.GetSchedulerRequest(), timeout=T)
+                return st, [s for s in info.jobstores if s.name == "default"][0]
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_sizes(self):
+        for conf, size in (("", 32 << 20), ("[scheduler]\ndisk_reserve = 1048576\n", 1 << 20),
+                           ("[scheduler]\ndisk_reserve = 0\n", None)):
+            st, store = self.reserve_with(conf)
+            self.assertFalse(store.low_space, conf)
+            if size is None:
+                self.assertIsNone(st, conf)
+            else:
+                self.assertEqual(st.st_size, size, conf)
+                self.assertGreaterEqual(st.st_blocks * 512, size, "%r: a hole, not allocated" % conf)
+
+    def test_out_of_range(self):
+        for value in ("-1", "lots", "2000000000000"):
+            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+                f.write("[scheduler]\ndisk_reserve = %s\n" % value)
+                f.flush()
+                out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
+            self.assertNotEqual(out.returncode, 0, value)
+            self.assertIn("disk_reserve: bytes", out.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

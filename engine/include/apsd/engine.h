@@ -753,8 +753,9 @@ typedef struct aps_store_info {
     aps_time next_run_time; /**< the earliest; APS_TIME_NONE if none */
     int64_t commit_ahead_us; /**< how far ahead of their time its runs are
                                   committed now (0: not at all, or not yet) */
-    int low_space;           /**< its disk filled up and its reserve is spent:
-                                  new jobs are refused (disk_reserve_bytes) */
+    int low_space;           /**< its disk filled up and it gave its reserve
+                                  back: new jobs and backfills are refused
+                                  (disk_reserve_bytes) */
 } aps_store_info;
 
 /** An executor's figures (aps_scheduler_executor_info). */
