@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -260,32 +259,13 @@ test_store_reserve_made_when_room(void **state)
 
 #define JOBS 100
 
-static pthread_mutex_t calls_mu = PTHREAD_MUTEX_INITIALIZER;
-static size_t n_calls;
-
-static int
-count_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
-         size_t error_len)
-{
-    (void)job_id;
-    (void)arg;
-    (void)scheduled;
-    (void)userdata;
-    (void)error;
-    (void)error_len;
-    pthread_mutex_lock(&calls_mu);
-    n_calls++;
-    pthread_mutex_unlock(&calls_mu);
-    return 0;
-}
+/* Runs of the "count" function (tu_count_fn). */
+static int n_calls;
 
 static size_t
 calls(void)
 {
-    pthread_mutex_lock(&calls_mu);
-    size_t n = n_calls;
-    pthread_mutex_unlock(&calls_mu);
-    return n;
+    return (size_t)__atomic_load_n(&n_calls, __ATOMIC_SEQ_CST);
 }
 
 static aps_scheduler *
@@ -313,7 +293,7 @@ open_sched(const char *dir, int64_t reserve)
         fprintf(stderr, "create: %s\n", err.msg);
         return NULL;
     }
-    if (aps_scheduler_register_function(s, "count", count_fn, NULL) != 0 ||
+    if (aps_scheduler_register_function(s, "count", tu_count_fn, &n_calls) != 0 ||
         aps_scheduler_start(s, APS_RUN_EXTERNAL) != 0) {
         aps_scheduler_destroy(s);
         return NULL;

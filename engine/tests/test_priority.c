@@ -41,22 +41,8 @@
 
 #define PRIO 5
 
-/* Runs of the "count" function. */
+/* Runs of the "count" function (tu_count_fn). */
 static int priority_test_runs;
-
-static int
-count_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
-         size_t error_len)
-{
-    (void)job_id;
-    (void)arg;
-    (void)scheduled;
-    (void)userdata;
-    (void)error;
-    (void)error_len;
-    __atomic_fetch_add(&priority_test_runs, 1, __ATOMIC_SEQ_CST);
-    return 0;
-}
 
 /* The scheduling policy and real-time priority of thread `tid` of this
  * process, from /proc/self/task/TID/stat (fields 41 and 40). */
@@ -146,7 +132,7 @@ make_in(const aps_store_def *store, int prio, int max_workers, int64_t ahead_us)
     cfg.commit_ahead_us = ahead_us; /* fsync on: no_sync stores commit nothing ahead */
     if (aps_scheduler_create(&cfg, &s, &err) != 0)
         fail_msg("create: %s", err.msg);
-    if (aps_scheduler_register_function(s, "count", count_fn, NULL) != 0)
+    if (aps_scheduler_register_function(s, "count", tu_count_fn, &priority_test_runs) != 0)
         fail_msg("register_function");
     return s;
 }

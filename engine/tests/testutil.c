@@ -49,6 +49,19 @@ tu_function_job(const char *id, const aps_trigger_spec *trigger, const char *fun
     return j;
 }
 
+int
+tu_count_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
+            size_t error_len)
+{
+    (void)job_id;
+    (void)arg;
+    (void)scheduled;
+    (void)error;
+    (void)error_len;
+    __atomic_fetch_add((int *)userdata, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
 aps_trigger_spec
 tu_date(aps_time when)
 {

@@ -36,6 +36,12 @@ const char *tu_tmpdir(const char *name);
 aps_job_spec tu_function_job(const char *id, const aps_trigger_spec *trigger,
                              const char *function, const char *arg);
 
+/** A function to register (aps_scheduler_register_function) with the
+ * address of an int as userdata: each run adds 1 to it, atomically (read it
+ * with __atomic_load_n). */
+int tu_count_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata,
+                char *error, size_t error_len);
+
 /** A date trigger firing once at `when` (the default zone). */
 aps_trigger_spec tu_date(aps_time when);
 
