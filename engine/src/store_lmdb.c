@@ -29,11 +29,14 @@
  *
  * Disk reserve: `dir/reserve` holds reserve_bytes of allocated blocks, made
  * when twice that is free. The first write that fails for want of space
- * deletes it and runs again, and the store reports low space
- * (aps__store_space_low) until the file can be made anew: meanwhile the
- * scheduler refuses new jobs, while runs go on being committed (and jobs
- * can be removed) in the space given back. Without it, a full disk would
- * stop every job: a run is committed before it is handed on.
+ * truncates it to nothing and runs again, and the store reports low space
+ * (aps__store_space_low) until the file can be made whole anew: meanwhile
+ * the scheduler refuses new jobs, while runs go on being committed (and
+ * jobs can be removed) in the space given back. Without it, a full disk
+ * would stop every job: a run is committed before it is handed on. The
+ * empty file stays as the mark of a reserve given back, so that a store
+ * reopened before space came back is low on space from the start, rather
+ * than a store without a reserve that takes new jobs onto a full disk.
  *
  * Exclusivity: `dir/apsd.lock` is flock()ed (released by the kernel when the
  * process dies) and holds the owner's pid for the EBUSY message. flock locks
@@ -261,17 +264,35 @@ reserve_make(lmdb_store *s)
     fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return 0;
-    /* Allocated blocks, not a hole: deleting the file must give them back. */
+    /* Allocated blocks, not a hole: truncating the file must give them
+     * back. A partial one would only take space: emptied again, it stays
+     * the mark of a reserve given back (reserve_given). */
     ok = ftruncate(fd, 0) == 0 && posix_fallocate(fd, 0, (off_t)want) == 0;
+    if (!ok && ftruncate(fd, 0) != 0)
+        unlink(path);
     close(fd);
-    if (!ok)
-        unlink(path); /* a partial one would only take space */
     return ok;
 }
 
-/* A write failed for want of space: deletes the reserve so that the batch
- * can run again in the space given back; low space from now on. 1 if there
- * was a reserve to give back. Writer thread. */
+/* 1 if the reserve was given back and not made again since: its file is
+ * there, empty (reserve_give); 0 when no reserve is configured. reserve_mu
+ * held. */
+static int
+reserve_given(const lmdb_store *s)
+{
+    char path[PATH_MAX + 16];
+    struct stat st;
+
+    if (s->base.cfg.reserve_bytes == 0)
+        return 0;
+    reserve_path(s, path, sizeof path);
+    return stat(path, &st) == 0 && st.st_size == 0;
+}
+
+/* A write failed for want of space: empties the reserve so that the batch
+ * can run again in the space given back; low space from now on, across a
+ * reopen too (reserve_given). 1 if there was a reserve to give back.
+ * Writer thread. */
 static int
 reserve_give(lmdb_store *s)
 {
@@ -281,7 +302,8 @@ reserve_give(lmdb_store *s)
         return 0; /* nothing to give: the write fails, as it would without */
     reserve_path(s, path, sizeof path);
     pthread_mutex_lock(&s->reserve_mu);
-    unlink(path);
+    if (truncate(path, 0) != 0)
+        unlink(path);
     __atomic_store_n(&s->reserve_state, RESERVE_GIVEN, __ATOMIC_RELEASE);
     clock_gettime(CLOCK_MONOTONIC, &s->reserve_tried);
     pthread_mutex_unlock(&s->reserve_mu);
@@ -1763,7 +1785,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     pthread_rwlockattr_t attr;
     pthread_condattr_t cattr;
     lmdb_store *s = NULL;
-    int rc, have_rw = 0, have_mu = 0, have_rmu = 0, have_cv = 0;
+    int rc, given, have_rw = 0, have_mu = 0, have_rmu = 0, have_cv = 0;
 
     if (!dir || !*dir || !out) {
         aps__store_seterr(err, APS_EINVAL, "store: no directory given");
@@ -1812,7 +1834,8 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
         goto fail;
     /* No room for twice its size: tried again later (l_space_low). */
     pthread_mutex_lock(&s->reserve_mu);
-    s->reserve_state = reserve_make(s) ? RESERVE_HELD : RESERVE_MISSING;
+    given = reserve_given(s);
+    s->reserve_state = reserve_make(s) ? RESERVE_HELD : given ? RESERVE_GIVEN : RESERVE_MISSING;
     clock_gettime(CLOCK_MONOTONIC, &s->reserve_tried);
     pthread_mutex_unlock(&s->reserve_mu);
     if (pthread_create(&s->writer, NULL, writer_main, s)) {

@@ -3,8 +3,9 @@
  * namespace of a child process (root only; skipped where it cannot mount):
  * - the store's disk reserve: the write that finds the disk full gives the
  *   reserve back and succeeds; the store reports low space until twice the
- *   reserve is free again, then makes the reserve anew; a store opened
- *   without room for it works without, and makes it once there is room;
+ *   reserve is free again (a reopen in between too), then makes the
+ *   reserve anew; a store opened without room for it works without, and
+ *   makes it once there is room;
  * - the scheduler on it: jobs go on firing, on time, through a full disk,
  *   new jobs and backfills are refused with APS_ENOSPC and a message that
  *   says why, stored jobs can be removed, and once space is freed adds
@@ -176,9 +177,18 @@ store_child(const char *dir)
     CHECK(rc == APS_ENOSPC, 8);
     CHECK(at_release > 0, 9);
     CHECK(acked >= at_release + 10, 10); /* 512 KiB held ~60 more 8 KiB writes */
-    CHECK(allocated(reserve) < 0, 11);
+    CHECK(allocated(reserve) == 0, 11);  /* emptied: the mark of a reserve given back */
     CHECK(aps__store_stats(s, &st) == 0 && st.reserve_releases == 1 && st.space_low == 1, 12);
     CHECK(aps__store_space_low(s) == 1, 13);
+    /* Reopened before space came back: low on space from the start (not a
+     * store without a reserve, which would take new jobs onto the full
+     * disk), and it still serves writes in what is left. */
+    aps__store_close(s);
+    s = NULL;
+    CHECK(aps__store_open_lmdb(dir, &cfg, &s, &err) == 0, 30);
+    CHECK(aps__store_space_low(s) == 1, 31);
+    CHECK(aps__store_stats(s, &st) == 0 && st.space_low == 1 && st.reserve_releases == 0, 32);
+    CHECK(allocated(reserve) == 0, 33);
     /* Space comes back: within a second the store sees it, the reserve is
      * made again, and writes succeed. */
     unlink(ballast);
@@ -205,6 +215,16 @@ store_child(const char *dir)
         CHECK(i == 1 ? rc == APS_ENOENT : rc == 0 && len == sizeof buf, 19);
         free(got);
     }
+    aps__store_close(s);
+    /* With no reserve configured, the mark of one given back means
+     * nothing: not low on space, and the file goes. */
+    s = NULL;
+    CHECK(truncate(reserve, 0) == 0, 20);
+    cfg.reserve_bytes = 0;
+    CHECK(aps__store_open_lmdb(dir, &cfg, &s, &err) == 0, 21);
+    CHECK(aps__store_space_low(s) == 0, 22);
+    CHECK(aps__store_stats(s, &st) == 0 && st.space_low == 0, 23);
+    CHECK(allocated(reserve) < 0, 24);
     aps__store_close(s);
     return 0;
 }
@@ -413,7 +433,7 @@ sched_child(const char *dir)
             (unsigned long long)st.reserve_releases, low_space(s));
     CHECK(st.reserve_releases == 1, 10);
     CHECK(low_space(s) == 1, 11);
-    CHECK(allocated(d.reserve) < 0, 12);
+    CHECK(allocated(d.reserve) == 0, 12); /* emptied: the mark of it given back */
 
     /* New jobs and backfills are refused, and say why; removes and the
      * other changes of stored jobs work. */
@@ -431,6 +451,17 @@ sched_child(const char *dir)
     size_t done = calls();
     CHECK(fire_second(s, sec, done + JOBS, 10000), 19);
     sec++;
+
+    /* Restarted before space came back: low on space at once, new jobs
+     * refused, and the jobs go on firing. */
+    aps_scheduler_destroy(s);
+    s = open_sched(d.store, 1 << 20);
+    CHECK(s != NULL, 40);
+    CHECK(low_space(s) == 1, 41);
+    CHECK(add_job(s, "new", &t, &err) == APS_ENOSPC, 42);
+    for (int k = 0; k < 3; k++, sec++)
+        CHECK(fire_second(s, sec, calls() + JOBS, 10000), 43);
+    CHECK(low_space(s) == 1, 44);
 
     /* Space is freed: within a second the store makes its reserve again
      * and new jobs are taken. */

@@ -17,6 +17,8 @@ tmpfs) filled by another file instead, it checks that:
 - GetScheduler shows the store's low_space (and `apsctl state` says so);
   AddJob and Backfill get
   RESOURCE_EXHAUSTED saying why; RemoveJob and ModifyJob work;
+- restarted before space comes back, the daemon is low on space from the
+  start (AddJob refused) and the job goes on firing;
 - once the other file is deleted, within a few seconds AddJob works again,
   low_space is off and the reserve is back; the daemon's log tells both
   changes.
@@ -303,7 +305,8 @@ class DiskFullTest(unittest.TestCase):
         self.assertTrue(wait_for(low_space, 10, interval=0.1), "the store never reported low space:\n"
                         + d.log_text()[-3000:])
         low_s = time.time() - t_full
-        self.assertFalse(os.path.exists(reserve))
+        # Emptied, not removed: the mark of a reserve given back, for a restart.
+        self.assertEqual((os.stat(reserve).st_size, os.stat(reserve).st_blocks), (0, 0))
         runs0 = d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
         time.sleep(2)
         t = d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T)
@@ -327,6 +330,19 @@ class DiskFullTest(unittest.TestCase):
                                               update_mask={"paths": ["name"]}), timeout=T)
         d.sched.RemoveJob(pb.RemoveJobRequest(job_id="victim"), timeout=T)
         self.assertIsNone(d.proc.poll(), "apsd died on a full disk:\n" + d.log_text())
+
+        # Restarted before space came back: low on space from the start (not
+        # a store without a reserve, taking new jobs onto the full disk), and
+        # the job goes on firing.
+        self.assertEqual(d.stop(), 0, d.log_text())
+        d.start()
+        self.assertTrue(low_space(), "the restart forgot that the reserve was given back")
+        with self.assertRaises(grpc.RpcError) as cm:
+            d.sched.AddJob(pb.AddJobRequest(job=job("one-more", "y")), timeout=T)
+        self.assertFull(cm.exception, "AddJob")
+        runs0 = d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
+        self.assertTrue(wait_for(lambda: d.sched.GetJob(pb.GetJobRequest(job_id="tick"), timeout=T).stats.runs
+                                 >= runs0 + 4, 5, interval=0.2), "the job stopped firing after the restart")
 
         # Space is freed: the reserve is made again, adds work.
         os.unlink(ballast)

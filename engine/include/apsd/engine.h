@@ -494,12 +494,13 @@ typedef struct aps_scheduler_config {
     int loop_priority;
     /** LMDB stores: bytes of disk held in a file `reserve` in each store's
      *  directory. A run is committed before it starts, so a full disk would
-     *  stop every job: the first write that finds the disk full deletes the
+     *  stop every job: the first write that finds the disk full empties the
      *  file and goes on in the space given back. From then on, until twice
      *  this is free again (the file is then made anew), new jobs and
      *  backfills are refused with APS_ENOSPC (aps_store_info.low_space),
-     *  while stored jobs go on firing and can be modified or removed.
-     *  0 = 32 MiB; negative = no reserve (a full disk fails every write). */
+     *  while stored jobs go on firing and can be modified or removed; the
+     *  empty file keeps it so across a restart. 0 = 32 MiB; negative = no
+     *  reserve (a full disk fails every write). */
     int64_t disk_reserve_bytes;
 } aps_scheduler_config;
 
