@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
-from apsd_harness import (APSD, Collector as _Collector, Daemon, add_proto_path, find_runfile, ld,  # noqa: E402
+from apsd_harness import (APSD, Collector as _Collector, Daemon, add_proto_path, find_runfile, free_port, ld,  # noqa: E402
                           thread_sched)
 
 add_proto_path()
@@ -792,6 +792,38 @@ class RestartTest(unittest.TestCase):
                 t0 = time.monotonic()
                 self.assertEqual(d2.stop(), 0, d2.log_text())
                 self.assertLess(time.monotonic() - t0, 3.0, "SIGTERM waited for an idle connection")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_refuses_truncated_store(self):
+        """A data file cut short (a copy that stopped) is refused at start
+        with what to do, not read beyond its end (SIGBUS); the file is left
+        alone, and put back whole it opens with every job."""
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-truncated-")
+        try:
+            d = Daemon(tmp).start()
+            for i in range(200):
+                d.sched.AddJob(pb.AddJobRequest(job=cmd_job("keep-%03d" % i, argv=["/bin/echo", "x" * 1000],
+                                                            trigger=cron(hour="1"))), timeout=T)
+            self.assertEqual(d.stop(), 0, d.log_text())
+            path = os.path.join(d.store, "data.mdb")
+            with open(path, "rb") as f:
+                whole = f.read()
+            os.truncate(path, len(whole) // 2)
+            out = subprocess.run([APSD, "--listen", "127.0.0.1:%d" % free_port(), "--data-dir", d.store],
+                                 capture_output=True, timeout=30, text=True)
+            self.assertEqual(out.returncode, 1, out.stderr)
+            self.assertIn("its data file is cut short (%d bytes" % (len(whole) // 2), out.stderr)
+            self.assertIn("restore the directory from a copy", out.stderr)
+            self.assertEqual(os.path.getsize(path), len(whole) // 2)
+            with open(path, "wb") as f:
+                f.write(whole)
+            d2 = Daemon(tmp).start()
+            try:
+                got = d2.sched.ListJobs(pb.ListJobsRequest(page_size=1000), timeout=T).jobs
+                self.assertEqual(len(got), 200)
+            finally:
+                self.assertEqual(d2.stop(), 0, d2.log_text())
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
