@@ -1622,6 +1622,27 @@ check_length(lmdb_store *s, const char *path, const MDB_envinfo *info, aps_error
     return APS_ECORRUPT;
 }
 
+/* LMDB takes a missing or empty data file for a new store. Where a reserve
+ * file is (made only after a store's first commit), the store was in use:
+ * its data is lost (a restore that forgot it, a copy that wrote nothing),
+ * and starting empty would hide that behind a working daemon. */
+static int
+check_lost(const lmdb_store *s, const char *path, aps_error *err)
+{
+    char rpath[PATH_MAX + 16];
+    struct stat st;
+
+    reserve_path(s, rpath, sizeof rpath);
+    if (stat(rpath, &st) != 0 || (stat(path, &st) == 0 && st.st_size > 0))
+        return 0;
+    aps__store_seterr(err, APS_ECORRUPT,
+                      "store: its data file is missing or empty, but the store was in use (its "
+                      "`reserve` is there): restore data.mdb from a copy, or move the directory "
+                      "away to start with an empty store (%s)",
+                      s->dir);
+    return APS_ECORRUPT;
+}
+
 /* Creates and opens the environment (s->env) and its databases. */
 static int
 env_open(lmdb_store *s, aps_error *err)
@@ -1632,6 +1653,10 @@ env_open(lmdb_store *s, aps_error *err)
     struct stat st;
     int rc, dead;
 
+    snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+    rc = check_lost(s, path, err);
+    if (rc)
+        return rc;
     rc = mdb_env_create(&s->env);
     if (rc) {
         s->env = NULL;
@@ -1640,7 +1665,6 @@ env_open(lmdb_store *s, aps_error *err)
     /* LMDB maps max(configured size, used size): reopening a grown store
      * with the configured size would make the first write hit MAP_FULL and
      * grow again. Start with room to double instead. */
-    snprintf(path, sizeof path, "%s/data.mdb", s->dir);
     if (stat(path, &st) == 0 && st.st_size > 0 && (size_t)st.st_size <= SIZE_MAX / 2 &&
         s->map_size < 2 * (size_t)st.st_size)
         s->map_size = 2 * (size_t)st.st_size;

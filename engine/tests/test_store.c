@@ -1794,6 +1794,62 @@ test_truncated_file(void **state)
     }
 }
 
+/* A store that was in use (its reserve is there) whose data file is gone
+ * or empty is refused, not opened as a new, empty store; put back, it
+ * opens with its jobs. Without the reserve, the directory is a new store. */
+static void
+test_lost_data_file(void **state)
+{
+    fx *f = *state;
+    aps_error err = {0, ""};
+    char path[PATH_MAX + 16], moved[PATH_MAX + 16], reserve[PATH_MAX + 16], id[32];
+    void *got = NULL;
+    size_t len = 0;
+    struct stat st;
+
+    f->cfg.reserve_bytes = 64 << 10;
+    fx_open(f);
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof id, "l%02d", i);
+        put_arg p = {id, "data", 4, (aps_time)i * 1000};
+        assert_int_equal(aps__store_write(f->s, put_fn, &p), 0);
+    }
+    aps__store_close(f->s);
+    f->s = NULL;
+    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
+    snprintf(moved, sizeof moved, "%s/data.mdb.moved", f->dir);
+    snprintf(reserve, sizeof reserve, "%s/reserve", f->dir);
+    assert_int_equal(stat(reserve, &st), 0);
+    assert_int_equal(rename(path, moved), 0);
+    for (int empty = 0; empty < 2; empty++) {
+        if (empty) {
+            int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            assert_true(fd >= 0);
+            close(fd);
+        }
+        err.msg[0] = '\0';
+        assert_int_equal(fx_open_rc(f, &err), APS_ECORRUPT);
+        assert_null(f->s);
+        assert_non_null(strstr(err.msg, "data file is missing or empty, but the store was in use"));
+        /* Left as it was: nothing created, nothing written. */
+        assert_int_equal(stat(path, &st), empty ? 0 : -1);
+        if (empty)
+            assert_int_equal(st.st_size, 0);
+    }
+    assert_int_equal(rename(moved, path), 0);
+    fx_open(f);
+    assert_int_equal(aps__store_job_get(f->s, "l19", &got, &len, NULL), 0);
+    assert_int_equal(len, 4);
+    free(got);
+    aps__store_close(f->s);
+    f->s = NULL;
+    /* No reserve: an empty directory's new store, as LMDB makes it. */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(unlink(reserve), 0);
+    fx_open(f);
+    assert_int_equal(aps__store_job_get(f->s, "l19", &got, &len, NULL), APS_ENOENT);
+}
+
 /* A child in its own mount namespace fills a 2 MiB tmpfs. Exit 77 = the
  * environment can not mount (skip). */
 static int
@@ -1945,6 +2001,7 @@ main(void)
         LMDB_ONLY(test_schema_upgrade),
         LMDB_ONLY(test_not_a_store),
         LMDB_ONLY(test_truncated_file),
+        LMDB_ONLY(test_lost_data_file),
         LMDB_ONLY(test_full_disk),
     };
 

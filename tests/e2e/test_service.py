@@ -797,8 +797,9 @@ class RestartTest(unittest.TestCase):
 
     def test_refuses_truncated_store(self):
         """A data file cut short (a copy that stopped) is refused at start
-        with what to do, not read beyond its end (SIGBUS); the file is left
-        alone, and put back whole it opens with every job."""
+        with what to do, not read beyond its end (SIGBUS); so is an empty
+        one where the store was in use, not opened as a new store; the file
+        is left alone, and put back whole it opens with every job."""
         tmp = tempfile.mkdtemp(prefix="apsd-e2e-truncated-")
         try:
             d = Daemon(tmp).start()
@@ -816,6 +817,13 @@ class RestartTest(unittest.TestCase):
             self.assertIn("its data file is cut short (%d bytes" % (len(whole) // 2), out.stderr)
             self.assertIn("restore the directory from a copy", out.stderr)
             self.assertEqual(os.path.getsize(path), len(whole) // 2)
+            # Emptied (a copy that wrote nothing): not a new, empty store.
+            os.truncate(path, 0)
+            out = subprocess.run([APSD, "--listen", "127.0.0.1:%d" % free_port(), "--data-dir", d.store],
+                                 capture_output=True, timeout=30, text=True)
+            self.assertEqual(out.returncode, 1, out.stderr)
+            self.assertIn("its data file is missing or empty, but the store was in use", out.stderr)
+            self.assertEqual(os.path.getsize(path), 0)
             with open(path, "wb") as f:
                 f.write(whole)
             d2 = Daemon(tmp).start()
