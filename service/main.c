@@ -1085,7 +1085,11 @@ main(int argc, char **argv)
     aps_log(APS_LOG_INFO, "apsd started", "version=%s pid=%d data_dir=%s methods=%zu tokens=%s",
             APSD_VERSION, (int)getpid(), c.data_dir, nm, auth ? "on" : "off");
 
+    /* At once: a store that opens low on space (its reserve given back
+     * before a restart) is told now, and its recovery later, whoever
+     * makes the reserve again first (an AddJob may). */
     int low[MAX_STORES] = {0};
+    watch_space(sched, low, c.n_stores);
     for (;;) {
         /* Each second: low space of the stores into the log (and the
          * reserve made again as soon as there is room, not at the next

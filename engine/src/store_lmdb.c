@@ -247,7 +247,7 @@ reserve_make(lmdb_store *s)
     unsigned long long avail = 0, have = 0;
     char path[PATH_MAX + 16];
     struct stat st;
-    int fd, ok;
+    int fd, ok, marked = 0;
 
     reserve_path(s, path, sizeof path);
     if (want == 0) {
@@ -255,6 +255,7 @@ reserve_make(lmdb_store *s)
         return 0;
     }
     if (stat(path, &st) == 0) {
+        marked = st.st_size == 0;
         have = (unsigned long long)st.st_blocks * 512;
         if ((size_t)st.st_size == want && have >= want)
             return 1;
@@ -265,10 +266,10 @@ reserve_make(lmdb_store *s)
     if (fd < 0)
         return 0;
     /* Allocated blocks, not a hole: truncating the file must give them
-     * back. A partial one would only take space: emptied again, it stays
-     * the mark of a reserve given back (reserve_given). */
+     * back. A partial one would only take space: the mark of a reserve
+     * given back (reserve_given) stays a mark, anything else goes. */
     ok = ftruncate(fd, 0) == 0 && posix_fallocate(fd, 0, (off_t)want) == 0;
-    if (!ok && ftruncate(fd, 0) != 0)
+    if (!ok && (!marked || ftruncate(fd, 0) != 0))
         unlink(path);
     close(fd);
     return ok;

@@ -335,8 +335,11 @@ class DiskFullTest(unittest.TestCase):
         # a store without a reserve, taking new jobs onto the full disk), and
         # the job goes on firing.
         self.assertEqual(d.stop(), 0, d.log_text())
+        log_at = len(d.log_text())
         d.start()
         self.assertTrue(low_space(), "the restart forgot that the reserve was given back")
+        self.assertTrue(wait_for(lambda: "disk full: the job store gave its reserve back" in d.log_text()[log_at:],
+                                 3, interval=0.05), "the restart did not log the low space:\n" + d.log_text()[log_at:])
         with self.assertRaises(grpc.RpcError) as cm:
             d.sched.AddJob(pb.AddJobRequest(job=job("one-more", "y")), timeout=T)
         self.assertFull(cm.exception, "AddJob")
