@@ -182,7 +182,7 @@ store_child(const char *dir)
     CHECK(aps__store_space_low(s) == 1, 13);
     /* Reopened before space came back: low on space from the start (not a
      * store without a reserve, which would take new jobs onto the full
-     * disk), and it still serves writes in what is left. */
+     * disk; sched_child shows its jobs firing after such a reopen). */
     aps__store_close(s);
     s = NULL;
     CHECK(aps__store_open_lmdb(dir, &cfg, &s, &err) == 0, 30);
