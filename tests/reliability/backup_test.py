@@ -15,13 +15,12 @@ them are there when it stops. Prints one figure line ("backup: ...").
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import unittest
 
-from common import ET, T, Daemon, list_jobs, pb, read_events, wait_for
+from common import ET, T, Daemon, list_jobs, pb, read_events, run_tests, wait_for
 
 CLIENTS = 4
 FIGURES = []
@@ -156,8 +155,4 @@ class BackupTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    prog = unittest.main(argv=sys.argv, verbosity=2, exit=False)
-    sys.stderr.flush()
-    for line in FIGURES:
-        print(line, flush=True)
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+    run_tests(FIGURES)

@@ -6,6 +6,7 @@ through all pages. Every wait is bounded in count and time."""
 import os
 import sys
 import time
+import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "harness"))
 import apsd_harness  # noqa: E402
@@ -87,3 +88,14 @@ def list_jobs(sched, view=pb.JOB_VIEW_BASIC):
         if not token:
             return jobs
     raise AssertionError("ListJobs did not end")
+
+
+def run_tests(figures, argv=None):
+    """unittest.main over argv (default sys.argv), then the figure lines the
+    tests appended to `figures`, one per line after the report (tools/test
+    prints them); exits 0 if every test passed."""
+    prog = unittest.main(argv=argv or sys.argv, verbosity=2, exit=False)
+    sys.stderr.flush()
+    for line in figures:
+        print(line, flush=True)
+    sys.exit(0 if prog.result.wasSuccessful() else 1)

@@ -44,7 +44,7 @@ import unittest
 import uuid
 
 from common import (ET, SANITIZED, T, Daemon, dur, field_mask_pb2, grpc, list_jobs, pb, read_events,
-                    secs, ts, wait_for)
+                    run_tests, secs, ts, wait_for)
 
 
 def us(t):
@@ -829,11 +829,7 @@ def main():
     args, rest = ap.parse_known_args()
     ROUNDS = args.rounds
     SEED = int(args.seed) if args.seed is not None else None
-    prog = unittest.main(argv=[sys.argv[0]] + rest, verbosity=2, exit=False)
-    sys.stderr.flush()
-    for line in FIGURES:
-        print(line, flush=True)
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+    run_tests(FIGURES, [sys.argv[0]] + rest)
 
 
 if __name__ == "__main__":

@@ -31,14 +31,13 @@ SKIP. The tmpfs is unmounted in every case. Prints one figure line each.
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
 
 from google.protobuf import timestamp_pb2
 
-from common import ET, T, Daemon, grpc, list_jobs, pb, read_events, secs, wait_for
+from common import ET, T, Daemon, grpc, list_jobs, pb, read_events, run_tests, secs, wait_for
 from apsd_harness import built  # on sys.path once common is imported
 
 APSCTL = built("tools/apsctl/apsctl", "APSCTL_BIN")
@@ -385,8 +384,4 @@ class DiskFullTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    prog = unittest.main(argv=sys.argv, verbosity=2, exit=False)
-    sys.stderr.flush()
-    for line in FIGURES:
-        print(line, flush=True)
-    sys.exit(0 if prog.result.wasSuccessful() else 1)
+    run_tests(FIGURES)
