@@ -136,8 +136,12 @@ struct aps_scheduler {
     aps_subscriber *listener_cursor; /* where listeners read (created with the first) */
     aps__run *completed;    /* finished runs, newest first */
     /* When the loop looks again (APS_TIME_NONE: not before a wake-up), and
-     * whether a run finished since without waking it (aps__run_finished). */
+     * whether a run finished since without waking it (aps__run_finished);
+     * in_pass: it is in a pass, which may have read the stores already
+     * (wake_for). */
     aps_time loop_next;
+    int in_pass;
+    uint64_t passes; /* passes made (aps_scheduler_process), for tests */
     int completion_unwoken;
     int64_t completion_slack_us; /* how long a finished run may wait for loop_next */
     size_t n_running;       /* runs handed to executors, not yet finished */
