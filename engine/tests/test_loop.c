@@ -14,11 +14,15 @@
  * - finished runs that do not wake the loop when it looks again soon (real
  *   clock): none is left unrecorded until a far deadline;
  * - adds that wake the loop only for a job it would otherwise take up late
- *   (real clock): a sooner one fires on time.
+ *   (real clock): each case of the decision, driven by hand; a sooner job
+ *   fires on time; adds from four threads racing the passes all fire on
+ *   time.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -795,6 +799,194 @@ test_adds_wake_only_when_sooner(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* 1 if the loop's wake-up fd was written since the last pass. */
+static int
+woken(aps_scheduler *s)
+{
+    struct pollfd p = {.fd = s->wake_fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+static void
+add_at(aps_scheduler *s, const char *id, aps_time when, int paused)
+{
+    aps_trigger_spec at = tu_date(when);
+    aps_job_spec j = tu_function_job(id, &at, "count", NULL);
+    j.paused = paused;
+    tu_job_add(s, &j);
+}
+
+/* Each case of an add's wake-up (real clock, the loop driven by hand): the
+ * loop waiting for nothing, or for a job due before the new one less the
+ * commit-ahead lead, or in a pass (which may have read the stores before
+ * the add's commit), or the new job sooner; a paused job. */
+static void
+test_add_wake_cases(void **state)
+{
+    (void)state;
+    aps_store_def store = {"default", "lmdb", tu_tmpdir("loop_add_cases")};
+    aps_executor_def exec = {
+        .name = "default", .type = "threadpool", .max_workers = 1, .max_queue = 10};
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    aps_time next = APS_TIME_NONE, now = aps_time_now();
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = &store;
+    cfg.n_stores = 1;
+    cfg.executors = &exec;
+    cfg.n_executors = 1;
+    cfg.no_sync = 1;
+    if (aps_scheduler_create(&cfg, &s, &err) != 0)
+        fail_msg("create: %s", err.msg);
+    assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_true(next == APS_TIME_NONE);
+    assert_false(woken(s));
+    /* Waiting for nothing: any job wakes it. */
+    add_at(s, "j0", now + 3600 * SEC, 0);
+    assert_true(woken(s));
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_true(next != APS_TIME_NONE && next <= now + 3600 * SEC && next > now + 3599 * SEC);
+    /* A later job, a paused one, one due at the settled pass plus the lead:
+     * that pass finds them. */
+    add_at(s, "j1", now + 7200 * SEC, 0);
+    add_at(s, "j2", now + 60 * SEC, 1);
+    add_at(s, "j3", next + 50000, 0); /* the default lead: 50 ms */
+    assert_false(woken(s));
+    /* In a pass: it may have read the stores before this commit. */
+    pthread_mutex_lock(&s->mu);
+    s->in_pass = 1;
+    s->loop_next = aps_time_now();
+    pthread_mutex_unlock(&s->mu);
+    add_at(s, "j4", now + 10800 * SEC, 0);
+    assert_true(woken(s));
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_false(woken(s));
+    /* Sooner than the settled pass, within the lead of it: woken. */
+    add_at(s, "j5", next + 10000, 0);
+    assert_true(woken(s));
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    add_at(s, "j6", now + 10 * SEC, 0);
+    assert_true(woken(s));
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_true(next <= now + 10 * SEC && next > now + 9 * SEC);
+    aps_scheduler_destroy(s);
+}
+
+/* Fire times of jobs "jN" (stamp_fn), 0 = not fired. */
+static _Atomic aps_time fired_at[MAX_JOBS];
+
+static int
+stamp_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
+         size_t error_len)
+{
+    (void)arg;
+    (void)scheduled;
+    (void)userdata;
+    (void)error;
+    (void)error_len;
+    int i = atoi(job_id + 1);
+    if (i >= 0 && i < MAX_JOBS)
+        atomic_store(&fired_at[i], aps_time_now());
+    return 0;
+}
+
+typedef struct race_adder {
+    aps_scheduler *s;
+    int k;
+    aps_time due[MAX_JOBS];
+    pthread_t th;
+} race_adder;
+
+#define RACE_THREADS 4
+#define RACE_SOON 150 /* per thread, each with a later one in between */
+
+/* Adds jobs due 20-300 ms on, each followed by one due an hour on, with
+ * pauses of 0-2 ms: adds land before, during and after the loop's passes. */
+static void *
+race_add_main(void *arg)
+{
+    race_adder *a = arg;
+    unsigned seed = (unsigned)a->k * 7919u + 1;
+    char id[16];
+    for (int n = 0; n < RACE_SOON; n++) {
+        int i = a->k * RACE_SOON + n;
+        aps_time due = aps_time_now() + 20000 + (aps_time)(rand_r(&seed) % 280000);
+        aps_trigger_spec at = tu_date(due);
+        snprintf(id, sizeof(id), "j%d", i);
+        aps_job_spec j = tu_function_job(id, &at, "stamp", NULL);
+        tu_job_add(a->s, &j);
+        a->due[i] = due;
+        at = tu_date(aps_time_now() + 3600 * SEC);
+        snprintf(id, sizeof(id), "j%d", 1000 + i);
+        j = tu_function_job(id, &at, "stamp", NULL);
+        tu_job_add(a->s, &j);
+        usleep((useconds_t)(rand_r(&seed) % 2000));
+    }
+    return NULL;
+}
+
+/* Adds from four threads racing the loop's passes (real clock): every job
+ * due soon fires at its time, none waits for the hour-away ones' pass. */
+static void
+test_adds_racing_passes(void **state)
+{
+    (void)state;
+    aps_store_def store = {"default", "lmdb", tu_tmpdir("loop_add_race")};
+    aps_executor_def exec = {
+        .name = "default", .type = "threadpool", .max_workers = 4, .max_queue = 10000};
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    static race_adder ad[RACE_THREADS];
+    const int n = RACE_THREADS * RACE_SOON;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = &store;
+    cfg.n_stores = 1;
+    cfg.executors = &exec;
+    cfg.n_executors = 1;
+    cfg.no_sync = 1;
+    cfg.default_misfire = APS_MISFIRE_UNLIMITED;
+    if (aps_scheduler_create(&cfg, &s, &err) != 0)
+        fail_msg("create: %s", err.msg);
+    for (int i = 0; i < MAX_JOBS; i++)
+        atomic_store(&fired_at[i], 0);
+    assert_int_equal(aps_scheduler_register_function(s, "stamp", stamp_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    for (int k = 0; k < RACE_THREADS; k++) {
+        ad[k].s = s;
+        ad[k].k = k;
+        assert_int_equal(pthread_create(&ad[k].th, NULL, race_add_main, &ad[k]), 0);
+    }
+    for (int k = 0; k < RACE_THREADS; k++)
+        pthread_join(ad[k].th, NULL);
+    int fired = 0;
+    for (int w = 0; w < 1000 && fired < n; w++) {
+        usleep(10 * 1000);
+        fired = 0;
+        for (int i = 0; i < n; i++)
+            fired += atomic_load(&fired_at[i]) != 0;
+    }
+    aps_time worst = 0;
+    for (int i = 0; i < n; i++) {
+        aps_time due = ad[i / RACE_SOON].due[i], at = atomic_load(&fired_at[i]);
+        if (at == 0)
+            fail_msg("j%d, due %lld, did not fire", i, (long long)due);
+        assert_true(at >= due);
+        if (at - due > worst)
+            worst = at - due;
+    }
+    print_message("%d jobs due soon: latest fired %lld us after its time\n", n, (long long)worst);
+    /* Late by a missed wake-up would be late by up to the next add's pass,
+     * or an hour for the last ones; a slow machine (valgrind) is not. */
+    assert_true(worst < 3 * SEC);
+    for (int i = 1000; i < 1000 + n; i++)
+        assert_int_equal(atomic_load(&fired_at[i]), 0);
+    aps_scheduler_destroy(s);
+}
+
 int
 main(void)
 {
@@ -808,6 +1000,8 @@ main(void)
         cmocka_unit_test(test_backlog_batches_grow),
         cmocka_unit_test(test_completions_recorded_real_clock),
         cmocka_unit_test(test_adds_wake_only_when_sooner),
+        cmocka_unit_test(test_add_wake_cases),
+        cmocka_unit_test(test_adds_racing_passes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
