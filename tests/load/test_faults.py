@@ -407,7 +407,9 @@ class FaultsTest(unittest.TestCase):
         self.assertEqual(e.outcome.status, pb.RUN_STATUS_TIMED_OUT, str(e))
         self.assertEqual(e.outcome.signal, signal.SIGKILL, str(e))
         self.assertIsNotNone(pgid)
-        self.assertGreater(peak, N_CHILDREN // 2, "the children did not start")
+        # Hundreds, not all: the shell forks them one by one within the 3 s
+        # (443 of 1000 when another test loaded both cores).
+        self.assertGreater(peak, N_CHILDREN // 4, "the children did not start")
         killed_after = e.outcome.duration.ToMilliseconds() / 1000.0
         self.assertGreaterEqual(killed_after, timeout + KILL_GRACE - 0.1)
         self.assertLess(killed_after, timeout + KILL_GRACE + 10)
