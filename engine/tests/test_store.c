@@ -1760,7 +1760,7 @@ test_truncated_file(void **state)
     assert_int_equal(stat(path, &st), 0);
     full = st.st_size;
     assert_true(full > 64 * 4096);
-    /* Cut at a page boundary, and in the middle of a page. */
+    /* Cut at a page boundary, in the middle of a page, after the third. */
     const off_t cuts[] = {full / 2 - full / 2 % 4096, full - 1000, 3 * 4096};
     for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
         char *copy = malloc((size_t)full);
