@@ -1597,32 +1597,6 @@ fail:
     return map_rc(rc);
 }
 
-/* A data file shorter than its last commit says (cut short by a copy, a
- * restore or the file system) would be read through the map beyond its
- * end: SIGBUS, at open or at the first look at a missing page. Refused
- * instead, saying so. A valid file is never shorter: LMDB writes a
- * commit's pages, and syncs them, before the meta page that names them. */
-static int
-check_length(lmdb_store *s, const char *path, const MDB_envinfo *info, aps_error *err)
-{
-    MDB_stat ms;
-    struct stat st;
-    unsigned long long need;
-
-    if (mdb_env_stat(s->env, &ms) || stat(path, &st))
-        return 0; /* nothing to compare: LMDB's own checks stand */
-    need = ((unsigned long long)info->me_last_pgno + 1) * ms.ms_psize;
-    if ((unsigned long long)st.st_size >= need)
-        return 0;
-    /* The advice first: a long path must not cut it off. */
-    aps__store_seterr(err, APS_ECORRUPT,
-                      "store: its data file is cut short (%lld bytes, its last commit needs "
-                      "%llu): restore the directory from a copy, or move it away to start "
-                      "with an empty store (%s)",
-                      (long long)st.st_size, need, path);
-    return APS_ECORRUPT;
-}
-
 /* LMDB takes a missing or empty data file for a new store. Where a reserve
  * file is (made only after a store's first commit), the store was in use:
  * its data is lost (a restore that forgot it, a copy that wrote nothing),
@@ -1682,9 +1656,7 @@ env_open(lmdb_store *s, aps_error *err)
     /* An existing file may carry a bigger map than asked for. */
     mdb_env_info(s->env, &info);
     s->map_size = info.me_mapsize;
-    rc = check_length(s, path, &info, err);
-    if (rc == 0)
-        rc = env_setup(s, err);
+    rc = env_setup(s, err);
     if (rc) {
         mdb_env_close(s->env);
         s->env = NULL;

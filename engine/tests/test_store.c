@@ -1733,67 +1733,6 @@ test_not_a_store(void **state)
     assert_true(err.msg[0] != '\0');
 }
 
-/* A data file cut short (a copy or a restore that stopped, a file system
- * that lost its tail) is refused at open with a message that says so, not
- * read through the map beyond its end (SIGBUS); the file is left as it
- * was, and the whole file, put back, opens with every job. */
-static void
-test_truncated_file(void **state)
-{
-    fx *f = *state;
-    aps_error err = {0, ""};
-    char path[PATH_MAX + 16], id[32], data[2000];
-    struct stat st;
-    off_t full;
-    int fd;
-
-    fx_open(f);
-    memset(data, 'x', sizeof data);
-    for (int i = 0; i < 200; i++) {
-        snprintf(id, sizeof id, "t%04d", i);
-        put_arg p = {id, data, sizeof data, (aps_time)i * 1000};
-        assert_int_equal(aps__store_write(f->s, put_fn, &p), 0);
-    }
-    aps__store_close(f->s);
-    f->s = NULL;
-    snprintf(path, sizeof path, "%s/data.mdb", f->dir);
-    assert_int_equal(stat(path, &st), 0);
-    full = st.st_size;
-    assert_true(full > 64 * 4096);
-    /* Cut at a page boundary, in the middle of a page, after the third. */
-    const off_t cuts[] = {full / 2 - full / 2 % 4096, full - 1000, 3 * 4096};
-    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
-        char *copy = malloc((size_t)full);
-        assert_non_null(copy);
-        fd = open(path, O_RDWR);
-        assert_true(fd >= 0);
-        assert_int_equal(pread(fd, copy, (size_t)full, 0), full);
-        assert_int_equal(ftruncate(fd, cuts[k]), 0);
-        err.msg[0] = '\0';
-        assert_int_equal(fx_open_rc(f, &err), APS_ECORRUPT);
-        assert_null(f->s);
-        assert_non_null(strstr(err.msg, "its data file is cut short"));
-        assert_non_null(strstr(err.msg, "restore the directory from a copy"));
-        assert_int_equal(stat(path, &st), 0);
-        assert_int_equal(st.st_size, cuts[k]); /* left as it was */
-        /* Put back whole: everything is there. */
-        assert_int_equal(pwrite(fd, copy, (size_t)full, 0), full);
-        close(fd);
-        free(copy);
-        fx_open(f);
-        for (int i = 0; i < 200; i += 37) {
-            void *got = NULL;
-            size_t len = 0;
-            snprintf(id, sizeof id, "t%04d", i);
-            assert_int_equal(aps__store_job_get(f->s, id, &got, &len, NULL), 0);
-            assert_int_equal(len, sizeof data);
-            free(got);
-        }
-        aps__store_close(f->s);
-        f->s = NULL;
-    }
-}
-
 /* A store that was in use (its reserve is there) whose data file is gone
  * or empty is refused, not opened as a new, empty store; put back, it
  * opens with its jobs. Without the reserve, the directory is a new store. */
@@ -2000,7 +1939,6 @@ main(void)
         LMDB_ONLY(test_schema_mismatch),
         LMDB_ONLY(test_schema_upgrade),
         LMDB_ONLY(test_not_a_store),
-        LMDB_ONLY(test_truncated_file),
         LMDB_ONLY(test_lost_data_file),
         LMDB_ONLY(test_full_disk),
     };

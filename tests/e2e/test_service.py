@@ -795,38 +795,36 @@ class RestartTest(unittest.TestCase):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def test_refuses_truncated_store(self):
-        """A data file cut short (a copy that stopped) is refused at start
-        with what to do, not read beyond its end (SIGBUS); so is an empty
-        one where the store was in use, not opened as a new store; the file
-        is left alone, and put back whole it opens with every job."""
-        tmp = tempfile.mkdtemp(prefix="apsd-e2e-truncated-")
+    def test_refuses_lost_store(self):
+        """An empty data file where the store was in use (a copy that wrote
+        nothing) is refused at start with what to do, not opened as a new,
+        empty store; the file is left alone, and put back it opens with
+        every job."""
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-lost-")
         try:
-            d = Daemon(tmp).start()
+            # A small reserve: made whatever the temporary disk's free space.
+            conf = os.path.join(tmp, "apsd.ini")
+            with open(conf, "w") as f:
+                f.write("[scheduler]\ndisk_reserve = 65536\n")
+            d = Daemon(tmp, extra=["--config", conf]).start()
             for i in range(200):
                 d.sched.AddJob(pb.AddJobRequest(job=cmd_job("keep-%03d" % i, argv=["/bin/echo", "x" * 1000],
                                                             trigger=cron(hour="1"))), timeout=T)
             self.assertEqual(d.stop(), 0, d.log_text())
+            self.assertTrue(os.path.exists(os.path.join(d.store, "reserve")))
             path = os.path.join(d.store, "data.mdb")
             with open(path, "rb") as f:
                 whole = f.read()
-            os.truncate(path, len(whole) // 2)
-            out = subprocess.run([APSD, "--listen", "127.0.0.1:%d" % free_port(), "--data-dir", d.store],
-                                 capture_output=True, timeout=30, text=True)
-            self.assertEqual(out.returncode, 1, out.stderr)
-            self.assertIn("its data file is cut short (%d bytes" % (len(whole) // 2), out.stderr)
-            self.assertIn("restore the directory from a copy", out.stderr)
-            self.assertEqual(os.path.getsize(path), len(whole) // 2)
-            # Emptied (a copy that wrote nothing): not a new, empty store.
             os.truncate(path, 0)
-            out = subprocess.run([APSD, "--listen", "127.0.0.1:%d" % free_port(), "--data-dir", d.store],
-                                 capture_output=True, timeout=30, text=True)
+            out = subprocess.run([APSD, "--listen", "127.0.0.1:%d" % free_port(), "--data-dir", d.store,
+                                  "--config", conf], capture_output=True, timeout=30, text=True)
             self.assertEqual(out.returncode, 1, out.stderr)
             self.assertIn("its data file is missing or empty, but the store was in use", out.stderr)
+            self.assertIn("restore data.mdb from a copy", out.stderr)
             self.assertEqual(os.path.getsize(path), 0)
             with open(path, "wb") as f:
                 f.write(whole)
-            d2 = Daemon(tmp).start()
+            d2 = Daemon(tmp, extra=["--config", conf]).start()
             try:
                 got = d2.sched.ListJobs(pb.ListJobsRequest(page_size=1000), timeout=T).jobs
                 self.assertEqual(len(got), 200)
