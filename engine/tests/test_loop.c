@@ -735,6 +735,51 @@ passes(aps_scheduler *s)
     return passes_busy(s, NULL);
 }
 
+/* Fire times of jobs "jN" (stamp_fn), 0 = not fired. */
+static _Atomic aps_time fired_at[MAX_JOBS];
+
+static int
+stamp_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
+         size_t error_len)
+{
+    (void)arg;
+    (void)scheduled;
+    (void)userdata;
+    (void)error;
+    (void)error_len;
+    int i = atoi(job_id + 1);
+    if (i >= 0 && i < MAX_JOBS)
+        atomic_store(&fired_at[i], aps_time_now());
+    return 0;
+}
+
+/* A scheduler on the real clock with an LMDB store (no fsync) in a new
+ * directory named after `name`, a thread pool of `workers` queueing up to
+ * `max_queue` runs, "count" and "stamp" registered, started in `mode`. */
+static aps_scheduler *
+open_real_clock(const char *name, uint32_t workers, uint32_t max_queue, aps_run_mode mode)
+{
+    aps_store_def store = {"default", "lmdb", tu_tmpdir(name)};
+    aps_executor_def exec = {
+        .name = "default", .type = "threadpool", .max_workers = workers, .max_queue = max_queue};
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = &store;
+    cfg.n_stores = 1;
+    cfg.executors = &exec;
+    cfg.n_executors = 1;
+    cfg.no_sync = 1;
+    cfg.default_misfire = APS_MISFIRE_UNLIMITED;
+    if (aps_scheduler_create(&cfg, &s, &err) != 0)
+        fail_msg("create: %s", err.msg);
+    assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_register_function(s, "stamp", stamp_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_start(s, mode), 0);
+    return s;
+}
+
 /* Adds wake the loop only for a job it would otherwise take up late (an
  * LMDB store, commit-ahead on): 200 jobs due an hour on, and a paused one,
  * added while the loop waits for the first of them, make no pass; a job
@@ -744,24 +789,9 @@ static void
 test_adds_wake_only_when_sooner(void **state)
 {
     (void)state;
-    aps_store_def store = {"default", "lmdb", tu_tmpdir("loop_add_wake")};
-    aps_executor_def exec = {
-        .name = "default", .type = "threadpool", .max_workers = 2, .max_queue = 100};
-    aps_scheduler_config cfg;
-    aps_error err;
-    aps_scheduler *s = NULL;
     char id[16];
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = &store;
-    cfg.n_stores = 1;
-    cfg.executors = &exec;
-    cfg.n_executors = 1;
-    cfg.no_sync = 1;
-    if (aps_scheduler_create(&cfg, &s, &err) != 0)
-        fail_msg("create: %s", err.msg);
     reset_calls();
-    assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = open_real_clock("loop_add_wake", 2, 100, APS_RUN_BACKGROUND);
     aps_time hour = aps_time_now() + 3600 * SEC;
     aps_trigger_spec at = tu_date(hour);
     aps_job_spec j = tu_function_job("j0", &at, "count", NULL);
@@ -836,23 +866,8 @@ static void
 test_add_wake_cases(void **state)
 {
     (void)state;
-    aps_store_def store = {"default", "lmdb", tu_tmpdir("loop_add_cases")};
-    aps_executor_def exec = {
-        .name = "default", .type = "threadpool", .max_workers = 1, .max_queue = 10};
-    aps_scheduler_config cfg;
-    aps_error err;
-    aps_scheduler *s = NULL;
     aps_time next = APS_TIME_NONE, now = aps_time_now();
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = &store;
-    cfg.n_stores = 1;
-    cfg.executors = &exec;
-    cfg.n_executors = 1;
-    cfg.no_sync = 1;
-    if (aps_scheduler_create(&cfg, &s, &err) != 0)
-        fail_msg("create: %s", err.msg);
-    assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
+    aps_scheduler *s = open_real_clock("loop_add_cases", 1, 10, APS_RUN_EXTERNAL);
     assert_int_equal(aps_scheduler_process(s, &next), 0);
     assert_true(next == APS_TIME_NONE);
     assert_false(woken(s));
@@ -885,24 +900,6 @@ test_add_wake_cases(void **state)
     assert_int_equal(aps_scheduler_process(s, &next), 0);
     assert_true(next <= now + 10 * SEC && next > now + 9 * SEC);
     aps_scheduler_destroy(s);
-}
-
-/* Fire times of jobs "jN" (stamp_fn), 0 = not fired. */
-static _Atomic aps_time fired_at[MAX_JOBS];
-
-static int
-stamp_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
-         size_t error_len)
-{
-    (void)arg;
-    (void)scheduled;
-    (void)userdata;
-    (void)error;
-    (void)error_len;
-    int i = atoi(job_id + 1);
-    if (i >= 0 && i < MAX_JOBS)
-        atomic_store(&fired_at[i], aps_time_now());
-    return 0;
 }
 
 typedef struct race_adder {
@@ -946,27 +943,11 @@ static void
 test_adds_racing_passes(void **state)
 {
     (void)state;
-    aps_store_def store = {"default", "lmdb", tu_tmpdir("loop_add_race")};
-    aps_executor_def exec = {
-        .name = "default", .type = "threadpool", .max_workers = 4, .max_queue = 10000};
-    aps_scheduler_config cfg;
-    aps_error err;
-    aps_scheduler *s = NULL;
     static race_adder ad[RACE_THREADS];
     const int n = RACE_THREADS * RACE_SOON;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = &store;
-    cfg.n_stores = 1;
-    cfg.executors = &exec;
-    cfg.n_executors = 1;
-    cfg.no_sync = 1;
-    cfg.default_misfire = APS_MISFIRE_UNLIMITED;
-    if (aps_scheduler_create(&cfg, &s, &err) != 0)
-        fail_msg("create: %s", err.msg);
     for (int i = 0; i < MAX_JOBS; i++)
         atomic_store(&fired_at[i], 0);
-    assert_int_equal(aps_scheduler_register_function(s, "stamp", stamp_fn, NULL), 0);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = open_real_clock("loop_add_race", 4, 10000, APS_RUN_BACKGROUND);
     for (int k = 0; k < RACE_THREADS; k++) {
         ad[k].s = s;
         ad[k].k = k;
