@@ -1532,9 +1532,9 @@ aps__jobrec_from_spec(const aps_job_spec *spec, const char *default_tz, aps_time
             goto fail;
         }
     } else {
-        char id[33];
+        char id[APS__JOB_ID_GEN_LEN + 1];
 
-        rc = aps__id_generate(id);
+        rc = aps__job_id_generate(id);
         if (rc) {
             set_err(err, rc, "id: cannot generate an id (no random bytes)");
             goto fail;
@@ -1680,18 +1680,33 @@ aps__id_generate(char out[33])
     return 0;
 }
 
-int
-aps__id_generate_ordered(char out[33])
+/* The wall clock's milliseconds as ORDERED_ID_TIME_HEX hex digits into out. */
+static void
+put_time_hex(char *out)
 {
     aps_time now = aps_time_now();
     uint64_t ms = now > 0 ? (uint64_t)(now / 1000) : 0;
-    int i;
 
+    for (int i = ORDERED_ID_TIME_HEX - 1; i >= 0; i--, ms >>= 4)
+        out[i] = hex_digits[ms & 0x0F];
+}
+
+int
+aps__id_generate_ordered(char out[33])
+{
     /* 128 random bits, then the time written over the first 48. */
     if (aps__id_generate(out) != 0)
         return APS_EIO;
-    for (i = ORDERED_ID_TIME_HEX - 1; i >= 0; i--, ms >>= 4)
-        out[i] = hex_digits[ms & 0x0F];
+    put_time_hex(out);
+    return 0;
+}
+
+int
+aps__job_id_generate(char out[APS__JOB_ID_GEN_LEN + 1])
+{
+    if (aps__id_generate(out + ORDERED_ID_TIME_HEX) != 0)
+        return APS_EIO;
+    put_time_hex(out);
     return 0;
 }
 

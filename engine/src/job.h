@@ -28,6 +28,7 @@
 
 /** Limits enforced by aps__jobrec_from_spec (and promised by the proto). */
 #define APS__ID_MAX 200            /**< bytes of a job id */
+#define APS__JOB_ID_GEN_LEN 44     /**< chars of a generated job id */
 #define APS__NAME_MAX 1024         /**< bytes of a job name */
 #define APS__LABELS_MAX 64         /**< labels per job */
 #define APS__LABEL_LEN_MAX 63      /**< bytes of a label key or value */
@@ -287,6 +288,17 @@ int aps__id_generate(char out[33]);
  * @return 0 or APS_EIO (out unusable).
  */
 int aps__id_generate_ordered(char out[33]);
+
+/**
+ * A generated job id: the wall clock's milliseconds since the Unix epoch
+ * (12 lowercase hex chars), then 128 random bits (32 chars) + NUL. The
+ * random part alone makes it unique, as a uuid4; the time in front makes
+ * ids generated later sort after, so the adds of a commit share the last
+ * pages of the `jobs` and `due` B-trees instead of each dirtying a page of
+ * its own (a commit of 60 adds wrote ~100 KiB instead of ~600 KiB here).
+ * @return 0 or APS_EIO (out unusable).
+ */
+int aps__job_id_generate(char out[APS__JOB_ID_GEN_LEN + 1]);
 
 /**
  * Test hook: when non-zero, the Nth allocation made by this module from now

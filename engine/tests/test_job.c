@@ -4,6 +4,7 @@
  * (round trips, every truncation, bit flips, forged counts) and every
  * allocation failure.
  */
+#include <pthread.h>
 #include <setjmp.h> /* before cmocka.h, which needs jmp_buf */
 #include <stdarg.h>
 #include <stddef.h>
@@ -342,42 +343,109 @@ test_id_generate(void **state)
     free(ids);
 }
 
-/* Ordered ids: 32 lowercase hex, led by the wall clock's milliseconds (so
- * they sort by creation time across calls), unique, random after that. */
+/* Checks n time-ordered ids of len lowercase hex chars, each in a row of
+ * `width` bytes, generated in order between the clock's before and after
+ * (ms): led by the milliseconds (so they sort by creation time), unique,
+ * and random after that (no two tails alike). */
 static void
-test_id_generate_ordered(void **state)
+check_ordered_ids(char *ids, size_t n, size_t width, size_t len, aps_time before, aps_time after)
 {
-    enum { N = 10000 };
-    char(*ids)[33] = malloc(N * sizeof *ids);
     char prefix[13];
     size_t i, j, same_tail = 0;
 
-    (void)state;
-    assert_non_null(ids);
-    aps_time before = aps_time_now() / 1000;
-    for (i = 0; i < N; i++) {
-        assert_int_equal(aps__id_generate_ordered(ids[i]), 0);
-        assert_int_equal(strlen(ids[i]), 32);
-        for (j = 0; j < 32; j++)
-            assert_non_null(strchr("0123456789abcdef", ids[i][j]));
-    }
-    aps_time after = aps_time_now() / 1000;
-    for (i = 0; i < N; i++) {
-        memcpy(prefix, ids[i], 12);
+    for (i = 0; i < n; i++) {
+        const char *id = ids + i * width;
+        assert_int_equal(strlen(id), len);
+        for (j = 0; j < len; j++)
+            assert_non_null(strchr("0123456789abcdef", id[j]));
+        memcpy(prefix, id, 12);
         prefix[12] = '\0';
         aps_time ms = (aps_time)strtoull(prefix, NULL, 16);
         assert_true(ms >= before && ms <= after);
         if (i > 0) {
             /* Non-decreasing time part (the clock did not step back here). */
-            assert_true(memcmp(ids[i - 1], ids[i], 12) <= 0);
-            if (memcmp(ids[i - 1] + 12, ids[i] + 12, 20) == 0)
+            assert_true(memcmp(id - width, id, 12) <= 0);
+            if (memcmp(id - width + 12, id + 12, len - 12) == 0)
                 same_tail++;
         }
     }
     assert_int_equal(same_tail, 0);
-    qsort(ids, N, sizeof *ids, cmp_id);
-    for (i = 1; i < N; i++)
-        assert_string_not_equal(ids[i - 1], ids[i]);
+    qsort(ids, n, width, cmp_id);
+    for (i = 1; i < n; i++)
+        assert_string_not_equal(ids + (i - 1) * width, ids + i * width);
+}
+
+/* Run ids: UUIDv7's layout, 32 lowercase hex. */
+static void
+test_id_generate_ordered(void **state)
+{
+    enum { N = 10000 };
+    char(*ids)[33] = malloc(N * sizeof *ids);
+
+    (void)state;
+    assert_non_null(ids);
+    aps_time before = aps_time_now() / 1000;
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(aps__id_generate_ordered(ids[i]), 0);
+    check_ordered_ids(ids[0], N, sizeof *ids, 32, before, aps_time_now() / 1000);
+    free(ids);
+}
+
+/* Generated job ids: 44 chars, the milliseconds then 128 random bits; in
+ * creation order when sorted (so that adds append to the store's B-trees),
+ * and unique, also when several threads generate them at once. */
+typedef struct id_thread {
+    char (*ids)[APS__JOB_ID_GEN_LEN + 1];
+    size_t n;
+    pthread_t th;
+    int rc;
+} id_thread;
+
+static void *
+job_ids_main(void *arg)
+{
+    id_thread *t = arg;
+    for (size_t i = 0; i < t->n && t->rc == 0; i++)
+        t->rc = aps__job_id_generate(t->ids[i]);
+    return NULL;
+}
+
+static void
+test_job_id_generate(void **state)
+{
+    enum { N = 10000, THREADS = 4 };
+    char(*ids)[APS__JOB_ID_GEN_LEN + 1] = malloc(N * THREADS * sizeof *ids);
+    id_thread t[THREADS];
+
+    (void)state;
+    assert_non_null(ids);
+    aps_time before = aps_time_now() / 1000;
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(aps__job_id_generate(ids[i]), 0);
+    aps_time after = aps_time_now() / 1000;
+    check_ordered_ids(ids[0], N, sizeof *ids, APS__JOB_ID_GEN_LEN, before, after);
+    /* From several threads at once (each its own block of random bytes):
+     * all distinct. */
+    before = aps_time_now() / 1000;
+    for (size_t k = 0; k < THREADS; k++) {
+        t[k] = (id_thread){ids + k * N, N, 0, 0};
+        assert_int_equal(pthread_create(&t[k].th, NULL, job_ids_main, &t[k]), 0);
+    }
+    for (size_t k = 0; k < THREADS; k++) {
+        assert_int_equal(pthread_join(t[k].th, NULL), 0);
+        assert_int_equal(t[k].rc, 0);
+    }
+    after = aps_time_now() / 1000;
+    qsort(ids, N * THREADS, sizeof *ids, cmp_id);
+    for (size_t i = 0; i < N * THREADS; i++) {
+        char prefix[13];
+        memcpy(prefix, ids[i], 12);
+        prefix[12] = '\0';
+        aps_time ms = (aps_time)strtoull(prefix, NULL, 16);
+        assert_true(ms >= before && ms <= after);
+        if (i > 0)
+            assert_string_not_equal(ids[i - 1], ids[i]);
+    }
     free(ids);
 }
 
@@ -391,8 +459,8 @@ test_defaults(void **state)
     (void)state;
     s.id = NULL;
     r = make(&s, NULL);
-    assert_int_equal(strlen(r->job.id), 32);
-    for (j = 0; j < 32; j++)
+    assert_int_equal(strlen(r->job.id), APS__JOB_ID_GEN_LEN);
+    for (j = 0; j < APS__JOB_ID_GEN_LEN; j++)
         assert_non_null(strchr("0123456789abcdef", r->job.id[j]));
     assert_string_equal(r->job.name, r->job.id);
     assert_string_equal(r->job.executor, "default");
@@ -2451,6 +2519,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_id_generate),
         cmocka_unit_test(test_id_generate_ordered),
+        cmocka_unit_test(test_job_id_generate),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_errors_id_name),
         cmocka_unit_test(test_errors_target),

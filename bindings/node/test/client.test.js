@@ -98,7 +98,7 @@ test('addJob: interval, date, trigger objects, defaults', async () => {
   // Generated id, memory store, command options.
   const gen = await c.addJob({ command: { argv: ['/bin/true'], env: { A: '1' }, timeout: 1.5 } },
                              apsd.date(FAR), { jobstore: 'memory' });
-  assert.match(gen.id, /^[0-9a-f]{32}$/);
+  assert.match(gen.id, /^[0-9a-f]{44}$/); // generated: milliseconds, then 128 random bits
   assert.equal(gen.jobstore, 'memory');
   assert.deepEqual(gen.target.command.env, { A: '1' });
   assert.equal(gen.target.command.timeout, 1.5);

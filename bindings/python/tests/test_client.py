@@ -77,7 +77,7 @@ class ClientTest(unittest.TestCase):
     def test_add_job_interval_and_date(self):
         before = dt.datetime.now(UTC)
         job = self.c.add_job("sample_tasks:add", trigger="interval", seconds=3, args=(1, 2))
-        self.assertEqual(len(job.id), 32)  # generated, like uuid4().hex
+        self.assertRegex(job.id, "^[0-9a-f]{44}$")  # generated: milliseconds, 128 random bits
         self.assertEqual(str(job.trigger), "interval[0:00:03]")
         self.assertEqual(job.trigger.start_date, job.next_run_time)  # stored: now + 3 s
         delta = (job.next_run_time - before).total_seconds()

@@ -236,7 +236,7 @@ typedef struct aps_label {
 
 /** A job as the user describes it. Every pointer is borrowed. */
 typedef struct aps_job_spec {
-    const char *id;   /**< NULL = generated (128 random bits, hex) */
+    const char *id;   /**< NULL = generated: 44 hex, ms time then 128 random bits */
     const char *name; /**< NULL = the id */
     const aps_trigger_spec *trigger; /**< NULL: a one-shot date job at next_run_time (or now) */
     aps_target target;

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """APScheduler 3.9 baseline for tools/bench/engine (run with /usr/bin/python3).
 
-  apscheduler_bench.py adds THREADS SECONDS sqlite|memory DIR
+  apscheduler_bench.py adds THREADS SECONDS sqlite|memory DIR [thread|gen]
       durable (SQLAlchemyJobStore on SQLite) or in-memory add_job calls per
-      second from THREADS threads; prints "adds_per_s N"
-  apscheduler_bench.py adds_multi THREADS,THREADS,... SECONDS sqlite|memory DIR RUNS
+      second from THREADS threads; prints "adds_per_s N". Ids "t<k>-<n>"
+      (`thread`, the default) or none: APScheduler's uuid4().hex (`gen`)
+  apscheduler_bench.py adds_multi THREADS,THREADS,... SECONDS sqlite|memory DIR RUNS [thread|gen]
       the same for each thread count, RUNS times (interleaved), in one
       process (one import); prints "adds threads=T run=R per_s=N" lines
   apscheduler_bench.py lateness JOBS SECONDS [WARMUP]
@@ -35,7 +36,7 @@ def noop():
     pass
 
 
-def bench_adds(threads, seconds, kind, directory, quiet=False):
+def bench_adds(threads, seconds, kind, directory, ids="thread", quiet=False):
     if kind == "sqlite":
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         path = os.path.join(directory, "jobs.sqlite")
@@ -53,7 +54,7 @@ def bench_adds(threads, seconds, kind, directory, quiet=False):
         n = 0
         far = datetime(2100, 1, 1, tzinfo=timezone.utc)
         while time.monotonic() < stop:
-            sched.add_job(noop, "date", run_date=far, id="t%d-%d" % (k, n))
+            sched.add_job(noop, "date", run_date=far, id="t%d-%d" % (k, n) if ids == "thread" else None)
             n += 1
         counts[k] = n
 
@@ -73,10 +74,10 @@ def bench_adds(threads, seconds, kind, directory, quiet=False):
     return rate
 
 
-def bench_adds_multi(thread_counts, seconds, kind, directory, runs):
+def bench_adds_multi(thread_counts, seconds, kind, directory, runs, ids="thread"):
     for r in range(runs):
         for t in thread_counts:
-            rate = bench_adds(t, seconds, kind, directory, quiet=True)
+            rate = bench_adds(t, seconds, kind, directory, ids, quiet=True)
             print("adds threads=%d run=%d per_s=%.0f" % (t, r, rate))
             sys.stdout.flush()
 
@@ -148,10 +149,12 @@ def bench_lateness(jobs, seconds, warmup):
 
 if __name__ == "__main__":
     if sys.argv[1] == "adds":
-        bench_adds(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5])
+        bench_adds(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5],
+                   sys.argv[6] if len(sys.argv) > 6 else "thread")
     elif sys.argv[1] == "adds_multi":
         bench_adds_multi([int(t) for t in sys.argv[2].split(",")], float(sys.argv[3]),
-                         sys.argv[4], sys.argv[5], int(sys.argv[6]))
+                         sys.argv[4], sys.argv[5], int(sys.argv[6]),
+                         sys.argv[7] if len(sys.argv) > 7 else "thread")
     elif sys.argv[1] == "lateness":
         bench_lateness(int(sys.argv[2]), int(sys.argv[3]),
                        int(sys.argv[4]) if len(sys.argv) > 4 else 2)
