@@ -144,7 +144,9 @@ typedef struct aps_store_stats {
  * The directory is created with mode 0700 if missing. The store takes an
  * exclusive lock (`flock` on `dir/apsd.lock`, which holds the owner's pid);
  * it is released on close or when the process dies, so a store left by a
- * killed process opens cleanly. The store owns one writer thread.
+ * killed process opens cleanly. The store owns one writer thread. A
+ * directory on a network file system (NFS, SMB/CIFS, AFS, CephFS, 9p, ...)
+ * is refused: LMDB needs one host's page cache.
  *
  * @param[in]  dir  data directory path (borrowed).
  * @param[in]  cfg  options (copied), or NULL for the defaults.
@@ -155,10 +157,18 @@ typedef struct aps_store_stats {
  *    also for a second open in the same process;
  *  - #APS_ECORRUPT: not an LMDB environment, or a damaged one, or a schema
  *    version this code does not know (newer apsd);
- *  - #APS_EIO, #APS_ENOSPC, #APS_ENOMEM, #APS_EINVAL (bad arguments).
+ *  - #APS_EINVAL: bad arguments, or a network file system;
+ *  - #APS_EIO, #APS_ENOSPC, #APS_ENOMEM.
  */
 int aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **out,
                          aps_error *err);
+
+/**
+ * Test hook: when non-zero, aps__store_open_lmdb takes it as the statfs
+ * f_type of every directory (to test the refusal of network file systems
+ * on a machine without one). Never set outside tests.
+ */
+extern unsigned long aps__store_fs_type_test;
 
 /**
  * Opens an empty volatile store in memory.

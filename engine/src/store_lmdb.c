@@ -42,10 +42,13 @@
  * process dies) and holds the owner's pid for the EBUSY message. flock locks
  * belong to the open file description, so a second open in the same process
  * is refused too (LMDB forbids opening one environment twice in a process).
+ * A directory on a network file system is refused (check_fs): LMDB's locks
+ * and shared memory map hold only within one host's page cache.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -54,6 +57,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -1700,6 +1704,49 @@ make_dirs(const char *dir, aps_error *err)
     return 0;
 }
 
+unsigned long aps__store_fs_type_test;
+
+/* Network and cluster file systems, by statfs f_type. LMDB says not to use
+ * them: flock may be a no-op there, and a memory map is not kept coherent
+ * with other hosts, so two daemons could both own a store, or one could
+ * read pages that another host rewrote. */
+static const struct {
+    unsigned long type;
+    const char *name;
+} remote_fs[] = {
+    {NFS_SUPER_MAGIC, "NFS"},     {SMB_SUPER_MAGIC, "SMB"},   {CIFS_SUPER_MAGIC, "CIFS"},
+    {SMB2_SUPER_MAGIC, "SMB2"},   {AFS_SUPER_MAGIC, "AFS"},   {AFS_FS_MAGIC, "AFS"},
+    {CEPH_SUPER_MAGIC, "CephFS"}, {CODA_SUPER_MAGIC, "Coda"}, {V9FS_MAGIC, "9p"},
+    {OCFS2_SUPER_MAGIC, "OCFS2"}, {0x01161970, "GFS2"}, /* GFS2_MAGIC, in <linux/gfs2_ondisk.h> */
+    {0x0BD00BD0, "Lustre"}, /* LL_SUPER_MAGIC, not in the kernel headers */
+};
+
+/* Refuses a directory on a file system of remote_fs. */
+static int
+check_fs(const char *dir, aps_error *err)
+{
+    struct statfs sf;
+    unsigned long type;
+
+    if (aps__store_fs_type_test != 0)
+        type = aps__store_fs_type_test;
+    else if (statfs(dir, &sf) == 0)
+        type = (unsigned long)sf.f_type;
+    else
+        return 0; /* the open that follows says what is wrong */
+    for (size_t i = 0; i < sizeof remote_fs / sizeof remote_fs[0]; i++) {
+        if (remote_fs[i].type != type)
+            continue;
+        aps__store_seterr(err, APS_EINVAL,
+                          "store: the directory is on a network file system (%s), where LMDB "
+                          "is not safe (locks and memory maps do not hold across hosts): "
+                          "use a directory on a local disk (%s)",
+                          remote_fs[i].name, dir);
+        return APS_EINVAL;
+    }
+    return 0;
+}
+
 /* Takes the directory lock, or says who holds it. */
 static int
 take_lock(lmdb_store *s, aps_error *err)
@@ -1849,6 +1896,9 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
         goto fail_msg;
 
     rc = make_dirs(dir, err);
+    if (rc)
+        goto fail;
+    rc = check_fs(dir, err);
     if (rc)
         goto fail;
     rc = take_lock(s, err);

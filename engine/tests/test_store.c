@@ -1789,6 +1789,41 @@ test_lost_data_file(void **state)
     assert_int_equal(aps__store_job_get(f->s, "l19", &got, &len, NULL), APS_ENOENT);
 }
 
+/* A directory on a network file system (its statfs type given through the
+ * test hook) is refused with what to do, before anything is written there;
+ * a local one opens. */
+static void
+test_network_fs(void **state)
+{
+    static const struct {
+        unsigned long type;
+        const char *name;
+    } remote[] = {{0x6969, "(NFS)"}, {0xFF534D42, "(CIFS)"}, {0x01021997, "(9p)"}};
+    fx *f = *state;
+    aps_error err = {0, ""};
+    char path[PATH_MAX + 16];
+    struct stat st;
+
+    for (size_t i = 0; i < sizeof remote / sizeof remote[0]; i++) {
+        aps__store_fs_type_test = remote[i].type;
+        err.msg[0] = '\0';
+        assert_int_equal(fx_open_rc(f, &err), APS_EINVAL);
+        assert_null(f->s);
+        assert_non_null(strstr(err.msg, "network file system"));
+        assert_non_null(strstr(err.msg, remote[i].name));
+        assert_non_null(strstr(err.msg, "use a directory on a local disk"));
+        snprintf(path, sizeof path, "%s/data.mdb", f->dir);
+        assert_int_equal(stat(path, &st), -1);
+        snprintf(path, sizeof path, "%s/apsd.lock", f->dir);
+        assert_int_equal(stat(path, &st), -1);
+    }
+    aps__store_fs_type_test = 0xEF53; /* ext4 */
+    fx_open(f);
+    aps__store_fs_type_test = 0;
+    put_arg p = {"n1", "data", 4, 1000};
+    assert_int_equal(aps__store_write(f->s, put_fn, &p), 0);
+}
+
 /* A child in its own mount namespace fills a 2 MiB tmpfs. Exit 77 = the
  * environment can not mount (skip). */
 static int
@@ -1940,6 +1975,7 @@ main(void)
         LMDB_ONLY(test_schema_upgrade),
         LMDB_ONLY(test_not_a_store),
         LMDB_ONLY(test_lost_data_file),
+        LMDB_ONLY(test_network_fs),
         LMDB_ONLY(test_full_disk),
     };
 
