@@ -1616,6 +1616,8 @@ aps__jobrec_apply(aps__jobrec *r, const aps_job_spec *spec, uint32_t mask, const
 #define ID_BLOCK 512
 /* Hex digits of milliseconds leading an ordered id: 48 bits, as UUIDv7. */
 #define ORDERED_ID_TIME_HEX 12
+_Static_assert(APS__JOB_ID_GEN_LEN == ORDERED_ID_TIME_HEX + 32,
+               "a generated job id: the time, then 128 random bits in hex");
 
 static unsigned long fork_generation; /* bumped in a child after fork */
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;

@@ -428,7 +428,7 @@ test_job_id_generate(void **state)
      * all distinct. */
     before = aps_time_now() / 1000;
     for (size_t k = 0; k < THREADS; k++) {
-        t[k] = (id_thread){ids + k * N, N, 0, 0};
+        t[k] = (id_thread){.ids = ids + k * N, .n = N};
         assert_int_equal(pthread_create(&t[k].th, NULL, job_ids_main, &t[k]), 0);
     }
     for (size_t k = 0; k < THREADS; k++) {

@@ -722,8 +722,12 @@ show_event_item(const Apsd__V1__SubscribeEventsResponse *r, int show_bookmarks)
     if (r->item_case != APSD__V1__SUBSCRIBE_EVENTS_RESPONSE__ITEM_EVENT || r->event == NULL)
         return;
     const Apsd__V1__Event *e = r->event;
-    if (e->run_id[0])
-        sb_printf(&b, "run=%.8s ", e->run_id);
+    if (e->run_id[0]) {
+        /* Its last 8 hex digits: the first ones are the time, the same for
+         * every run of a minute. */
+        size_t n = strlen(e->run_id);
+        sb_printf(&b, "run=%s ", e->run_id + (n > 8 ? n - 8 : 0));
+    }
     switch (e->type) {
     case APSD__V1__EVENT_TYPE__EVENT_TYPE_JOB_EXECUTED:
     case APSD__V1__EVENT_TYPE__EVENT_TYPE_JOB_ERROR:
@@ -749,7 +753,8 @@ show_event_item(const Apsd__V1__SubscribeEventsResponse *r, int show_bookmarks)
             sb_printf(&b, "executor=%s", e->executor);
     }
     char *details = esc(buf, strlen(buf), 0);
-    char *job = esc(e->job_id[0] ? e->job_id : "-", strlen(e->job_id[0] ? e->job_id : "-"), 40);
+    /* Whole generated ids (44 chars), to be copied into --job or get. */
+    char *job = esc(e->job_id[0] ? e->job_id : "-", strlen(e->job_id[0] ? e->job_id : "-"), 64);
     printf("%6llu  %-24s  %-17s  ", (unsigned long long)e->sequence, ts_str(e->time, tb),
            event_type_short(e->type));
     pad(stdout, job, 16);

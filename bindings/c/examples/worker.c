@@ -62,7 +62,10 @@ main(int argc, char **argv)
         char *args = NULL;
         if (d->args != NULL)
             apsc_to_json(d->args, 0, &args);
-        printf("run %.8s of %s: %s(%s)\n", d->run_id, d->job_id, d->task, args ? args : "[]");
+        /* The run id's last 8 digits: its first ones are the time. */
+        size_t rn = strlen(d->run_id);
+        printf("run %s of %s: %s(%s)\n", d->run_id + (rn > 8 ? rn - 8 : 0), d->job_id, d->task,
+               args ? args : "[]");
 
         /* A long task would call ExtendLease every lease_duration / 3. */
         Apsd__V1__ExtendLeaseRequest ext = APSD__V1__EXTEND_LEASE_REQUEST__INIT;

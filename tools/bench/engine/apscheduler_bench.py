@@ -37,6 +37,8 @@ def noop():
 
 
 def bench_adds(threads, seconds, kind, directory, ids="thread", quiet=False):
+    if ids not in ("thread", "gen"):
+        sys.exit("ids: thread or gen, not %r" % ids)
     if kind == "sqlite":
         from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
         path = os.path.join(directory, "jobs.sqlite")

@@ -1027,7 +1027,7 @@ out:
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: bench_engine adds SECONDS THREADS [thread|seq [DIR]]\n"
+    fprintf(stderr, "usage: bench_engine adds SECONDS THREADS [thread|seq|gen [DIR]]\n"
                     "       bench_engine lateness JOBS SECONDS WARMUP lmdb|memory [DIR]\n"
                     "       bench_engine loopcost JOBS ROUNDS lmdb|memory [DIR]\n"
                     "       bench_engine million JOBS THREADS [DIR]\n"
@@ -1043,7 +1043,9 @@ main(int argc, char **argv)
     if (argc < 2)
         usage();
     const char *cmd = argv[1];
-    if (strcmp(cmd, "adds") == 0 && argc >= 4)
+    if (strcmp(cmd, "adds") == 0 && argc >= 4 &&
+        (argc == 4 || strcmp(argv[4], "thread") == 0 || strcmp(argv[4], "seq") == 0 ||
+         strcmp(argv[4], "gen") == 0))
         return cmd_adds(atof(argv[2]), atoi(argv[3]), argc > 4 ? argv[4] : "thread",
                         argc > 5 ? argv[5] : NULL);
     if (strcmp(cmd, "lateness") == 0 && argc >= 6)
