@@ -64,6 +64,7 @@ typedef struct config {
     long event_max_count;
     double event_max_age_s, request_id_retention_s;
     int shutdown_wait;
+    int allow_network_fs;
     double shutdown_grace_s;
     long cq_threads, engine_threads, engine_queue, max_message, requests_per_method;
     long max_subscribers, subscriber_queue, backfill_max_runs;
@@ -131,7 +132,9 @@ static const char usage_text[] =
     "                 0-60; default 0: not at all),\n"
     "                 disk_reserve (bytes held in STORE_DIR/reserve and given back when\n"
     "                 the disk fills, so that jobs keep firing while new ones are\n"
-    "                 refused; default 33554432, 0 = none)\n"
+    "                 refused; default 33554432, 0 = none),\n"
+    "                 allow_network_fs (bool: open LMDB stores on a network file\n"
+    "                 system, which is refused by default; default false)\n"
     "  [job_defaults] coalesce (bool, default true), max_instances (default 1),\n"
     "                 misfire_grace_time (seconds or `unlimited`, default 1)\n"
     "  [limits]       max_subscribers, subscriber_queue, heartbeat_interval,\n"
@@ -373,6 +376,9 @@ ini_key(void *ud, const char *section, const char *key, const char *v)
         } else if (!strcmp(key, "disk_reserve")) {
             if (parse_long(v, 0, 1L << 40, &c->disk_reserve))
                 BAD("[scheduler] disk_reserve: bytes, 0-1099511627776");
+        } else if (!strcmp(key, "allow_network_fs")) {
+            if (parse_bool(v, &c->allow_network_fs))
+                BAD("[scheduler] allow_network_fs: not a boolean");
         } else
             BAD("[scheduler] %s: unknown key", key);
     } else if (!strcmp(section, "job_defaults")) {
@@ -984,6 +990,7 @@ main(int argc, char **argv)
         scfg.commit_ahead_us = secs_us(c.commit_ahead_s) > 0 ? secs_us(c.commit_ahead_s) : 1;
     if (c.commit_ahead_max_s > 0)
         scfg.commit_ahead_max_us = secs_us(c.commit_ahead_max_s);
+    scfg.allow_network_fs = c.allow_network_fs;
     if (c.disk_reserve >= 0) /* here too, 0 is none */
         scfg.disk_reserve_bytes = c.disk_reserve > 0 ? c.disk_reserve : -1;
 

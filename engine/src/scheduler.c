@@ -1310,6 +1310,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
                          : cfg->disk_reserve_bytes == 0 ? DISK_RESERVE_BYTES
                                                         : (size_t)cfg->disk_reserve_bytes;
     s->disk_reserve_bytes = scfg.reserve_bytes;
+    scfg.allow_network_fs = cfg->allow_network_fs;
 
     const aps_store_def *sdefs = cfg->n_stores ? cfg->stores : &default_store;
     size_t n_sdefs = cfg->n_stores ? cfg->n_stores : 1;

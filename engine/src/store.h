@@ -119,6 +119,9 @@ typedef struct aps_store_config {
      *  that is free), given back when a write finds the disk full
      *  (aps__store_space_low); 0 = none. */
     size_t reserve_bytes;
+    /** LMDB: open a directory on a network file system too (refused by
+     *  default: LMDB's lock works within one host). */
+    int allow_network_fs;
     /** The clock events are pruned by age against: the one that stamps
      *  them (the scheduler's, which a test may inject). now NULL = the
      *  real clock. */
@@ -145,8 +148,8 @@ typedef struct aps_store_stats {
  * exclusive lock (`flock` on `dir/apsd.lock`, which holds the owner's pid);
  * it is released on close or when the process dies, so a store left by a
  * killed process opens cleanly. The store owns one writer thread. A
- * directory on a network file system (NFS, SMB/CIFS, AFS, CephFS, 9p, ...)
- * is refused: LMDB needs one host's page cache.
+ * directory on a network file system (NFS, SMB/CIFS, AFS, CephFS, ...) is
+ * refused unless cfg->allow_network_fs: LMDB's lock works within one host.
  *
  * @param[in]  dir  data directory path (borrowed).
  * @param[in]  cfg  options (copied), or NULL for the defaults.
@@ -157,7 +160,8 @@ typedef struct aps_store_stats {
  *    also for a second open in the same process;
  *  - #APS_ECORRUPT: not an LMDB environment, or a damaged one, or a schema
  *    version this code does not know (newer apsd);
- *  - #APS_EINVAL: bad arguments, or a network file system;
+ *  - #APS_EINVAL: bad arguments, or a network file system (message:
+ *    which one);
  *  - #APS_EIO, #APS_ENOSPC, #APS_ENOMEM.
  */
 int aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **out,

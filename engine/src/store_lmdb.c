@@ -42,8 +42,8 @@
  * process dies) and holds the owner's pid for the EBUSY message. flock locks
  * belong to the open file description, so a second open in the same process
  * is refused too (LMDB forbids opening one environment twice in a process).
- * A directory on a network file system is refused (check_fs): LMDB's locks
- * and shared memory map hold only within one host's page cache.
+ * A directory on a network file system is refused (check_fs): LMDB's lock
+ * file works within one host.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1706,28 +1706,50 @@ make_dirs(const char *dir, aps_error *err)
 
 unsigned long aps__store_fs_type_test;
 
-/* Network and cluster file systems, by statfs f_type. LMDB says not to use
- * them: flock may be a no-op there, and a memory map is not kept coherent
- * with other hosts, so two daemons could both own a store, or one could
- * read pages that another host rewrote. */
+/* Network and cluster file systems, by statfs f_type: those coreutils
+ * counts as remote (gnulib's file_is_remote), less FUSE (mostly local file
+ * systems), overlayfs (a container's root) and VxFS (mostly single-host).
+ * LMDB says not to use them: its lock file's reader table and mutexes are
+ * shared memory, which holds within one host, and flock may be local to a
+ * host or missing there, so two daemons on two hosts could both own a
+ * store. 9p is left out: gVisor reports it for local disks. */
 static const struct {
     unsigned long type;
     const char *name;
 } remote_fs[] = {
-    {NFS_SUPER_MAGIC, "NFS"},     {SMB_SUPER_MAGIC, "SMB"},   {CIFS_SUPER_MAGIC, "CIFS"},
-    {SMB2_SUPER_MAGIC, "SMB2"},   {AFS_SUPER_MAGIC, "AFS"},   {AFS_FS_MAGIC, "AFS"},
-    {CEPH_SUPER_MAGIC, "CephFS"}, {CODA_SUPER_MAGIC, "Coda"}, {V9FS_MAGIC, "9p"},
-    {OCFS2_SUPER_MAGIC, "OCFS2"}, {0x01161970, "GFS2"}, /* GFS2_MAGIC, in <linux/gfs2_ondisk.h> */
-    {0x0BD00BD0, "Lustre"}, /* LL_SUPER_MAGIC, not in the kernel headers */
+    {NFS_SUPER_MAGIC, "NFS"},
+    {SMB_SUPER_MAGIC, "SMB"},
+    {CIFS_SUPER_MAGIC, "CIFS"},
+    {SMB2_SUPER_MAGIC, "SMB2"},
+    {AFS_SUPER_MAGIC, "AFS"},
+    {AFS_FS_MAGIC, "AFS"},
+    {CEPH_SUPER_MAGIC, "CephFS"},
+    {CODA_SUPER_MAGIC, "Coda"},
+    {OCFS2_SUPER_MAGIC, "OCFS2"},
+    /* Not in <linux/magic.h>; the values of coreutils' stat. */
+    {0x01161970, "GFS2"},
+    {0x0BD00BD0, "Lustre"},
+    {0x47504653, "GPFS"},
+    {0x19830326, "BeeGFS"},
+    {0xAAD7AAEA, "PanFS"},
+    {0x61636673, "ACFS"},
+    {0x013111A8, "IBRIX"},
+    {0x0000564C, "NCP"},
+    {0xBEEFDEAD, "SNFS"},
+    {0x786F4256, "vboxsf"},
+    {0xBACBACBC, "vmhgfs"},
+    {0x7C7C6673, "prl_fs"},
 };
 
-/* Refuses a directory on a file system of remote_fs. */
+/* Refuses a directory on a file system of remote_fs, unless allowed. */
 static int
-check_fs(const char *dir, aps_error *err)
+check_fs(const char *dir, int allow, aps_error *err)
 {
     struct statfs sf;
     unsigned long type;
 
+    if (allow)
+        return 0;
     if (aps__store_fs_type_test != 0)
         type = aps__store_fs_type_test;
     else if (statfs(dir, &sf) == 0)
@@ -1739,8 +1761,8 @@ check_fs(const char *dir, aps_error *err)
             continue;
         aps__store_seterr(err, APS_EINVAL,
                           "store: the directory is on a network file system (%s), where LMDB "
-                          "is not safe (locks and memory maps do not hold across hosts): "
-                          "use a directory on a local disk (%s)",
+                          "is not safe: use a local disk, or allow_network_fs if no other "
+                          "host ever opens the store (%s)",
                           remote_fs[i].name, dir);
         return APS_EINVAL;
     }
@@ -1898,7 +1920,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     rc = make_dirs(dir, err);
     if (rc)
         goto fail;
-    rc = check_fs(dir, err);
+    rc = check_fs(dir, s->base.cfg.allow_network_fs, err);
     if (rc)
         goto fail;
     rc = take_lock(s, err);

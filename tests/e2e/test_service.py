@@ -1030,5 +1030,31 @@ class DiskReserveTest(unittest.TestCase):
             self.assertIn("disk_reserve: bytes", out.stderr)
 
 
+class NetworkFsConfigTest(unittest.TestCase):
+    """[scheduler] allow_network_fs: a boolean (a store on a network file
+    system is refused without it: engine/tests/test_store.c, through a test
+    hook for the file system's type, since this machine has none)."""
+
+    def test_values(self):
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-netfs-")
+        try:
+            path = os.path.join(tmp, "apsd.ini")
+            with open(path, "w") as f:
+                f.write("[scheduler]\nallow_network_fs = true\n")
+            d = Daemon(tmp, ["--config", path]).start()
+            try:
+                job = d.sched.AddJob(pb.AddJobRequest(job=cmd_job(trigger=far_date())), timeout=T)
+                self.assertEqual(d.sched.GetJob(pb.GetJobRequest(job_id=job.id), timeout=T).id, job.id)
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+            with open(path, "w") as f:
+                f.write("[scheduler]\nallow_network_fs = maybe\n")
+            out = subprocess.run([APSD, "--config", path], capture_output=True, timeout=30, text=True)
+            self.assertNotEqual(out.returncode, 0)
+            self.assertIn("allow_network_fs: not a boolean", out.stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
