@@ -1,0 +1,97 @@
+"""Clients that test_firing.py runs as processes of their own, beside the
+measuring one, as churn.py: in the measuring process, their gRPC traffic
+took the GIL from the reader whose delivery delay is measured (a baseline
+worker completing 100 runs/s asynchronously put that delay at 0.8-1 s,
+against 40 ms from its own process).
+
+  side_clients.py drain PORT SECONDS
+      one worker on queue `loadq` completes every run dispatched for
+      SECONDS (up to 64 in flight); prints the count.
+  side_clients.py stuck PORT OPEN_UNTIL SECONDS
+      opens a subscriber to every event that never reads every 2 s until
+      OPEN_UNTIL seconds from now, on a channel whose receive window stays
+      small (no BDP growth), so that the transport does not absorb
+      megabytes of events for them before the daemon's queue fills; at
+      SECONDS, reads each (what the transport buffered, then its status,
+      within 30 s); prints a JSON list of [events, status name, details]
+      (status "NOT_ENDED" when a stream did not end).
+
+Every loop is bounded by its deadline."""
+import json
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from loadlib import channel, pb, scheduler_pb2_grpc, wpb, workers_pb2_grpc  # noqa: E402
+
+import grpc  # noqa: E402
+
+
+def drain(port, seconds):
+    ch = channel(port)
+    workers = workers_pb2_grpc.WorkersStub(ch)
+    req = wpb.AcquireRequest(queue="loadq", worker_id="drain", max_in_flight=64)
+    # Long enough for the Completes below; short, so that a dispatch
+    # still in flight when the stream's deadline ends it expires soon.
+    req.lease_duration.FromSeconds(3)
+    futs = []
+    try:
+        for item in workers.Acquire(req, timeout=seconds):
+            if item.WhichOneof("item") == "dispatch":
+                d = item.dispatch
+                futs.append(workers.Complete.future(
+                    wpb.CompleteRequest(run_id=d.run_id, lease_token=d.lease_token), timeout=60))
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    for f in futs:
+        f.result()
+    ch.close()
+    print(len(futs), flush=True)
+
+
+def stuck(port, open_until, seconds):
+    t0 = time.time()
+    ch = grpc.insecure_channel("127.0.0.1:%d" % port, options=[
+        ("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 8192),
+        ("grpc.use_local_subchannel_pool", 1)])
+    stub = scheduler_pb2_grpc.SchedulerStub(ch)
+    streams = []
+    while time.time() < t0 + open_until:
+        streams.append(stub.SubscribeEvents(pb.SubscribeEventsRequest(), timeout=300))
+        time.sleep(min(2.0, max(0.0, t0 + open_until - time.time())))
+    time.sleep(max(0.0, t0 + seconds - time.time()))
+    ends = [None] * len(streams)
+
+    def read(k):
+        got = 0
+        try:
+            for _ in streams[k]:
+                got += 1
+            ends[k] = [got, "OK", ""]
+        except grpc.RpcError as e:
+            ends[k] = [got, e.code().name, e.details() or ""]
+
+    readers = [threading.Thread(target=read, args=(k,), daemon=True) for k in range(len(streams))]
+    for th in readers:
+        th.start()
+    end = time.time() + 30
+    for th in readers:
+        th.join(timeout=max(0.1, end - time.time()))
+    for k, st in enumerate(streams):
+        if ends[k] is None:
+            st.cancel()
+            ends[k] = [0, "NOT_ENDED", ""]
+    ch.close()
+    print(json.dumps(ends), flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "drain":
+        drain(int(sys.argv[2]), float(sys.argv[3]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "stuck":
+        stuck(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+    else:
+        sys.exit(__doc__)
