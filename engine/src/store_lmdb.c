@@ -48,7 +48,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/magic.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -1706,38 +1705,25 @@ make_dirs(const char *dir, aps_error *err)
 
 unsigned long aps__store_fs_type_test;
 
-/* Network and cluster file systems, by statfs f_type: those coreutils
- * counts as remote (gnulib's file_is_remote), less FUSE (mostly local file
- * systems), overlayfs (a container's root) and VxFS (mostly single-host).
- * LMDB says not to use them: its lock file's reader table and mutexes are
- * shared memory, which holds within one host, and flock may be local to a
- * host or missing there, so two daemons on two hosts could both own a
- * store. 9p is left out: gVisor reports it for local disks. */
+/* Network and cluster file systems, by statfs f_type: those coreutils'
+ * stat tags "remote" (src/stat.c, the source of its fs-is-local.h), less
+ * those that are mostly local or not where a store goes: FUSE and fusectl,
+ * overlayfs (a container's root), aufs, VxFS, pipefs, nfsd. 9p is left out
+ * too: gVisor reports it for local disks. LMDB says not to use them: its
+ * lock file's reader table and mutexes are shared memory, which holds
+ * within one host, and flock may be local to a host or missing there, so
+ * two daemons on two hosts could both own a store. The values are
+ * literals: <linux/magic.h> has only some of them, and CIFS, SMB2 and Ceph
+ * only since Linux 5.17. */
 static const struct {
     unsigned long type;
     const char *name;
 } remote_fs[] = {
-    {NFS_SUPER_MAGIC, "NFS"},
-    {SMB_SUPER_MAGIC, "SMB"},
-    {CIFS_SUPER_MAGIC, "CIFS"},
-    {SMB2_SUPER_MAGIC, "SMB2"},
-    {AFS_SUPER_MAGIC, "AFS"},
-    {AFS_FS_MAGIC, "AFS"},
-    {CEPH_SUPER_MAGIC, "CephFS"},
-    {CODA_SUPER_MAGIC, "Coda"},
-    {OCFS2_SUPER_MAGIC, "OCFS2"},
-    /* Not in <linux/magic.h>; the values of coreutils' stat. */
-    {0x01161970, "GFS2"},
-    {0x0BD00BD0, "Lustre"},
-    {0x47504653, "GPFS"},
-    {0x19830326, "BeeGFS"},
-    {0xAAD7AAEA, "PanFS"},
-    {0x61636673, "ACFS"},
-    {0x013111A8, "IBRIX"},
-    {0x0000564C, "NCP"},
-    {0xBEEFDEAD, "SNFS"},
-    {0x786F4256, "vboxsf"},
-    {0xBACBACBC, "vmhgfs"},
+    {0x00006969, "NFS"},    {0x0000517B, "SMB"},   {0xFF534D42, "CIFS"},   {0xFE534D42, "SMB2"},
+    {0x5346414F, "AFS"},    {0x6B414653, "AFS"},   {0x00C36400, "CephFS"}, {0x73757245, "Coda"},
+    {0x7461636F, "OCFS2"},  {0x01161970, "GFS2"},  {0x0BD00BD0, "Lustre"}, {0x47504653, "GPFS"},
+    {0x19830326, "BeeGFS"}, {0xAAD7AAEA, "PanFS"}, {0x61636673, "ACFS"},   {0x013111A8, "IBRIX"},
+    {0x0000564C, "NCP"},    {0xBEEFDEAD, "SNFS"},  {0x786F4256, "vboxsf"}, {0xBACBACBC, "vmhgfs"},
     {0x7C7C6673, "prl_fs"},
 };
 

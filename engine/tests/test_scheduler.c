@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "apsd/engine.h"
+#include "store.h" /* aps__store_fs_type_test */
 #include "testutil.h"
 
 #define SEC INT64_C(1000000)
@@ -1169,6 +1170,36 @@ test_event_sequences_and_subscribers(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* allow_network_fs reaches the LMDB store: without it, a store on a network
+ * file system (its type given through the store's test hook) fails
+ * aps_scheduler_create with the store's message; with it, it opens. */
+static void
+test_network_fs_config(void **state)
+{
+    (void)state;
+    aps_store_def stores[1] = {{"default", "lmdb", tu_tmpdir("netfs")}};
+    aps_scheduler_config cfg;
+    aps_scheduler *s = NULL;
+    aps_error err = {0, ""};
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = stores;
+    cfg.n_stores = 1;
+    cfg.clock = &tu_clock;
+    cfg.no_sync = 1;
+    aps__store_fs_type_test = 0x6969; /* NFS */
+    int rc = aps_scheduler_create(&cfg, &s, &err);
+    aps__store_fs_type_test = 0;
+    assert_int_equal(rc, APS_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "network file system (NFS)"));
+    aps__store_fs_type_test = 0x6969;
+    cfg.allow_network_fs = 1;
+    rc = aps_scheduler_create(&cfg, &s, &err);
+    aps__store_fs_type_test = 0;
+    assert_int_equal(rc, 0);
+    aps_scheduler_destroy(s);
+}
+
 static void
 test_subscriber_gap_marker(void **state)
 {
@@ -1454,6 +1485,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_event_age_by_scheduler_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_sequences_and_subscribers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subscriber_gap_marker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_network_fs_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listeners_miss_nothing_in_a_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scheduler_pause_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_by_restart, setup, teardown),

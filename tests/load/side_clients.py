@@ -4,17 +4,19 @@ took the GIL from the reader whose delivery delay is measured (a baseline
 worker completing 100 runs/s asynchronously put that delay at 0.8-1 s,
 against 40 ms from its own process).
 
-  side_clients.py drain PORT SECONDS
-      one worker on queue `loadq` completes every run dispatched for
-      SECONDS (up to 64 in flight); prints the count.
-  side_clients.py stuck PORT OPEN_UNTIL SECONDS
-      opens a subscriber to every event that never reads every 2 s until
-      OPEN_UNTIL seconds from now, on a channel whose receive window stays
+  side_clients.py drain PORT END
+      one worker on queue `loadq` completes every run dispatched until END
+      (epoch seconds; up to 64 in flight); prints the count.
+  side_clients.py stuck PORT OPEN_UNTIL END
+      every 2 s until OPEN_UNTIL (epoch seconds), opens a subscriber to all
+      events and never reads it, on a channel whose receive window stays
       small (no BDP growth), so that the transport does not absorb
-      megabytes of events for them before the daemon's queue fills; at
-      SECONDS, reads each (what the transport buffered, then its status,
-      within 30 s); prints a JSON list of [events, status name, details]
-      (status "NOT_ENDED" when a stream did not end).
+      megabytes of events for them before the daemon's queue fills; at END,
+      reads each (what the transport buffered, then its status, within
+      30 s); prints a JSON list of [events, status name, details] (status
+      "NOT_ENDED" when a stream did not end).
+
+Times are absolute (this process's start-up does not shift them).
 
 Every loop is bounded by its deadline."""
 import json
@@ -29,7 +31,7 @@ from loadlib import channel, pb, scheduler_pb2_grpc, wpb, workers_pb2_grpc  # no
 import grpc  # noqa: E402
 
 
-def drain(port, seconds):
+def drain(port, end):
     ch = channel(port)
     workers = workers_pb2_grpc.WorkersStub(ch)
     req = wpb.AcquireRequest(queue="loadq", worker_id="drain", max_in_flight=64)
@@ -38,7 +40,7 @@ def drain(port, seconds):
     req.lease_duration.FromSeconds(3)
     futs = []
     try:
-        for item in workers.Acquire(req, timeout=seconds):
+        for item in workers.Acquire(req, timeout=max(0.1, end - time.time())):
             if item.WhichOneof("item") == "dispatch":
                 d = item.dispatch
                 futs.append(workers.Complete.future(
@@ -52,40 +54,41 @@ def drain(port, seconds):
     print(len(futs), flush=True)
 
 
-def stuck(port, open_until, seconds):
-    t0 = time.time()
+def stuck(port, open_until, end):
     ch = grpc.insecure_channel("127.0.0.1:%d" % port, options=[
         ("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 8192),
         ("grpc.use_local_subchannel_pool", 1)])
     stub = scheduler_pb2_grpc.SchedulerStub(ch)
     streams = []
-    while time.time() < t0 + open_until:
+    while time.time() < open_until:
         streams.append(stub.SubscribeEvents(pb.SubscribeEventsRequest(), timeout=300))
-        time.sleep(min(2.0, max(0.0, t0 + open_until - time.time())))
-    time.sleep(max(0.0, t0 + seconds - time.time()))
+        time.sleep(min(2.0, max(0.0, open_until - time.time())))
+    time.sleep(max(0.0, end - time.time()))
     ends = [None] * len(streams)
+    got = [0] * len(streams)
 
     def read(k):
-        got = 0
         try:
             for _ in streams[k]:
-                got += 1
-            ends[k] = [got, "OK", ""]
+                got[k] += 1
+            ends[k] = [got[k], "OK", ""]
         except grpc.RpcError as e:
-            ends[k] = [got, e.code().name, e.details() or ""]
+            ends[k] = [got[k], e.code().name, e.details() or ""]
 
     readers = [threading.Thread(target=read, args=(k,), daemon=True) for k in range(len(streams))]
     for th in readers:
         th.start()
     end = time.time() + 30
+    deadline = time.time() + 30
     for th in readers:
-        th.join(timeout=max(0.1, end - time.time()))
+        th.join(timeout=max(0.1, deadline - time.time()))
+    # Taken before the cancels below, which end the streams not cut.
+    out = [e if e is not None else [got[k], "NOT_ENDED", ""] for k, e in enumerate(ends)]
     for k, st in enumerate(streams):
         if ends[k] is None:
             st.cancel()
-            ends[k] = [0, "NOT_ENDED", ""]
     ch.close()
-    print(json.dumps(ends), flush=True)
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

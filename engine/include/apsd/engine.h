@@ -525,8 +525,9 @@ typedef enum aps_run_mode {
 
 /**
  * Creates a scheduler: opens its stores (an lmdb store in use by another
- * process gives APS_EBUSY `store is in use by pid N`), creates its
- * executors. The scheduler is stopped: jobs may be added, none fire.
+ * process gives APS_EBUSY `store is in use by pid N`; one on a network
+ * file system APS_EINVAL, see allow_network_fs), creates its executors.
+ * The scheduler is stopped: jobs may be added, none fire.
  */
 int aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_error *err);
 
