@@ -1170,6 +1170,19 @@ test_event_sequences_and_subscribers(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* cfg: one LMDB store (store, at a fresh directory `name`) on the test
+ * clock, without fsync; everything else the defaults. */
+static void
+lmdb_config(aps_scheduler_config *cfg, aps_store_def *store, const char *name)
+{
+    *store = (aps_store_def){"default", "lmdb", tu_tmpdir(name)};
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->stores = store;
+    cfg->n_stores = 1;
+    cfg->clock = &tu_clock;
+    cfg->no_sync = 1;
+}
+
 /* allow_network_fs reaches the LMDB store: without it, a store on a network
  * file system (its type given through the store's test hook) fails
  * aps_scheduler_create with the store's message; with it, it opens. */
@@ -1177,15 +1190,11 @@ static void
 test_network_fs_config(void **state)
 {
     (void)state;
-    aps_store_def stores[1] = {{"default", "lmdb", tu_tmpdir("netfs")}};
+    aps_store_def store;
     aps_scheduler_config cfg;
     aps_scheduler *s = NULL;
     aps_error err = {0, ""};
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = stores;
-    cfg.n_stores = 1;
-    cfg.clock = &tu_clock;
-    cfg.no_sync = 1;
+    lmdb_config(&cfg, &store, "netfs");
     aps__store_fs_type_test = 0x6969; /* NFS */
     int rc = aps_scheduler_create(&cfg, &s, &err);
     aps__store_fs_type_test = 0;
@@ -1204,15 +1213,11 @@ static void
 test_subscriber_gap_marker(void **state)
 {
     (void)state;
-    aps_store_def stores[1] = {{"default", "lmdb", tu_tmpdir("gap")}};
+    aps_store_def store;
     aps_scheduler_config cfg;
     aps_scheduler *s = NULL;
     aps_error err;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = stores;
-    cfg.n_stores = 1;
-    cfg.clock = &tu_clock;
-    cfg.no_sync = 1;
+    lmdb_config(&cfg, &store, "gap");
     cfg.event_max_count = 10; /* keep only the newest 10 */
     assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
     aps_job_spec spec = func_job(NULL, NULL, NULL);

@@ -31,9 +31,10 @@ from loadlib import channel, pb, scheduler_pb2_grpc, wpb, workers_pb2_grpc  # no
 import grpc  # noqa: E402
 
 
-def drain(port, end):
-    ch = channel(port)
-    workers = workers_pb2_grpc.WorkersStub(ch)
+def complete_dispatched(workers, end):
+    """Completes every run of `loadq` dispatched to a worker until `end`
+    (epoch seconds; up to 64 in flight) through the Workers stub `workers`;
+    returns the count. Also test_firing.py's in-process drain."""
     req = wpb.AcquireRequest(queue="loadq", worker_id="drain", max_in_flight=64)
     # Long enough for the Completes below; short, so that a dispatch
     # still in flight when the stream's deadline ends it expires soon.
@@ -50,8 +51,14 @@ def drain(port, end):
             raise
     for f in futs:
         f.result()
+    return len(futs)
+
+
+def drain(port, end):
+    ch = channel(port)
+    n = complete_dispatched(workers_pb2_grpc.WorkersStub(ch), end)
     ch.close()
-    print(len(futs), flush=True)
+    print(n, flush=True)
 
 
 def stuck(port, open_until, end):

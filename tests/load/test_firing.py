@@ -44,7 +44,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadlib import (ET, SANITIZED, T, Daemon, RssSampler, mib, pb, percentile,  # noqa: E402
-                     thread_sched, ts, us, wpb)
+                     thread_sched, ts, us)
+import side_clients  # noqa: E402
 
 import grpc  # noqa: E402
 
@@ -527,26 +528,8 @@ class FiringLoadTest(unittest.TestCase):
 
     def drain_remote(self, seconds=1.0):
         """Completes every remote run of `loadq` dispatched for a while
-        (up to 64 Completes in flight); returns the count."""
-        done = []
-        req = wpb.AcquireRequest(queue="loadq", worker_id="drain", max_in_flight=64)
-        # Long enough for the Completes below; short, so that a dispatch
-        # still in flight when the stream's deadline ends it expires soon.
-        req.lease_duration.FromSeconds(3)
-        stream = self.d.workers.Acquire(req, timeout=seconds)
-        futs = []
-        try:
-            for item in stream:
-                if item.WhichOneof("item") == "dispatch":
-                    d = item.dispatch
-                    futs.append(self.d.workers.Complete.future(
-                        wpb.CompleteRequest(run_id=d.run_id, lease_token=d.lease_token), timeout=60))
-        except grpc.RpcError as e:
-            self.assertEqual(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED, e.details())
-        for f in futs:
-            f.result()
-            done.append(1)
-        return len(done)
+        (up to 64 in flight); returns the count."""
+        return side_clients.complete_dispatched(self.d.workers, time.time() + seconds)
 
     def check_events(self, reader, ids, all_jobs):
         """Every fire time of each sampled job has exactly one JOB_SUBMITTED
