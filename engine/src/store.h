@@ -148,8 +148,9 @@ typedef struct aps_store_stats {
  * exclusive lock (`flock` on `dir/apsd.lock`, which holds the owner's pid);
  * it is released on close or when the process dies, so a store left by a
  * killed process opens cleanly. The store owns one writer thread. A
- * directory on a network file system (NFS, SMB/CIFS, AFS, CephFS, ...) is
- * refused unless cfg->allow_network_fs: LMDB's lock works within one host.
+ * directory on a network file system (NFS, SMB/CIFS, AFS, CephFS, ...,
+ * FUSE sshfs, GlusterFS, ...) is refused unless cfg->allow_network_fs,
+ * before anything is created there: LMDB's lock works within one host.
  *
  * @param[in]  dir  data directory path (borrowed).
  * @param[in]  cfg  options (copied), or NULL for the defaults.
@@ -173,6 +174,13 @@ int aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store
  * on a machine without one). Never set outside tests.
  */
 extern unsigned long aps__store_fs_type_test;
+
+/**
+ * Test hook: when set, the path of the file read instead of
+ * /proc/self/mountinfo to find a FUSE mount's subtype. Never set outside
+ * tests.
+ */
+extern const char *aps__store_mountinfo_test;
 
 /**
  * Opens an empty volatile store in memory.

@@ -58,6 +58,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1707,8 +1708,9 @@ unsigned long aps__store_fs_type_test;
 
 /* Network and cluster file systems, by statfs f_type: those coreutils'
  * stat tags "remote" (src/stat.c, the source of its fs-is-local.h), less
- * those that are mostly local or not where a store goes: FUSE and fusectl,
- * overlayfs (a container's root), aufs, VxFS, pipefs, nfsd. 9p is left out
+ * those that are mostly local or not where a store goes: FUSE and fusectl
+ * (FUSE is told apart by subtype, remote_fuse), overlayfs (a container's
+ * root), aufs, VxFS, pipefs, nfsd. 9p is left out
  * too: gVisor reports it for local disks. LMDB says not to use them: its
  * lock file's reader table and mutexes are shared memory, which holds
  * within one host, and flock may be local to a host or missing there, so
@@ -1727,32 +1729,111 @@ static const struct {
     {0x7C7C6673, "prl_fs"},
 };
 
-/* Refuses a directory on a file system of remote_fs, unless allowed. */
+/* FUSE file systems that reach another host (by the subtype mountinfo
+ * gives them, "fuse.<subtype>"): the rest of FUSE is often local (ntfs-3g,
+ * bindfs, encfs, squashfuse), so FUSE as such is not refused. */
+#define FUSE_SUPER_MAGIC 0x65735546UL
+static const char *const remote_fuse[] = {
+    "sshfs",     "glusterfs", "ceph-fuse", "cephfs",    "s3fs",         "rclone",
+    "gcsfuse",   "goofys",    "juicefs",   "mfs",       "lizardfs",     "blobfuse",
+    "blobfuse2", "smbnetfs",  "curlftpfs", "seaweedfs", "alluxio-fuse",
+};
+
+const char *aps__store_mountinfo_test;
+
+/* The nearest directory of `dir` that exists (dir itself, or the closest
+ * ancestor that does), into path: the store's directory is checked before
+ * it is created, so that nothing is made on a refused file system. */
+static void
+existing_dir(const char *dir, char *path, size_t cap)
+{
+    struct stat st;
+
+    snprintf(path, cap, "%s", dir);
+    while (stat(path, &st) != 0 && errno == ENOENT) {
+        char *slash = strrchr(path, '/');
+
+        if (slash == NULL) {
+            snprintf(path, cap, ".");
+            return;
+        }
+        if (slash == path) {
+            path[1] = '\0';
+            return;
+        }
+        *slash = '\0';
+    }
+}
+
+/* The FUSE subtype of the mount of device `dev` (from /proc/self/mountinfo:
+ * "id parent major:minor root mountpoint ... - fuse.<subtype> source
+ * options"), into sub; "" if it has none or cannot be read. */
+static void
+fuse_subtype(dev_t dev, char *sub, size_t cap)
+{
+    const char *path =
+        aps__store_mountinfo_test ? aps__store_mountinfo_test : "/proc/self/mountinfo";
+    FILE *f = fopen(path, "re");
+    char *line = NULL;
+    size_t len = 0;
+
+    sub[0] = '\0';
+    if (f == NULL)
+        return;
+    while (getline(&line, &len, f) > 0) {
+        unsigned maj, mnr;
+        const char *sep = strstr(line, " - ");
+
+        if (sscanf(line, "%*d %*d %u:%u", &maj, &mnr) != 2 || maj != major(dev) ||
+            mnr != minor(dev) || sep == NULL || strncmp(sep + 3, "fuse.", 5) != 0)
+            continue;
+        snprintf(sub, cap, "%.*s", (int)strcspn(sep + 8, " \n"), sep + 8);
+        break;
+    }
+    free(line);
+    fclose(f);
+}
+
+/* Refuses a directory on a file system of remote_fs, or a FUSE one of
+ * remote_fuse, unless allowed. The directory may not exist yet: its
+ * nearest existing ancestor is checked. */
 static int
 check_fs(const char *dir, int allow, aps_error *err)
 {
+    char path[PATH_MAX], sub[64], what[80];
+    const char *name = NULL;
     struct statfs sf;
+    struct stat st;
     unsigned long type;
 
     if (allow)
         return 0;
+    existing_dir(dir, path, sizeof path);
     if (aps__store_fs_type_test != 0)
         type = aps__store_fs_type_test;
-    else if (statfs(dir, &sf) == 0)
+    else if (statfs(path, &sf) == 0)
         type = (unsigned long)sf.f_type;
     else
         return 0; /* the open that follows says what is wrong */
-    for (size_t i = 0; i < sizeof remote_fs / sizeof remote_fs[0]; i++) {
-        if (remote_fs[i].type != type)
-            continue;
-        aps__store_seterr(err, APS_EINVAL,
-                          "store: the directory is on a network file system (%s), where LMDB "
-                          "is not safe: use a local disk, or allow_network_fs if no other "
-                          "host ever opens the store (%s)",
-                          remote_fs[i].name, dir);
-        return APS_EINVAL;
+    for (size_t i = 0; i < sizeof remote_fs / sizeof remote_fs[0] && name == NULL; i++)
+        if (remote_fs[i].type == type)
+            name = remote_fs[i].name;
+    if (name == NULL && type == FUSE_SUPER_MAGIC && stat(path, &st) == 0) {
+        fuse_subtype(st.st_dev, sub, sizeof sub);
+        for (size_t i = 0; i < sizeof remote_fuse / sizeof remote_fuse[0] && name == NULL; i++)
+            if (strcmp(sub, remote_fuse[i]) == 0) {
+                snprintf(what, sizeof what, "FUSE %s", sub);
+                name = what;
+            }
     }
-    return 0;
+    if (name == NULL)
+        return 0;
+    aps__store_seterr(err, APS_EINVAL,
+                      "store: the directory is on a network file system (%s), where LMDB "
+                      "is not safe: use a local disk, or allow_network_fs if no other "
+                      "host ever opens the store (%s)",
+                      name, dir);
+    return APS_EINVAL;
 }
 
 /* Takes the directory lock, or says who holds it. */
@@ -1903,10 +1984,10 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     if (!have_rw || !have_mu || !have_rmu || !have_cv)
         goto fail_msg;
 
-    rc = make_dirs(dir, err);
+    rc = check_fs(dir, s->base.cfg.allow_network_fs, err);
     if (rc)
         goto fail;
-    rc = check_fs(dir, s->base.cfg.allow_network_fs, err);
+    rc = make_dirs(dir, err);
     if (rc)
         goto fail;
     rc = take_lock(s, err);

@@ -13,8 +13,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,6 +99,7 @@ fx_teardown(void **state)
     rm_rf(f->dir);
     free(f);
     aps__store_fs_type_test = 0; /* test_network_fs: also when it failed */
+    aps__store_mountinfo_test = NULL;
     return 0;
 }
 
@@ -1839,6 +1841,74 @@ test_network_fs(void **state)
     assert_int_equal(aps__store_write(f->s, put_fn, &p), 0);
 }
 
+/* Opens an LMDB store in `dir` expecting the network file-system refusal
+ * naming `name`, with nothing created: not the directory if it was missing,
+ * not the lock file. */
+static void
+expect_refused(fx *f, const char *dir, const char *name)
+{
+    aps_store *s = NULL;
+    aps_error err = {0, ""};
+    char path[PATH_MAX + 16];
+    struct stat st;
+
+    assert_int_equal(aps__store_open_lmdb(dir, &f->cfg, &s, &err), APS_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "network file system"));
+    assert_non_null(strstr(err.msg, name));
+    snprintf(path, sizeof path, "%s/apsd.lock", dir);
+    assert_int_equal(stat(path, &st), -1);
+}
+
+/* FUSE is refused by subtype (from mountinfo: given here through a test
+ * hook, with the real device of the directory): sshfs is, bindfs is not,
+ * nor FUSE whose mount cannot be found. A missing directory (and its
+ * missing parent) is checked where it would be made, and not made. */
+static void
+test_network_fs_fuse(void **state)
+{
+    fx *f = *state;
+    char info[PATH_MAX + 16], sub[PATH_MAX + 16], top[PATH_MAX + 16];
+    struct stat st;
+    FILE *out;
+
+    assert_int_equal(stat(f->dir, &st), 0);
+    snprintf(info, sizeof info, "%s/mountinfo", f->dir);
+    snprintf(top, sizeof top, "%s/new", f->dir);
+    snprintf(sub, sizeof sub, "%s/new/store", f->dir);
+    aps__store_mountinfo_test = info;
+    aps__store_fs_type_test = 0x65735546; /* FUSE */
+
+    out = fopen(info, "w");
+    assert_non_null(out);
+    fprintf(out, "21 1 0:19 / /proc rw,nosuid - proc proc rw\n");
+    fprintf(out, "98 21 %u:%u / /srv/data rw,relatime - fuse.sshfs me@host:/srv rw,user_id=0\n",
+            major(st.st_dev), minor(st.st_dev));
+    fclose(out);
+    expect_refused(f, sub, "(FUSE sshfs)");
+    assert_int_equal(stat(top, &st), -1);
+    expect_refused(f, f->dir, "(FUSE sshfs)");
+
+    out = fopen(info, "w");
+    assert_non_null(out);
+    fprintf(out, "98 21 %u:%u / /srv/data rw - fuse.bindfs /data rw\n", major(st.st_dev),
+            minor(st.st_dev));
+    fclose(out);
+    fx_open(f);
+    aps__store_close(f->s);
+    f->s = NULL;
+
+    unlink(info); /* mountinfo unreadable: FUSE of unknown kind opens */
+    fx_open(f);
+    aps__store_close(f->s);
+    f->s = NULL;
+
+    /* A network type with the directory missing: refused, nothing made. */
+    aps__store_fs_type_test = 0x6969;
+    expect_refused(f, sub, "(NFS)");
+    assert_int_equal(stat(top, &st), -1);
+}
+
 /* A child in its own mount namespace fills a 2 MiB tmpfs. Exit 77 = the
  * environment can not mount (skip). */
 static int
@@ -1991,6 +2061,7 @@ main(void)
         LMDB_ONLY(test_not_a_store),
         LMDB_ONLY(test_lost_data_file),
         LMDB_ONLY(test_network_fs),
+        LMDB_ONLY(test_network_fs_fuse),
         LMDB_ONLY(test_full_disk),
     };
 

@@ -503,9 +503,9 @@ typedef struct aps_scheduler_config {
      *  reserve (a full disk fails every write). */
     int64_t disk_reserve_bytes;
     /** LMDB stores: open a directory on a network or cluster file system
-     *  (NFS, SMB/CIFS, AFS, CephFS, GFS2, Lustre, ...) rather than refuse
-     *  it. LMDB's lock works within one host: only for a store that no
-     *  other host ever opens. */
+     *  (NFS, SMB/CIFS, AFS, CephFS, GFS2, Lustre, ..., and FUSE ones such
+     *  as sshfs or GlusterFS) rather than refuse it. LMDB's lock works
+     *  within one host: only for a store that no other host ever opens. */
     int allow_network_fs;
 } aps_scheduler_config;
 
