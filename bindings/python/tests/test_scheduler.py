@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 from apsd_testutil import Daemon, PACKAGE_ROOT, SRC, wait_for, _runfile
@@ -72,6 +73,13 @@ class RemoteSchedulerTest(unittest.TestCase):
         scheduler.add_job(func=aps_test, args=('循环任务',), trigger='interval', seconds=1)
         pending = scheduler.get_jobs()
         self.assertEqual(len(pending), 3)
+        # Ids made as the daemon makes them: milliseconds, then 128 random bits.
+        now_ms = time.time() * 1000
+        for j in pending:
+            self.assertRegex(j.id, "^[0-9a-f]{44}$")
+            self.assertLess(abs(int(j.id[:12], 16) - now_ms), 60000)
+        ms = [int(j.id[:12], 16) for j in pending]
+        self.assertEqual(ms, sorted(ms))
         self.assertTrue(all(j.pending for j in pending))
         out = io.StringIO()
         scheduler.print_jobs(out=out)
