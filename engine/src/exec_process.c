@@ -1387,8 +1387,11 @@ pp_shutdown(aps__executor *ex, int wait)
     pp->stopping = 1;
     if (!wait)
         pp->kill_all = 1;
-    /* Queued runs never start: they finish as interrupted. */
-    while (pp->count > 0) {
+    /* With `wait`, queued runs still run (the loop ends once they are
+     * done), as concurrent.futures' (and so APScheduler's) shutdown(wait=True)
+     * does: a date job's run is its only one. Else they never start and
+     * finish as interrupted. */
+    while (!wait && pp->count > 0) {
         aps__run *run = pp->queue[pp->head];
         pp->head = (pp->head + 1) % pp->qcap;
         pp->count--;

@@ -1046,17 +1046,29 @@ test_shutdown(void **state)
     ex->ops->shutdown(ex, 0); /* idempotent */
     ex->ops->destroy(ex);
 
-    /* With wait: the running child finishes normally. */
+    /* With wait: the running child finishes normally, and the queued run
+     * still runs after it (concurrent.futures' shutdown(wait=True)); new
+     * runs are refused meanwhile. */
     ex = make_exec(&def);
     a = new_run(NULL, "/bin/sh", "-c", "sleep 0.3; echo done");
+    b = new_run(NULL, "/bin/echo", "queued");
     memcpy(ida, a->run_id, 33);
+    memcpy(idb, b->run_id, 33);
     assert_int_equal(ex->ops->submit(ex, a), 0);
     wait_children(ex, 1);
+    assert_int_equal(ex->ops->submit(ex, b), 0);
     ex->ops->shutdown(ex, 1);
+    late = new_run(NULL, "/bin/true");
+    assert_int_equal(ex->ops->submit(ex, late), APS_ESTATE);
+    aps__run_free(late);
     a = wait_run(ida, 1 * SEC);
+    b = wait_run(idb, 1 * SEC);
     assert_int_equal(out0(a)->status, APS_RUN_SUCCEEDED);
     assert_stdout(a, "done\n");
+    assert_int_equal(out0(b)->status, APS_RUN_SUCCEEDED);
+    assert_stdout(b, "queued\n");
     aps__run_free(a);
+    aps__run_free(b);
     ex->ops->destroy(ex);
 }
 
