@@ -1253,6 +1253,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
         return set_err(err, APS_ENOMEM, "out of memory");
     s->wake_fd = s->timer_fd = s->epoll_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->pause_mu, NULL);
     pthread_rwlock_init(&s->fn_lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1502,19 +1503,25 @@ pause_resume(aps_scheduler *s, int paused)
 {
     if (s == NULL)
         return APS_EINVAL;
+    pthread_mutex_lock(&s->pause_mu);
     pthread_mutex_lock(&s->mu);
     int running = s->started && !s->stopping;
+    int change = s->state != (paused ? APS_STATE_PAUSED : APS_STATE_RUNNING);
     pthread_mutex_unlock(&s->mu);
+    int rc = 0;
+    /* APScheduler acts (and emits its event) only on a change of state. */
     if (!running)
-        return APS_ESTATE; /* APScheduler: SchedulerNotRunningError */
-    int rc = sched_event(s, paused ? APS_EVENT_SCHEDULER_PAUSED : APS_EVENT_SCHEDULER_RESUMED,
-                         NULL, paused);
-    if (rc == 0) {
+        rc = APS_ESTATE; /* APScheduler: SchedulerNotRunningError */
+    else if (change)
+        rc = sched_event(s, paused ? APS_EVENT_SCHEDULER_PAUSED : APS_EVENT_SCHEDULER_RESUMED, NULL,
+                         paused);
+    if (rc == 0 && change) {
         pthread_mutex_lock(&s->mu);
         s->state = paused ? APS_STATE_PAUSED : APS_STATE_RUNNING;
         pthread_mutex_unlock(&s->mu);
         aps__scheduler_wake(s);
     }
+    pthread_mutex_unlock(&s->pause_mu);
     return rc;
 }
 
@@ -1545,9 +1552,10 @@ locate(aps_scheduler *s, const char *id)
 
 /* A trigger compiled for the job's spec (jitter seeded from the config). */
 static int
-compile_trigger(aps_scheduler *s, const aps_trigger_spec *spec, aps_time now, aps_trigger **out)
+compile_trigger(aps_scheduler *s, const aps_trigger_spec *spec, aps_time now, aps_trigger **out,
+                aps_error *err)
 {
-    int rc = aps_trigger_create(spec, s->tz, now, out, NULL);
+    int rc = aps_trigger_create(spec, s->tz, now, out, err);
     if (rc == 0 && s->jitter_seed != 0)
         aps_trigger_seed(*out, s->jitter_seed);
     return rc;
@@ -1558,7 +1566,7 @@ static int
 first_fire(aps_scheduler *s, const aps_trigger_spec *spec, aps_time now, aps_time *next)
 {
     aps_trigger *trig = NULL;
-    int rc = compile_trigger(s, spec, now, &trig);
+    int rc = compile_trigger(s, spec, now, &trig, NULL);
     if (rc != 0)
         return rc;
     rc = aps_trigger_next(trig, APS_TIME_NONE, now, next);
@@ -2184,7 +2192,7 @@ mut_fn(aps_txn *t, void *arg)
             rc = space_low_err(c->s, c->si, "backfills", c->err);
             break;
         }
-        rc = compile_trigger(c->s, rec->job.trigger, c->now, &trig);
+        rc = compile_trigger(c->s, rec->job.trigger, c->now, &trig, NULL);
         if (rc == 0)
             rc = fire_times(trig, c->start, c->end, c->max_runs, &times, &n);
         for (size_t i = 0; rc == 0 && i < n; i++)
@@ -2537,14 +2545,15 @@ hash_id(const char *id)
     return h;
 }
 
-static aps_trigger *
-trig_cached(aps_scheduler *s, const aps__jobrec *rec, aps_time now)
+static int
+trig_cached(aps_scheduler *s, const aps__jobrec *rec, aps_time now, aps_trigger **out,
+            aps_error *err)
 {
     if (s->cap_trig == 0 || s->n_trig * 2 >= s->cap_trig) {
         size_t cap = s->cap_trig ? s->cap_trig * 2 : 1024;
         aps__trig_entry *v = calloc(cap, sizeof(*v));
         if (v == NULL)
-            return NULL;
+            return APS_ENOMEM;
         for (size_t i = 0; i < s->cap_trig; i++) {
             if (s->trig[i].id == NULL)
                 continue;
@@ -2561,16 +2570,19 @@ trig_cached(aps_scheduler *s, const aps__jobrec *rec, aps_time now)
     while (s->trig[k].id != NULL && strcmp(s->trig[k].id, rec->job.id) != 0)
         k = (k + 1) & (s->cap_trig - 1);
     aps__trig_entry *e = &s->trig[k];
-    if (e->id != NULL && e->update_time == rec->job.update_time)
-        return e->trigger;
+    if (e->id != NULL && e->update_time == rec->job.update_time) {
+        *out = e->trigger;
+        return 0;
+    }
     aps_trigger *trig = NULL;
-    if (compile_trigger(s, rec->job.trigger, now, &trig) != 0)
-        return NULL;
+    int rc = compile_trigger(s, rec->job.trigger, now, &trig, err);
+    if (rc != 0)
+        return rc;
     if (e->id == NULL) {
         e->id = strdup(rec->job.id);
         if (e->id == NULL) {
             aps_trigger_destroy(trig);
-            return NULL;
+            return APS_ENOMEM;
         }
         s->n_trig++;
     } else {
@@ -2578,7 +2590,8 @@ trig_cached(aps_scheduler *s, const aps__jobrec *rec, aps_time now)
     }
     e->trigger = trig;
     e->update_time = rec->job.update_time;
-    return trig;
+    *out = trig;
+    return 0;
 }
 
 static void
@@ -2618,6 +2631,57 @@ due_collect(void *arg, const char *id, const void *data, size_t len, aps_time ne
     return 0;
 }
 
+/* The latest fire time of `trig` at or before `now`, given `from`, one
+ * before now: the first fire time at or after now - w for w = 1 s, 2 s, ...
+ * until one is at most now (or w reaches back to `from`), then steps
+ * forward. For a job too far behind to enumerate its run times. */
+static int
+latest_fire(aps_trigger *trig, aps_time from, aps_time now, aps_time *out)
+{
+    aps_time best = from, t = APS_TIME_NONE;
+    int rc = 0;
+    for (aps_time w = US_PER_SEC; rc == 0; w *= 2) {
+        aps_time lo = now - from > w ? now - w : from;
+        rc = aps_trigger_next(trig, APS_TIME_NONE, lo, &t);
+        if (rc == 0 && t != APS_TIME_NONE && t <= now && t > best)
+            best = t;
+        if (best != from || lo == from)
+            break;
+    }
+    for (size_t i = 0; rc == 0 && i < RUN_TIMES_ITER_MAX; i++) {
+        rc = aps_trigger_next(trig, best, now, &t);
+        if (rc != 0 || t == APS_TIME_NONE || t > now)
+            break;
+        best = t;
+    }
+    *out = best;
+    return rc;
+}
+
+/* A due job whose trigger fails (its zone gone from the system, an all_of
+ * whose parts never meet): paused, with a JOB_MODIFIED event that says why.
+ * Failing the write instead would hold up every job of its store, pass
+ * after pass, since the job stays first in the due index. Out of memory
+ * fails the write as always (it is retried). */
+static int
+trigger_failed(due_ctx *c, aps_txn *t, aps__jobrec *rec, int failed, const char *why)
+{
+    aps_event *ev = NULL;
+    char msg[384];
+    if (failed == APS_ENOMEM)
+        return failed;
+    rec->job.paused = 1;
+    rec->job.next_run_time = APS_TIME_NONE;
+    c->processed++;
+    int rc = out_event(&c->o, APS_EVENT_JOB_MODIFIED, c->now, &rec->job, NULL, NULL, 0, &ev);
+    if (rc != 0)
+        return rc;
+    snprintf(msg, sizeof(msg), "paused: its trigger failed (%s%s%.256s); modify it, then resume",
+             aps_strerror(failed), why && why[0] ? ": " : "", why ? why : "");
+    ev->message = strdup(msg);
+    return loop_save(c->s, t, rec);
+}
+
 /* One due job: APScheduler's _process_jobs body. */
 static int
 process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
@@ -2627,11 +2691,13 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
     size_t n = 0, extra = 0, iters = 0;
     aps_time next = rec->job.next_run_time;
     aps_time last = APS_TIME_NONE;
-    int rc = 0;
+    int rc = 0, beyond = 0; /* beyond: more run times than enumerated */
 
-    aps_trigger *trig = trig_cached(s, rec, c->now);
-    if (trig == NULL)
-        return APS_ENOMEM;
+    aps_trigger *trig = NULL;
+    aps_error terr = {0, ""};
+    rc = trig_cached(s, rec, c->now, &trig, &terr);
+    if (rc != 0)
+        return trigger_failed(c, t, rec, rc, terr.msg);
     /* _get_run_times(now): every fire time up to now. */
     while (next != APS_TIME_NONE && next <= c->now && iters < RUN_TIMES_ITER_MAX) {
         if (n < RUN_TIMES_MAX)
@@ -2642,13 +2708,18 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
         iters++;
         rc = aps_trigger_next(trig, next, c->now, &next);
         if (rc != 0)
-            return rc;
+            return trigger_failed(c, t, rec, rc, "its next fire time could not be computed");
     }
     if (iters == RUN_TIMES_ITER_MAX && next != APS_TIME_NONE && next <= c->now) {
-        /* Too far behind to enumerate: continue from now. */
-        rc = aps_trigger_next(trig, APS_TIME_NONE, c->now, &next);
+        /* Too far behind to enumerate: the rest counts as missed, and the
+         * last run time is the latest at or before now (the one coalesce
+         * runs), not the last one enumerated. */
+        beyond = 1;
+        rc = latest_fire(trig, last, c->now, &last);
+        if (rc == 0)
+            rc = aps_trigger_next(trig, last, c->now, &next);
         if (rc != 0)
-            return rc;
+            return trigger_failed(c, t, rec, rc, "its next fire time could not be computed");
     }
     if (n == 0 && next != APS_TIME_NONE && next > c->now && next <= c->upto) {
         if (rec->n_running > 0 || rec->n_pending > 0) {
@@ -2665,7 +2736,7 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
         last = next;
         rc = aps_trigger_next(trig, next, next, &next);
         if (rc != 0)
-            return rc;
+            return trigger_failed(c, t, rec, rc, "its next fire time could not be computed");
     }
     c->processed++;
     if (n > 0) {
@@ -2680,7 +2751,8 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
             rc = out_event(&c->o, APS_EVENT_JOB_MISSED, c->now, &rec->job, NULL, &last, 1, &ev);
             if (rc != 0)
                 return rc;
-            snprintf(msg, sizeof(msg), "%zu more run times were missed", extra);
+            snprintf(msg, sizeof(msg), "%s%zu more run times were missed", beyond ? "over " : "",
+                     extra);
             ev->message = strdup(msg);
         }
         rc = submit(s, t, &c->o, rec, rts, n, c->now);
@@ -2818,8 +2890,12 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
     int rc = aps__txn_job_get(t, run->job_id, &data, &len, NULL);
     if (rc == 0)
         rc = aps__jobrec_decode(data, len, &rec);
-    if (rc == APS_ENOENT)
-        rc = 0; /* removed meanwhile: its run's events still count */
+    /* Removed meanwhile, or a record that cannot be decoded (left as it
+     * is, for inspection): the run's events still count, and its run index
+     * entry goes. Failing instead would fail every completion of the
+     * store's pass, again and again, and no instance slot would be freed. */
+    if (rc == APS_ENOENT || rc == APS_ECORRUPT)
+        rc = 0;
     if (rc != 0)
         return rc;
     if (rec != NULL) {
@@ -3261,15 +3337,16 @@ recover_interrupted(aps_scheduler *s)
                 aps__jobrec_decode(data, len, &rec) == 0) {
                 run->executor = strdup(rec->job.executor);
                 for (size_t k = 0; k < rec->n_running; k++) {
+                    /* The first entry of the run only (a damaged record may
+                     * list it twice, or without run times). */
                     if (strcmp(rec->running[k].run_id, run->run_id) != 0)
                         continue;
-                    run->n_run_times = rec->running[k].n_run_times;
-                    run->run_times = malloc(run->n_run_times * sizeof(aps_time));
-                    if (run->run_times)
-                        memcpy(run->run_times, rec->running[k].run_times,
-                               run->n_run_times * sizeof(aps_time));
-                    else
-                        run->n_run_times = 0;
+                    size_t n = rec->running[k].n_run_times;
+                    if (n > 0 && (run->run_times = malloc(n * sizeof(aps_time))) != NULL) {
+                        memcpy(run->run_times, rec->running[k].run_times, n * sizeof(aps_time));
+                        run->n_run_times = n;
+                    }
+                    break;
                 }
             }
             aps__jobrec_free(rec);
@@ -3670,6 +3747,7 @@ aps_scheduler_destroy(aps_scheduler *s)
     free(s->due_ids);
     loop_state_free(s);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->pause_mu);
     pthread_rwlock_destroy(&s->fn_lock);
     free(s);
 }

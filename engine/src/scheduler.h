@@ -123,6 +123,10 @@ struct aps_scheduler {
     aps__exec_slot *execs;
     size_t n_execs;
 
+    /* Serializes pause and resume: each reads the state, then writes the
+     * change durably (outside mu) only if it is one. */
+    pthread_mutex_t pause_mu;
+
     pthread_mutex_t mu; /* guards everything below */
     aps_scheduler_state state;
     int started;

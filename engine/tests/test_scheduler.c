@@ -366,6 +366,93 @@ test_coalesce(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* A backlog longer than the loop enumerates (1,000,000 run times: a
+ * per-second job after 14 days down): coalesced, the run is the latest fire
+ * time, on time (APScheduler's run_times[-1]), not the last enumerated;
+ * without coalesce, the latest one is reported missed as "over N more". */
+static void
+test_backlog_beyond_enumeration(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec a = func_job("down-long", &t, NULL); /* coalesce, 1 s grace */
+    aps_job_spec b = func_job("each-one", &t, NULL);
+    b.coalesce = 0;
+    aps_job_free(add(s, &a));
+    aps_job_free(add(s, &b));
+    aps_time now = T0 + 1200000 * SEC + SEC / 2;
+    tu_clock_set(now);
+    settle(s, 1);
+    settle_events(s, APS_EVENT_JOB_EXECUTED, 1);
+    assert_true(calls[0] == T0 + 1200000 * SEC);
+    assert_int_equal(count_events(APS_EVENT_JOB_EXECUTED), 1);
+    const aps_event *ev = last_event(APS_EVENT_JOB_EXECUTED);
+    assert_string_equal(ev->job_id, "down-long");
+    aps_job *ja = get(s, "down-long");
+    assert_true(ja->next_run_time == T0 + 1200001 * SEC);
+    assert_int_equal(ja->stats.runs, 1);
+    aps_job *jb = get(s, "each-one");
+    assert_true(jb->next_run_time == T0 + 1200001 * SEC);
+    aps_job_free(ja);
+    aps_job_free(jb);
+    int seen = 0;
+    for (size_t i = 0; i < n_events; i++) {
+        const aps_event *e = events[i];
+        if (e->type != APS_EVENT_JOB_MISSED || strcmp(e->job_id, "each-one") != 0 ||
+            e->message == NULL || strstr(e->message, "more run times were missed") == NULL)
+            continue;
+        assert_true(e->run_times[0] == T0 + 1200000 * SEC);
+        assert_non_null(strstr(e->message, "over 999000 more"));
+        seen++;
+    }
+    assert_int_equal(seen, 1);
+    aps_scheduler_destroy(s);
+}
+
+/* A due job whose trigger fails (here an all_of whose two grids never
+ * meet, added with an explicit next run time, so never asked before) is
+ * paused with a JOB_MODIFIED event that says why, and the other jobs of its
+ * store go on firing (the failing job used to fail the whole due batch,
+ * pass after pass). */
+static void
+test_failing_trigger_paused(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(tu_tmpdir("badtrig"), 1);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec good = func_job("good", &t, NULL);
+    aps_job_free(add(s, &good));
+    aps_trigger_spec kids[2] = {interval_s(2), interval_s(2)};
+    kids[0].u.interval.start_date = T0;
+    kids[1].u.interval.start_date = T0 + SEC;
+    aps_trigger_spec all;
+    memset(&all, 0, sizeof(all));
+    all.kind = APS_TRIGGER_ALL_OF;
+    all.u.combo.triggers = kids;
+    all.u.combo.count = 2;
+    aps_job_spec bad = func_job("bad", &all, NULL);
+    bad.next_run_time = T0 + SEC;
+    aps_job_free(add(s, &bad));
+    for (int i = 1; i <= 3; i++) {
+        tu_clock_set(T0 + i * SEC);
+        settle(s, i);
+    }
+    assert_int_equal(calls_count(), 3);
+    aps_job *j = get(s, "bad");
+    assert_true(j->paused);
+    assert_true(j->next_run_time == APS_TIME_NONE);
+    aps_job_free(j);
+    settle_events(s, APS_EVENT_JOB_MODIFIED, 1);
+    const aps_event *ev = last_event(APS_EVENT_JOB_MODIFIED);
+    assert_string_equal(ev->job_id, "bad");
+    assert_non_null(ev->message);
+    assert_non_null(strstr(ev->message, "paused: its trigger failed"));
+    assert_non_null(strstr(ev->message, "next fire time could not be computed"));
+    assert_int_equal(count_events(APS_EVENT_JOB_SUBMITTED), 3); /* the good job's */
+    aps_scheduler_destroy(s);
+}
+
 static void
 wait_running(int n)
 {
@@ -1283,18 +1370,26 @@ test_scheduler_pause_persists(void **state)
     aps_job_spec spec = func_job("j", &t, NULL);
     spec.misfire = APS_MISFIRE_UNLIMITED;
     aps_job_free(add(s, &spec));
+    /* APScheduler acts on a change of state only: resuming a running
+     * scheduler, or pausing a paused one, emits nothing. */
+    assert_int_equal(aps_scheduler_resume(s), 0);
+    assert_int_equal(aps_scheduler_pause(s), 0);
     assert_int_equal(aps_scheduler_pause(s), 0);
     assert_int_equal(aps_scheduler_get_state(s), APS_STATE_PAUSED);
     tu_clock_set(T0 + 5 * SEC);
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
     assert_int_equal(calls_count(), 0);
+    assert_int_equal(count_events(APS_EVENT_SCHEDULER_PAUSED), 1);
+    assert_int_equal(count_events(APS_EVENT_SCHEDULER_RESUMED), 0);
     aps_scheduler_destroy(s);
     s = open_sched(path, 1);
     assert_int_equal(aps_scheduler_get_state(s), APS_STATE_PAUSED);
     assert_int_equal(aps_scheduler_process(s, NULL), 0);
     assert_int_equal(calls_count(), 0);
     assert_int_equal(aps_scheduler_resume(s), 0);
+    assert_int_equal(aps_scheduler_resume(s), 0);
     settle(s, 1);
+    assert_int_equal(count_events(APS_EVENT_SCHEDULER_RESUMED), 1);
     aps_scheduler_destroy(s);
 }
 
@@ -1347,6 +1442,67 @@ test_interrupted_by_restart(void **state)
     tu_clock_set(T0 + 20 * SEC);
     settle(s, 1);
     aps_scheduler_destroy(s);
+}
+
+static int
+damage_fn(aps_txn *t, void *arg)
+{
+    (void)arg;
+    /* A record no version decodes, and a run of it in the run index (as a
+     * crash leaves a started one). */
+    int rc = aps__txn_job_put(t, "bad", "\x03garbage", 8, APS_TIME_NONE);
+    if (rc == 0)
+        rc = aps__txn_meta_put(t, "run/0123456789abcdef0123456789abcdef", "bad\0default\0", 12);
+    return rc;
+}
+
+/* A job record that cannot be decoded, with a run interrupted by a
+ * restart: the run is reported (JOB_ERROR with the job's id) and leaves the
+ * run index, the record is left as it is, and the completions of the other
+ * jobs are recorded (they all failed with it, pass after pass). */
+static void
+test_undecodable_record_completion(void **state)
+{
+    (void)state;
+    const char *dir = tu_tmpdir("undecodable");
+    char path[256];
+    snprintf(path, sizeof(path), "%s", dir);
+    aps_scheduler *s = open_sched(path, 0);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec good = func_job("good", &t, NULL);
+    aps_job_free(add(s, &good));
+    aps_scheduler_destroy(s);
+    aps_store *st = NULL;
+    aps_store_config sc = {.no_sync = 1};
+    aps_error err = {0, ""};
+    assert_int_equal(aps__store_open_lmdb(path, &sc, &st, &err), 0);
+    assert_int_equal(aps__store_write(st, damage_fn, NULL), 0);
+    aps__store_close(st);
+
+    s = open_sched(path, 1);
+    for (int i = 1; i <= 3; i++) {
+        tu_clock_set(T0 + i * SEC);
+        settle(s, i);
+    }
+    settle_events(s, APS_EVENT_JOB_EXECUTED, 3);
+    aps_job *j = get(s, "good");
+    assert_int_equal(j->running_instances, 0);
+    assert_int_equal(j->stats.runs, 3);
+    aps_job_free(j);
+    const aps_event *ev = last_event(APS_EVENT_JOB_ERROR);
+    assert_non_null(ev);
+    assert_string_equal(ev->job_id, "bad");
+    aps_scheduler_destroy(s);
+    assert_int_equal(aps__store_open_lmdb(path, &sc, &st, &err), 0);
+    void *data = NULL;
+    size_t len = 0;
+    assert_int_equal(aps__store_meta_get(st, "run/0123456789abcdef0123456789abcdef", &data, &len),
+                     APS_ENOENT);
+    assert_int_equal(aps__store_job_get(st, "bad", &data, &len, NULL), 0);
+    assert_int_equal(len, 8);
+    assert_memory_equal(data, "\x03garbage", 8);
+    free(data);
+    aps__store_close(st);
 }
 
 /* ---- the run modes on the real clock ------------------------------------------ */
@@ -1472,6 +1628,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_interval_fires_on_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_misfire_grace_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backlog_beyond_enumeration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failing_trigger_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_instances_and_overlap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_all_runs_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_run_now_remove, setup, teardown),
@@ -1494,6 +1652,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_listeners_miss_nothing_in_a_burst, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scheduler_pause_persists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_by_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_undecodable_record_completion, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_and_background_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_external_loop_fd, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_with_queued_runs, setup, teardown),

@@ -309,6 +309,9 @@ typedef enum aps_event_type {
     APS_EVENT_ALL_JOBS_REMOVED = 9,
     APS_EVENT_JOB_ADDED = 10,
     APS_EVENT_JOB_REMOVED = 11,
+    /** Also when the loop pauses a due job whose trigger fails (its zone
+     *  gone from the system, an all_of whose parts never meet): `message`
+     *  says why, and the job's store goes on firing its other jobs. */
     APS_EVENT_JOB_MODIFIED = 12,
     APS_EVENT_JOB_EXECUTED = 13,
     APS_EVENT_JOB_ERROR = 14,
@@ -365,7 +368,8 @@ typedef struct aps_event {
     char *run_id;        /**< 32 hex digits, time-ordered (UUIDv7's layout:
                               12 of wall-clock ms, 20 random) */
     aps_outcome *outcome; /**< JOB_EXECUTED / JOB_ERROR; NULL otherwise */
-    char *message;
+    char *message;        /**< JOB_MISSED: run times beyond those listed;
+                               JOB_MODIFIED: why the loop paused the job */
     /** Internal: job_id, jobstore, executor, run_id and run_times share the
      * event's allocation (the engine's own events: one malloc each). 0 in
      * an event built field by field. */
@@ -547,9 +551,12 @@ int aps_scheduler_shutdown(aps_scheduler *s, int wait);
 /** Shuts down if needed and frees everything. NULL is allowed. */
 void aps_scheduler_destroy(aps_scheduler *s);
 
-/** APScheduler's pause(): jobs stop firing until resume (state persists). */
+/** APScheduler's pause(): jobs stop firing until resume (state persists).
+ *  Emits SCHEDULER_PAUSED when it was running; paused already, does
+ *  nothing. APS_ESTATE when not started. */
 int aps_scheduler_pause(aps_scheduler *s);
-/** APScheduler's resume(). */
+/** APScheduler's resume(): emits SCHEDULER_RESUMED when it was paused;
+ *  running already, does nothing. APS_ESTATE when not started. */
 int aps_scheduler_resume(aps_scheduler *s);
 /** The current state. */
 aps_scheduler_state aps_scheduler_get_state(aps_scheduler *s);
