@@ -1212,6 +1212,8 @@ prune_events(lmdb_store *s, MDB_txn *txn)
 
 /* Doubles the map. No transaction of this process may be active: the
  * writer has aborted its own, and maplock keeps readers out. */
+static int env_open(lmdb_store *s, int exact, aps_error *err);
+
 static int
 grow_map(lmdb_store *s)
 {
@@ -1226,8 +1228,17 @@ grow_map(lmdb_store *s)
     }
     size = s->map_size * 2;
     rc = mdb_env_set_mapsize(s->env, size);
-    if (rc)
+    if (rc) {
+        /* LMDB unmapped the old map before mapping the new one, and left
+         * none: the environment is unusable (its next transaction would
+         * read unmapped pages). Open it again at the size it had; failing
+         * that, s->env is NULL (readers get APS_EIO, the next batch tries
+         * again, as after MDB_PANIC). */
+        mdb_env_close(s->env);
+        s->env = NULL;
+        (void)env_open(s, 1, NULL);
         goto out;
+    }
     /* LMDB may round the size; keep what it really uses. */
     mdb_env_info(s->env, &info);
     s->map_size = info.me_mapsize;
@@ -1240,8 +1251,6 @@ out:
     }
     return rc;
 }
-
-static int env_open(lmdb_store *s, aps_error *err);
 
 /* After MDB_PANIC (a failed meta-page write, e.g. the disk filled at the
  * worst moment) the environment refuses every transaction until reopened.
@@ -1257,9 +1266,28 @@ env_recover(lmdb_store *s)
         mdb_env_close(s->env);
         s->env = NULL;
     }
-    rc = env_open(s, NULL);
+    rc = env_open(s, 0, NULL);
     pthread_rwlock_unlock(&s->maplock);
     return rc ? MDB_PANIC : 0;
+}
+
+/* Whether the environment refuses transactions after a failed commit
+ * (MDB_PANIC: a meta page could not be written). It does so for readers
+ * too, so recovery cannot wait for the next write: the scheduler's loop
+ * reads before it writes, and an idle store would stay unreadable. Writer
+ * thread only (no write transaction open). */
+static int
+panicked(lmdb_store *s)
+{
+    MDB_txn *txn = NULL;
+    int rc;
+
+    pthread_rwlock_rdlock(&s->maplock);
+    rc = s->env ? mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) : MDB_PANIC;
+    if (rc == 0)
+        mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->maplock);
+    return rc == MDB_PANIC;
 }
 
 /* Runs one batch: every request's callback in the batch's transaction,
@@ -1332,6 +1360,8 @@ retry:
      * even when the commit fails; it must not be used again. */
     rc = mdb_txn_commit(parent);
     parent = NULL;
+    if (rc && panicked(s))
+        (void)env_recover(s); /* failing, s->env is NULL: the next batch tries */
     if (rc)
         goto fail;
     pthread_mutex_lock(&s->mu);
@@ -1623,8 +1653,10 @@ check_lost(const lmdb_store *s, const char *path, aps_error *err)
 }
 
 /* Creates and opens the environment (s->env) and its databases. */
+/* Opens the environment in s->dir, at s->map_size or (unless `exact`) twice
+ * the data file's size when that is more. */
 static int
-env_open(lmdb_store *s, aps_error *err)
+env_open(lmdb_store *s, int exact, aps_error *err)
 {
     unsigned flags = MDB_NOTLS | (s->base.cfg.no_sync ? MDB_NOSYNC : 0);
     char path[PATH_MAX];
@@ -1644,7 +1676,7 @@ env_open(lmdb_store *s, aps_error *err)
     /* LMDB maps max(configured size, used size): reopening a grown store
      * with the configured size would make the first write hit MAP_FULL and
      * grow again. Start with room to double instead. */
-    if (stat(path, &st) == 0 && st.st_size > 0 && (size_t)st.st_size <= SIZE_MAX / 2 &&
+    if (!exact && stat(path, &st) == 0 && st.st_size > 0 && (size_t)st.st_size <= SIZE_MAX / 2 &&
         s->map_size < 2 * (size_t)st.st_size)
         s->map_size = 2 * (size_t)st.st_size;
     if ((rc = mdb_env_set_maxdbs(s->env, 4)) ||
@@ -1993,7 +2025,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     rc = take_lock(s, err);
     if (rc)
         goto fail;
-    rc = env_open(s, err);
+    rc = env_open(s, 0, err);
     if (rc)
         goto fail;
     /* No room for twice its size: tried again later (l_space_low). */

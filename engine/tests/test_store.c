@@ -5,6 +5,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -1909,6 +1911,136 @@ test_network_fs_fuse(void **state)
     assert_int_equal(stat(top, &st), -1);
 }
 
+/* Interposed on LMDB's writes (this executable's pwrite comes before
+ * libc's for liblmdb.so): while set, the next write of a meta page (one of
+ * the first two pages, shorter than a page) fails with EIO, as a disk that
+ * fails at the worst moment, and LMDB marks the environment MDB_PANIC. */
+static atomic_int fail_meta_write;
+
+static ssize_t
+write_or_fail(int fd, const void *buf, size_t len, off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "pwrite");
+    if (off < 8192 && len < 4096 && atomic_exchange(&fail_meta_write, 0)) {
+        errno = EIO;
+        return -1;
+    }
+    return real(fd, buf, len, off);
+}
+
+ssize_t
+pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    return write_or_fail(fd, buf, len, off);
+}
+
+ssize_t
+pwrite64(int fd, const void *buf, size_t len, off64_t off)
+{
+    return write_or_fail(fd, buf, len, off);
+}
+
+/* A commit whose meta page cannot be written fails, and LMDB then refuses
+ * every transaction, reads too: the store reopens the environment at once,
+ * so that reads work without waiting for another write (an idle
+ * scheduler's loop only reads), and the last commit is intact. */
+static void
+test_meta_write_failure(void **state)
+{
+    fx *f = *state;
+    char *data = NULL;
+    size_t len = 0, n = 0;
+
+    fx_open(f);
+    put(f->s, "a", "kept", 1000);
+    atomic_store(&fail_meta_write, 1);
+    assert_int_equal(put_rc(f->s, "b", "lost", 2000), APS_EIO);
+    assert_int_equal(atomic_load(&fail_meta_write), 0); /* it was a meta write */
+    assert_int_equal(aps__store_job_get(f->s, "a", (void **)&data, &len, NULL), 0);
+    assert_int_equal(len, 4);
+    assert_memory_equal(data, "kept", 4);
+    free(data);
+    assert_int_equal(aps__store_job_get(f->s, "b", NULL, NULL, NULL), APS_ENOENT);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, 1);
+    put(f->s, "c", "after", 3000);
+    fx_reopen(f);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, 2);
+}
+
+/* In a child whose address space is capped just above what it uses, the
+ * map cannot grow: LMDB has unmapped the old map by then, and the store
+ * must open the environment again at its old size rather than leave it
+ * unmapped (the next read crashed). Writes that do not fit get
+ * APS_ENOSPC; reads and writes that fit go on. Exit 0 = as expected. */
+static int
+grow_fail_child(const char *dir)
+{
+    aps_store_config cfg = {.no_sync = 1, .initial_map_size = 32 << 20};
+    aps_store *s = NULL;
+    aps_error err = {0, ""};
+    char buf[3000], id[32];
+    unsigned long pages = 0;
+    size_t n = 0;
+    int rc = 0, i;
+    FILE *statm;
+
+    /* A crash must end the child (cmocka's handler would run the rest of
+     * the suite in it). */
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    memset(buf, 'x', sizeof buf);
+    if (aps__store_open_lmdb(dir, &cfg, &s, &err) != 0)
+        return 10;
+    statm = fopen("/proc/self/statm", "r");
+    if (statm == NULL || fscanf(statm, "%lu", &pages) != 1)
+        return 11;
+    fclose(statm);
+    /* Room for what the store allocates (more under ASan, whose quarantine
+     * keeps freed memory), not for the 32 MiB more a doubled map takes. */
+    struct rlimit rl = {(rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (16 << 20), RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+        return 12;
+    for (i = 0; i < 20000 && rc == 0; i++) {
+        snprintf(id, sizeof id, "j%05d", i);
+        put_arg p = {id, buf, sizeof buf, APS_TIME_NONE};
+        rc = aps__store_write(s, put_fn, &p);
+    }
+    if (rc != APS_ENOSPC || i < 100)
+        return 13;
+    if (aps__store_count(s, &n) != 0 || n != (size_t)i - 1)
+        return 14;
+    if (aps__store_job_get(s, "j00000", NULL, NULL, NULL) != 0)
+        return 15;
+    snprintf(id, sizeof id, "j00000");
+    if (aps__store_write(s, del_fn, id) != 0)
+        return 16;
+    aps__store_close(s);
+    return 0;
+}
+
+static void
+test_map_grow_failure(void **state)
+{
+    fx *f = *state;
+    int status = 0;
+    pid_t pid;
+
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(grow_fail_child(f->dir));
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status))
+        fail_msg("child died of signal %d (a read after a failed map growth)",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* A child in its own mount namespace fills a 2 MiB tmpfs. Exit 77 = the
  * environment can not mount (skip). */
 static int
@@ -2062,6 +2194,8 @@ main(void)
         LMDB_ONLY(test_lost_data_file),
         LMDB_ONLY(test_network_fs),
         LMDB_ONLY(test_network_fs_fuse),
+        LMDB_ONLY(test_meta_write_failure),
+        LMDB_ONLY(test_map_grow_failure),
         LMDB_ONLY(test_full_disk),
     };
 
