@@ -1539,13 +1539,21 @@ aps_scheduler_resume(aps_scheduler *s)
 
 /* ---- job API ---------------------------------------------------------------- */
 
-/* The store holding job `id`, or -1. */
+/* The store holding job `id`, or -1: then *rc is 0 when no store has it,
+ * else the error of a store that could not be read (all its readers busy,
+ * an environment being reopened), which is not "no such job". */
 static int
-locate(aps_scheduler *s, const char *id)
+locate(aps_scheduler *s, const char *id, int *rc)
 {
+    *rc = 0;
     for (size_t i = 0; i < s->n_stores; i++) {
-        if (aps__store_job_get(s->stores[i].st, id, NULL, NULL, NULL) == 0)
+        int r = aps__store_job_get(s->stores[i].st, id, NULL, NULL, NULL);
+        if (r == 0) {
+            *rc = 0;
             return (int)i;
+        }
+        if (r != APS_ENOENT && *rc == 0)
+            *rc = r;
     }
     return -1;
 }
@@ -2242,7 +2250,10 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     if (rc != 0)
         return rc;
     c->now = aps__scheduler_now(s);
-    int si = locate(s, c->id);
+    int si = locate(s, c->id, &rc);
+    if (si < 0 && rc != 0)
+        return set_err(err, rc, "job_id: the job stores could not be read (%s); try again",
+                       aps_strerror(rc));
     if (si < 0) {
         rc = request_known(s, c->request_id, c->request_fp, c->now);
         if (rc < 0)
