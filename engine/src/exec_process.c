@@ -65,6 +65,8 @@
 #define DEFAULT_MAX_OUTPUT (64u * 1024)
 #define DEFAULT_OUTPUT_LIMIT APS_OUTPUT_LIMIT_DEFAULT
 #define DEFAULT_GRACE_US INT64_C(5000000)
+/* The longest kill grace: a day (now + it stays far from overflow). */
+#define MAX_GRACE_US (INT64_C(86400) * 1000000)
 #define DEFAULT_PATH "PATH=/usr/local/bin:/usr/bin:/bin"
 /* How long pipes may stay open after the child exited (a grandchild holding
  * them must not hold the run). */
@@ -900,7 +902,10 @@ spawn_child(procpool *pp, slot *sl, aps__run_result *res)
     tail_reset(&sl->out[W_OUT], cap);
     tail_reset(&sl->out[W_ERR], cap);
     sl->started = res->started;
-    sl->timeout_at = t->u.command.timeout_us > 0 ? now + t->u.command.timeout_us : 0;
+    /* A timeout past the clock's range is none (now + it would overflow). */
+    sl->timeout_at = t->u.command.timeout_us > 0 && t->u.command.timeout_us < INT64_MAX - now
+                         ? now + t->u.command.timeout_us
+                         : 0;
     sl->kill_at = sl->drain_at = 0;
     sl->pidfd = -1;
     if (pp->reaper == APS__REAP_PIDFD)
@@ -1719,8 +1724,8 @@ aps__executor_process_create(aps_scheduler *s, const aps_executor_def *def,
                      "max_output_limit %u", def->name, pp->max_output, pp->max_output_limit);
         goto fail;
     }
-    if (pp->kill_grace_us < 0) {
-        rc = set_err(err, APS_EINVAL, "executors[%s].kill_grace: must not be negative",
+    if (pp->kill_grace_us < 0 || pp->kill_grace_us > MAX_GRACE_US) {
+        rc = set_err(err, APS_EINVAL, "executors[%s].kill_grace: must be 0 to 86400 seconds",
                      def->name);
         goto fail;
     }

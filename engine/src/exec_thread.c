@@ -32,6 +32,11 @@ typedef struct threadpool {
     pthread_t *threads;
     size_t n_threads;
     int stopping;
+    /* Worker threads that have not returned, and the condition destroy
+     * waits on for none: a job that shuts the scheduler down runs on a
+     * worker, which tp_shutdown cannot join (itself) and detaches. */
+    size_t live;
+    pthread_cond_t gone;
 } threadpool;
 
 static void
@@ -149,6 +154,8 @@ worker_main(void *arg)
          * both), or before sleeping. */
         done = run;
     }
+    tp->live--;
+    pthread_cond_broadcast(&tp->gone);
     pthread_mutex_unlock(&tp->mu);
     return NULL;
 }
@@ -268,8 +275,14 @@ tp_shutdown(aps__executor *ex, int wait)
     tp->idle = 0;
     tp->n_threads = 0;
     pthread_mutex_unlock(&tp->mu);
-    for (size_t i = 0; i < n; i++)
-        pthread_join(tp->threads[i], NULL);
+    for (size_t i = 0; i < n; i++) {
+        /* Called from a job (aps_scheduler_shutdown in a function): its
+         * own worker ends once the job returns; destroy waits for it. */
+        if (pthread_equal(tp->threads[i], pthread_self()))
+            pthread_detach(tp->threads[i]);
+        else
+            pthread_join(tp->threads[i], NULL);
+    }
 }
 
 static void
@@ -279,6 +292,11 @@ tp_destroy(aps__executor *ex)
     if (tp == NULL)
         return;
     tp_shutdown(ex, 0);
+    pthread_mutex_lock(&tp->mu);
+    while (tp->live > 0)
+        pthread_cond_wait(&tp->gone, &tp->mu);
+    pthread_mutex_unlock(&tp->mu);
+    pthread_cond_destroy(&tp->gone);
     pthread_mutex_destroy(&tp->mu);
     sem_destroy(&tp->work);
     free(tp->queue);
@@ -336,6 +354,7 @@ aps__executor_threadpool_create(aps_scheduler *s, const aps_executor_def *def,
         goto fail;
     }
     pthread_mutex_init(&tp->mu, NULL);
+    pthread_cond_init(&tp->gone, NULL);
     sem_init(&tp->work, 0, 0);
     tp->queue = calloc(tp->base.max_queue, sizeof(*tp->queue));
     tp->running = calloc(tp->base.max_workers, sizeof(*tp->running));
@@ -354,6 +373,7 @@ aps__executor_threadpool_create(aps_scheduler *s, const aps_executor_def *def,
         }
         pthread_setname_np(tp->threads[i], "aps-pool");
         tp->n_threads++;
+        tp->live++;
     }
     pthread_mutex_unlock(&tp->mu);
     *out = &tp->base;
@@ -362,6 +382,7 @@ aps__executor_threadpool_create(aps_scheduler *s, const aps_executor_def *def,
 fail_threads:
     tp_shutdown(&tp->base, 0);
 fail_sync:
+    pthread_cond_destroy(&tp->gone);
     pthread_mutex_destroy(&tp->mu);
     sem_destroy(&tp->work);
 fail:

@@ -546,7 +546,22 @@ test_timeout_kills_the_group(void **state)
     assert_int_equal(out0(r)->stdout_len, 1000);
     assert_true(out0(r)->stdout_truncated);
     aps__run_free(r);
+
+    /* A timeout past the clock's range is none (it overflowed into the
+     * past: killed at once). */
+    cmd_opts huge = {.timeout_us = INT64_MAX};
+    r = run_sync(ex, new_run(&huge, "/bin/sh", "-c", "sleep 0.2; echo done"), 5 * SEC);
+    assert_int_equal(out0(r)->status, APS_RUN_SUCCEEDED);
+    assert_stdout(r, "done\n");
+    aps__run_free(r);
     drop_exec(ex);
+
+    /* The kill grace is bounded (a day): now + it must not overflow. */
+    aps_executor_def long_grace = {.name = "g", .type = "processpool", .kill_grace_us = INT64_MAX};
+    aps_error err;
+    aps__executor *none = NULL;
+    assert_int_equal(aps__executor_process_create(sched, &long_grace, &none, &err), APS_EINVAL);
+    assert_string_equal(err.msg, "executors[g].kill_grace: must be 0 to 86400 seconds");
 }
 
 static void
