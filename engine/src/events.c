@@ -270,12 +270,19 @@ aps__events_publish(aps_scheduler *s, aps__evlist *l)
 }
 
 void
-aps__events_dispatch_listeners(aps_scheduler *s)
+aps__events_dispatch_listeners(aps_scheduler *s, size_t max)
 {
     /* Listeners read through a cursor of their own: from the ring while
      * they keep up, from the durable log when a burst outran the ring, so
-     * no event is skipped (only what retention pruned). */
-    for (;;) {
+     * no event is skipped (only what retention pruned). At most `max`
+     * events per call (0: all): listeners slower than the events come
+     * would otherwise hold the loop's pass (no job would fire); the rest
+     * waits for the next pass, which a wake-up brings at once. */
+    for (size_t k = 0;; k++) {
+        if (max != 0 && k == max) {
+            aps__scheduler_wake(s);
+            return;
+        }
         aps__listener *ls = NULL;
         size_t n = 0;
         aps_event *ev = NULL;
@@ -715,6 +722,7 @@ typedef struct log_read {
     aps_subscriber *sub;
     aps_event *found;
     uint64_t last_seen;
+    uint64_t gap; /* the first record after a hole (pruned meanwhile); 0: none */
     int rc;
 } log_read;
 
@@ -727,6 +735,13 @@ log_visit(void *arg, uint64_t seq, aps_time at, const void *data, size_t len)
     const char *job_id;
     size_t job_id_len;
     (void)at;
+    /* The log has no holes but at its old end: a record past the next one
+     * means a prune (a commit's, after the bounds were read) took those
+     * between, and the reader must get a gap, not skip them unnoticed. */
+    if (seq != lr->last_seen + 1) {
+        lr->gap = seq;
+        return 1;
+    }
     lr->last_seen = seq;
     /* Most records do not match a filtered subscriber: peek at the type
      * and job id, and decode only the ones that do. An undecodable record
@@ -758,10 +773,16 @@ next_from_log(aps_subscriber *sub, uint64_t ring_first, aps_event **ev, uint64_t
         return APS_ERANGE;
     }
     while (sub->next < ring_first && sub->next <= last) {
-        log_read lr = {sub, NULL, sub->next - 1, 0};
+        log_read lr = {sub, NULL, sub->next - 1, 0, 0};
         rc = aps__store_events(log, sub->next - 1, LOG_BATCH, log_visit, &lr);
         if (rc < 0)
             return rc;
+        if (lr.gap != 0) {
+            if (gap_first)
+                *gap_first = lr.gap;
+            sub->next = lr.gap;
+            return APS_ERANGE;
+        }
         if (lr.found != NULL) {
             sub->next = lr.found->sequence + 1;
             *ev = lr.found;
@@ -835,8 +856,11 @@ aps_subscriber_next(aps_subscriber *sub, int64_t timeout_us, aps_event **ev, uin
             if (rc != APS_ENOENT)
                 return rc;
             pthread_mutex_lock(&s->mu);
-            if (sub->next < s->ring_first)
-                sub->next = s->ring_first; /* nothing matched in the log part */
+            /* Nothing matched in the log up to the ring's start as it was
+             * then: on from there. Not from its start now, which may have
+             * moved on meanwhile past events nobody looked at. */
+            if (sub->next < ring_first)
+                sub->next = ring_first;
             continue;
         } else {
             uint64_t end = s->ring_next;

@@ -54,6 +54,9 @@
 #define COMMIT_AHEAD_US (50 * 1000)
 /* Run times kept for one job in one pass; beyond, they count as missed. */
 #define RUN_TIMES_MAX 1000
+/* Events handed to the listeners per loop pass: listeners slower than the
+ * events come would otherwise hold the pass, and no job would fire. */
+#define LISTENER_BATCH 1024
 /* Trigger steps taken for one job in one pass (a per-second cron missed
  * for a long downtime): beyond, the job is moved to its next fire time. */
 #define RUN_TIMES_ITER_MAX 1000000
@@ -739,16 +742,25 @@ submit(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_time *
        aps_time now)
 {
     uint32_t max = job_max_instances(s, &rec->job);
+    /* Runs left queued by a shutdown go first, in order. */
+    if (rec->n_pending > 0 && rec->n_running < max) {
+        int rc = start_pending(s, t, o, rec, now);
+        if (rc != 0)
+            return rc;
+    }
     if (rec->n_running < max && rec->n_pending == 0)
         return start_run(s, t, o, rec, rts, n, 0, now);
+    /* A queued run was due on time; the wait for an instance slot is the
+     * policy's, so it is not judged against misfire_grace_time again
+     * (pushed as a backfill run is: exempt). */
     switch (job_overlap(&rec->job)) {
     case APS_OVERLAP_QUEUE_ONE:
         if (rec->n_pending == 0)
-            return push_pending(rec, rts, n, 0);
+            return push_pending(rec, rts, n, 1);
         break;
     case APS_OVERLAP_QUEUE_ALL:
         if (rec->n_pending < PENDING_MAX)
-            return push_pending(rec, rts, n, 0);
+            return push_pending(rec, rts, n, 1);
         break;
     case APS_OVERLAP_CANCEL_RUNNING:
         if (rec->n_running > 0) {
@@ -757,7 +769,7 @@ submit(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_time *
                 return rc;
         }
         if (rec->n_pending == 0)
-            return push_pending(rec, rts, n, 0);
+            return push_pending(rec, rts, n, 1);
         break;
     default:
         break;
@@ -2836,6 +2848,7 @@ typedef struct done_ctx {
     aps__run **runs;
     size_t n;
     aps_time now;
+    int stopping; /* shutting down: queued runs stay queued (in the record) */
     wout o;
 } done_ctx;
 
@@ -2928,7 +2941,10 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
         if (rc == APS_ENOENT)
             rc = 0;
     }
-    if (rc == 0 && rec != NULL)
+    /* Not while shutting down: the executors refuse new runs then, and a
+     * queued run would end as a failure to start. It waits in the record
+     * for the next start (submit starts it first). */
+    if (rc == 0 && rec != NULL && !c->stopping)
         rc = start_pending(c->s, t, &c->o, rec, c->now);
     if (rc == 0 && rec != NULL) {
         if (rec->job.next_run_time == APS_TIME_NONE && !rec->job.paused && rec->n_pending == 0) {
@@ -2951,6 +2967,9 @@ done_fn(aps_txn *t, void *arg)
     done_ctx *c = arg;
     int rc = 0;
     reset_out(&c->o);
+    pthread_mutex_lock(&c->s->mu);
+    c->stopping = c->s->stopping || !c->s->started;
+    pthread_mutex_unlock(&c->s->mu);
     for (size_t i = 0; i < c->n && rc == 0; i++)
         rc = done_one(c, t, c->runs[i]);
     if (rc == 0)
@@ -3537,7 +3556,7 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
     s->in_pass = 0;
     pthread_mutex_unlock(&s->mu);
     prune_requests(s, now);
-    aps__events_dispatch_listeners(s);
+    aps__events_dispatch_listeners(s, LISTENER_BATCH);
     arm_timer(s, next);
     if (next_wakeup)
         *next_wakeup = next;
@@ -3585,12 +3604,13 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
     if (s == NULL)
         return APS_EINVAL;
     pthread_mutex_lock(&s->mu);
-    if (s->started || s->stopping) {
+    /* Shut down once, its executors are stopped for good: every run would
+     * fail to start. A new scheduler takes over the stores. */
+    if (s->started || s->stopping || s->shut) {
         pthread_mutex_unlock(&s->mu);
         return APS_ESTATE; /* APScheduler: SchedulerAlreadyRunningError */
     }
     s->started = 1;
-    s->shut = 0;
     s->mode = mode;
     int paused = s->state == APS_STATE_PAUSED;
     s->state = paused ? APS_STATE_PAUSED : APS_STATE_RUNNING;
@@ -3628,7 +3648,11 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
         if (restore)
             (void)pthread_setschedparam(pthread_self(), policy, &sp);
         __atomic_store_n(&s->loop_rt, 0, __ATOMIC_RELEASE);
-        return finalize(s, 1);
+        /* With the wait the shutdown asked for (a listener's or a job's). */
+        pthread_mutex_lock(&s->mu);
+        int wait = s->stop_wait;
+        pthread_mutex_unlock(&s->mu);
+        return finalize(s, wait);
     }
     case APS_RUN_BACKGROUND:
         if (loop_thread_create(s) != 0) {
@@ -3665,7 +3689,7 @@ finalize(aps_scheduler *s, int wait)
         s->execs[i].ex->ops->shutdown(s->execs[i].ex, wait);
     process_completed(s);
     int rc = sched_event(s, APS_EVENT_SCHEDULER_SHUTDOWN, NULL, -1);
-    aps__events_dispatch_listeners(s);
+    aps__events_dispatch_listeners(s, 0);
     pthread_mutex_lock(&s->mu);
     s->started = 0;
     s->stopping = 0;
@@ -3688,6 +3712,7 @@ aps_scheduler_shutdown(aps_scheduler *s, int wait)
         return 0;
     }
     s->stopping = 1;
+    s->stop_wait = wait;
     int have_thread = s->have_thread;
     int in_loop = have_thread && pthread_equal(s->thread, pthread_self());
     aps_run_mode mode = s->mode;

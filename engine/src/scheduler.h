@@ -131,6 +131,7 @@ struct aps_scheduler {
     aps_scheduler_state state;
     int started;
     int stopping;
+    int stop_wait; /* the `wait` of the shutdown that set stopping */
     int shut; /* shut down since the last start: subscribers get APS_ESTATE */
     aps_run_mode mode;
     pthread_t thread;
@@ -233,8 +234,9 @@ int aps__events_commit(aps_scheduler *s, aps__evlist *l);
  *  takes ownership of the events, empties `l`. */
 void aps__events_publish(aps_scheduler *s, aps__evlist *l);
 
-/** Calls listeners for events they have not seen (loop thread). */
-void aps__events_dispatch_listeners(aps_scheduler *s);
+/** Calls listeners for events they have not seen, at most `max` (0: all;
+ *  with more left, the loop is woken for another pass). Loop thread. */
+void aps__events_dispatch_listeners(aps_scheduler *s, size_t max);
 
 /** Wakes every subscriber (shutdown). */
 void aps__events_wake_all(aps_scheduler *s);

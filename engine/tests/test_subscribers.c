@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "apsd/engine.h"
 #include "scheduler.h" /* APS__RING_SIZE: the queue never holds more */
@@ -424,6 +425,98 @@ test_gap_marker_after_overflow(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* Deletes the log records [from, to] from the store in `dir` (closed),
+ * as a prune would between a reader's look at the log's bounds and its
+ * scan: a hole the reader comes upon. */
+static void
+cut_log(const char *dir, uint64_t from, uint64_t to)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "events", 0, &dbi), 0);
+    for (uint64_t seq = from; seq <= to; seq++) {
+        unsigned char k[8];
+        for (int b = 0; b < 8; b++)
+            k[b] = (unsigned char)(seq >> (56 - 8 * b));
+        MDB_val key = {sizeof(k), k};
+        assert_int_equal(mdb_del(txn, dbi, &key, NULL), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* Records pruned after a reader read the log's bounds: the reader that
+ * comes upon the hole gets a gap naming the first record after it, then
+ * reads on from there (it went on past the hole without a word). */
+static void
+test_gap_when_pruned_during_a_read(void **state)
+{
+    (void)state;
+    char dir[256];
+    snprintf(dir, sizeof(dir), "%s", tu_tmpdir("subs-hole"));
+    aps_scheduler *s = open_sched(dir, 0);
+    add_jobs(s, "h", 300);
+    uint64_t last = newest(s);
+    aps_scheduler_destroy(s);
+    cut_log(dir, 10, 19);
+    s = open_sched(dir, 0);
+    aps_subscriber *sub = NULL;
+    assert_int_equal(aps_subscribe(s, 0, APS_EVENT_MASK(APS_EVENT_JOB_ADDED), NULL, &sub), 0);
+    got *g = calloc(400, sizeof(*g));
+    assert_non_null(g);
+    uint64_t gap_first = 0;
+    size_t n = drain(sub, g, 400, &gap_first);
+    assert_int_equal(gap_first, 20);
+    assert_true(n >= 290);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(g[i].seq < 10 || g[i].seq >= 20);
+        if (i > 0 && g[i - 1].seq != 9)
+            assert_int_equal(g[i].seq, g[i - 1].seq + 1);
+    }
+    assert_int_equal(g[n - 1].seq, last);
+    free(g);
+    aps_subscriber_close(sub);
+    aps_scheduler_destroy(s);
+}
+
+/* Listeners get at most a batch of events per loop pass, so that
+ * listeners slower than the events never hold the pass (and the jobs it
+ * fires); the rest comes in the passes that follow at once. */
+static size_t listened;
+
+static void
+count_listener(const aps_event *ev, void *userdata)
+{
+    (void)ev;
+    (void)userdata;
+    listened++;
+}
+
+static void
+test_listeners_in_batches(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 0);
+    listened = 0;
+    assert_int_equal(
+        aps_scheduler_add_listener(s, count_listener, APS_EVENT_MASK(APS_EVENT_JOB_ADDED), NULL),
+        0);
+    add_jobs(s, "l", 3000);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    assert_true(listened > 0 && listened <= 1024);
+    struct pollfd pfd = {aps_scheduler_fd(s), POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, 0), 1); /* the rest is due at once */
+    for (int i = 0; i < 20 && listened < 3000; i++)
+        assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    assert_int_equal(listened, 3000);
+    aps_scheduler_destroy(s);
+}
+
 static void
 test_many_subscribers_different_filters(void **state)
 {
@@ -640,6 +733,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_multi_id_filters),
+        cmocka_unit_test(test_gap_when_pruned_during_a_read),
+        cmocka_unit_test(test_listeners_in_batches),
         cmocka_unit_test(test_fd_is_written_only_for_matches),
         cmocka_unit_test(test_queue_overflow_falls_back_to_the_log),
         cmocka_unit_test(test_queue_overflow_within_the_ring),

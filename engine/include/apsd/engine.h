@@ -430,7 +430,7 @@ typedef struct aps_executor_def {
     uint32_t max_output;      /**< default bytes of stdout/stderr tail kept; 0 = 64 KiB */
     uint32_t max_output_limit; /**< largest per-job max_output accepted; 0 =
                                     APS_OUTPUT_LIMIT_DEFAULT */
-    int64_t kill_grace_us;    /**< SIGTERM to SIGKILL on timeout/cancel; 0 = 5 s */
+    int64_t kill_grace_us;     /**< SIGTERM to SIGKILL on timeout/cancel; 0 = 5 s; at most a day */
     uint64_t rlimit_cpu_s;    /**< RLIMIT_CPU of children; 0 = inherited */
     uint64_t rlimit_as;       /**< RLIMIT_AS (bytes); 0 = inherited */
     uint64_t rlimit_nofile;   /**< RLIMIT_NOFILE; 0 = inherited */
@@ -538,13 +538,20 @@ int aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, a
 /**
  * Starts the scheduler. Runs missed while stopped follow the misfire and
  * coalesce rules. BLOCKING returns after aps_scheduler_shutdown (called from
- * another thread, a listener or a job). APS_ESTATE if already started.
+ * another thread, a listener or a job), having waited for running jobs as
+ * that asked. APS_ESTATE if already started, or once shut down: a scheduler
+ * does not start twice (its executors are stopped); create another on the
+ * same stores.
  */
 int aps_scheduler_start(aps_scheduler *s, aps_run_mode mode);
 
 /**
- * Stops the loop; with `wait`, waits for running jobs to finish, else
- * cancels them. Emits SCHEDULER_SHUTDOWN. Idempotent.
+ * Stops the loop; with `wait`, waits for running jobs to finish (and runs
+ * already queued in an executor), else cancels them. Runs waiting in a
+ * job's overlap queue stay there, in the stored job: the next scheduler on
+ * the store starts them first when the job is next due. Emits
+ * SCHEDULER_SHUTDOWN. Idempotent. A job may call it (not destroy): its own
+ * run ends when it returns, and destroy waits for that.
  */
 int aps_scheduler_shutdown(aps_scheduler *s, int wait);
 
@@ -706,7 +713,10 @@ int aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutatio
 int aps_job_backfill(aps_scheduler *s, const char *id, aps_time start, aps_time end,
                      size_t max_runs, const aps_mutation *m, size_t *count, aps_error *err);
 
-/** A listener (APScheduler's add_listener(cb, mask)), called on the loop thread. */
+/** A listener (APScheduler's add_listener(cb, mask)), called on the loop
+ *  thread, in sequence order, at most 1,024 events per loop pass (the rest
+ *  in the passes that follow at once), so that slow listeners do not hold
+ *  the firing of jobs. */
 typedef void (*aps_listener_fn)(const aps_event *ev, void *userdata);
 
 /** Adds a listener for the event types in `mask` (APS_EVENT_MASK bits). */
