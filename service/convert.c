@@ -235,44 +235,51 @@ aps_pb_unpack(aps_arena *a, const ProtobufCMessageDescriptor *desc, const uint8_
     return protobuf_c_message_unpack(desc, aps_arena_allocator(a), len, data);
 }
 
-/* 1 if the n bytes at s are UTF-8 (RFC 3629: no overlongs, no surrogates,
- * nothing above U+10FFFF) without a NUL. */
+/* The length of the UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF; a NUL is not one), of the n bytes
+ * there; 0 if there is none. */
+static size_t
+utf8_seq(const uint8_t *s, size_t n)
+{
+    unsigned c = s[0], k;
+    uint32_t cp;
+    if (c == 0)
+        return 0;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        k = 1;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        k = 2;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        k = 3;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n <= k)
+        return 0;
+    for (unsigned j = 1; j <= k; j++) {
+        if ((s[j] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[j] & 0x3f);
+    }
+    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return k + 1;
+}
+
+/* 1 if the n bytes at s are UTF-8 without a NUL. */
 static int
 wire_utf8_ok(const uint8_t *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i], k;
-        uint32_t cp;
-        if (c == 0)
+    for (size_t i = 0, k; i < n; i += k) {
+        k = utf8_seq(s + i, n - i);
+        if (k == 0)
             return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (n - i <= k)
-            return 0;
-        for (unsigned j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return 0;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        i += k + 1;
     }
     return 1;
 }
@@ -1127,7 +1134,30 @@ estr(aps_arena *a, const char *s)
      * string needs no copy. */
     if (s == NULL || s[0] == '\0')
         return (char *)protobuf_c_empty_string;
-    return aps_arena_strdup(a, s);
+    size_t n = strlen(s);
+    if (wire_utf8_ok((const uint8_t *)s, n))
+        return aps_arena_strdup(a, s);
+    /* Not UTF-8 (a registered function's error text, a message cut in the
+     * middle of a character, a command's bytes): a proto3 string must be,
+     * and strict clients (Python's protobuf) refuse the whole message
+     * otherwise. Each byte that starts no sequence becomes U+FFFD. */
+    char *out = aps_arena_alloc(a, 3 * n + 1);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0, k; i < n; i += k) {
+        k = utf8_seq((const uint8_t *)s + i, n - i);
+        if (k == 0) {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            k = 1;
+        } else {
+            memcpy(out + o, s + i, k);
+            o += k;
+        }
+    }
+    out[o] = '\0';
+    return out;
 }
 
 static Apsd__V1__Trigger *

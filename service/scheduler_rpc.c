@@ -1624,6 +1624,15 @@ h_subscribe_events(aps_call *c, const ProtobufCMessage *m, void *ud)
         aps_rpc_fail_engine(c, rc, NULL, NULL);
         return;
     }
+    /* A live stream starts where the engine's cursor does: the newest
+     * published event, which events committed but not yet published may
+     * follow with lower sequences than `last`; a first bookmark saying
+     * `last` would let a client resuming from it miss them. */
+    if (!resume) {
+        uint64_t pos = 0;
+        if (aps_subscriber_position(st->sub, &pos) == 0)
+            st->last_seq = pos;
+    }
     st->src.service = sub_service;
     st->src.stop = sub_stop;
     st->src.release = sub_release;

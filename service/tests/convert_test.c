@@ -201,6 +201,33 @@ test_json_arena_exhausted(void **state)
     assert_true(failed > 0);
 }
 
+/* Strings going out are UTF-8, as a proto3 string must be (Python's
+ * protobuf refuses the whole message otherwise): an error text cut in the
+ * middle of a character, or a function's raw bytes, has each byte that
+ * starts no character replaced by U+FFFD; valid text is left alone. */
+static void
+test_outgoing_strings_are_utf8(void **state)
+{
+    (void)state;
+    aps_arena *a = aps_arena_new(1 << 20);
+    aps_outcome out;
+    memset(&out, 0, sizeof(out));
+    out.status = APS_RUN_FAILED;
+    out.error = "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c"; /* "café 日" and half of 本 */
+    aps_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = APS_EVENT_JOB_ERROR;
+    ev.job_id = "j\xc3\xa9";
+    ev.outcome = &out;
+    ev.message = "\xff\xfex";
+    Apsd__V1__Event *pb = aps_event_to_pb(a, &ev);
+    assert_non_null(pb);
+    assert_string_equal(pb->job_id, "j\xc3\xa9");
+    assert_string_equal(pb->outcome->error, "caf\xc3\xa9 \xe6\x97\xa5\xef\xbf\xbd\xef\xbf\xbd");
+    assert_string_equal(pb->message, "\xef\xbf\xbd\xef\xbf\xbdx");
+    aps_arena_free(a);
+}
+
 static void
 test_trigger_and_job_mapping(void **state)
 {
@@ -306,6 +333,7 @@ main(void)
         cmocka_unit_test(test_arena_limit),
         cmocka_unit_test(test_json_arena_exhausted),
         cmocka_unit_test(test_trigger_and_job_mapping),
+        cmocka_unit_test(test_outgoing_strings_are_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
