@@ -1745,11 +1745,20 @@ add_prepare(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
         if (rec->job.next_run_time == APS_TIME_NONE)
             rec->job.paused = 1;
     }
-    /* Ids are unique across stores. */
+    /* Ids are unique across stores (a store that cannot be read cannot
+     * tell: an error, not "absent"). */
     for (size_t i = 0; i < s->n_stores; i++) {
-        if ((int)i != si && aps__store_job_get(s->stores[i].st, rec->job.id, NULL, NULL, NULL) == 0) {
+        if ((int)i == si)
+            continue;
+        int r = aps__store_job_get(s->stores[i].st, rec->job.id, NULL, NULL, NULL);
+        if (r == 0) {
             rc = set_err(err, APS_EEXIST, "id: job \"%s\" exists in job store \"%s\"",
                          rec->job.id, s->stores[i].name);
+            goto fail;
+        }
+        if (r != APS_ENOENT) {
+            rc = set_err(err, r, "job store \"%s\" could not be read (%s)", s->stores[i].name,
+                         aps_strerror(r));
             goto fail;
         }
     }
@@ -2264,8 +2273,7 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     c->now = aps__scheduler_now(s);
     int si = locate(s, c->id, &rc);
     if (si < 0 && rc != 0)
-        return set_err(err, rc, "job_id: the job stores could not be read (%s); try again",
-                       aps_strerror(rc));
+        return set_err(err, rc, "job_id: the job stores could not be read (%s)", aps_strerror(rc));
     if (si < 0) {
         rc = request_known(s, c->request_id, c->request_fp, c->now);
         if (rc < 0)
@@ -2681,17 +2689,19 @@ latest_fire(aps_trigger *trig, aps_time from, aps_time now, aps_time *out)
     return rc;
 }
 
-/* A due job whose trigger fails (its zone gone from the system, an all_of
- * whose parts never meet): paused, with a JOB_MODIFIED event that says why.
- * Failing the write instead would hold up every job of its store, pass
- * after pass, since the job stays first in the due index. Out of memory
- * fails the write as always (it is retried). */
+/* A due job whose trigger fails for good (its zone gone from the system,
+ * an all_of whose parts never meet): paused, with a JOB_MODIFIED event
+ * that says why. Failing the write instead would hold up every job of its
+ * store, pass after pass, since the job stays first in the due index. */
 static int
 trigger_failed(due_ctx *c, aps_txn *t, aps__jobrec *rec, int failed, const char *why)
 {
     aps_event *ev = NULL;
     char msg[384];
-    if (failed == APS_ENOMEM)
+    /* Only what will fail again: a bad expression or range, a zone the
+     * system does not have. Anything else (out of memory, EMFILE while
+     * reading a zone file) fails the write, which is retried. */
+    if (failed != APS_EINVAL && failed != APS_ENOENT && failed != APS_ERANGE)
         return failed;
     rec->job.paused = 1;
     rec->job.next_run_time = APS_TIME_NONE;
@@ -2768,10 +2778,14 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
             rts[0] = last;
             n = 1;
         } else if (extra > 0) {
+            /* The latest run time (the one that may be on time) runs; the
+             * one it displaces from the list counts with the missed. */
             aps_event *ev = NULL;
+            aps_time dropped = rts[n - 1];
             char msg[96];
+            rts[n - 1] = last;
             rec->job.stats.misses += extra;
-            rc = out_event(&c->o, APS_EVENT_JOB_MISSED, c->now, &rec->job, NULL, &last, 1, &ev);
+            rc = out_event(&c->o, APS_EVENT_JOB_MISSED, c->now, &rec->job, NULL, &dropped, 1, &ev);
             if (rc != 0)
                 return rc;
             snprintf(msg, sizeof(msg), "%s%zu more run times were missed", beyond ? "over " : "",
@@ -2904,6 +2918,35 @@ outcome_event(done_ctx *c, const aps__run *run, const aps__run_result *res, aps_
     return 0;
 }
 
+/* Ends the runs queued in a job that will not be due again (a date job's
+ * or an exhausted trigger's runs queued by RunJobNow or Backfill) at a
+ * shutdown: JOB_ERROR, interrupted, each; left queued, nothing would ever
+ * start them. */
+static int
+drop_pending(done_ctx *c, aps__jobrec *rec)
+{
+    aps_outcome out;
+    memset(&out, 0, sizeof(out));
+    out.status = APS_RUN_INTERRUPTED;
+    out.error = "interrupted: the scheduler shut down before the queued run started";
+    for (size_t k = 0; k < rec->n_pending; k++) {
+        aps__pending *p = &rec->pending[k];
+        for (size_t i = 0; i < p->n_run_times; i++) {
+            aps_event *ev = NULL;
+            int rc = out_event(&c->o, APS_EVENT_JOB_ERROR, c->now, &rec->job, NULL,
+                               &p->run_times[i], 1, &ev);
+            if (rc == 0)
+                rc = aps__outcome_copy(&out, &ev->outcome);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    for (size_t k = 0; k < rec->n_pending; k++)
+        free(rec->pending[k].run_times);
+    rec->n_pending = 0;
+    return 0;
+}
+
 static int
 done_one(done_ctx *c, aps_txn *t, const aps__run *run)
 {
@@ -2943,9 +2986,12 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
     }
     /* Not while shutting down: the executors refuse new runs then, and a
      * queued run would end as a failure to start. It waits in the record
-     * for the next start (submit starts it first). */
+     * for the next start (submit starts it first), unless the job has no
+     * next run to bring it up again. */
     if (rc == 0 && rec != NULL && !c->stopping)
         rc = start_pending(c->s, t, &c->o, rec, c->now);
+    else if (rc == 0 && rec != NULL && rec->job.next_run_time == APS_TIME_NONE && !rec->job.paused)
+        rc = drop_pending(c, rec);
     if (rc == 0 && rec != NULL) {
         if (rec->job.next_run_time == APS_TIME_NONE && !rec->job.paused && rec->n_pending == 0) {
             /* The trigger was exhausted while runs waited: now it is done. */
@@ -2967,9 +3013,6 @@ done_fn(aps_txn *t, void *arg)
     done_ctx *c = arg;
     int rc = 0;
     reset_out(&c->o);
-    pthread_mutex_lock(&c->s->mu);
-    c->stopping = c->s->stopping || !c->s->started;
-    pthread_mutex_unlock(&c->s->mu);
     for (size_t i = 0; i < c->n && rc == 0; i++)
         rc = done_one(c, t, c->runs[i]);
     if (rc == 0)
@@ -3116,6 +3159,11 @@ process_completed(aps_scheduler *s)
     memset(&c, 0, sizeof(c));
     c.s = s;
     c.now = aps__scheduler_now(s);
+    /* Read here, not in done_fn: a write callback runs on the store's
+     * writer thread, which must not wait for the scheduler's lock. */
+    pthread_mutex_lock(&s->mu);
+    c.stopping = s->stopping || !s->started;
+    pthread_mutex_unlock(&s->mu);
     loop_out_take(s, 1, &c.o);
     for (size_t si = 0; si < s->n_stores; si++) {
         if (done_select(s, si, &cp, &c) != 0)
@@ -3693,6 +3741,7 @@ finalize(aps_scheduler *s, int wait)
     pthread_mutex_lock(&s->mu);
     s->started = 0;
     s->stopping = 0;
+    pthread_cond_broadcast(&s->idle_cv); /* a destroy waiting for it */
     s->shut = 1;
     if (s->state == APS_STATE_RUNNING)
         s->state = APS_STATE_STOPPED;
@@ -3738,6 +3787,12 @@ aps_scheduler_destroy(aps_scheduler *s)
     if (s == NULL)
         return;
     aps_scheduler_shutdown(s, 0);
+    /* A shutdown under way on another thread (a job's, a blocking loop's
+     * own) is waited for: it still uses the executors freed below. */
+    pthread_mutex_lock(&s->mu);
+    while (s->stopping)
+        pthread_cond_wait(&s->idle_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < s->n_execs; i++) {
         if (s->execs[i].ex != NULL) {
             s->execs[i].ex->ops->shutdown(s->execs[i].ex, 0);
@@ -3748,8 +3803,8 @@ aps_scheduler_destroy(aps_scheduler *s)
      * having no executor, instead of reaching freed memory. */
     for (size_t i = 0; i < s->n_execs; i++)
         s->execs[i].ex = NULL;
-    /* A completion may start a queued run, which is refused and completes
-     * in turn: until none is left, so that none leaks. */
+    /* Until no completion is left (a run handed back late), so that none
+     * leaks. */
     while (process_completed(s) > 0)
         ;
     /* Closing a store completes the asynchronous adds queued on it, whose

@@ -1210,10 +1210,10 @@ prune_events(lmdb_store *s, MDB_txn *txn)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-/* Doubles the map. No transaction of this process may be active: the
- * writer has aborted its own, and maplock keeps readers out. */
 static int env_open(lmdb_store *s, int exact, aps_error *err);
 
+/* Doubles the map. No transaction of this process may be active: the
+ * writer has aborted its own, and maplock keeps readers out. */
 static int
 grow_map(lmdb_store *s)
 {
@@ -1652,9 +1652,9 @@ check_lost(const lmdb_store *s, const char *path, aps_error *err)
     return APS_ECORRUPT;
 }
 
-/* Creates and opens the environment (s->env) and its databases. */
-/* Opens the environment in s->dir, at s->map_size or (unless `exact`) twice
- * the data file's size when that is more. */
+/* Creates and opens the environment (s->env) and its databases, at
+ * s->map_size or (unless `exact`) twice the data file's size when that is
+ * more. */
 static int
 env_open(lmdb_store *s, int exact, aps_error *err)
 {

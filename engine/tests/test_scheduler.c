@@ -369,7 +369,8 @@ test_coalesce(void **state)
 /* A backlog longer than the loop enumerates (1,000,000 run times: a
  * per-second job after 14 days down): coalesced, the run is the latest fire
  * time, on time (APScheduler's run_times[-1]), not the last enumerated;
- * without coalesce, the latest one is reported missed as "over N more". */
+ * without coalesce, the run has the oldest 999 and the latest (on time:
+ * it runs), and the rest is reported missed as "over N more". */
 static void
 test_backlog_beyond_enumeration(void **state)
 {
@@ -383,17 +384,17 @@ test_backlog_beyond_enumeration(void **state)
     aps_job_free(add(s, &b));
     aps_time now = T0 + 1200000 * SEC + SEC / 2;
     tu_clock_set(now);
-    settle(s, 1);
-    settle_events(s, APS_EVENT_JOB_EXECUTED, 1);
+    settle(s, 2);
+    settle_events(s, APS_EVENT_JOB_EXECUTED, 2);
     assert_true(calls[0] == T0 + 1200000 * SEC);
-    assert_int_equal(count_events(APS_EVENT_JOB_EXECUTED), 1);
-    const aps_event *ev = last_event(APS_EVENT_JOB_EXECUTED);
-    assert_string_equal(ev->job_id, "down-long");
+    assert_true(calls[1] == T0 + 1200000 * SEC);
+    assert_int_equal(count_events(APS_EVENT_JOB_EXECUTED), 2);
     aps_job *ja = get(s, "down-long");
     assert_true(ja->next_run_time == T0 + 1200001 * SEC);
     assert_int_equal(ja->stats.runs, 1);
     aps_job *jb = get(s, "each-one");
     assert_true(jb->next_run_time == T0 + 1200001 * SEC);
+    assert_int_equal(jb->stats.runs, 1);
     aps_job_free(ja);
     aps_job_free(jb);
     int seen = 0;
@@ -402,7 +403,7 @@ test_backlog_beyond_enumeration(void **state)
         if (e->type != APS_EVENT_JOB_MISSED || strcmp(e->job_id, "each-one") != 0 ||
             e->message == NULL || strstr(e->message, "more run times were missed") == NULL)
             continue;
-        assert_true(e->run_times[0] == T0 + 1200000 * SEC);
+        assert_true(e->run_times[0] == T0 + 1000 * SEC); /* displaced by the latest */
         assert_non_null(strstr(e->message, "over 999000 more"));
         seen++;
     }
@@ -540,11 +541,11 @@ open_gate_later(void *arg)
 }
 
 /* A shutdown while runs wait in a job's queue: the running one finishes,
- * the queued ones stay queued in the stored job (they were started and
- * refused by the stopped executors: a failure each, after
- * SCHEDULER_SHUTDOWN), and the next scheduler on the store starts them
- * first, in order, when the job is next due. A scheduler shut down does
- * not start again (its executors are gone). */
+ * the queued ones stay queued in the stored job (not started on the
+ * stopped executors, to fail after SCHEDULER_SHUTDOWN), and the next
+ * scheduler on the store starts them first, in order, when the job is
+ * next due. A scheduler shut down does not start again (its executors are
+ * gone). */
 static void
 test_shutdown_keeps_queued_runs(void **state)
 {
@@ -589,6 +590,47 @@ test_shutdown_keeps_queued_runs(void **state)
     job = get(s, "q");
     assert_int_equal(job->queued_runs, 0);
     aps_job_free(job);
+    aps_scheduler_destroy(s);
+}
+
+/* At a shutdown, a run queued in a job that will never be due again (its
+ * trigger ended while the run waited) cannot wait for a next start: it
+ * ends interrupted (JOB_ERROR), and the job, done, is removed. */
+static void
+test_shutdown_ends_queued_runs_of_ended_jobs(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(1);
+    t.u.interval.end_date = T0 + 2 * SEC;
+    aps_job_spec spec = func_job("ends", &t, NULL);
+    spec.misfire = APS_MISFIRE_UNLIMITED;
+    spec.overlap = APS_OVERLAP_QUEUE_ONE;
+    aps_job_free(add(s, &spec));
+    gate(1);
+    tu_clock_set(T0 + 1 * SEC);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    wait_running(1);
+    tu_clock_set(T0 + 2 * SEC);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    aps_job *job = get(s, "ends");
+    assert_int_equal(job->queued_runs, 1);
+    assert_true(job->next_run_time == APS_TIME_NONE);
+    aps_job_free(job);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, open_gate_later, NULL), 0);
+    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(calls_count(), 1);
+    assert_int_equal(count_events(APS_EVENT_JOB_ERROR), 1);
+    const aps_event *ev = last_event(APS_EVENT_JOB_ERROR);
+    assert_string_equal(ev->job_id, "ends");
+    assert_true(ev->run_times[0] == T0 + 2 * SEC);
+    /* (the listener keeps the outcome's error text in run_id) */
+    assert_string_equal(ev->run_id,
+                        "interrupted: the scheduler shut down before the queued run started");
+    assert_int_equal(count_events(APS_EVENT_JOB_REMOVED), 1);
+    assert_int_equal(aps_job_get(s, "ends", &job), APS_ENOENT);
     aps_scheduler_destroy(s);
 }
 
@@ -1797,6 +1839,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_failing_trigger_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_instances_and_overlap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_keeps_queued_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_ends_queued_runs_of_ended_jobs, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_queue_all_runs_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_run_now_remove, setup, teardown),
         cmocka_unit_test_setup_teardown(test_date_job_runs_once_and_is_removed, setup, teardown),

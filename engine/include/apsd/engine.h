@@ -546,8 +546,9 @@ int aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, a
 int aps_scheduler_start(aps_scheduler *s, aps_run_mode mode);
 
 /**
- * Stops the loop; with `wait`, waits for running jobs to finish (and runs
- * already queued in an executor), else cancels them. Runs waiting in a
+ * Stops the loop; with `wait`, waits for running jobs to finish (and, in
+ * the thread and process pools, runs already queued there), else cancels
+ * them. Runs waiting in a
  * job's overlap queue stay there, in the stored job: the next scheduler on
  * the store starts them first when the job is next due. Emits
  * SCHEDULER_SHUTDOWN. Idempotent. A job may call it (not destroy): its own
@@ -577,7 +578,8 @@ aps_scheduler_state aps_scheduler_get_state(aps_scheduler *s);
 int aps_scheduler_fd(aps_scheduler *s);
 
 /**
- * External loop: does all due work without blocking.
+ * External loop: does all due work without blocking (listeners get 1,024
+ * events a call at most; with more left, the fd stays readable).
  * @param[out] next_wakeup  when to call again at the latest (APS_TIME_NONE:
  *             only when the fd is readable). May be NULL.
  */
