@@ -2866,6 +2866,23 @@ typedef struct done_ctx {
     wout o;
 } done_ctx;
 
+/* Ends a string cut to fit its buffer after its last whole UTF-8
+ * character: the stored text stays text (a client reading a job's stats
+ * would otherwise get a broken character at the end). */
+static void
+utf8_cut(char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (n - (i - 1) < need)
+        s[i - 1] = '\0';
+}
+
 static int
 outcome_event(done_ctx *c, const aps__run *run, const aps__run_result *res, aps__jobrec *rec)
 {
@@ -2904,14 +2921,17 @@ outcome_event(done_ctx *c, const aps__run *run, const aps__run_result *res, aps_
         st->last_status = res->outcome.status;
         st->last_exit_code = res->outcome.has_exit_code ? res->outcome.exit_code
                                                         : -res->outcome.signal;
+        int len = 0;
         if (res->outcome.error_type != NULL && res->outcome.error != NULL &&
             strcmp(res->outcome.error_type, res->outcome.error) != 0)
-            snprintf(st->last_error, sizeof(st->last_error), "%s: %s", res->outcome.error_type,
-                     res->outcome.error); /* as Python prints it */
+            len = snprintf(st->last_error, sizeof(st->last_error), "%s: %s",
+                           res->outcome.error_type, res->outcome.error); /* as Python prints it */
         else if (res->outcome.error != NULL)
-            snprintf(st->last_error, sizeof(st->last_error), "%s", res->outcome.error);
+            len = snprintf(st->last_error, sizeof(st->last_error), "%s", res->outcome.error);
         else
             st->last_error[0] = '\0'; /* (snprintf was a measurable part of a run) */
+        if (len >= (int)sizeof(st->last_error))
+            utf8_cut(st->last_error);
         if (res->started != 0 && res->started != APS_TIME_NONE)
             aps__jobrec_add_lateness(rec, res->started - res->run_time);
     }

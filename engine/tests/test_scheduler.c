@@ -366,6 +366,45 @@ test_coalesce(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* A function's error longer than the stored last_error (255 bytes) is cut
+ * after its last whole UTF-8 character, not in the middle of one. */
+static int
+long_error_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
+              size_t error_len)
+{
+    (void)job_id;
+    (void)arg;
+    (void)scheduled;
+    (void)userdata;
+    size_t o = 0;
+    for (int i = 0; i < 150 && o + 3 < error_len; i++) {
+        memcpy(error + o, "\xc3\xa9", 2); /* é */
+        o += 2;
+    }
+    error[o] = '\0';
+    return 1;
+}
+
+static void
+test_last_error_cut_at_a_character(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(NULL, 1);
+    assert_int_equal(aps_scheduler_register_function(s, "long_error", long_error_fn, NULL), 0);
+    aps_trigger_spec t = interval_s(10);
+    aps_job_spec keep = tu_function_job("loud2", &t, "long_error", NULL);
+    aps_job_free(add(s, &keep));
+    tu_clock_set(T0 + 10 * SEC);
+    settle_events(s, APS_EVENT_JOB_ERROR, 1);
+    aps_job *job = get(s, "loud2");
+    size_t n = strlen(job->stats.last_error);
+    assert_int_equal(n, 254); /* 127 whole characters of 2 bytes */
+    for (size_t i = 0; i < n; i += 2)
+        assert_memory_equal(job->stats.last_error + i, "\xc3\xa9", 2);
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+}
+
 /* A backlog longer than the loop enumerates (1,000,000 run times: a
  * per-second job after 14 days down): coalesced, the run is the latest fire
  * time, on time (APScheduler's run_times[-1]), not the last enumerated;
@@ -1835,6 +1874,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_interval_fires_on_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_misfire_grace_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_last_error_cut_at_a_character, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backlog_beyond_enumeration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_trigger_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_instances_and_overlap, setup, teardown),
