@@ -53,6 +53,8 @@ typedef struct config {
     int insecure_listen;
     char *allow[MAX_ALLOW];
     size_t n_allow;
+    char *allow_env[MAX_ALLOW];
+    size_t n_allow_env;
     char *run_as_user, *run_as_group;
     store_cfg stores[MAX_STORES];
     size_t n_stores;
@@ -96,6 +98,9 @@ static const char usage_text[] =
     "                           (a warning is logged); otherwise such a listener is refused\n"
     "  --allow-command PATH     command allow-list entry, repeatable: an absolute\n"
     "                           executable, or a directory ending in '/'\n"
+    "  --allow-env KEY          with an allow-list, an environment key jobs may set,\n"
+    "                           repeatable (KEY, or a prefix ending in '*'; none by\n"
+    "                           default: LD_PRELOAD, BASH_ENV or PATH run other code)\n"
     "  --run-as USER[:GROUP]    run commands as this user (the daemon must be root)\n"
     "  --log-level LEVEL        debug, info, warn, error (default info)\n"
     "  --cq-threads N           completion-queue threads (default 1)\n"
@@ -142,7 +147,8 @@ static const char usage_text[] =
     "  [limits]       max_subscribers, subscriber_queue, heartbeat_interval,\n"
     "                 backfill_max_runs (default 1000)\n"
     "  [commands]     allow (paths separated by spaces), run_as_user, run_as_group:\n"
-    "                 for every processpool executor without its own\n"
+    "                 for every processpool executor without its own;\n"
+    "                 allow_env (keys separated by spaces, as --allow-env)\n"
     "  [log]          level\n"
     "  [jobstore NAME]  type (lmdb|memory), path (lmdb; default DATA_DIR, or\n"
     "                 DATA_DIR/NAME for stores other than `default`)\n"
@@ -415,6 +421,9 @@ ini_key(void *ud, const char *section, const char *key, const char *v)
         if (!strcmp(key, "allow")) {
             if (add_words(c->allow, &c->n_allow, MAX_ALLOW, v))
                 BAD("[commands] allow: at most %d entries", MAX_ALLOW);
+        } else if (!strcmp(key, "allow_env")) {
+            if (add_words(c->allow_env, &c->n_allow_env, MAX_ALLOW, v))
+                BAD("[commands] allow_env: at most %d entries", MAX_ALLOW);
         } else if (!strcmp(key, "run_as_user"))
             set_str(&c->run_as_user, v);
         else if (!strcmp(key, "run_as_group"))
@@ -490,6 +499,7 @@ enum {
     OPT_INSECURE,
     OPT_ALLOW,
     OPT_RUN_AS,
+    OPT_ALLOW_ENV,
     OPT_LOG_LEVEL,
     OPT_CQ,
     OPT_ENGINE_THREADS,
@@ -514,6 +524,7 @@ static const struct option long_opts[] = {
     {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
     {"insecure-listen", no_argument, NULL, OPT_INSECURE},
     {"allow-command", required_argument, NULL, OPT_ALLOW},
+    {"allow-env", required_argument, NULL, OPT_ALLOW_ENV},
     {"run-as", required_argument, NULL, OPT_RUN_AS},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"cq-threads", required_argument, NULL, OPT_CQ},
@@ -602,6 +613,11 @@ apply_flags(config *c, int argc, char **argv, int pass, const char **config_file
             if (c->n_allow == MAX_ALLOW)
                 die_usage("--allow-command: at most 64 entries%s", "");
             c->allow[c->n_allow++] = xstrdup(optarg);
+            break;
+        case OPT_ALLOW_ENV:
+            if (c->n_allow_env == MAX_ALLOW)
+                die_usage("--allow-env: at most 64 entries%s", "");
+            c->allow_env[c->n_allow_env++] = xstrdup(optarg);
             break;
         case OPT_RUN_AS:
             split_user(c, optarg);
@@ -953,6 +969,8 @@ main(int argc, char **argv)
         if (!strcmp(type, "processpool")) {
             d->allow = (const char *const *)(e->n_allow ? e->allow : c.n_allow ? c.allow : NULL);
             d->n_allow = e->n_allow ? e->n_allow : c.n_allow;
+            d->allow_env = (const char *const *)c.allow_env;
+            d->n_allow_env = c.n_allow_env;
             d->run_as_user = e->run_as_user ? e->run_as_user : c.run_as_user;
             d->run_as_group = e->run_as_group ? e->run_as_group : c.run_as_group;
             d->cwd = e->cwd;
@@ -962,8 +980,10 @@ main(int argc, char **argv)
         }
         if (!strcmp(type, "workers"))
             d->lease_us = e->lease_s > 0 ? secs_us(e->lease_s) : 30LL * 1000000;
-        aexecs[i] = (aps_app_executor){e->name, type, d->max_workers ? d->max_workers : 10,
-                                       d->allow, d->n_allow, APS_OUTPUT_LIMIT_DEFAULT};
+        aexecs[i] =
+            (aps_app_executor){e->name,      type,          d->max_workers ? d->max_workers : 10,
+                               d->allow,     d->n_allow,    APS_OUTPUT_LIMIT_DEFAULT,
+                               d->allow_env, d->n_allow_env};
     }
 
     aps_scheduler_config scfg;

@@ -24,6 +24,8 @@ typedef struct aps_app_executor {
     const char *const *allow; /**< command allow-list (processpool); NULL = any */
     size_t n_allow;
     uint32_t max_output_limit; /**< processpool: largest max_output_bytes a job may ask */
+    const char *const *allow_env; /**< with `allow`: the env keys a job may set */
+    size_t n_allow_env;
 } aps_app_executor;
 
 /** A configured job store. */

@@ -250,6 +250,17 @@ check_exec_target(aps_call *c, const aps_app *app, const char *name, const aps_t
                           path, t->u.command.argv[0], name);
             return -1;
         }
+        for (size_t i = 0; i < t->u.command.envc; i++) {
+            const char *kv = t->u.command.env[i];
+            if (aps_env_allowed(ex->allow_env, ex->n_allow_env, kv))
+                continue;
+            aps_call_fail(c, GRPC_STATUS_PERMISSION_DENIED,
+                          "%starget.command.env: \"%.*s\" is not on the environment allow-list "
+                          "of executor \"%s\" (with a command allow-list, a job sets only the "
+                          "keys --allow-env names)",
+                          path, (int)(strcspn(kv, "=") > 100 ? 100 : strcspn(kv, "=")), kv, name);
+            return -1;
+        }
     }
     return 0;
 }

@@ -220,6 +220,8 @@ typedef struct procpool {
     int64_t kill_grace_us;
     char **allow; /* canonical: realpath'ed, directories end in '/' */
     size_t n_allow;
+    char **allow_env; /* with `allow`: the env keys a job may set */
+    size_t n_allow_env;
     int run_as;
     uid_t uid;
     gid_t gid;
@@ -443,6 +445,19 @@ resolve_exe(const char *argv0, const char *cwd, char *const *envp, char *real, c
     return 0;
 }
 
+int
+aps_env_allowed(const char *const *keys, size_t n_keys, const char *entry)
+{
+    size_t kl = strcspn(entry, "=");
+    for (size_t i = 0; keys != NULL && i < n_keys; i++) {
+        size_t n = strlen(keys[i]);
+        if (n > 0 && keys[i][n - 1] == '*' ? kl >= n - 1 && strncmp(entry, keys[i], n - 1) == 0
+                                           : kl == n && strncmp(entry, keys[i], n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static int
 allowed(const procpool *pp, const char *real)
 {
@@ -452,7 +467,8 @@ allowed(const procpool *pp, const char *real)
         const char *a = pp->allow[i];
         size_t al = strlen(a);
         if (a[al - 1] == '/') {
-            if (strncmp(real, a, al) == 0 && real[al] != '\0')
+            /* A file directly in it: not one in a subdirectory. */
+            if (strncmp(real, a, al) == 0 && real[al] != '\0' && strchr(real + al, '/') == NULL)
                 return 1;
         } else if (strcmp(real, a) == 0) {
             return 1;
@@ -551,6 +567,7 @@ typedef struct child_req {
     char *const *envp;
     const char *cwd;
     int outw, errw, errpipe;
+    int max_fd; /* descriptors to mark close-on-exec without close_range */
 } child_req;
 
 /* The fork path's child: async-signal-safe calls only (the parent has
@@ -572,13 +589,20 @@ child_main(const child_req *rq)
         goto fail;
     if (dup2(pp->devnull, 0) < 0 || dup2(rq->outw, 1) < 0 || dup2(rq->errw, 2) < 0)
         goto fail;
+    /* Close-on-exec, not close: errpipe must survive until execve. Without
+     * close_range's flag (Linux before 5.11, a seccomp filter) fd by fd:
+     * the daemon's descriptors (the store's data file is not
+     * close-on-exec) must not reach a child, least of all one run as
+     * another user. */
+    int cloexec_done = 0;
 #ifdef SYS_close_range
-    /* Close-on-exec, not close: errpipe must survive until execve. */
-    (void)syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
+    cloexec_done = syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC) == 0;
 #endif
-    stage = ST_CHDIR;
-    if (chdir(rq->cwd) != 0)
-        goto fail;
+    for (int fd = 3; !cloexec_done && fd < rq->max_fd; fd++) {
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0 && !(fl & FD_CLOEXEC))
+            (void)fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
     stage = ST_RLIMIT;
     for (size_t i = 0; i < pp->n_rlim; i++) {
         int res = pp->rlim[i].resource;
@@ -608,6 +632,11 @@ child_main(const child_req *rq)
         if (syscall(SYS_setresuid, pp->uid, pp->uid, pp->uid) != 0)
             goto fail;
     }
+    /* As the run-as user: a cwd under a directory that user cannot enter
+     * must fail, not be reached by the daemon's own rights. */
+    stage = ST_CHDIR;
+    if (chdir(rq->cwd) != 0)
+        goto fail;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     stage = ST_EXEC;
@@ -627,7 +656,10 @@ spawn_fork(const procpool *pp, const char *path, char *const argv[], char *const
 {
     int ep[2], report[2];
     ssize_t n;
-    child_req rq = {pp, path, argv, envp, cwd, outw, errw, -1};
+    long open_max = sysconf(_SC_OPEN_MAX);
+    child_req rq = {pp,   path, argv,
+                    envp, cwd,  outw,
+                    errw, -1,   open_max > 0 && open_max < INT_MAX ? (int)open_max : 65536};
 
     if (pipe2(ep, O_CLOEXEC) != 0)
         return errno;
@@ -845,6 +877,16 @@ spawn_child(procpool *pp, slot *sl, aps__run_result *res)
         else
             snprintf(msg, sizeof(msg), "%s (%s): not on the allow-list", argv[0], real);
         goto fail;
+    }
+    for (size_t i = 0; pp->n_allow > 0 && i < t->u.command.envc; i++) {
+        const char *kv = t->u.command.env[i];
+        if (!aps_env_allowed((const char *const *)pp->allow_env, pp->n_allow_env, kv)) {
+            snprintf(msg, sizeof(msg),
+                     "env %.*s: not on the environment allow-list (with a command allow-list, "
+                     "a job sets only the keys allowed)",
+                     (int)strcspn(kv, "="), kv);
+            goto fail;
+        }
     }
     /* Checked here so that a missing cwd is not reported as a missing
      * program (posix_spawn returns ENOENT for both). */
@@ -1427,6 +1469,9 @@ pp_free(procpool *pp)
     for (size_t i = 0; i < pp->n_allow; i++)
         free(pp->allow[i]);
     free(pp->allow);
+    for (size_t i = 0; i < pp->n_allow_env; i++)
+        free(pp->allow_env[i]);
+    free(pp->allow_env);
     if (pp->slots != NULL) {
         for (size_t i = 0; i < pp->base.max_workers; i++) {
             free(pp->slots[i].out[0].buf);
@@ -1573,6 +1618,13 @@ setup_run_as(procpool *pp, const aps_executor_def *def, aps_error *err)
     gid_t gid = getegid();
     int rc;
 
+    /* A group alone would keep the daemon's user: root, with every
+     * capability, which is no drop at all. */
+    if (def->run_as_group != NULL && def->run_as_user == NULL)
+        return set_err(err, APS_EINVAL,
+                       "executors[%s].run_as_group: needs run_as_user too (a group alone "
+                       "leaves commands running as the daemon's user)",
+                       def->name);
     if (def->run_as_user != NULL) {
         rc = lookup_user(def->run_as_user, &uid, &gid);
         if (rc != 0)
@@ -1683,6 +1735,18 @@ copy_config(procpool *pp, const aps_executor_def *def, aps_error *err)
         if ((pp->allow[i] = strdup(real)) == NULL)
             return set_err(err, APS_ENOMEM, "out of memory");
         pp->n_allow++;
+    }
+    size_t ne = def->allow_env ? def->n_allow_env : 0;
+    pp->allow_env = calloc(ne ? ne : 1, sizeof(*pp->allow_env));
+    if (pp->allow_env == NULL)
+        return set_err(err, APS_ENOMEM, "out of memory");
+    for (size_t i = 0; i < ne; i++) {
+        if (def->allow_env[i] == NULL || def->allow_env[i][0] == '\0')
+            return set_err(err, APS_EINVAL, "executors[%s].allow_env[%zu]: must not be empty",
+                           def->name, i);
+        if ((pp->allow_env[i] = strdup(def->allow_env[i])) == NULL)
+            return set_err(err, APS_ENOMEM, "out of memory");
+        pp->n_allow_env++;
     }
     return 0;
 }

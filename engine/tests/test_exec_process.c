@@ -760,6 +760,47 @@ test_allow_list(void **state)
     r = run_sync(ex, new_run(NULL, "/usr/bin/../bin/sh", "-c", "echo no"), 10 * SEC);
     assert_int_equal(out0(r)->status, APS_RUN_SPAWN_FAILED);
     aps__run_free(r);
+    /* A directory entry admits the files directly in it, not deeper ones
+     * (/usr/lib/ does not admit /usr/lib/x/y). */
+    char deep[4200];
+    snprintf(deep, sizeof(deep), "%s/apsd-allow-XXXXXX", "/usr/lib");
+    int made = mkdtemp(deep) != NULL;
+    if (made) {
+        char prog[4300];
+        snprintf(prog, sizeof(prog), "%s/true", deep);
+        char copy[4400];
+        snprintf(copy, sizeof(copy), "cp /bin/true %s", prog);
+        assert_int_equal(system(copy), 0);
+        r = run_sync(ex, new_run(NULL, prog), 10 * SEC);
+        assert_int_equal(out0(r)->status, APS_RUN_SPAWN_FAILED);
+        aps__run_free(r);
+        unlink(prog);
+        rmdir(deep);
+    }
+    /* With an allow-list, a job sets only the environment keys allowed:
+     * none here, so LD_PRELOAD (or any other) is refused. */
+    const char *preload[] = {"LD_PRELOAD=/tmp/x.so"};
+    cmd_opts po = {.env = preload, .envc = 1};
+    r = run_sync(ex, new_run(&po, "/bin/true"), 10 * SEC);
+    assert_int_equal(out0(r)->status, APS_RUN_SPAWN_FAILED);
+    assert_error(r, "env LD_PRELOAD: not on the environment allow-list (with a command "
+                    "allow-list, a job sets only the keys allowed)");
+    aps__run_free(r);
+    drop_exec(ex);
+    /* Keys allowed exactly or by prefix. */
+    const char *keys[] = {"TZ", "LC_*"};
+    aps_executor_def with_env = {.allow = allow, .n_allow = 2, .allow_env = keys, .n_allow_env = 2};
+    ex = make_exec(&with_env);
+    const char *ok_env[] = {"TZ=UTC", "LC_ALL=C"};
+    cmd_opts oo = {.env = ok_env, .envc = 2};
+    r = run_sync(ex, new_run(&oo, "/bin/true"), 10 * SEC);
+    assert_int_equal(out0(r)->status, APS_RUN_SUCCEEDED);
+    aps__run_free(r);
+    const char *bad_env[] = {"TZX=1"};
+    cmd_opts bo = {.env = bad_env, .envc = 1};
+    r = run_sync(ex, new_run(&bo, "/bin/true"), 10 * SEC);
+    assert_int_equal(out0(r)->status, APS_RUN_SPAWN_FAILED);
+    aps__run_free(r);
     drop_exec(ex);
 
     const char *rel[] = {"bin/true"};
@@ -824,9 +865,17 @@ test_run_as_and_rlimits(void **state)
     aps__executor *none = NULL;
     assert_int_equal(aps__executor_process_create(sched, &bad, &none, &err), APS_EINVAL);
     assert_string_equal(err.msg, "executors[bad].run_as_user: unknown user \"no-such-user-x\"");
-    aps_executor_def badg = {.name = "bad", .type = "processpool", .run_as_group = "no-such-group-x"};
+    aps_executor_def badg = {.name = "bad",
+                             .type = "processpool",
+                             .run_as_user = "nobody",
+                             .run_as_group = "no-such-group-x"};
     assert_int_equal(aps__executor_process_create(sched, &badg, &none, &err), APS_EINVAL);
     assert_string_equal(err.msg, "executors[bad].run_as_group: unknown group \"no-such-group-x\"");
+    /* A group alone would keep the daemon's user (root, every capability). */
+    aps_executor_def alone = {.name = "bad", .type = "processpool", .run_as_group = "nogroup"};
+    assert_int_equal(aps__executor_process_create(sched, &alone, &none, &err), APS_EINVAL);
+    assert_string_equal(err.msg, "executors[bad].run_as_group: needs run_as_user too (a group "
+                                 "alone leaves commands running as the daemon's user)");
 }
 
 static void

@@ -493,10 +493,10 @@ static size_t n_table;
 static const ProtobufCMessageDescriptor *outputs[32];
 
 static const aps_app_executor app_execs[] = {
-    {"default", "processpool", 10, NULL, 0, APS_OUTPUT_LIMIT_DEFAULT},
+    {"default", "processpool", 10, NULL, 0, APS_OUTPUT_LIMIT_DEFAULT, NULL, 0},
     {"restricted", "processpool", 2, (const char *const[]){"/usr/bin/", "/bin/true"}, 2,
-     APS_OUTPUT_LIMIT_DEFAULT},
-    {"workers", "workers", 10, NULL, 0, 0},
+     APS_OUTPUT_LIMIT_DEFAULT, (const char *const[]){"LANG", "LC_*"}, 2},
+    {"workers", "workers", 10, NULL, 0, 0, NULL, 0},
 };
 static const aps_app_store app_stores[] = {{"default", "memory"}, {"extra", "memory"}};
 

@@ -87,7 +87,7 @@ class AllowListTest(unittest.TestCase):
         script(os.path.join(t, "evil", "true"), "touch %s/marks/path-ran" % t)
         os.symlink("/bin/cat", os.path.join(t, "allowed", "link-to-cat"))
         cls.allow = ["/bin/true", "/bin/echo", "/usr/bin/env", "/bin/ls", "/bin/sh", os.path.join(t, "allowed") + "/"]
-        flags = []
+        flags = ["--allow-env", "PATH", "--allow-env", "JOB_*"]
         for a in cls.allow:
             flags += ["--allow-command", a]
         cls.d = Daemon(t, flags, env=dict(os.environ, APSD_TEST_SECRET="do-not-leak")).start()
@@ -137,6 +137,22 @@ class AllowListTest(unittest.TestCase):
         j = self.d.sched.GetJob(pb.GetJobRequest(job_id="allowed-0"), timeout=T)
         self.assertEqual(list(j.target.command.argv), ["/bin/true"])
         print("allow-list: %d programs accepted, %d refused with PERMISSION_DENIED" % (len(allowed), len(refused)))
+
+    def test_environment_allow_list(self):
+        """With a command allow-list, a job sets only the environment keys
+        --allow-env names: LD_PRELOAD, BASH_ENV, BASH_FUNC_* and the like
+        would make an allowed program run other code."""
+        for i, key in enumerate(["LD_PRELOAD", "BASH_ENV", "BASH_FUNC_echo%%", "PYTHONPATH",
+                                 "NODE_OPTIONS", "JOB", "job_x"]):
+            job = pb.Job(id="env-refused-%d" % i, trigger=far_date(), target=pb.Target(
+                command=pb.CommandTarget(argv=["/bin/true"], env={key: "x"})))
+            with self.assertRaises(grpc.RpcError, msg=key) as cm:
+                self.d.sched.AddJob(pb.AddJobRequest(job=job), timeout=T)
+            self.assertEqual(cm.exception.code(), C.PERMISSION_DENIED, key)
+            self.assertIn("environment allow-list", cm.exception.details())
+        ev = run_job(self.d, "env-allowed", ["/usr/bin/env"], env={"JOB_OTHER": "1", "PATH": "/bin"})
+        self.assertEqual(ev.type, EXECUTED, ev.outcome.error)
+        self.assertIn(b"JOB_OTHER=1", ev.outcome.stdout_tail)
 
     def test_checked_when_run(self):
         t = self.tmp
@@ -247,6 +263,19 @@ class RunAsTest(unittest.TestCase):
             ev = run_job(d, "runas-read", ["/bin/cat", os.path.join(d.store, "data.mdb")], cwd="/")
             self.assertEqual(ev.type, ERROR)
             self.assertEqual(ev.outcome.stdout_tail, b"")
+            # The working directory is entered as the run-as user: one it
+            # cannot enter fails (entered as root, the command ran in it).
+            secret = tempfile.mkdtemp(prefix="apsd-sec-cwd-")
+            os.makedirs(os.path.join(secret, "sub"))
+            os.chmod(secret, 0o700)
+            os.chmod(os.path.join(secret, "sub"), 0o755)
+            try:
+                ev = run_job(d, "runas-cwd", ["/bin/pwd"], cwd=os.path.join(secret, "sub"))
+                self.assertEqual(ev.type, ERROR)
+                self.assertEqual(ev.outcome.status, pb.RUN_STATUS_START_FAILED)
+                self.assertIn("cwd", ev.outcome.error)
+            finally:
+                shutil.rmtree(secret, ignore_errors=True)
             print("run-as nobody: uid %s, gid %s, groups %s, no capabilities; the store is unreadable" % (
                 out["uid"].strip(), out["gid"].strip(), out["groups"].strip()))
             self.assertEqual(d.stop(), 0, d.log_text())

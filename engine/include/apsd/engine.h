@@ -288,6 +288,11 @@ typedef struct aps_job {
     aps_job_stats stats;
 } aps_job;
 
+/** Whether a command's environment entry ("KEY=VALUE") may be set under a
+ *  command allow-list whose permitted keys are `keys` (exact, or a prefix
+ *  ending in '*'). 1 or 0. */
+int aps_env_allowed(const char *const *keys, size_t n_keys, const char *entry);
+
 /** Frees a job returned by the engine. NULL is allowed. */
 void aps_job_free(aps_job *job);
 /** @} */
@@ -421,6 +426,12 @@ typedef struct aps_executor_def {
     const char *const *allow; /**< allow-list: absolute executables, or directories
                                    ending in '/'; NULL = any executable */
     size_t n_allow;
+    /** With an allow-list: the environment keys a job may set (exact, or a
+     *  prefix ending in '*'); none by default. Keys such as LD_PRELOAD,
+     *  BASH_ENV, BASH_FUNC_*, PYTHONPATH or PATH make an allowed program
+     *  run other code, so the allow-list alone would not hold. */
+    const char *const *allow_env;
+    size_t n_allow_env;
     const char *run_as_user;  /**< when the daemon is root: run children as this user */
     const char *run_as_group; /**< and group (NULL = the user's primary group) */
     const char *const *base_env; /**< "K=V" entries every child gets; NULL =
