@@ -58,6 +58,9 @@ h_health_watch(aps_call *c, const ProtobufCMessage *m, void *ud)
     aps_call_hold(c);
 }
 
+/* Replies a reflection stream may have queued, unread by its client. */
+#define REFL_QUEUE_MAX 16
+
 static void
 refl_free(void *arg)
 {
@@ -87,6 +90,13 @@ refl_on_msg(aps_call *c, const uint8_t *data, size_t len, int ok, void *arg)
     free(out);
     if (sent != 0) {
         aps_call_finish(c, GRPC_STATUS_CANCELLED, "client went away");
+        return;
+    }
+    /* A reply can be 2,000 times its request: a client that sends without
+     * reading would have the daemon queue replies without bound. */
+    if (aps_call_queued(c) > REFL_QUEUE_MAX) {
+        aps_call_cancel(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                        "reflection: more than 16 replies unread (read them as you ask)");
         return;
     }
     aps_call_read(c, refl_on_msg, st);

@@ -10,7 +10,6 @@
 #include "service/log.h"
 #include "service/rpc.h"
 
-#define LEASE_DEFAULT_US (30LL * 1000000)
 #define LEASE_MIN_US (1LL * 1000000)
 #define LEASE_MAX_US (3600LL * 1000000)
 #define TAKE_BATCH 16
@@ -226,7 +225,8 @@ h_acquire(aps_call *c, const ProtobufCMessage *m, void *ud)
         .max_in_flight = (uint32_t)req->max_in_flight,
         .tasks = (const char *const *)req->tasks,
         .n_tasks = req->n_tasks,
-        .lease_us = clamp_lease(lease ? lease : LEASE_DEFAULT_US),
+        /* Unset: the executor's own lease ([executor NAME] lease). */
+        .lease_us = lease ? clamp_lease(lease) : 0,
         .notify = acq_wake,
         .userdata = st,
     };

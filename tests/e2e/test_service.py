@@ -502,6 +502,29 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("fire_times", out.stdout)
 
+    def test_reflection_client_that_does_not_read(self):
+        """A reflection client that keeps asking without reading the replies
+        (each 2,000 times its request) is cut with RESOURCE_EXHAUSTED once
+        16 are queued, instead of the daemon queueing them without bound."""
+        import importlib.util
+        path = find_runfile("proto/grpc/reflection/v1/reflection_pb2.py")
+        spec = importlib.util.spec_from_file_location("apsd_test_reflection_flood", path)
+        rpb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(rpb)
+        call = self.d.channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=rpb.ServerReflectionRequest.SerializeToString,
+            response_deserializer=rpb.ServerReflectionResponse.FromString)
+        req = rpb.ServerReflectionRequest(file_by_filename="apsd/v1/scheduler.proto")
+        replies = call(iter([req] * 3000), timeout=60)
+        time.sleep(3)  # not reading
+        with self.assertRaises(grpc.RpcError) as cm:
+            for _ in replies:
+                pass
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertIn("replies unread", cm.exception.details())
+        self.s.GetScheduler(pb.GetSchedulerRequest(), timeout=T)  # still serving
+
     def test_reflection_client_from_reflection_proto(self):
         """A reflection client built from the modules generated from
         proto/grpc/reflection/{v1,v1alpha}/reflection.proto (loaded by path:
@@ -1028,6 +1051,33 @@ class DiskReserveTest(unittest.TestCase):
                 out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
             self.assertNotEqual(out.returncode, 0, value)
             self.assertIn("disk_reserve: bytes", out.stderr)
+
+
+class WorkerLeaseConfigTest(unittest.TestCase):
+    """[executor NAME] lease is the lease of a dispatch whose Acquire asks
+    for none (it was always 30 s)."""
+
+    def test_configured_lease(self):
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-lease-")
+        try:
+            path = os.path.join(tmp, "apsd.ini")
+            with open(path, "w") as f:
+                f.write("[executor default]\ntype = processpool\n"
+                        "[executor workers]\ntype = workers\nlease = 300\n")
+            d = Daemon(tmp, ["--config", path]).start()
+            try:
+                d.sched.AddJob(pb.AddJobRequest(job=pb.Job(id="leased", target=pb.Target(
+                    remote=pb.RemoteTarget(task="m:f", queue="ql")))), timeout=T)
+                stream = d.workers.Acquire(wpb.AcquireRequest(queue="ql", worker_id="w"), timeout=60)
+                try:
+                    item = next(stream)
+                    self.assertEqual(item.dispatch.lease_duration.seconds, 300)
+                finally:
+                    stream.cancel()
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class NetworkFsConfigTest(unittest.TestCase):
