@@ -10,6 +10,7 @@
 #include "bindings/c/src/grpc_status.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
+#include "service/pbcheck.h"
 
 #define US_PER_SEC 1000000LL
 /* 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, as google.protobuf.Timestamp allows. */
@@ -235,55 +236,6 @@ aps_pb_unpack(aps_arena *a, const ProtobufCMessageDescriptor *desc, const uint8_
     return protobuf_c_message_unpack(desc, aps_arena_allocator(a), len, data);
 }
 
-/* The length of the UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF; a NUL is not one), of the n bytes
- * there; 0 if there is none. */
-static size_t
-utf8_seq(const uint8_t *s, size_t n)
-{
-    unsigned c = s[0], k;
-    uint32_t cp;
-    if (c == 0)
-        return 0;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        k = 1;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        k = 2;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        k = 3;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n <= k)
-        return 0;
-    for (unsigned j = 1; j <= k; j++) {
-        if ((s[j] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[j] & 0x3f);
-    }
-    if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return k + 1;
-}
-
-/* 1 if the n bytes at s are UTF-8 without a NUL. */
-static int
-wire_utf8_ok(const uint8_t *s, size_t n)
-{
-    for (size_t i = 0, k; i < n; i += k) {
-        k = utf8_seq(s + i, n - i);
-        if (k == 0)
-            return 0;
-    }
-    return 1;
-}
-
 /* Walks the wire form like depth_ok (the message already unpacked, so it is
  * well-formed and its depth bounded). Returns 0, or BAD_STRING / BAD_FIELD0
  * with `path` extended by the names down to the offending field. */
@@ -307,7 +259,7 @@ wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, ch
             (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
             snprintf(path + base, cap - base, "%s%s", base ? "." : "", f->name);
             rc = f->type == PROTOBUF_C_TYPE_STRING
-                     ? (wire_utf8_ok(p, (size_t)n) ? 0 : BAD_STRING)
+                     ? (aps__pb_utf8_ok_n(p, (size_t)n) ? 0 : BAD_STRING)
                      : wire_check(f->descriptor, p, (size_t)n, path, cap);
             if (rc != 0)
                 return rc;
@@ -1135,7 +1087,7 @@ estr(aps_arena *a, const char *s)
     if (s == NULL || s[0] == '\0')
         return (char *)protobuf_c_empty_string;
     size_t n = strlen(s);
-    if (wire_utf8_ok((const uint8_t *)s, n))
+    if (aps__pb_utf8_ok_n((const unsigned char *)s, n))
         return aps_arena_strdup(a, s);
     /* Not UTF-8 (a registered function's error text, a message cut in the
      * middle of a character, a command's bytes): a proto3 string must be,
@@ -1146,7 +1098,7 @@ estr(aps_arena *a, const char *s)
         return NULL;
     size_t o = 0;
     for (size_t i = 0, k; i < n; i += k) {
-        k = utf8_seq((const uint8_t *)s + i, n - i);
+        k = aps__pb_utf8_seq((const unsigned char *)s + i, n - i);
         if (k == 0) {
             memcpy(out + o, "\xef\xbf\xbd", 3);
             o += 3;
