@@ -173,6 +173,22 @@ aps__store_space_low(aps_store *s)
     return s && s->ops->space_low ? s->ops->space_low(s) : 0;
 }
 
+int
+aps__store_failed(aps_store *s)
+{
+    return s && s->ops->failed ? s->ops->failed(s) : 0;
+}
+
+int
+aps__store_flushed(aps_store *s)
+{
+    int rc = check_store(s);
+
+    if (rc)
+        return rc;
+    return s->ops->flushed ? s->ops->flushed(s) : 0;
+}
+
 void
 aps__store_close(aps_store *s)
 {
@@ -343,6 +359,22 @@ aps__store_due(aps_store *s, aps_time before, size_t limit, aps_store_job_cb cb,
     if (!cb)
         return APS_EINVAL;
     return s->ops->due(s, before, limit, cb, arg);
+}
+
+int
+aps__store_due_after(aps_store *s, aps_time after, const char *after_id, aps_time before,
+                     size_t limit, aps_store_job_cb cb, void *arg)
+{
+    size_t n = id_len(after_id);
+    int rc = check_store(s);
+
+    if (rc)
+        return rc;
+    if (!cb || !n)
+        return APS_EINVAL;
+    if (!s->ops->due_after)
+        return s->ops->due(s, before, limit, cb, arg);
+    return s->ops->due_after(s, after, after_id, n, before, limit, cb, arg);
 }
 
 int

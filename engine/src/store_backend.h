@@ -34,6 +34,9 @@ typedef struct aps_store_ops {
     int (*job_list)(aps_store *s, const char *after, size_t afterlen, size_t limit,
                     aps_store_job_cb cb, void *arg);
     int (*due)(aps_store *s, aps_time before, size_t limit, aps_store_job_cb cb, void *arg);
+    /** Optional: due, from the entry after (after, after_id). */
+    int (*due_after)(aps_store *s, aps_time after, const char *after_id, size_t idlen,
+                     aps_time before, size_t limit, aps_store_job_cb cb, void *arg);
     int (*next_due)(aps_store *s, aps_time *out);
     int (*count)(aps_store *s, size_t *jobs, size_t *scheduled);
     int (*events)(aps_store *s, uint64_t after_seq, size_t limit, aps_store_event_cb cb, void *arg);
@@ -43,6 +46,8 @@ typedef struct aps_store_ops {
                      void *arg);
     int (*stats)(aps_store *s, aps_store_stats *out);
     int (*space_low)(aps_store *s); /* NULL: never */
+    int (*failed)(aps_store *s);    /* NULL: never */
+    int (*flushed)(aps_store *s);   /* NULL: commits are durable when visible */
     void (*close)(aps_store *s);
 
     int (*txn_job_get)(aps_txn *t, const char *id, size_t idlen, const void **data, size_t *len,

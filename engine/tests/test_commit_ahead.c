@@ -5,9 +5,12 @@
  * margins: the window is 300 ms, the checks are "before the time" and
  * "not early, and not later than 150 ms".
  */
+#include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,11 +61,35 @@ record_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdat
     return 0;
 }
 
+/* test_batches_on_their_way: runs per job "pNNNN", JOB_EXECUTED events. */
+#define MANY 3000
+static int many_runs[MANY];
+static size_t n_executed;
+
+static int
+count_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
+         size_t error_len)
+{
+    (void)arg;
+    (void)scheduled;
+    (void)userdata;
+    (void)error;
+    (void)error_len;
+    int i = atoi(job_id + 1);
+    pthread_mutex_lock(&mu);
+    if (i >= 0 && i < MANY)
+        many_runs[i]++;
+    pthread_mutex_unlock(&mu);
+    return 0;
+}
+
 static void
 listener(const aps_event *ev, void *userdata)
 {
     (void)userdata;
     pthread_mutex_lock(&mu);
+    if (ev->type == APS_EVENT_JOB_EXECUTED)
+        n_executed++;
     if (ev->type == APS_EVENT_JOB_SUBMITTED && n_submitted < 64 && ev->n_run_times > 0) {
         submitted_at[n_submitted] = aps_time_now();
         submitted_for[n_submitted] = ev->run_times[0];
@@ -86,7 +113,8 @@ setup(void **state)
     if (system(cmd) != 0)
         return -1;
     pthread_mutex_lock(&mu);
-    n_calls = n_submitted = n_skipped = 0;
+    n_calls = n_submitted = n_skipped = n_executed = 0;
+    memset(many_runs, 0, sizeof(many_runs));
     busy_us = 0;
     pthread_mutex_unlock(&mu);
     return 0;
@@ -110,6 +138,7 @@ open_sched_max(int64_t ahead, int64_t ahead_max)
     if (aps_scheduler_create(&cfg, &s, &err) != 0)
         fail_msg("create: %s", err.msg);
     assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
     assert_int_equal(aps_scheduler_add_listener(s, listener, APS_EVENT_ALL, NULL), 0);
     return s;
 }
@@ -417,6 +446,120 @@ test_runs_gathered_into_few_commits(void **state)
     aps_scheduler_destroy(s);
 }
 
+static atomic_int adds_done, adds_failed;
+
+static void
+add_done_cb(void *userdata, int rc, aps_job *job, const aps_error *err)
+{
+    (void)userdata;
+    (void)err;
+    aps_job_free(job);
+    if (rc != 0)
+        atomic_fetch_add(&adds_failed, 1);
+    atomic_fetch_add(&adds_done, 1);
+}
+
+/* Thousands of jobs due at once: their batches go to the store one after
+ * the other, each scanned after the last job of the one before while that
+ * one is still on its way. Every job runs exactly once, and is gone after
+ * (a date job's only run). */
+static void
+test_batches_on_their_way(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    char id[16];
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 3000 * MS;
+    atomic_store(&adds_done, 0);
+    atomic_store(&adds_failed, 0);
+    for (int i = 0; i < MANY; i++) {
+        aps_trigger_spec d = tu_date(due + (i % 7) * MS);
+        snprintf(id, sizeof(id), "p%04d", i);
+        aps_job_spec j = tu_function_job(id, &d, "count", NULL);
+        aps_job_add_async(s, &j, NULL, add_done_cb, NULL);
+    }
+    for (int i = 0; i < 20000 && atomic_load(&adds_done) < MANY; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&adds_done), MANY);
+    assert_int_equal(atomic_load(&adds_failed), 0);
+    assert_true(aps_time_now() < due - AHEAD); /* none taken yet */
+    for (int i = 0; i < 30000; i++) {
+        pthread_mutex_lock(&mu);
+        size_t k = n_executed;
+        pthread_mutex_unlock(&mu);
+        if (k >= MANY)
+            break;
+        usleep(1000);
+    }
+    usleep(300 * 1000); /* time for a second run, if one were to come */
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_executed, MANY);
+    for (int i = 0; i < MANY; i++)
+        if (many_runs[i] != 1)
+            fail_msg("job p%04d ran %d times", i, many_runs[i]);
+    pthread_mutex_unlock(&mu);
+    aps_store_info si;
+    for (int i = 0; i < 5000; i++) {
+        assert_int_equal(aps_scheduler_store_info(s, 0, &si), 0);
+        if (si.jobs == 0)
+            break;
+        usleep(1000);
+    }
+    assert_int_equal(si.jobs, 0);
+    assert_int_equal(si.write_failed, 0);
+    aps_scheduler_destroy(s);
+}
+
+/* While set, the store's syncer thread fails its fdatasync (the flush of
+ * commits' meta pages; LMDB's, through libc) with EIO. */
+static atomic_int fail_flush;
+
+int
+fdatasync(int fd)
+{
+    static int (*real)(int);
+    char name[16] = "";
+    pthread_getname_np(pthread_self(), name, sizeof(name));
+    if (atomic_load(&fail_flush) && strcmp(name, "aps-lmdb-sync") == 0) {
+        errno = EIO;
+        return -1;
+    }
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+
+/* A store whose disk failed a flush takes no more writes: the add that
+ * met the failure and every later one say so, with what to do, and the
+ * store's info shows it. */
+static void
+test_flush_failure_stops_the_store(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    aps_error err;
+    aps_store_info si;
+    aps_trigger_spec d = tu_date(aps_time_now() + 3600 * 1000 * MS);
+    add_job(s, "before", &d, 1);
+    atomic_store(&fail_flush, 1);
+    aps_job_spec j = tu_function_job("during", &d, "record", NULL);
+    int rc = aps_job_add(s, &j, NULL, NULL, &err);
+    atomic_store(&fail_flush, 0);
+    assert_int_equal(rc, APS_EIO);
+    assert_non_null(strstr(err.msg, "failed to flush"));
+    assert_non_null(strstr(err.msg, "restart"));
+    j.id = "after";
+    assert_int_equal(aps_job_add(s, &j, NULL, NULL, &err), APS_EIO);
+    assert_non_null(strstr(err.msg, "failed to flush"));
+    assert_int_equal(aps_scheduler_store_info(s, 0, &si), 0);
+    assert_int_equal(si.write_failed, 1);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "before", &job), 0); /* reads go on */
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+}
+
 int
 main(void)
 {
@@ -427,6 +570,8 @@ main(void)
         cmocka_unit_test_setup(test_off, setup),
         cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
         cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),
+        cmocka_unit_test_setup(test_batches_on_their_way, setup),
+        cmocka_unit_test_setup(test_flush_failure_stops_the_store, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -473,6 +474,52 @@ test_due_order(void **state)
     assert_int_equal(aps__store_due(f->s, 0, 0, collect_cb, c), 0);
     assert_int_equal(c->n, 4);
     assert_string_equal(c->id[1], "late");
+    free(c);
+}
+
+/* The next batch after a given job: LMDB starts after it, in (time, id)
+ * order; the memory store, without an ordered index, from the first. */
+static void
+test_due_after(void **state)
+{
+    fx *f = *state;
+    collect *c = calloc(1, sizeof *c);
+    int lmdb = f->kind == B_LMDB;
+
+    assert_non_null(c);
+    fx_open(f);
+    put(f->s, "b", "1", 1000);
+    put(f->s, "a", "2", 1000);
+    put(f->s, "c", "3", 2000);
+    put(f->s, "d", "4", 3000);
+    put(f->s, "e", "5", APS_TIME_NONE);
+
+    assert_int_equal(aps__store_due_after(f->s, 1000, "a", 2500, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, lmdb ? 2 : 3);
+    assert_string_equal(c->id[0], lmdb ? "b" : "a");
+    assert_string_equal(c->id[c->n - 1], "c");
+
+    /* A limit counts from there. */
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due_after(f->s, 1000, "b", 5000, 1, collect_cb, c), 0);
+    assert_int_equal(c->n, 1);
+    assert_string_equal(c->id[0], lmdb ? "c" : "a");
+
+    /* A key no job has: from the next one after it. */
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due_after(f->s, 1500, "zz", 5000, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, lmdb ? 2 : 4);
+    assert_string_equal(c->id[0], lmdb ? "c" : "a");
+
+    /* After the last: nothing (LMDB). */
+    memset(c, 0, sizeof *c);
+    assert_int_equal(aps__store_due_after(f->s, 3000, "d", INT64_MAX, 0, collect_cb, c), 0);
+    assert_int_equal(c->n, lmdb ? 0 : 4);
+
+    /* A job is never visited twice, nor one without a next run. */
+    for (size_t i = 0; i < c->n; i++)
+        assert_string_not_equal(c->id[i], "e");
+    assert_int_equal(aps__store_due_after(f->s, 1000, "", 5000, 0, collect_cb, c), APS_EINVAL);
     free(c);
 }
 
@@ -1943,6 +1990,180 @@ pwrite64(int fd, const void *buf, size_t len, off64_t off)
     return write_or_fail(fd, buf, len, off);
 }
 
+/* LMDB flushes through libc's fdatasync: a commit its pages, the store's
+ * syncer thread the commits' meta pages. fail_flush: FLUSH_ANY fails every
+ * one with EIO, FLUSH_META the syncer's only; slow_flush_us delays the
+ * syncer's, and flushes_done counts the syncer's that ended. */
+enum { FLUSH_OK, FLUSH_ANY, FLUSH_META };
+static atomic_int fail_flush, flush_calls, flushes_done, slow_flush_us;
+
+static int
+on_syncer(void)
+{
+    char name[16] = "";
+
+    pthread_getname_np(pthread_self(), name, sizeof name);
+    return strcmp(name, "aps-lmdb-sync") == 0;
+}
+
+int
+fdatasync(int fd)
+{
+    static int (*real)(int);
+    int rc, fail = atomic_load(&fail_flush), syncer = on_syncer();
+
+    atomic_fetch_add(&flush_calls, 1);
+    if (fail == FLUSH_ANY || (fail == FLUSH_META && syncer)) {
+        errno = EIO;
+        return -1;
+    }
+    if (syncer && atomic_load(&slow_flush_us))
+        usleep((useconds_t)atomic_load(&slow_flush_us));
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
+    rc = real(fd);
+    if (syncer)
+        atomic_fetch_add(&flushes_done, 1);
+    return rc;
+}
+
+static void
+count_done(void *arg, int rc)
+{
+    atomic_int *n = arg;
+
+    if (rc == 0)
+        atomic_fetch_add(n, 1);
+}
+
+/* A reader may see a batch before its meta page is flushed (its writer not
+ * yet told); aps__store_flushed waits for that flush, so that whoever
+ * acknowledges something because of what it read (a retried request) does
+ * not claim more than is on disk. */
+static void
+test_flushed_waits_for_visible_commits(void **state)
+{
+    fx *f = *state;
+    put_arg p = {"slow", "s", 1, 1000};
+    atomic_int done = 0;
+    int before, i;
+
+    f->cfg.no_sync = 0;
+    fx_open(f);
+    assert_int_equal(aps__store_flushed(f->s), 0); /* nothing on its way */
+    before = atomic_load(&flushes_done);
+    atomic_store(&slow_flush_us, 300000);
+    aps__store_write_async(f->s, put_fn, &p, count_done, &done);
+    for (i = 0; i < 2000 && aps__store_job_get(f->s, "slow", NULL, NULL, NULL) != 0; i++)
+        usleep(1000);
+    assert_int_equal(aps__store_job_get(f->s, "slow", NULL, NULL, NULL), 0); /* visible */
+    assert_int_equal(atomic_load(&flushes_done), before);                    /* not on disk */
+    assert_int_equal(aps__store_flushed(f->s), 0);
+    assert_true(atomic_load(&flushes_done) > before);
+    atomic_store(&slow_flush_us, 0);
+    for (i = 0; i < 2000 && atomic_load(&done) == 0; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&done), 1);
+}
+
+/* A commit whose page flush fails is undone: its writer gets APS_EIO, and
+ * the store goes on. */
+static void
+test_commit_flush_failure(void **state)
+{
+    fx *f = *state;
+
+    f->cfg.no_sync = 0;
+    fx_open(f);
+    put(f->s, "a", "kept", 1000);
+    atomic_store(&fail_flush, FLUSH_ANY);
+    assert_int_equal(put_rc(f->s, "b", "lost", 2000), APS_EIO);
+    atomic_store(&fail_flush, FLUSH_OK);
+    assert_int_equal(aps__store_failed(f->s), 0);
+    assert_int_equal(aps__store_job_get(f->s, "b", NULL, NULL, NULL), APS_ENOENT);
+    put(f->s, "c", "after", 3000);
+    fx_reopen(f);
+    check_job(f->s, "a", "kept", 1000);
+    check_job(f->s, "c", "after", 3000);
+    assert_int_equal(aps__store_job_get(f->s, "b", NULL, NULL, NULL), APS_ENOENT);
+}
+
+/* A meta flush that fails after a commit: its writer gets APS_EIO, and the
+ * store then refuses every write without touching the disk (the kernel no
+ * longer tells what reached it), while reads go on. A new open works. */
+static void
+test_flush_failure(void **state)
+{
+    fx *f = *state;
+    int calls;
+
+    f->cfg.no_sync = 0;
+    fx_open(f);
+    put(f->s, "a", "kept", 1000);
+    assert_int_equal(aps__store_failed(f->s), 0);
+    atomic_store(&fail_flush, FLUSH_META);
+    assert_int_equal(put_rc(f->s, "b", "maybe", 2000), APS_EIO);
+    atomic_store(&fail_flush, FLUSH_OK);
+    assert_int_equal(aps__store_failed(f->s), APS_EIO);
+    calls = atomic_load(&flush_calls);
+    assert_int_equal(aps__store_flushed(f->s), APS_EIO);
+    assert_int_equal(put_rc(f->s, "c", "refused", 3000), APS_EIO);
+    assert_int_equal(atomic_load(&flush_calls), calls);
+    assert_int_equal(aps__store_job_get(f->s, "c", NULL, NULL, NULL), APS_ENOENT);
+    check_job(f->s, "a", "kept", 1000);
+    fx_reopen(f);
+    assert_int_equal(aps__store_failed(f->s), 0);
+    put(f->s, "d", "after", 4000);
+    check_job(f->s, "a", "kept", 1000);
+    check_job(f->s, "d", "after", 4000);
+    assert_true(atomic_load(&flush_calls) > calls);
+}
+
+/* The completion of an asynchronous write runs on the store's own thread
+ * (the writer, or the syncer when commits are flushed): a synchronous
+ * write from there would wait for itself, and is refused. */
+typedef struct from_done {
+    aps_store *s;
+    int rc;
+    sem_t sem;
+} from_done;
+
+static void
+write_from_done(void *arg, int rc)
+{
+    from_done *d = arg;
+
+    d->rc = rc ? rc : put_rc(d->s, "y", "y", 1);
+    sem_post(&d->sem);
+}
+
+static void
+test_write_from_completion(void **state)
+{
+    fx *f = *state;
+
+    for (int flushed = 0; flushed < 2; flushed++) {
+        from_done d;
+        put_arg p = {"x", "x", 1, 1};
+
+        f->cfg.no_sync = !flushed;
+        if (f->s)
+            fx_reopen(f);
+        else
+            fx_open(f);
+        memset(&d, 0, sizeof d);
+        d.s = f->s;
+        assert_int_equal(sem_init(&d.sem, 0, 0), 0);
+        aps__store_write_async(f->s, put_fn, &p, write_from_done, &d);
+        while (sem_wait(&d.sem) && errno == EINTR)
+            ;
+        sem_destroy(&d.sem);
+        assert_int_equal(d.rc, APS_ESTATE);
+        check_job(f->s, "x", "x", 1);
+        assert_int_equal(aps__store_job_get(f->s, "y", NULL, NULL, NULL), APS_ENOENT);
+    }
+}
+
 /* A commit whose meta page cannot be written fails, and LMDB then refuses
  * every transaction, reads too: the store reopens the environment at once,
  * so that reads work without waiting for another write (an idle
@@ -2172,6 +2393,7 @@ main(void)
         BOTH(test_crud),
         BOTH(test_bad_args),
         BOTH(test_due_order),
+        BOTH(test_due_after),
         BOTH(test_list_pagination),
         BOTH(test_group_commit_failures),
         BOTH(test_lazy_writes),
@@ -2195,6 +2417,10 @@ main(void)
         LMDB_ONLY(test_network_fs),
         LMDB_ONLY(test_network_fs_fuse),
         LMDB_ONLY(test_meta_write_failure),
+        LMDB_ONLY(test_commit_flush_failure),
+        LMDB_ONLY(test_flush_failure),
+        LMDB_ONLY(test_flushed_waits_for_visible_commits),
+        LMDB_ONLY(test_write_from_completion),
         LMDB_ONLY(test_map_grow_failure),
         LMDB_ONLY(test_full_disk),
     };
