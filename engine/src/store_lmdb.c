@@ -1539,6 +1539,27 @@ batch_finish(lmdb_store *s, lreq *batch)
     }
 }
 
+/* Stops the syncer once it has flushed what was committed; the writer is
+ * gone (joined, or never started). */
+static void
+syncer_stop(lmdb_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->sync_stopping = 1;
+    pthread_cond_broadcast(&s->flush_cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->syncer, NULL);
+}
+
+/* Whether the caller is the store's writer or syncer, where completions
+ * run: a synchronous wait for the store there would wait for itself. */
+static int
+on_store_thread(lmdb_store *s)
+{
+    return pthread_equal(pthread_self(), s->writer) ||
+           (s->pipelined && pthread_equal(pthread_self(), s->syncer));
+}
+
 /* The syncer (top comment): flushes the meta pages of the batches the
  * writer committed meanwhile (one fdatasync for all), then wakes their
  * callers. */
@@ -1665,10 +1686,7 @@ l_write(aps_store *bs, aps_write_fn fn, void *arg)
     lreq r;
     int rc;
 
-    /* From an asynchronous write's completion: the writer (or the syncer)
-     * would wait for itself. */
-    if (pthread_equal(pthread_self(), s->writer) ||
-        (s->pipelined && pthread_equal(pthread_self(), s->syncer)))
+    if (on_store_thread(s))
         return APS_ESTATE;
     memset(&r, 0, sizeof r);
     r.fn = fn;
@@ -2116,9 +2134,7 @@ l_flushed(aps_store *bs)
     uint64_t target;
     int rc;
 
-    /* From a completion: the store's thread would wait for itself. */
-    if (pthread_equal(pthread_self(), s->writer) ||
-        (s->pipelined && pthread_equal(pthread_self(), s->syncer)))
+    if (on_store_thread(s))
         return APS_ESTATE;
     pthread_mutex_lock(&s->mu);
     target = s->commits;
@@ -2140,11 +2156,7 @@ l_close(aps_store *bs)
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL);
     if (s->pipelined) {
-        pthread_mutex_lock(&s->mu);
-        s->sync_stopping = 1;
-        pthread_cond_broadcast(&s->flush_cv);
-        pthread_mutex_unlock(&s->mu);
-        pthread_join(s->syncer, NULL);
+        syncer_stop(s);
     }
     if (s->env)
         mdb_env_close(s->env);
@@ -2264,11 +2276,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     if (pthread_create(&s->writer, NULL, writer_main, s)) {
         rc = APS_ENOMEM;
         if (s->pipelined) {
-            pthread_mutex_lock(&s->mu);
-            s->sync_stopping = 1;
-            pthread_cond_broadcast(&s->flush_cv);
-            pthread_mutex_unlock(&s->mu);
-            pthread_join(s->syncer, NULL);
+            syncer_stop(s);
         }
         goto fail_msg;
     }
