@@ -80,17 +80,79 @@ fail_reused_request_id(aps_call *c, const char *rid)
                   rid);
 }
 
+/* Whether `d` is the entry type protoc makes for a map field (a nested
+ * `XEntry` with `key` = 1 and `value` = 2). */
+static int
+is_map_entry(const ProtobufCMessageDescriptor *d)
+{
+    size_t n = strlen(d->name);
+    return n > 5 && strcmp(d->name + n - 5, "Entry") == 0 && d->n_fields == 2 &&
+           d->fields[0].id == 1 && strcmp(d->fields[0].name, "key") == 0 &&
+           d->fields[0].type == PROTOBUF_C_TYPE_STRING && d->fields[1].id == 2;
+}
+
+static const char *
+entry_key(const ProtobufCMessage *e)
+{
+    const char *k = *(char *const *)((const char *)e + e->descriptor->fields[0].offset);
+    return k != NULL ? k : "";
+}
+
+/* Puts the entries of every map field of `m` (and of the messages in it)
+ * in key order, keeping the order of entries with the same key (the last
+ * one wins): senders encode maps in any order (Go's in a random one each
+ * time, Python's as they were filled), and a retry must fingerprint as
+ * its first attempt did. */
+static void
+sort_maps(ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        char *base = (char *)m;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage **v = *(ProtobufCMessage ***)(base + f->offset);
+            if (is_map_entry(f->descriptor)) {
+                /* Insertion sort: stable, and maps here are small. */
+                for (size_t a = 1; a < n; a++) {
+                    ProtobufCMessage *e = v[a];
+                    size_t b = a;
+                    for (; b > 0 && strcmp(entry_key(v[b - 1]), entry_key(e)) > 0; b--)
+                        v[b] = v[b - 1];
+                    v[b] = e;
+                }
+            }
+            for (size_t k = 0; k < n; k++)
+                sort_maps(v[k]);
+            continue;
+        }
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(uint32_t *)(base + f->quantifier_offset) != f->id)
+            continue; /* another member of its oneof is set */
+        ProtobufCMessage *sub = *(ProtobufCMessage **)(base + f->offset);
+        if (sub != NULL)
+            sort_maps(sub);
+    }
+}
+
 /* The request's fingerprint for idempotency (aps_mutation): FNV-1a over
  * its type name and its encoding, which protobuf-c makes canonical (fields
- * in number order), so a retry of the same request matches and a reused id
- * does not, even between two methods whose requests encode alike. */
+ * in number order; map entries put in key order first), so a retry of the
+ * same request matches and a reused id does not, even between two methods
+ * whose requests encode alike. Sorts the request's maps in place (their
+ * order means nothing). */
 static uint64_t
-request_fp(const ProtobufCMessage *m, const char *rid)
+request_fp(const ProtobufCMessage *cm, const char *rid)
 {
     unsigned char stack[4096];
     uint64_t h = 14695981039346656037u;
     if (opt(rid) == NULL)
         return 0;
+    ProtobufCMessage *m = (ProtobufCMessage *)cm;
+    sort_maps(m);
     for (const char *p = m->descriptor->name; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211u;
     size_t n = protobuf_c_message_get_packed_size(m);

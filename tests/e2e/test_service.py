@@ -396,6 +396,28 @@ class ServiceTest(unittest.TestCase):
         self.assertTrue(self.s.GetJob(pb.GetJobRequest(job_id=a.id), timeout=T).paused)
         self.s.RemoveJob(pb.RemoveJobRequest(job_id=a.id), timeout=T)
 
+    def test_request_id_replay_with_maps_in_another_order(self):
+        # A client that builds its retry anew may encode a map in another
+        # order (Go's differs each time): it is still the same request.
+        def req(order):
+            r = pb.AddJobRequest(request_id="rid-maps-1")
+            r.job.CopyFrom(cmd_job(trigger=far_date()))
+            for k in order:
+                r.job.labels[k] = "v" + k
+                r.job.target.command.env["E" + k] = k
+            return r
+        first, retry = req(["a", "b", "c"]), req(["c", "a", "b"])
+        self.assertNotEqual(first.SerializeToString(), retry.SerializeToString())
+        a = self.s.AddJob(first, timeout=T)
+        b = self.s.AddJob(retry, timeout=T)
+        self.assertEqual(a.id, b.id)
+        self.assertEqual(dict(b.labels), {"a": "va", "b": "vb", "c": "vc"})
+        self.assertEqual(len(self.s.ListJobs(pb.ListJobsRequest(label_selector="a=va"), timeout=T).jobs), 1)
+        changed = req(["a", "b", "c"])
+        changed.job.labels["c"] = "other"
+        self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.s.AddJob, changed, contains="different request")
+        self.s.RemoveJob(pb.RemoveJobRequest(job_id=a.id), timeout=T)
+
     def test_remove_request_id_replay(self):
         a = self.s.AddJob(pb.AddJobRequest(job=cmd_job(trigger=far_date())), timeout=T)
         rm = pb.RemoveJobRequest(job_id=a.id, request_id="rid-rm-1")
