@@ -488,8 +488,24 @@ txn_save(aps_txn *t, const aps__jobrec *rec)
 /* A request id record: 8 big-endian bytes of its time, then the job id it
  * concerned. Records that also hold the request's fingerprint set the top
  * bit of the time (times are positive) and put 8 bytes of it before the id;
- * older records have none and are not checked. */
+ * older records have none and are not checked. A RunJobNow's record adds a
+ * NUL and what it answered after the id: the run's id, or REQ_QUEUED. */
 #define REQ_HAS_FP 0x80u
+#define REQ_QUEUED "queued"
+
+/* The answer a RunJobNow's record holds after its job id (request_parse's
+ * id and idlen), into out (33 bytes; "" if none). */
+static void
+request_answer(const char *id, size_t idlen, char out[33])
+{
+    const char *nul = memchr(id, '\0', idlen);
+    size_t n = nul ? idlen - (size_t)(nul - id) - 1 : 0;
+    if (n > 32)
+        n = 32;
+    if (nul != NULL)
+        memcpy(out, nul + 1, n);
+    out[n] = '\0';
+}
 
 static int
 request_parse(const void *data, size_t len, aps_time *at, uint64_t *fp, const char **id,
@@ -518,11 +534,12 @@ request_parse(const void *data, size_t len, aps_time *at, uint64_t *fp, const ch
 }
 
 /* Idempotency: 1 if the request id was seen within the retention window
- * (job_id gets the id it concerned), 0 if not, APS_EINVAL if it was seen
- * with a different request fingerprint (a reused id, not a retry). */
+ * (job_id gets the id it concerned, answer what a RunJobNow answered if
+ * not NULL), 0 if not, APS_EINVAL if it was seen with a different request
+ * fingerprint (a reused id, not a retry). */
 static int
 request_seen(aps_scheduler *s, aps_txn *t, const char *request_id, uint64_t fp, aps_time now,
-             char *job_id, size_t job_id_len)
+             char *job_id, size_t job_id_len, char answer[33])
 {
     char key[APS_STORE_META_KEY_MAX + 1];
     const void *data = NULL;
@@ -541,6 +558,11 @@ request_seen(aps_scheduler *s, aps_txn *t, const char *request_id, uint64_t fp, 
         return 0;
     if (fp != 0 && seen_fp != 0 && fp != seen_fp)
         return APS_EINVAL;
+    if (answer != NULL)
+        request_answer(id, idlen, answer);
+    const char *nul = memchr(id, '\0', idlen);
+    if (nul != NULL)
+        idlen = (size_t)(nul - id);
     size_t n = idlen < job_id_len - 1 ? idlen : job_id_len - 1;
     memcpy(job_id, id, n);
     job_id[n] = '\0';
@@ -548,11 +570,13 @@ request_seen(aps_scheduler *s, aps_txn *t, const char *request_id, uint64_t fp, 
 }
 
 static int
-request_record(aps_txn *t, const char *request_id, uint64_t fp, aps_time now, const char *job_id)
+request_record(aps_txn *t, const char *request_id, uint64_t fp, aps_time now, const char *job_id,
+               const char *answer)
 {
     char key[APS_STORE_META_KEY_MAX + 1];
-    unsigned char val[16 + APS__ID_MAX];
+    unsigned char val[16 + APS__ID_MAX + 1 + 32];
     size_t idlen = job_id ? strlen(job_id) : 0, off = 8;
+    size_t alen = answer ? strnlen(answer, 32) : 0;
 
     if (request_id == NULL || request_id[0] == '\0')
         return 0;
@@ -568,6 +592,11 @@ request_record(aps_txn *t, const char *request_id, uint64_t fp, aps_time now, co
     if (idlen > APS__ID_MAX)
         idlen = APS__ID_MAX;
     memcpy(val + off, job_id ? job_id : "", idlen);
+    if (alen > 0) {
+        val[off + idlen] = '\0';
+        memcpy(val + off + idlen + 1, answer, alen);
+        idlen += 1 + alen;
+    }
     return aps__txn_meta_put(t, key, val, off + idlen);
 }
 
@@ -581,9 +610,10 @@ request_mismatch(aps_error *err, const char *request_id)
 }
 
 /* Whether a request id was recorded within the retention window, in any
- * store (outside a transaction: for retries whose job is gone). */
+ * store (outside a transaction: for retries whose job is gone); answer
+ * gets what a RunJobNow answered. */
 static int
-request_known(aps_scheduler *s, const char *request_id, uint64_t fp, aps_time now)
+request_known(aps_scheduler *s, const char *request_id, uint64_t fp, aps_time now, char answer[33])
 {
     char key[APS_STORE_META_KEY_MAX + 1];
     int known = 0;
@@ -599,8 +629,10 @@ request_known(aps_scheduler *s, const char *request_id, uint64_t fp, aps_time no
         if (aps__store_meta_get(s->stores[i].st, key, &data, &len) != 0)
             continue;
         if (request_parse(data, len, &at, &seen_fp, &id, &idlen) == 0 &&
-            now - at <= s->request_retention_us)
+            now - at <= s->request_retention_us) {
             known = fp != 0 && seen_fp != 0 && fp != seen_fp ? APS_EINVAL : 1;
+            request_answer(id, idlen, answer);
+        }
         free(data);
         /* The first request may still be on its way to the disk: its
          * retry is not answered before it is (its failure: not known). */
@@ -1633,7 +1665,7 @@ add_fn(aps_txn *t, void *arg)
     aps__jobrec_free(c->saved); /* the callback may run again (a grown map) */
     c->saved = NULL;
     c->replayed = request_seen(c->s, t, c->request_id, c->request_fp, c->now, c->replay_id,
-                               sizeof(c->replay_id));
+                               sizeof(c->replay_id), NULL);
     if (c->replayed != 0)
         return c->replayed < 0 ? c->replayed : 0;
     rc = txn_load(t, c->rec->job.id, &old);
@@ -1673,7 +1705,7 @@ add_fn(aps_txn *t, void *arg)
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
     if (rc == 0)
-        rc = request_record(t, c->request_id, c->request_fp, c->now, save->job.id);
+        rc = request_record(t, c->request_id, c->request_fp, c->now, save->job.id, NULL);
     if (rc == 0 && copy != NULL) {
         c->saved = copy;
         copy = NULL;
@@ -2150,6 +2182,17 @@ fire_times(aps_trigger *trig, aps_time start, aps_time end, size_t max, aps_time
     return 0;
 }
 
+/* A replayed RunJobNow answers as its first call did (request_answer). */
+static void
+replay_answer(mut_ctx *c)
+{
+    c->count = 0;
+    if (strcmp(c->run_id, REQ_QUEUED) == 0) {
+        c->run_id[0] = '\0';
+        c->count = 1;
+    }
+}
+
 static int
 mut_fn(aps_txn *t, void *arg)
 {
@@ -2164,9 +2207,11 @@ mut_fn(aps_txn *t, void *arg)
     c->count = 0;
     c->run_id[0] = '\0';
     c->replayed = request_seen(c->s, t, c->request_id, c->request_fp, c->now, c->replay_id,
-                               sizeof(c->replay_id));
-    if (c->replayed != 0)
+                               sizeof(c->replay_id), c->run_id);
+    if (c->replayed != 0) {
+        replay_answer(c);
         return c->replayed < 0 ? c->replayed : 0;
+    }
     rc = txn_load(t, c->id, &rec);
     if (rc != 0)
         return rc;
@@ -2264,7 +2309,11 @@ mut_fn(aps_txn *t, void *arg)
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
     if (rc == 0)
-        rc = request_record(t, c->request_id, c->request_fp, c->now, c->id);
+        rc = request_record(t, c->request_id, c->request_fp, c->now, c->id,
+                            c->kind != MUT_RUN_NOW ? NULL
+                            : c->run_id[0]         ? c->run_id
+                            : c->count             ? REQ_QUEUED
+                                                   : NULL);
 out:
     free(times);
     aps_trigger_destroy(trig);
@@ -2298,11 +2347,12 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     if (si < 0 && rc != 0)
         return set_err(err, rc, "job_id: the job stores could not be read (%s)", aps_strerror(rc));
     if (si < 0) {
-        rc = request_known(s, c->request_id, c->request_fp, c->now);
+        rc = request_known(s, c->request_id, c->request_fp, c->now, c->run_id);
         if (rc < 0)
             return request_mismatch(err, c->request_id);
         if (rc > 0) {
             c->replayed = 1; /* a retry of a change to a job removed since (or by it) */
+            replay_answer(c);
             return 0;
         }
     }
@@ -2454,8 +2504,8 @@ remove_all_fn(aps_txn *t, void *arg)
     reset_out(&c->o);
     c->removed = 0;
     if (c->si == c->s->log_store) {
-        int seen = request_seen(c->s, t, c->request_id, c->request_fp, c->now, dummy,
-                                sizeof(dummy));
+        int seen =
+            request_seen(c->s, t, c->request_id, c->request_fp, c->now, dummy, sizeof(dummy), NULL);
         c->mismatch = seen < 0;
         if (seen != 0)
             return seen < 0 ? seen : 0;
@@ -2468,7 +2518,7 @@ remove_all_fn(aps_txn *t, void *arg)
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
     if (rc == 0 && c->si == c->s->log_store)
-        rc = request_record(t, c->request_id, c->request_fp, c->now, NULL);
+        rc = request_record(t, c->request_id, c->request_fp, c->now, NULL, NULL);
     return rc;
 }
 

@@ -714,6 +714,55 @@ run_now_case(aps_overlap policy, int accepted)
     teardown(NULL);
 }
 
+/* A retried RunJobNow (same request id) answers as the first call did: the
+ * same run id for a run started, "queued" for a run queued, also once the
+ * job is gone; and starts or queues nothing more. */
+static void
+test_run_now_replay(void **state)
+{
+    (void)state;
+    setup(NULL);
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(3600);
+    aps_job_spec spec = func_job("again", &t, NULL);
+    spec.overlap = APS_OVERLAP_QUEUE_ALL;
+    aps_job_free(add(s, &spec));
+    gate(1);
+    aps_mutation started = {.request_id = "now-1", .request_fingerprint = 0x71};
+    aps_mutation queued_m = {.request_id = "now-2", .request_fingerprint = 0x72};
+    char first[33], again[33];
+    int queued = -1;
+    assert_int_equal(aps_job_run_now(s, "again", &started, first, &queued, NULL), 0);
+    assert_int_equal(queued, 0);
+    assert_int_equal(strlen(first), 32);
+    assert_int_equal(aps_job_run_now(s, "again", &started, again, &queued, NULL), 0);
+    assert_string_equal(again, first);
+    assert_int_equal(queued, 0);
+    wait_running(1);
+    assert_int_equal(aps_job_run_now(s, "again", &queued_m, again, &queued, NULL), 0);
+    assert_int_equal(queued, 1);
+    assert_string_equal(again, "");
+    queued = -1;
+    strcpy(again, "x");
+    assert_int_equal(aps_job_run_now(s, "again", &queued_m, again, &queued, NULL), 0);
+    assert_int_equal(queued, 1);
+    assert_string_equal(again, "");
+    aps_job *job = get(s, "again");
+    assert_int_equal(job->queued_runs, 1); /* not queued twice */
+    aps_job_free(job);
+    gate(0);
+    settle(s, 2);
+    assert_int_equal(calls_count(), 2);
+    assert_int_equal(aps_job_remove(s, "again", NULL), 0);
+    assert_int_equal(aps_job_run_now(s, "again", &started, again, &queued, NULL), 0);
+    assert_string_equal(again, first);
+    assert_int_equal(queued, 0);
+    assert_int_equal(aps_job_run_now(s, "again", &queued_m, again, &queued, NULL), 0);
+    assert_int_equal(queued, 1);
+    aps_scheduler_destroy(s);
+    teardown(NULL);
+}
+
 static void
 test_run_now_overlap(void **state)
 {
@@ -1894,6 +1943,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_request_id_replay_across_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_id_fingerprint, setup, teardown),
         cmocka_unit_test(test_run_now_overlap),
+        cmocka_unit_test(test_run_now_replay),
         cmocka_unit_test_setup_teardown(test_restart_runs_missed_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_age_by_scheduler_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_sequences_and_subscribers, setup, teardown),
