@@ -256,24 +256,16 @@ split_user(config *c, const char *v)
 /* ---- low space ------------------------------------------------------------------ */
 
 /* Logs each store whose low space (aps_store_info.low_space) changed since
- * the last look, and a failed flush once; low[i] is what was seen (bit 0
- * low space, bit 1 failed). */
+ * the last look; low[i] is what was seen. */
 static void
 watch_space(aps_scheduler *sched, int *low, size_t n)
 {
     aps_store_info si;
     for (size_t i = 0; i < n && aps_scheduler_store_info(sched, i, &si) == 0; i++) {
-        char q[160];
-        if (si.write_failed && !(low[i] & 2)) {
-            low[i] |= 2;
-            aps_log(APS_LOG_ERROR,
-                    "the job store's disk failed to flush a write: it takes no more writes and "
-                    "its jobs do not fire; check the disk (dmesg), then restart apsd",
-                    "jobstore=%s", aps_log_q(si.name, q, sizeof q));
-        }
-        if (si.low_space == (low[i] & 1))
+        if (si.low_space == low[i])
             continue;
-        low[i] = (low[i] & 2) | (si.low_space != 0);
+        low[i] = si.low_space;
+        char q[160];
         if (si.low_space)
             aps_log(APS_LOG_WARN,
                     "disk full: the job store gave its reserve back; its jobs keep firing, AddJob "
@@ -1154,7 +1146,7 @@ main(int argc, char **argv)
     if (aps_server_drain_pool(srv, grace_ms) != 0)
         aps_log(APS_LOG_WARN, "engine calls still running after the grace period", NULL);
     /* AddJob calls waiting for their commit are answered from the store's
-     * threads, which need their calls alive: wait for them (a store
+     * writer thread, which needs their calls alive: wait for them (a store
      * that never commits would hang the shutdown further down anyway). */
     for (int64_t waited_ms = 0; atomic_load(&app.n_adds) > 0; waited_ms += 5) {
         if (waited_ms == grace_ms)

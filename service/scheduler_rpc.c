@@ -335,7 +335,7 @@ typedef struct add_call {
 } add_call;
 
 /* The engine's answer to an AddJob, once the job is on disk: on a store's
- * syncer or writer thread (or the handler's, for errors found up front). */
+ * writer thread (or the handler's, for errors found up front). */
 static void
 add_job_done(void *ud, int rc, aps_job *job, const aps_error *err)
 {
@@ -1330,7 +1330,6 @@ reply_scheduler(aps_call *c, aps_app *app)
         js->job_count = si.jobs > INT32_MAX ? INT32_MAX : (int32_t)si.jobs;
         js->paused_job_count = si.unscheduled > INT32_MAX ? INT32_MAX : (int32_t)si.unscheduled;
         js->low_space = si.low_space != 0;
-        js->write_failed = si.write_failed != 0;
         if (si.next_run_time != APS_TIME_NONE && (wake == APS_TIME_NONE || si.next_run_time < wake))
             wake = si.next_run_time;
         info.jobstores[info.n_jobstores++] = js;

@@ -634,10 +634,6 @@ request_known(aps_scheduler *s, const char *request_id, uint64_t fp, aps_time no
             request_answer(id, idlen, answer);
         }
         free(data);
-        /* The first request may still be on its way to the disk: its
-         * retry is not answered before it is (its failure: not known). */
-        if (known > 0 && aps__store_flushed(s->stores[i].st) != 0)
-            known = 0;
     }
     return known;
 }
@@ -1829,12 +1825,6 @@ space_low_err(aps_scheduler *s, size_t si, const char *what, aps_error *err)
 static int
 store_err(aps_scheduler *s, size_t si, int rc, aps_error *err)
 {
-    if (aps__store_failed(s->stores[si].st) != 0)
-        return set_err(err, rc,
-                       "job store \"%s\": its disk failed to flush a write (%s); the store takes "
-                       "no more writes, and its jobs do not fire, until apsd is restarted: check "
-                       "the disk (dmesg), then restart",
-                       s->stores[si].name, aps_strerror(rc));
     return set_err(err, rc, "job store \"%s\": %s", s->stores[si].name, aps_strerror(rc));
 }
 
@@ -3305,9 +3295,9 @@ note_due_write(aps__store_slot *st, int64_t start_us, int64_t end_us)
 
 /* A write of due jobs on its way (the first of a pass carries the pass's
  * finished runs). A durable store has up to DUE_WRITES: its writer finds
- * the next batch queued when it is done with one, while the loop hands on
- * the runs of the one before (and its syncer flushes that one's meta page:
- * store_lmdb.c). */
+ * the next batch queued when it is done with one (and takes the batches
+ * queued into one commit), while the loop hands on the runs of the one
+ * before. */
 typedef struct due_write {
     due_ctx c;
     round_ctx r; /* when it carries finished runs (r.done) */
@@ -4105,7 +4095,6 @@ aps_scheduler_store_info(aps_scheduler *s, size_t i, aps_store_info *out)
     out->unscheduled = jobs > scheduled ? jobs - scheduled : 0;
     out->commit_ahead_us = __atomic_load_n(&s->stores[i].lead_us, __ATOMIC_RELAXED);
     out->low_space = aps__store_space_low(s->stores[i].st);
-    out->write_failed = aps__store_failed(s->stores[i].st) != 0;
     return 0;
 }
 

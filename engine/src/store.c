@@ -173,22 +173,6 @@ aps__store_space_low(aps_store *s)
     return s && s->ops->space_low ? s->ops->space_low(s) : 0;
 }
 
-int
-aps__store_failed(aps_store *s)
-{
-    return s && s->ops->failed ? s->ops->failed(s) : 0;
-}
-
-int
-aps__store_flushed(aps_store *s)
-{
-    int rc = check_store(s);
-
-    if (rc)
-        return rc;
-    return s->ops->flushed ? s->ops->flushed(s) : 0;
-}
-
 void
 aps__store_close(aps_store *s)
 {

@@ -147,8 +147,7 @@ typedef struct aps_store_stats {
  * The directory is created with mode 0700 if missing. The store takes an
  * exclusive lock (`flock` on `dir/apsd.lock`, which holds the owner's pid);
  * it is released on close or when the process dies, so a store left by a
- * killed process opens cleanly. The store owns a writer thread, and (unless
- * cfg->no_sync) a syncer thread that flushes commits' meta pages. A
+ * killed process opens cleanly. The store owns one writer thread. A
  * directory on a network file system (NFS, SMB/CIFS, AFS, CephFS, ...,
  * FUSE sshfs, GlusterFS, ...) is refused unless cfg->allow_network_fs,
  * before anything is created there: LMDB's lock works within one host.
@@ -214,23 +213,6 @@ int aps__store_stats(aps_store *s, aps_store_stats *out);
  * memory store or without a reserve.
  */
 int aps__store_space_low(aps_store *s);
-
-/**
- * The APS_E* code of a failed flush (LMDB: fdatasync failed after a
- * commit), after which the store refuses every write until it is closed
- * and opened again: the kernel no longer tells what reached the disk.
- * 0 while all is well, and always for a memory store.
- */
-int aps__store_failed(aps_store *s);
-
-/**
- * Waits until every commit visible now is on disk (LMDB: a reader may see
- * a batch before its meta page is flushed), for a caller that acknowledges
- * something on the strength of a read. 0, or the failed flush's code
- * (aps__store_failed); #APS_ESTATE from a store callback or a write's
- * completion.
- */
-int aps__store_flushed(aps_store *s);
 /** @} */
 
 /** @name Writes
@@ -242,12 +224,9 @@ int aps__store_flushed(aps_store *s);
  * LMDB: the call is batched with concurrent callers (group commit): one
  * writer thread runs every queued callback in the batch's transaction (one
  * that fails after writing is taken out, and the batch run again without
- * it), prunes the event log, and commits the batch once (its pages flushed
- * unless `no_sync`); the syncer thread flushes the commit's meta page while
- * the writer goes on. Each caller returns only after its change is on
- * disk, or with the error. Readers may see a batch before its meta page is
- * flushed (see aps__store_flushed). Memory: callbacks are serialized by a
- * lock.
+ * it), prunes the event log, and commits the batch once (fsync unless
+ * `no_sync`). Each caller returns only after its change is on disk, or with
+ * the error. Memory: callbacks are serialized by a lock.
  *
  * @param[in] s    the store.
  * @param[in] fn   the callback; see #aps_write_fn for its rules (it may run
@@ -258,8 +237,7 @@ int aps__store_flushed(aps_store *s);
  *         changes not committed:
  *  - #APS_ENOSPC: the disk is full (reads keep working; later writes
  *    succeed once space returns), or the map could not grow further;
- *  - #APS_EIO (after a failed flush, every later write too: see
- *    aps__store_failed), #APS_ENOMEM, #APS_ECORRUPT;
+ *  - #APS_EIO, #APS_ENOMEM, #APS_ECORRUPT;
  *  - #APS_ESTATE: called from inside a store callback, or the store is closing;
  *  - #APS_EINVAL: NULL arguments.
  */
@@ -271,9 +249,8 @@ typedef void (*aps_write_done_fn)(void *done_arg, int rc);
 /**
  * aps__store_write without waiting: `fn` joins the next group commit and
  * done(done_arg, rc) is called exactly once with what aps__store_write would
- * have returned. LMDB: done runs on the store's syncer thread after the
- * meta flush (on its writer when the write failed, or with `no_sync`), so it
- * must not block and must not write to the same store with
+ * have returned. LMDB: done runs on the store's writer thread after the
+ * commit, so it must not block and must not write to the same store with
  * aps__store_write (refused there with APS_ESTATE rather than deadlocking).
  * Memory: the write is made and done called before this returns. `arg`
  * must live until done is called.

@@ -46,8 +46,6 @@ typedef struct aps_store_ops {
                      void *arg);
     int (*stats)(aps_store *s, aps_store_stats *out);
     int (*space_low)(aps_store *s); /* NULL: never */
-    int (*failed)(aps_store *s);    /* NULL: never */
-    int (*flushed)(aps_store *s);   /* NULL: commits are durable when visible */
     void (*close)(aps_store *s);
 
     int (*txn_job_get)(aps_txn *t, const char *id, size_t idlen, const void **data, size_t *len,

@@ -11,28 +11,11 @@
  *
  * Group commit: callers enqueue a request and sleep on their own
  * semaphore. One writer thread takes every queued request, begins one write
- * transaction, runs each callback in it (see run_batch for a failing one),
- * prunes the event log, commits once (one flush for the whole batch), then
- * the caller is woken with its result. A durable commit costs ~0.5 ms on
- * this machine whatever its size, so batching is the only way to go past
- * ~2k writes/s.
- *
- * Meta flush apart: the environment is opened MDB_NOMETASYNC, so a commit
- * flushes its pages (fdatasync) before it writes its meta page, as LMDB's
- * integrity needs, but does not wait for the meta page to reach the disk:
- * a second thread, the syncer, flushes it (one fdatasync for the commits
- * made meanwhile) and only then wakes their callers, while the writer goes
- * on with the next batch. (Flushing the pages too off the writer's path
- * would let the meta page reach the disk before them: a machine crash
- * could then leave a meta page pointing at pages never written.) Readers
- * may see a batch before its meta page is on disk (its callers not yet
- * told); a crash of the machine (not of the process) then undoes it, as
- * any write not yet acknowledged. A meta flush that fails leaves the batch
- * visible but maybe not on disk: its callers get APS_EIO, and the store
- * refuses every write from then on (aps__store_failed), as PostgreSQL
- * stops on a failed fsync, since after one the kernel no longer tells what
- * reached the disk. Restarting the process after checking the disk
- * recovers. A commit whose own page flush fails is undone, as before.
+ * transaction, runs each callback in a nested transaction (a failing one is
+ * aborted alone), prunes the event log, commits once (one fsync for the whole
+ * batch), then wakes every caller with its result. A durable commit costs
+ * ~0.5 ms on this machine whatever its size, so batching is the only way to
+ * go past ~2k writes/s.
  *
  * Map growth: on MDB_MAP_FULL the writer aborts the batch, doubles the map
  * with mdb_env_set_mapsize and reruns the batch (write callbacks are
@@ -96,10 +79,8 @@
 enum { RESERVE_HELD, RESERVE_MISSING, RESERVE_GIVEN };
 
 /* A queued write. A synchronous one lives on its caller's stack and the
- * caller sleeps on `done` until the store posts it; an asynchronous one
- * (`cb` set) is allocated, and the store calls cb then frees it (the
- * syncer after the meta flush, or the writer when the write failed or
- * with no_sync). */
+ * caller sleeps on `done` until the writer posts it; an asynchronous one
+ * (`cb` set) is allocated, and the writer calls cb then frees it. */
 typedef struct lreq {
     aps_write_fn fn;
     void *arg;
@@ -146,19 +127,6 @@ typedef struct lmdb_store {
     struct timespec reserve_tried; /* CLOCK_MONOTONIC: last try to make it */
 
     pthread_t writer;
-
-    /* The pipelined flush (top comment); fields guarded by mu. */
-    int pipelined;           /* fsync on (not cfg.no_sync): the syncer flushes */
-    lreq *flushing;          /* requests of commits whose meta page is not yet */
-    lreq *flushing_tail;     /* flushed, in commit order (chained by `next`) */
-    uint64_t queued;         /* commits in that list */
-    int syncing;             /* the syncer is flushing the list it took */
-    uint64_t commits;        /* commits begun (l_flushed) */
-    uint64_t flushes;        /* of those, flushed, failed, or not made */
-    int flush_failed;        /* APS_E* of a failed flush: writes refused */
-    int sync_stopping;       /* the writer has exited: the syncer may too */
-    pthread_cond_t flush_cv; /* flushing set (syncer) or cleared (writer) */
-    pthread_t syncer;
 } lmdb_store;
 
 /* Longest job id whose stored next run time a callback remembers. */
@@ -1271,22 +1239,6 @@ prune_events(lmdb_store *s, MDB_txn *txn)
 
 static int env_open(lmdb_store *s, int exact, aps_error *err);
 
-/* Waits until every commit's meta page is flushed and the syncer is done
- * with the environment: before the environment is resized or reopened.
- * Then the failure of a flush, if one failed (0). */
-static int
-flush_wait(lmdb_store *s)
-{
-    int rc;
-
-    pthread_mutex_lock(&s->mu);
-    while (s->flushing || s->syncing)
-        pthread_cond_wait(&s->flush_cv, &s->mu);
-    rc = s->flush_failed;
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
 /* Doubles the map. No transaction of this process may be active: the
  * writer has aborted its own, and maplock keeps readers out. */
 static int
@@ -1296,7 +1248,6 @@ grow_map(lmdb_store *s)
     size_t size;
     int rc;
 
-    (void)flush_wait(s);
     pthread_rwlock_wrlock(&s->maplock);
     if (s->map_size > SIZE_MAX / 2) {
         rc = MDB_MAP_FULL;
@@ -1337,7 +1288,6 @@ env_recover(lmdb_store *s)
 {
     int rc;
 
-    (void)flush_wait(s);
     pthread_rwlock_wrlock(&s->maplock);
     if (s->env) {
         mdb_env_close(s->env);
@@ -1367,18 +1317,8 @@ panicked(lmdb_store *s)
     return rc == MDB_PANIC;
 }
 
-/* Sets the result of each request of `batch` still without one. */
-static void
-batch_fail(lreq *batch, int code)
-{
-    for (lreq *r = batch; r; r = r->next)
-        if (r->rc == 0)
-            r->rc = code;
-}
-
 /* Runs one batch: every request's callback in the batch's transaction,
- * then one commit. Sets each request's rc. Returns 1 when the batch went
- * to the syncer, which finishes it once flushed; 0 when the caller does.
+ * then one commit. Sets each request's rc.
  *
  * No nested transaction per callback (LMDB allocates 3 MB for each and
  * merges its dirty pages into the parent's list, a third of the writer's
@@ -1387,24 +1327,15 @@ batch_fail(lreq *batch, int code)
  * the transaction unusable), is taken out of the batch, which is then run
  * again from the start without it. Callbacks may run more than once anyway
  * (a grown map), so each starts from scratch. */
-static int
+static void
 run_batch(lmdb_store *s, lreq *batch)
 {
     int grows = 0, rc, code;
     MDB_txn *parent;
     lreq *r;
 
-    for (r = batch; r; r = r->next) {
+    for (r = batch; r; r = r->next)
         r->out = 0;
-        r->rc = 0;
-    }
-    pthread_mutex_lock(&s->mu);
-    code = s->flush_failed;
-    pthread_mutex_unlock(&s->mu);
-    if (code) {
-        batch_fail(batch, code);
-        return 0;
-    }
 retry:
     for (r = batch; r; r = r->next)
         if (!r->out)
@@ -1452,47 +1383,18 @@ retry:
     rc = prune_events(s, parent);
     if (rc)
         goto fail_abort;
-    if (s->pipelined) {
-        pthread_mutex_lock(&s->mu);
-        code = s->flush_failed;
-        if (!code)
-            s->commits++; /* visible from its commit on */
-        pthread_mutex_unlock(&s->mu);
-        if (code) {
-            mdb_txn_abort(parent);
-            batch_fail(batch, code);
-            return 0;
-        }
-    }
-    /* One commit for the whole batch. LMDB frees the transaction even when
-     * the commit fails; it must not be used again. */
+    /* One durable commit for the whole batch. LMDB frees the transaction
+     * even when the commit fails; it must not be used again. */
     rc = mdb_txn_commit(parent);
     parent = NULL;
-    if (rc && s->pipelined) {
-        pthread_mutex_lock(&s->mu);
-        s->flushes++; /* nothing to flush: it failed */
-        pthread_cond_broadcast(&s->flush_cv);
-        pthread_mutex_unlock(&s->mu);
-    }
     if (rc && panicked(s))
         (void)env_recover(s); /* failing, s->env is NULL: the next batch tries */
     if (rc)
         goto fail;
     pthread_mutex_lock(&s->mu);
     s->stats.commits++;
-    if (s->pipelined) {
-        for (r = batch; r->next; r = r->next)
-            ;
-        if (s->flushing_tail)
-            s->flushing_tail->next = batch;
-        else
-            s->flushing = batch;
-        s->flushing_tail = r;
-        s->queued++;
-        pthread_cond_broadcast(&s->flush_cv); /* not signal: glibc bug 25847 */
-    }
     pthread_mutex_unlock(&s->mu);
-    return s->pipelined;
+    return;
 
 fail_abort:
     mdb_txn_abort(parent);
@@ -1505,101 +1407,10 @@ fail:
     rc = refine_io_error(s, rc);
     if ((rc == ENOSPC || rc == EDQUOT) && reserve_give(s))
         goto retry; /* once: the reserve is gone now */
-    batch_fail(batch, map_rc(rc));
-    return 0;
-}
-
-/* Counts a finished batch and wakes its callers. */
-static void
-batch_finish(lmdb_store *s, lreq *batch)
-{
-    lreq *r, *next;
-    uint64_t n = 0;
-
-    /* Count the batch before waking anyone, so that a caller that
-     * returns sees its write in the stats. */
+    code = map_rc(rc);
     for (r = batch; r; r = r->next)
-        n++;
-    pthread_mutex_lock(&s->mu);
-    s->stats.writes += n;
-    pthread_mutex_unlock(&s->mu);
-    /* Wake the callers without holding the mutex: a caller woken while
-     * we hold it would only block again on it (two context switches per
-     * write instead of one, which dominated the CPU profile with 64
-     * writers). A request lives on its caller's stack and may be gone
-     * as soon as it is posted, so read `next` first. */
-    for (r = batch; r; r = next) {
-        next = r->next;
-        if (r->cb != NULL) {
-            r->cb(r->cb_arg, r->rc);
-            free(r);
-        } else {
-            sem_post(&r->done);
-        }
-    }
-}
-
-/* Stops the syncer once it has flushed what was committed; the writer is
- * gone (joined, or never started). */
-static void
-syncer_stop(lmdb_store *s)
-{
-    pthread_mutex_lock(&s->mu);
-    s->sync_stopping = 1;
-    pthread_cond_broadcast(&s->flush_cv);
-    pthread_mutex_unlock(&s->mu);
-    pthread_join(s->syncer, NULL);
-}
-
-/* Whether the caller is the store's writer or syncer, where completions
- * run: a synchronous wait for the store there would wait for itself. */
-static int
-on_store_thread(lmdb_store *s)
-{
-    return pthread_equal(pthread_self(), s->writer) ||
-           (s->pipelined && pthread_equal(pthread_self(), s->syncer));
-}
-
-/* The syncer (top comment): flushes the meta pages of the batches the
- * writer committed meanwhile (one fdatasync for all), then wakes their
- * callers. */
-static void *
-syncer_main(void *arg)
-{
-    lmdb_store *s = arg;
-    lreq *batch;
-    uint64_t n;
-    int rc, code;
-
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (!s->flushing && !s->sync_stopping)
-            pthread_cond_wait(&s->flush_cv, &s->mu);
-        if (!s->flushing)
-            break; /* the writer is gone and its last batch flushed */
-        batch = s->flushing;
-        n = s->queued;
-        s->flushing = s->flushing_tail = NULL;
-        s->queued = 0;
-        s->syncing = 1;
-        pthread_mutex_unlock(&s->mu);
-        /* s->env is stable: the writer changes it only after flush_wait. */
-        rc = mdb_env_sync(s->env, 1);
-        code = rc ? map_rc(refine_io_error(s, rc)) : 0;
-        pthread_mutex_lock(&s->mu);
-        if (code && !s->flush_failed)
-            s->flush_failed = code;
-        s->syncing = 0;
-        s->flushes += n;
-        pthread_cond_broadcast(&s->flush_cv);
-        pthread_mutex_unlock(&s->mu);
-        if (code)
-            batch_fail(batch, code);
-        batch_finish(s, batch);
-        pthread_mutex_lock(&s->mu);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
+        if (r->rc == 0)
+            r->rc = code;
 }
 
 /* Only lazy writes are queued: waits (mu held) until LAZY_GAP_NS after the
@@ -1628,7 +1439,8 @@ static void *
 writer_main(void *arg)
 {
     lmdb_store *s = arg;
-    lreq *batch;
+    lreq *batch, *r, *next;
+    uint64_t n;
 
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -1646,9 +1458,31 @@ writer_main(void *arg)
         s->n_eager = 0;
         pthread_mutex_unlock(&s->mu);
 
-        if (!run_batch(s, batch))
-            batch_finish(s, batch);
+        run_batch(s, batch);
         clock_gettime(CLOCK_MONOTONIC, &s->last_commit);
+
+        /* Count the batch before waking anyone, so that a caller that
+         * returns sees its write in the stats. */
+        n = 0;
+        for (r = batch; r; r = r->next)
+            n++;
+        pthread_mutex_lock(&s->mu);
+        s->stats.writes += n;
+        pthread_mutex_unlock(&s->mu);
+        /* Wake the callers without holding the mutex: a caller woken while
+         * we hold it would only block again on it (two context switches per
+         * write instead of one, which dominated the CPU profile with 64
+         * writers). A request lives on its caller's stack and may be gone
+         * as soon as it is posted, so read `next` first. */
+        for (r = batch; r; r = next) {
+            next = r->next;
+            if (r->cb != NULL) {
+                r->cb(r->cb_arg, r->rc);
+                free(r);
+            } else {
+                sem_post(&r->done);
+            }
+        }
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -1686,7 +1520,9 @@ l_write(aps_store *bs, aps_write_fn fn, void *arg)
     lreq r;
     int rc;
 
-    if (on_store_thread(s))
+    /* From an asynchronous write's completion: the writer would wait for
+     * itself. */
+    if (pthread_equal(pthread_self(), s->writer))
         return APS_ESTATE;
     memset(&r, 0, sizeof r);
     r.fn = fn;
@@ -1849,9 +1685,7 @@ check_lost(const lmdb_store *s, const char *path, aps_error *err)
 static int
 env_open(lmdb_store *s, int exact, aps_error *err)
 {
-    /* A commit flushes its pages, and the syncer its meta page (or
-     * nothing is flushed: no_sync). */
-    unsigned flags = MDB_NOTLS | (s->base.cfg.no_sync ? MDB_NOSYNC : MDB_NOMETASYNC);
+    unsigned flags = MDB_NOTLS | (s->base.cfg.no_sync ? MDB_NOSYNC : 0);
     char path[PATH_MAX];
     MDB_envinfo info;
     struct stat st;
@@ -2115,36 +1949,6 @@ take_lock(lmdb_store *s, aps_error *err)
     return 0;
 }
 
-static int
-l_failed(aps_store *bs)
-{
-    lmdb_store *s = L(bs);
-    int rc;
-
-    pthread_mutex_lock(&s->mu);
-    rc = s->flush_failed;
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-static int
-l_flushed(aps_store *bs)
-{
-    lmdb_store *s = L(bs);
-    uint64_t target;
-    int rc;
-
-    if (on_store_thread(s))
-        return APS_ESTATE;
-    pthread_mutex_lock(&s->mu);
-    target = s->commits;
-    while (s->flushes < target)
-        pthread_cond_wait(&s->flush_cv, &s->mu);
-    rc = s->flush_failed;
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
 static void
 l_close(aps_store *bs)
 {
@@ -2155,9 +1959,6 @@ l_close(aps_store *bs)
     pthread_cond_broadcast(&s->cv); /* not signal: glibc bug 25847 */
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->writer, NULL);
-    if (s->pipelined) {
-        syncer_stop(s);
-    }
     if (s->env)
         mdb_env_close(s->env);
     /* Closing the descriptor releases the flock. The file stays: removing
@@ -2167,7 +1968,6 @@ l_close(aps_store *bs)
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->reserve_mu);
     pthread_cond_destroy(&s->cv);
-    pthread_cond_destroy(&s->flush_cv);
     free(s->dir);
     free(s);
 }
@@ -2189,8 +1989,6 @@ static const aps_store_ops lmdb_ops = {
     .meta_scan = l_meta_scan,
     .stats = l_stats,
     .space_low = l_space_low,
-    .failed = l_failed,
-    .flushed = l_flushed,
     .close = l_close,
     .txn_job_get = lt_job_get,
     .txn_job_put = lt_job_put,
@@ -2208,7 +2006,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     pthread_rwlockattr_t attr;
     pthread_condattr_t cattr;
     lmdb_store *s = NULL;
-    int rc, given, have_rw = 0, have_mu = 0, have_rmu = 0, have_cv = 0, have_fcv = 0;
+    int rc, given, have_rw = 0, have_mu = 0, have_rmu = 0, have_cv = 0;
 
     if (!dir || !*dir || !out) {
         aps__store_seterr(err, APS_EINVAL, "store: no directory given");
@@ -2243,8 +2041,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
                   pthread_cond_init(&s->cv, &cattr) == 0;
         pthread_condattr_destroy(&cattr);
     }
-    have_fcv = pthread_cond_init(&s->flush_cv, NULL) == 0;
-    if (!have_rw || !have_mu || !have_rmu || !have_cv || !have_fcv)
+    if (!have_rw || !have_mu || !have_rmu || !have_cv)
         goto fail_msg;
 
     rc = check_fs(dir, s->base.cfg.allow_network_fs, err);
@@ -2265,19 +2062,8 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     s->reserve_state = reserve_make(s) ? RESERVE_HELD : given ? RESERVE_GIVEN : RESERVE_MISSING;
     clock_gettime(CLOCK_MONOTONIC, &s->reserve_tried);
     pthread_mutex_unlock(&s->reserve_mu);
-    s->pipelined = !s->base.cfg.no_sync;
-    if (s->pipelined) {
-        if (pthread_create(&s->syncer, NULL, syncer_main, s)) {
-            rc = APS_ENOMEM;
-            goto fail_msg;
-        }
-        pthread_setname_np(s->syncer, "aps-lmdb-sync");
-    }
     if (pthread_create(&s->writer, NULL, writer_main, s)) {
         rc = APS_ENOMEM;
-        if (s->pipelined) {
-            syncer_stop(s);
-        }
         goto fail_msg;
     }
     pthread_setname_np(s->writer, "aps-lmdb");
@@ -2300,8 +2086,6 @@ fail:
             pthread_mutex_destroy(&s->reserve_mu);
         if (have_cv)
             pthread_cond_destroy(&s->cv);
-        if (have_fcv)
-            pthread_cond_destroy(&s->flush_cv);
         free(s->dir);
         free(s);
     }

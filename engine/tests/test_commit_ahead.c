@@ -5,8 +5,6 @@
  * margins: the window is 300 ms, the checks are "before the time" and
  * "not early, and not later than 150 ms".
  */
-#include <dlfcn.h>
-#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -507,56 +505,6 @@ test_batches_on_their_way(void **state)
         usleep(1000);
     }
     assert_int_equal(si.jobs, 0);
-    assert_int_equal(si.write_failed, 0);
-    aps_scheduler_destroy(s);
-}
-
-/* While set, the store's syncer thread fails its fdatasync (the flush of
- * commits' meta pages; LMDB's, through libc) with EIO. */
-static atomic_int fail_flush;
-
-int
-fdatasync(int fd)
-{
-    static int (*real)(int);
-    char name[16] = "";
-    pthread_getname_np(pthread_self(), name, sizeof(name));
-    if (atomic_load(&fail_flush) && strcmp(name, "aps-lmdb-sync") == 0) {
-        errno = EIO;
-        return -1;
-    }
-    if (real == NULL)
-        *(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
-    return real(fd);
-}
-
-/* A store whose disk failed a flush takes no more writes: the add that
- * met the failure and every later one say so, with what to do, and the
- * store's info shows it. */
-static void
-test_flush_failure_stops_the_store(void **state)
-{
-    (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    aps_error err;
-    aps_store_info si;
-    aps_trigger_spec d = tu_date(aps_time_now() + 3600 * 1000 * MS);
-    add_job(s, "before", &d, 1);
-    atomic_store(&fail_flush, 1);
-    aps_job_spec j = tu_function_job("during", &d, "record", NULL);
-    int rc = aps_job_add(s, &j, NULL, NULL, &err);
-    atomic_store(&fail_flush, 0);
-    assert_int_equal(rc, APS_EIO);
-    assert_non_null(strstr(err.msg, "failed to flush"));
-    assert_non_null(strstr(err.msg, "restart"));
-    j.id = "after";
-    assert_int_equal(aps_job_add(s, &j, NULL, NULL, &err), APS_EIO);
-    assert_non_null(strstr(err.msg, "failed to flush"));
-    assert_int_equal(aps_scheduler_store_info(s, 0, &si), 0);
-    assert_int_equal(si.write_failed, 1);
-    aps_job *job = NULL;
-    assert_int_equal(aps_job_get(s, "before", &job), 0); /* reads go on */
-    aps_job_free(job);
     aps_scheduler_destroy(s);
 }
 
@@ -571,7 +519,6 @@ main(void)
         cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
         cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),
         cmocka_unit_test_setup(test_batches_on_their_way, setup),
-        cmocka_unit_test_setup(test_flush_failure_stops_the_store, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

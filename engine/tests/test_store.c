@@ -1990,80 +1990,22 @@ pwrite64(int fd, const void *buf, size_t len, off64_t off)
     return write_or_fail(fd, buf, len, off);
 }
 
-/* LMDB flushes through libc's fdatasync: a commit its pages, the store's
- * syncer thread the commits' meta pages. fail_flush: FLUSH_ANY fails every
- * one with EIO, FLUSH_META the syncer's only; slow_flush_us delays the
- * syncer's, and flushes_done counts the syncer's that ended. */
-enum { FLUSH_OK, FLUSH_ANY, FLUSH_META };
-static atomic_int fail_flush, flush_calls, flushes_done, slow_flush_us;
-
-static int
-on_syncer(void)
-{
-    char name[16] = "";
-
-    pthread_getname_np(pthread_self(), name, sizeof name);
-    return strcmp(name, "aps-lmdb-sync") == 0;
-}
+/* While set, every fdatasync fails with EIO (LMDB flushes a commit's pages
+ * through libc's). */
+static atomic_int fail_flush;
 
 int
 fdatasync(int fd)
 {
     static int (*real)(int);
-    int rc, fail = atomic_load(&fail_flush), syncer = on_syncer();
 
-    atomic_fetch_add(&flush_calls, 1);
-    if (fail == FLUSH_ANY || (fail == FLUSH_META && syncer)) {
+    if (atomic_load(&fail_flush)) {
         errno = EIO;
         return -1;
     }
-    if (syncer && atomic_load(&slow_flush_us))
-        usleep((useconds_t)atomic_load(&slow_flush_us));
     if (real == NULL)
         *(void **)&real = dlsym(RTLD_NEXT, "fdatasync");
-    rc = real(fd);
-    if (syncer)
-        atomic_fetch_add(&flushes_done, 1);
-    return rc;
-}
-
-static void
-count_done(void *arg, int rc)
-{
-    atomic_int *n = arg;
-
-    if (rc == 0)
-        atomic_fetch_add(n, 1);
-}
-
-/* A reader may see a batch before its meta page is flushed (its writer not
- * yet told); aps__store_flushed waits for that flush, so that whoever
- * acknowledges something because of what it read (a retried request) does
- * not claim more than is on disk. */
-static void
-test_flushed_waits_for_visible_commits(void **state)
-{
-    fx *f = *state;
-    put_arg p = {"slow", "s", 1, 1000};
-    atomic_int done = 0;
-    int before, i;
-
-    f->cfg.no_sync = 0;
-    fx_open(f);
-    assert_int_equal(aps__store_flushed(f->s), 0); /* nothing on its way */
-    before = atomic_load(&flushes_done);
-    atomic_store(&slow_flush_us, 300000);
-    aps__store_write_async(f->s, put_fn, &p, count_done, &done);
-    for (i = 0; i < 2000 && aps__store_job_get(f->s, "slow", NULL, NULL, NULL) != 0; i++)
-        usleep(1000);
-    assert_int_equal(aps__store_job_get(f->s, "slow", NULL, NULL, NULL), 0); /* visible */
-    assert_int_equal(atomic_load(&flushes_done), before);                    /* not on disk */
-    assert_int_equal(aps__store_flushed(f->s), 0);
-    assert_true(atomic_load(&flushes_done) > before);
-    atomic_store(&slow_flush_us, 0);
-    for (i = 0; i < 2000 && atomic_load(&done) == 0; i++)
-        usleep(1000);
-    assert_int_equal(atomic_load(&done), 1);
+    return real(fd);
 }
 
 /* A commit whose page flush fails is undone: its writer gets APS_EIO, and
@@ -2076,10 +2018,9 @@ test_commit_flush_failure(void **state)
     f->cfg.no_sync = 0;
     fx_open(f);
     put(f->s, "a", "kept", 1000);
-    atomic_store(&fail_flush, FLUSH_ANY);
+    atomic_store(&fail_flush, 1);
     assert_int_equal(put_rc(f->s, "b", "lost", 2000), APS_EIO);
-    atomic_store(&fail_flush, FLUSH_OK);
-    assert_int_equal(aps__store_failed(f->s), 0);
+    atomic_store(&fail_flush, 0);
     assert_int_equal(aps__store_job_get(f->s, "b", NULL, NULL, NULL), APS_ENOENT);
     put(f->s, "c", "after", 3000);
     fx_reopen(f);
@@ -2088,40 +2029,9 @@ test_commit_flush_failure(void **state)
     assert_int_equal(aps__store_job_get(f->s, "b", NULL, NULL, NULL), APS_ENOENT);
 }
 
-/* A meta flush that fails after a commit: its writer gets APS_EIO, and the
- * store then refuses every write without touching the disk (the kernel no
- * longer tells what reached it), while reads go on. A new open works. */
-static void
-test_flush_failure(void **state)
-{
-    fx *f = *state;
-    int calls;
-
-    f->cfg.no_sync = 0;
-    fx_open(f);
-    put(f->s, "a", "kept", 1000);
-    assert_int_equal(aps__store_failed(f->s), 0);
-    atomic_store(&fail_flush, FLUSH_META);
-    assert_int_equal(put_rc(f->s, "b", "maybe", 2000), APS_EIO);
-    atomic_store(&fail_flush, FLUSH_OK);
-    assert_int_equal(aps__store_failed(f->s), APS_EIO);
-    calls = atomic_load(&flush_calls);
-    assert_int_equal(aps__store_flushed(f->s), APS_EIO);
-    assert_int_equal(put_rc(f->s, "c", "refused", 3000), APS_EIO);
-    assert_int_equal(atomic_load(&flush_calls), calls);
-    assert_int_equal(aps__store_job_get(f->s, "c", NULL, NULL, NULL), APS_ENOENT);
-    check_job(f->s, "a", "kept", 1000);
-    fx_reopen(f);
-    assert_int_equal(aps__store_failed(f->s), 0);
-    put(f->s, "d", "after", 4000);
-    check_job(f->s, "a", "kept", 1000);
-    check_job(f->s, "d", "after", 4000);
-    assert_true(atomic_load(&flush_calls) > calls);
-}
-
-/* The completion of an asynchronous write runs on the store's own thread
- * (the writer, or the syncer when commits are flushed): a synchronous
- * write from there would wait for itself, and is refused. */
+/* The completion of an asynchronous write runs on the store's writer
+ * thread: a synchronous write from there would wait for itself, and is
+ * refused (with fsync on or off). */
 typedef struct from_done {
     aps_store *s;
     int rc;
@@ -2418,8 +2328,6 @@ main(void)
         LMDB_ONLY(test_network_fs_fuse),
         LMDB_ONLY(test_meta_write_failure),
         LMDB_ONLY(test_commit_flush_failure),
-        LMDB_ONLY(test_flush_failure),
-        LMDB_ONLY(test_flushed_waits_for_visible_commits),
         LMDB_ONLY(test_write_from_completion),
         LMDB_ONLY(test_map_grow_failure),
         LMDB_ONLY(test_full_disk),

@@ -620,11 +620,6 @@ show_scheduler(const Apsd__V1__SchedulerInfo *s)
             printf("jobstore %s: its disk is full and its reserve was given back: new jobs "
                    "are refused until space is freed\n",
                    s->jobstores[i]->name);
-    for (size_t i = 0; i < s->n_jobstores; i++)
-        if (s->jobstores[i]->write_failed)
-            printf("jobstore %s: its disk failed to flush a write: it takes no more writes and "
-                   "its jobs do not fire; check the disk (dmesg), then restart apsd\n",
-                   s->jobstores[i]->name);
     printf("\n");
     table t2 = {6, 0, 0, NULL};
     const char *h2[] = {"EXECUTOR", "TYPE", "MAX_WORKERS", "RUNNING", "PENDING", "WORKERS"};

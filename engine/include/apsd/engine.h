@@ -633,9 +633,8 @@ typedef void (*aps_job_add_cb)(void *userdata, int rc, aps_job *job, const aps_e
  * not block (an RPC server's event threads). The spec is validated and
  * copied before this returns; `cb` runs exactly once: on this thread when
  * the add fails up front or every store involved is a memory store, else on
- * one of an LMDB store's threads (the one that flushes its commits, or its
- * writer) once the job and its JOB_ADDED event are on disk (or the write
- * failed). `cb` must not block; synchronous engine
+ * an LMDB store's writer thread once the job and its JOB_ADDED event are on
+ * disk (or the write failed). `cb` must not block; synchronous engine
  * writes to that store from it fail with APS_ESTATE. aps_scheduler_destroy
  * completes the adds still in flight: their callbacks run before it returns.
  */
@@ -795,9 +794,6 @@ typedef struct aps_store_info {
     int low_space;           /**< its disk filled up and it gave its reserve
                                   back: new jobs and backfills are refused
                                   (disk_reserve_bytes) */
-    int write_failed;        /**< its disk failed to flush a write: it refuses
-                                  every write (its jobs do not fire) until the
-                                  scheduler is created again; check the disk */
 } aps_store_info;
 
 /** An executor's figures (aps_scheduler_executor_info). */
