@@ -98,6 +98,32 @@ entry_key(const ProtobufCMessage *e)
     return k != NULL ? k : "";
 }
 
+/* Sorts n map entries by key, stably (merge sort: a request may carry
+ * many, and its sender chooses their order). Left as they are when out of
+ * memory: the fingerprint then only matches the same order. */
+static void
+sort_entries(ProtobufCMessage **v, size_t n)
+{
+    if (n < 2)
+        return;
+    ProtobufCMessage **tmp = malloc(n * sizeof(*tmp));
+    if (tmp == NULL)
+        return;
+    for (size_t w = 1; w < n; w *= 2) {
+        for (size_t lo = 0; lo < n - w; lo += 2 * w) {
+            size_t mid = lo + w, hi = mid + w < n ? mid + w : n, a = lo, b = mid, k = 0;
+            while (a < mid && b < hi)
+                tmp[k++] = strcmp(entry_key(v[b]), entry_key(v[a])) < 0 ? v[b++] : v[a++];
+            while (a < mid)
+                tmp[k++] = v[a++];
+            while (b < hi)
+                tmp[k++] = v[b++];
+            memcpy(v + lo, tmp, k * sizeof(*tmp));
+        }
+    }
+    free(tmp);
+}
+
 /* Puts the entries of every map field of `m` (and of the messages in it)
  * in key order, keeping the order of entries with the same key (the last
  * one wins): senders encode maps in any order (Go's in a random one each
@@ -115,16 +141,8 @@ sort_maps(ProtobufCMessage *m)
         if (f->label == PROTOBUF_C_LABEL_REPEATED) {
             size_t n = *(size_t *)(base + f->quantifier_offset);
             ProtobufCMessage **v = *(ProtobufCMessage ***)(base + f->offset);
-            if (is_map_entry(f->descriptor)) {
-                /* Insertion sort: stable, and maps here are small. */
-                for (size_t a = 1; a < n; a++) {
-                    ProtobufCMessage *e = v[a];
-                    size_t b = a;
-                    for (; b > 0 && strcmp(entry_key(v[b - 1]), entry_key(e)) > 0; b--)
-                        v[b] = v[b - 1];
-                    v[b] = e;
-                }
-            }
+            if (is_map_entry(f->descriptor))
+                sort_entries(v, n);
             for (size_t k = 0; k < n; k++)
                 sort_maps(v[k]);
             continue;

@@ -489,19 +489,20 @@ txn_save(aps_txn *t, const aps__jobrec *rec)
  * concerned. Records that also hold the request's fingerprint set the top
  * bit of the time (times are positive) and put 8 bytes of it before the id;
  * older records have none and are not checked. A RunJobNow's record adds a
- * NUL and what it answered after the id: the run's id, or REQ_QUEUED. */
+ * NUL and what it answered after the id: 'q' (queued) or '-', then the id
+ * of the run it started, if any. */
 #define REQ_HAS_FP 0x80u
-#define REQ_QUEUED "queued"
+#define REQ_ANSWER_MAX 33
 
 /* The answer a RunJobNow's record holds after its job id (request_parse's
- * id and idlen), into out (33 bytes; "" if none). */
+ * id and idlen), into out ("" if none). */
 static void
-request_answer(const char *id, size_t idlen, char out[33])
+request_answer(const char *id, size_t idlen, char out[REQ_ANSWER_MAX + 1])
 {
     const char *nul = memchr(id, '\0', idlen);
     size_t n = nul ? idlen - (size_t)(nul - id) - 1 : 0;
-    if (n > 32)
-        n = 32;
+    if (n > REQ_ANSWER_MAX)
+        n = REQ_ANSWER_MAX;
     if (nul != NULL)
         memcpy(out, nul + 1, n);
     out[n] = '\0';
@@ -539,7 +540,7 @@ request_parse(const void *data, size_t len, aps_time *at, uint64_t *fp, const ch
  * fingerprint (a reused id, not a retry). */
 static int
 request_seen(aps_scheduler *s, aps_txn *t, const char *request_id, uint64_t fp, aps_time now,
-             char *job_id, size_t job_id_len, char answer[33])
+             char *job_id, size_t job_id_len, char answer[REQ_ANSWER_MAX + 1])
 {
     char key[APS_STORE_META_KEY_MAX + 1];
     const void *data = NULL;
@@ -574,9 +575,9 @@ request_record(aps_txn *t, const char *request_id, uint64_t fp, aps_time now, co
                const char *answer)
 {
     char key[APS_STORE_META_KEY_MAX + 1];
-    unsigned char val[16 + APS__ID_MAX + 1 + 32];
+    unsigned char val[16 + APS__ID_MAX + 1 + REQ_ANSWER_MAX];
     size_t idlen = job_id ? strlen(job_id) : 0, off = 8;
-    size_t alen = answer ? strnlen(answer, 32) : 0;
+    size_t alen = answer ? strnlen(answer, REQ_ANSWER_MAX) : 0;
 
     if (request_id == NULL || request_id[0] == '\0')
         return 0;
@@ -613,7 +614,8 @@ request_mismatch(aps_error *err, const char *request_id)
  * store (outside a transaction: for retries whose job is gone); answer
  * gets what a RunJobNow answered. */
 static int
-request_known(aps_scheduler *s, const char *request_id, uint64_t fp, aps_time now, char answer[33])
+request_known(aps_scheduler *s, const char *request_id, uint64_t fp, aps_time now,
+              char answer[REQ_ANSWER_MAX + 1])
 {
     char key[APS_STORE_META_KEY_MAX + 1];
     int known = 0;
@@ -2138,6 +2140,7 @@ typedef struct mut_ctx {
     int removed;
     size_t count;
     char run_id[33];
+    char answer[REQ_ANSWER_MAX + 1]; /* RunJobNow: request_answer */
     char replay_id[APS__ID_MAX + 1];
     wout o;
 } mut_ctx;
@@ -2176,11 +2179,8 @@ fire_times(aps_trigger *trig, aps_time start, aps_time end, size_t max, aps_time
 static void
 replay_answer(mut_ctx *c)
 {
-    c->count = 0;
-    if (strcmp(c->run_id, REQ_QUEUED) == 0) {
-        c->run_id[0] = '\0';
-        c->count = 1;
-    }
+    c->count = c->answer[0] == 'q';
+    snprintf(c->run_id, sizeof(c->run_id), "%s", c->answer[0] ? c->answer + 1 : "");
 }
 
 static int
@@ -2197,7 +2197,7 @@ mut_fn(aps_txn *t, void *arg)
     c->count = 0;
     c->run_id[0] = '\0';
     c->replayed = request_seen(c->s, t, c->request_id, c->request_fp, c->now, c->replay_id,
-                               sizeof(c->replay_id), c->run_id);
+                               sizeof(c->replay_id), c->answer);
     if (c->replayed != 0) {
         replay_answer(c);
         return c->replayed < 0 ? c->replayed : 0;
@@ -2298,12 +2298,11 @@ mut_fn(aps_txn *t, void *arg)
         rc = out_event(&c->o, ev, c->now, &rec->job, NULL, NULL, 0, NULL);
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
+    if (rc == 0 && c->kind == MUT_RUN_NOW)
+        snprintf(c->answer, sizeof(c->answer), "%c%s", c->count ? 'q' : '-', c->run_id);
     if (rc == 0)
         rc = request_record(t, c->request_id, c->request_fp, c->now, c->id,
-                            c->kind != MUT_RUN_NOW ? NULL
-                            : c->run_id[0]         ? c->run_id
-                            : c->count             ? REQ_QUEUED
-                                                   : NULL);
+                            c->kind == MUT_RUN_NOW ? c->answer : NULL);
 out:
     free(times);
     aps_trigger_destroy(trig);
@@ -2337,7 +2336,7 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     if (si < 0 && rc != 0)
         return set_err(err, rc, "job_id: the job stores could not be read (%s)", aps_strerror(rc));
     if (si < 0) {
-        rc = request_known(s, c->request_id, c->request_fp, c->now, c->run_id);
+        rc = request_known(s, c->request_id, c->request_fp, c->now, c->answer);
         if (rc < 0)
             return request_mismatch(err, c->request_id);
         if (rc > 0) {
@@ -3339,16 +3338,18 @@ due_write_finish(aps_scheduler *s, size_t si, due_write *w, size_t *processed)
     done_ctx *done = w->r.done;
     w->r.done = NULL;
     if (rc != 0) {
+        /* Again, alone: the write may have failed with others queued into
+         * the same commit; and a failing due batch does not lose the
+         * finished runs (written apart, first). */
         reset_out(&w->c.o);
+        int r = 0;
         if (done != NULL) {
-            /* Apart, as without sharing: a failing due batch does not
-             * lose the finished runs. */
             reset_out(&done->o);
-            int r = write_done(s, si, done);
-            rc = loop_write_and_publish(s, si, due_fn, &w->c, &w->c.o);
-            if (rc == 0)
-                rc = r;
+            r = write_done(s, si, done);
         }
+        rc = loop_write_and_publish(s, si, due_fn, &w->c, &w->c.o);
+        if (rc == 0)
+            rc = r;
     } else {
         if (done != NULL)
             loop_publish_out(s, si, &done->o);

@@ -181,7 +181,7 @@ struct aps_scheduler {
     size_t n_trig, cap_trig;
     aps_time last_request_prune;
     aps_time timer_armed; /* the deadline timer_fd holds (APS_TIME_NONE: none) */
-    char (*due_ids)[APS__ID_MAX + 1]; /* process_store's batch of ids */
+    char (*due_ids)[APS__ID_MAX + 1]; /* process_store's batches of ids (DUE_WRITES) */
     struct aps__loop_state *loop; /* decoded-record cache, buffers (scheduler.c) */
 
     /* Commit-ahead (aps_scheduler_config.commit_ahead_us): runs committed

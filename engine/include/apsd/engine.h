@@ -704,7 +704,8 @@ int aps_job_resume(aps_scheduler *s, const char *id, const aps_mutation *m, aps_
  * misfire_grace_time. When max_instances runs are running it follows the
  * overlap policy: SKIP refuses it (APS_ESTATE), the others queue it.
  * @param[out] run_id  may be NULL: the run's id when it started at once,
- *                     "" when it is queued (or on a request-id replay).
+ *                     "" when it is queued. A request-id replay answers
+ *                     as the first call did (run_id and queued).
  * @param[out] queued  may be NULL: 1 when it waits for an instance slot.
  * @return 0, APS_ENOENT, APS_ESTATE (message in err), or a store error.
  */
