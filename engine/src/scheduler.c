@@ -494,23 +494,12 @@ txn_save(aps_txn *t, const aps__jobrec *rec)
 #define REQ_HAS_FP 0x80u
 #define REQ_ANSWER_MAX 33
 
-/* The answer a RunJobNow's record holds after its job id (request_parse's
- * id and idlen), into out ("" if none). */
-static void
-request_answer(const char *id, size_t idlen, char out[REQ_ANSWER_MAX + 1])
-{
-    const char *nul = memchr(id, '\0', idlen);
-    size_t n = nul ? idlen - (size_t)(nul - id) - 1 : 0;
-    if (n > REQ_ANSWER_MAX)
-        n = REQ_ANSWER_MAX;
-    if (nul != NULL)
-        memcpy(out, nul + 1, n);
-    out[n] = '\0';
-}
-
+/* Reads a request id record: its time, fingerprint (0: none), the job id
+ * (id, idlen: not NUL-terminated) and, if `answer` is not NULL, what a
+ * RunJobNow answered ("" if none). */
 static int
 request_parse(const void *data, size_t len, aps_time *at, uint64_t *fp, const char **id,
-              size_t *idlen)
+              size_t *idlen, char answer[REQ_ANSWER_MAX + 1])
 {
     const unsigned char *b = data;
     size_t off = 8;
@@ -531,6 +520,18 @@ request_parse(const void *data, size_t len, aps_time *at, uint64_t *fp, const ch
     *at = (aps_time)v;
     *id = (const char *)b + off;
     *idlen = len - off;
+    const char *nul = memchr(*id, '\0', *idlen);
+    size_t n = 0;
+    if (nul != NULL) {
+        n = *idlen - (size_t)(nul - *id) - 1;
+        *idlen = (size_t)(nul - *id);
+    }
+    if (answer != NULL) {
+        if (n > REQ_ANSWER_MAX)
+            n = REQ_ANSWER_MAX;
+        memcpy(answer, nul ? nul + 1 : "", n);
+        answer[n] = '\0';
+    }
     return 0;
 }
 
@@ -553,17 +554,12 @@ request_seen(aps_scheduler *s, aps_txn *t, const char *request_id, uint64_t fp, 
         return 0;
     snprintf(key, sizeof(key), REQ_PREFIX "%s", request_id);
     if (aps__txn_meta_get(t, key, &data, &len) != 0 ||
-        request_parse(data, len, &at, &seen_fp, &id, &idlen) != 0)
+        request_parse(data, len, &at, &seen_fp, &id, &idlen, answer) != 0)
         return 0;
     if (now - at > s->request_retention_us)
         return 0;
     if (fp != 0 && seen_fp != 0 && fp != seen_fp)
         return APS_EINVAL;
-    if (answer != NULL)
-        request_answer(id, idlen, answer);
-    const char *nul = memchr(id, '\0', idlen);
-    if (nul != NULL)
-        idlen = (size_t)(nul - id);
     size_t n = idlen < job_id_len - 1 ? idlen : job_id_len - 1;
     memcpy(job_id, id, n);
     job_id[n] = '\0';
@@ -630,11 +626,9 @@ request_known(aps_scheduler *s, const char *request_id, uint64_t fp, aps_time no
         aps_time at = 0;
         if (aps__store_meta_get(s->stores[i].st, key, &data, &len) != 0)
             continue;
-        if (request_parse(data, len, &at, &seen_fp, &id, &idlen) == 0 &&
-            now - at <= s->request_retention_us) {
+        if (request_parse(data, len, &at, &seen_fp, &id, &idlen, answer) == 0 &&
+            now - at <= s->request_retention_us)
             known = fp != 0 && seen_fp != 0 && fp != seen_fp ? APS_EINVAL : 1;
-            request_answer(id, idlen, answer);
-        }
         free(data);
     }
     return known;
@@ -2140,7 +2134,7 @@ typedef struct mut_ctx {
     int removed;
     size_t count;
     char run_id[33];
-    char answer[REQ_ANSWER_MAX + 1]; /* RunJobNow: request_answer */
+    char answer[REQ_ANSWER_MAX + 1]; /* RunJobNow: request_parse's answer */
     char replay_id[APS__ID_MAX + 1];
     wout o;
 } mut_ctx;
@@ -2175,7 +2169,7 @@ fire_times(aps_trigger *trig, aps_time start, aps_time end, size_t max, aps_time
     return 0;
 }
 
-/* A replayed RunJobNow answers as its first call did (request_answer). */
+/* A replayed RunJobNow answers as its first call did (request_parse). */
 static void
 replay_answer(mut_ctx *c)
 {
@@ -4035,7 +4029,7 @@ prune_visit(void *arg, const char *key, const void *data, size_t len)
     uint64_t fp = 0;
     const char *id = NULL;
     size_t idlen = 0;
-    if (request_parse(data, len, &at, &fp, &id, &idlen) != 0)
+    if (request_parse(data, len, &at, &fp, &id, &idlen, NULL) != 0)
         at = 0; /* unreadable: prune it */
     if (c->now - at <= c->s->request_retention_us || c->n == c->cap)
         return 0;
