@@ -72,6 +72,7 @@ typedef struct config {
     long max_subscribers, subscriber_queue, backfill_max_runs;
     long loop_priority; /* -1 = not given (DEFAULT_LOOP_PRIORITY) */
     double commit_ahead_s, commit_ahead_max_s; /* -1 = not given (the engine's) */
+    double pass_spacing_s;                     /* -1 = not given (the engine's) */
     long disk_reserve;                         /* bytes; -1 = not given (32 MiB) */
     double heartbeat_s;
     char *log_level;
@@ -136,6 +137,9 @@ static const char usage_text[] =
     "                 time; default 0.05),\n"
     "                 commit_ahead_max (how far that widens while writes are slow,\n"
     "                 0-60; default 0: not at all),\n"
+    "                 pass_spacing (the least time between two wake-ups of the loop\n"
+    "                 for due times, so that runs due close together share one;\n"
+    "                 0-1, 0 = a wake-up per due time; default 0.00025),\n"
     "                 disk_reserve (bytes held in STORE_DIR/reserve and given back when\n"
     "                 the disk fills, so that jobs keep firing while new ones are\n"
     "                 refused; default 33554432, 0 = none),\n"
@@ -381,6 +385,9 @@ ini_key(void *ud, const char *section, const char *key, const char *v)
         } else if (!strcmp(key, "commit_ahead_max")) {
             if (parse_double(v, 0, 60, &c->commit_ahead_max_s))
                 BAD("[scheduler] commit_ahead_max: 0-60 seconds");
+        } else if (!strcmp(key, "pass_spacing")) {
+            if (parse_double(v, 0, 1, &c->pass_spacing_s))
+                BAD("[scheduler] pass_spacing: 0-1 seconds");
         } else if (!strcmp(key, "disk_reserve")) {
             if (parse_long(v, 0, 1L << 40, &c->disk_reserve))
                 BAD("[scheduler] disk_reserve: bytes, 0-1099511627776");
@@ -830,7 +837,7 @@ main(int argc, char **argv)
     c.subscriber_queue = 1024;
     c.backfill_max_runs = 1000;
     c.loop_priority = -1;
-    c.commit_ahead_s = c.commit_ahead_max_s = -1;
+    c.commit_ahead_s = c.commit_ahead_max_s = c.pass_spacing_s = -1;
     c.disk_reserve = -1;
 
     apply_flags(&c, argc, argv, 0, &config_file);
@@ -1012,6 +1019,10 @@ main(int argc, char **argv)
         scfg.commit_ahead_us = secs_us(c.commit_ahead_s) > 0 ? secs_us(c.commit_ahead_s) : 1;
     if (c.commit_ahead_max_s > 0)
         scfg.commit_ahead_max_us = secs_us(c.commit_ahead_max_s);
+    if (c.pass_spacing_s == 0)
+        scfg.pass_spacing_us = -1;
+    else if (c.pass_spacing_s > 0)
+        scfg.pass_spacing_us = secs_us(c.pass_spacing_s) > 0 ? secs_us(c.pass_spacing_s) : 1;
     scfg.allow_network_fs = c.allow_network_fs;
     if (c.disk_reserve >= 0) /* here too, 0 is none */
         scfg.disk_reserve_bytes = c.disk_reserve > 0 ? c.disk_reserve : -1;

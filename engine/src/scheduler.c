@@ -70,6 +70,11 @@
  * instead of waking it (see aps__run_finished); plus the gathering window
  * below while a store commits ahead. */
 #define COMPLETION_SLACK_US 2000
+/* aps_scheduler_config.pass_spacing_us's default: at 100,000 runs/s a pass
+ * per due time (each arming the timer: tens of microseconds in a VM) cost
+ * the loop more than the runs. */
+#define PASS_SPACING_US 250
+#define PASS_SPACING_MAX_US 1000000
 /* Commit-ahead gathering: a store's due runs are taken once the earliest is
  * within lead - gather of its time, gather = lead / AHEAD_GATHER_DIV up to
  * AHEAD_GATHER_MAX_US, and with it all those due within the lead, so runs
@@ -1022,6 +1027,7 @@ hold_main(void *arg)
      * busy handing on runs for rt_busy_us. */
     int rt_on = 1;
     aps_time busy = APS_TIME_NONE;
+    aps_time handed = APS_TIME_NONE; /* when runs were last handed on */
     pthread_mutex_lock(&s->hold_mu);
     for (;;) {
         int prio = __atomic_load_n(&s->loop_rt, __ATOMIC_ACQUIRE);
@@ -1035,6 +1041,9 @@ hold_main(void *arg)
             continue;
         }
         aps_time due = s->held[0]->run_times[0], now = aps__scheduler_now(s);
+        /* Spaced as the loop's passes. */
+        if (due > now && handed != APS_TIME_NONE && due - handed < s->spacing_us)
+            due = handed + s->spacing_us;
         if (due > now) {
             struct timespec ts = {.tv_sec = due / US_PER_SEC,
                                   .tv_nsec = (long)(due % US_PER_SEC) * 1000};
@@ -1049,6 +1058,7 @@ hold_main(void *arg)
         else if (prio > 0 && rt_on && now - busy >= s->rt_busy_us)
             rt_on = rt_set(pthread_self(), 0) != 0;
         size_t n = 0;
+        handed = now;
         while (n < 64 && s->n_held > 0 && s->held[0]->run_times[0] <= now)
             batch[n++] = hold_pop(s);
         pthread_mutex_unlock(&s->hold_mu);
@@ -1344,6 +1354,16 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
         goto fail;
     }
     s->loop_priority = cfg->loop_priority;
+    if (cfg->pass_spacing_us > PASS_SPACING_MAX_US) {
+        rc = set_err(err, APS_EINVAL,
+                     "pass_spacing_us: at most %d (1 s), not %" PRId64 "; 0 = the default, 250",
+                     PASS_SPACING_MAX_US, cfg->pass_spacing_us);
+        goto fail;
+    }
+    /* An injected clock moves only when told: spacing on it would hold
+     * due times back from tests that step it exactly. */
+    if (s->clock.now == real_now && cfg->pass_spacing_us >= 0)
+        s->spacing_us = cfg->pass_spacing_us > 0 ? cfg->pass_spacing_us : PASS_SPACING_US;
     s->rt_busy_us = RT_BUSY_US;
     s->loop_woke = APS_TIME_NONE;
 
@@ -3752,6 +3772,8 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
                 next = retry;
         }
     }
+    if (next != APS_TIME_NONE && next > now && next - now < s->spacing_us)
+        next = now + s->spacing_us;
     pthread_mutex_lock(&s->mu);
     int unrecorded = s->completed != NULL;
     if (unrecorded) {

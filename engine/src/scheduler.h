@@ -189,6 +189,9 @@ struct aps_scheduler {
      * the hold thread, which hands each to its executor at its time. */
     int64_t ahead_us;     /* configured; 0 = off */
     int64_t ahead_max_us; /* the most it widens to (store_ahead); 0 = not */
+    /* aps_scheduler_config.pass_spacing_us; 0 = none, and always 0 on an
+     * injected clock. */
+    int64_t spacing_us;
     /* Real-time priority (aps_scheduler_config.loop_priority): asked for,
      * obtained (0: refused or not asked; atomic), and whether the loop
      * thread is at it now (the loop thread's own). */

@@ -508,6 +508,89 @@ test_batches_on_their_way(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* A scheduler on a store of `type` whose loop spaces its passes by
+ * `spacing` (aps_scheduler_config.pass_spacing_us), running. */
+static aps_scheduler *
+open_spaced(const char *type, int64_t spacing)
+{
+    aps_store_def stores[1] = {{"default", type, strcmp(type, "memory") ? dir : NULL}};
+    aps_executor_def execs[1] = {{.name = "default", .type = "threadpool", .max_workers = 4}};
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = stores;
+    cfg.n_stores = 1;
+    cfg.executors = execs;
+    cfg.n_executors = 1;
+    cfg.pass_spacing_us = spacing;
+    if (aps_scheduler_create(&cfg, &s, &err) != 0)
+        fail_msg("create: %s", err.msg);
+    assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    return s;
+}
+
+/* Jobs a and b, b due `gap` after a; returns a's due time once both ran. */
+static aps_time
+run_two(aps_scheduler *s, int64_t gap)
+{
+    aps_time due = aps_time_now() + 400 * MS;
+    aps_trigger_spec a = tu_date(due), b = tu_date(due + gap);
+    add_job(s, "a", &a, 1);
+    add_job(s, "b", &b, 1);
+    assert_int_equal(wait_calls(2, 5000 * MS), 2);
+    return due;
+}
+
+/* A run due soon after the loop's last pass waits for pass_spacing_us from
+ * it (in the loop with the memory store, in the commit-ahead thread with
+ * LMDB), one due longer after is not delayed; without spacing each starts
+ * at its time; a spacing over 1 s is refused. */
+static void
+test_pass_spacing(void **state)
+{
+    static const char *const types[] = {"memory", "lmdb"};
+    for (size_t k = 0; k < 2; k++) {
+        setup(state);
+        aps_scheduler *s = open_spaced(types[k], 200 * MS);
+        aps_time due = run_two(s, 50 * MS);
+        pthread_mutex_lock(&mu);
+        /* a: the pass before was 400 ms earlier (the adds), so on time. */
+        assert_true(scheduled_at[0] == due && started[0] >= due);
+        assert_true(started[0] < due + 150 * MS);
+        assert_true(scheduled_at[1] == due + 50 * MS);
+        /* b: not before a's hand-off (at due or after) plus the spacing. */
+        if (started[1] < due + 200 * MS)
+            fail_msg("%s: b started %lld us after a's time, spacing 200 ms", types[k],
+                     (long long)(started[1] - due));
+        pthread_mutex_unlock(&mu);
+        aps_scheduler_destroy(s);
+
+        setup(state);
+        s = open_spaced(types[k], -1);
+        due = run_two(s, 50 * MS);
+        pthread_mutex_lock(&mu);
+        assert_true(started[1] >= due + 50 * MS);
+        if (started[1] >= due + 400 * MS)
+            fail_msg("%s: b started %lld us after a's time, no spacing", types[k],
+                     (long long)(started[1] - due));
+        pthread_mutex_unlock(&mu);
+        aps_scheduler_destroy(s);
+    }
+    aps_store_def store = {"default", "memory", NULL};
+    aps_scheduler_config cfg;
+    aps_error err;
+    aps_scheduler *s = NULL;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.stores = &store;
+    cfg.n_stores = 1;
+    cfg.pass_spacing_us = 1000001;
+    assert_int_equal(aps_scheduler_create(&cfg, &s, &err), APS_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err.msg, "pass_spacing_us"));
+}
+
 int
 main(void)
 {
@@ -519,6 +602,7 @@ main(void)
         cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
         cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),
         cmocka_unit_test_setup(test_batches_on_their_way, setup),
+        cmocka_unit_test_setup(test_pass_spacing, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

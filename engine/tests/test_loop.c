@@ -534,6 +534,44 @@ test_pool_queue_drains(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* A burst of runs that block, as many as sleeping workers: the workers
+ * wake one another in a chain (each wakes the next while runs are queued),
+ * so all of them are running at once, none left queued. A second burst
+ * while they block waits in the queue, and runs once they are free. */
+static void
+test_pool_chain_wakes_every_worker(void **state)
+{
+    (void)state;
+    enum { WORKERS = 8 };
+    reset_calls();
+    tu_clock_set(T0);
+    aps_scheduler *s = open_pool(WORKERS);
+    for (int i = 0; i < 2 * WORKERS; i++)
+        add_interval(s, i, NULL);
+    usleep(20000); /* every worker asleep */
+    gate(1);
+    tu_clock_set(T0 + SEC);
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    int r = 0;
+    for (int i = 0; i < 5000 && r < WORKERS; i++) {
+        pthread_mutex_lock(&calls_mu);
+        r = running_now;
+        pthread_mutex_unlock(&calls_mu);
+        if (r < WORKERS)
+            usleep(1000);
+    }
+    assert_int_equal(r, WORKERS);
+    aps_executor_info info;
+    assert_int_equal(aps_scheduler_executor_info(s, 0, &info), 0);
+    assert_int_equal(info.running, WORKERS);
+    assert_int_equal(info.pending, WORKERS);
+    gate(0);
+    settle(s, 2 * WORKERS);
+    for (int i = 0; i < 2 * WORKERS; i++)
+        assert_int_equal(per_job[i], 1);
+    aps_scheduler_destroy(s);
+}
+
 /* Another writer's change between two runs of a job is what the next run
  * sees (the loop keeps buffers from run to run, never records). */
 static void
@@ -989,6 +1027,7 @@ main(void)
         cmocka_unit_test(test_ids_after_fork),
         cmocka_unit_test(test_pool_burst),
         cmocka_unit_test(test_pool_queue_drains),
+        cmocka_unit_test(test_pool_chain_wakes_every_worker),
         cmocka_unit_test(test_change_between_runs_is_seen),
         cmocka_unit_test(test_backlog_batches_grow),
         cmocka_unit_test(test_completions_recorded_real_clock),

@@ -1054,6 +1054,55 @@ class CommitAheadTest(unittest.TestCase):
 
 
 
+class PassSpacingTest(unittest.TestCase):
+    """[scheduler] pass_spacing: a run due soon after the loop's last
+    hand-off of runs waits that long from it (here 0.4 s; by default 250
+    us); values out of range are refused."""
+
+    def test_second_run_waits_for_the_spacing(self):
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-spacing-")
+        try:
+            path = os.path.join(tmp, "apsd.ini")
+            with open(path, "w") as f:
+                f.write("[scheduler]\npass_spacing = 0.4\n")
+            d = Daemon(tmp, ["--config", path]).start()
+            try:
+                run_at = time.time() + 2.0
+                for k, at in (("a", run_at), ("b", run_at + 0.05)):
+                    ts = timestamp_pb2.Timestamp()
+                    ts.FromNanoseconds(int(at * 1e9))
+                    argv = ("/bin/sh", "-c", "date +%s.%N > " + os.path.join(tmp, k + ".tmp")
+                            + " && mv " + os.path.join(tmp, k + ".tmp") + " " + os.path.join(tmp, k))
+                    d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
+                        "spacing-" + k, argv=argv,
+                        trigger=pb.Trigger(date=pb.DateTrigger(run_date=ts)))), timeout=T)
+                started = {}
+                deadline = time.time() + 20
+                while len(started) < 2 and time.time() < deadline:
+                    for k in ("a", "b"):
+                        if k not in started and os.path.exists(os.path.join(tmp, k)):
+                            with open(os.path.join(tmp, k)) as f:
+                                started[k] = float(f.read())
+                    time.sleep(0.02)
+                self.assertEqual(sorted(started), ["a", "b"], d.log_text())
+                self.assertGreaterEqual(started["a"], run_at)
+                self.assertLess(started["a"], run_at + 0.3)  # the pass before: 2 s earlier
+                self.assertGreaterEqual(started["b"], run_at + 0.4)
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_out_of_range(self):
+        for key in ("pass_spacing = 2", "pass_spacing = -1", "pass_spacing = soon"):
+            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+                f.write("[scheduler]\n" + key + "\n")
+                f.flush()
+                out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
+            self.assertNotEqual(out.returncode, 0, key)
+            self.assertIn("pass_spacing: 0-1 seconds", out.stderr)
+
+
 class DiskReserveTest(unittest.TestCase):
     """[scheduler] disk_reserve: the LMDB store's directory holds `reserve`,
     32 MiB of allocated blocks by default, the size given, or none with 0;

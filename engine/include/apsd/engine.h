@@ -507,6 +507,14 @@ typedef struct aps_scheduler_config {
      *  and blocking modes (the caller's thread: restored on return), not
      *  APS_RUN_EXTERNAL. 0 = normal priority. */
     int loop_priority;
+    /** The least time from one of the loop's passes to the next that only
+     *  a due time asks for (and between the commit-ahead thread's hand-offs
+     *  of runs): at high rates a wake-up per due time cost more CPU than
+     *  the runs. A run is handed on up to this much after its time while
+     *  others keep the loop busy; a due time alone (after this long without
+     *  a pass) is not delayed. Real clock only. 0 = 250 us; negative =
+     *  none (a pass per due time). */
+    int64_t pass_spacing_us;
     /** LMDB stores: bytes of disk held in a file `reserve` in each store's
      *  directory. A run is committed before it starts, so a full disk would
      *  stop every job: the first write that finds the disk full empties the

@@ -42,7 +42,8 @@
  * APS_BENCH_NO_SYNC=1 turns fsync off (to see the CPU side alone),
  * APS_BENCH_AHEAD_MS=N and APS_BENCH_AHEAD_MAX_MS=N set the scheduler's
  * commit_ahead_us and commit_ahead_max_us (how far ahead of their time LMDB
- * runs are committed, and the most that widens to) and APS_BENCH_DUMP=FILE writes each
+ * runs are committed, and the most that widens to), APS_BENCH_SPACING_US=N sets
+ * pass_spacing_us (-1: a pass per due time) and APS_BENCH_DUMP=FILE writes each
  * lateness sample (offset in the window, lateness, both in us): diagnosis
  * only.
  */
@@ -247,6 +248,9 @@ open_sched(const char *type, const char *dir, uint32_t workers, uint32_t queue,
         cfg.commit_ahead_us = atoll(getenv("APS_BENCH_AHEAD_MS")) * 1000;
     if (getenv("APS_BENCH_AHEAD_MAX_MS"))
         cfg.commit_ahead_max_us = atoll(getenv("APS_BENCH_AHEAD_MAX_MS")) * 1000;
+    /* APS_BENCH_SPACING_US=N: pass_spacing_us (default 250; -1 none). */
+    if (getenv("APS_BENCH_SPACING_US"))
+        cfg.pass_spacing_us = atoll(getenv("APS_BENCH_SPACING_US"));
     if (grace_us > 0) {
         cfg.default_misfire = APS_MISFIRE_DURATION;
         cfg.default_misfire_grace_us = grace_us;
