@@ -50,8 +50,8 @@ fuzz_record(const uint8_t *data, size_t size)
         abort();
     if (aps__jobrec_encode(r, &buf, &len) != 0)
         abort();
-    if (data[0] != APS__JOBREC_FORMAT_V3) {
-        /* An older record (V1, V2) is re-encoded in the current format:
+    if (data[0] != APS__JOBREC_FORMAT_V4) {
+        /* An older record (V1 to V3) is re-encoded in the current format:
          * that one must then be stable. */
         aps__jobrec *again = NULL;
         void *buf2 = NULL;

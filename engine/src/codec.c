@@ -1,12 +1,20 @@
 /*
  * codec.c: the binary formats of job records and events in the store.
  *
- * Layout: a format byte (APS__JOBREC_FORMAT_V3, APS__EVENT_FORMAT_V2), then
- * fields in a fixed order, integers little-endian (a record's lateness
- * samples as zigzag varints), strings and blobs as a u32 length
- * (APS__CODEC_NULL = absent) and the bytes, arrays as a u32 count and the
- * elements. No field tags: a new field means a new format byte, and the
- * decoder of the old one stays (V1 and V2 records, V1 events decode).
+ * Layout: a format byte (APS__JOBREC_FORMAT_V4, APS__EVENT_FORMAT_V2), then
+ * fields in a fixed order. Events (and job records up to V3): integers
+ * little-endian, strings and blobs as a u32 length (APS__CODEC_NULL =
+ * absent) and the bytes, arrays as a u32 count and the elements. Job
+ * records V4 (the writer's and reader's `varint`): the same fields, each
+ * integer a base-128 varint, low group first, in its shortest form; signed
+ * ones zigzag-mapped plus one (mod 2^64), so that 0, small values of either
+ * sign and APS_TIME_NONE (INT64_MIN) take one byte; a length or count as
+ * such a varint, a string's length plus one (0 = absent); a required
+ * string with its usual value (a name that is the job's id, an executor or
+ * store "default") absent; a run id of 32 lowercase hex digits packed
+ * (RUN_ID_PACKED). A record's lateness samples are zigzag varints (V3 on). No field tags: a new
+ * field means a new format byte, and the decoder of the old one stays (V1 to V3 records, V1 events
+ * decode).
  *
  * Why not protobuf: the engine has no protobuf dependency (DESIGN.md), and
  * a record holds engine-only state (running and pending runs, the lateness
@@ -111,6 +119,33 @@ put_zigzag32(unsigned char *p, int32_t v)
     return n;
 }
 
+/* u as a varint (V4 records). */
+static inline void
+w_varint(aps__wbuf *w, uint64_t u)
+{
+    unsigned char *p = w_grow(w, 10);
+    size_t n = 0;
+
+    if (!p)
+        return;
+    while (u >= 0x80) {
+        p[n++] = (unsigned char)(u | 0x80);
+        u >>= 7;
+    }
+    p[n++] = (unsigned char)u;
+    w->len -= 10 - n;
+}
+
+/* A signed value for w_varint: zigzag, plus one (INT64_MIN wraps to 0). */
+static inline uint64_t
+zigzag64(int64_t v)
+{
+    uint64_t u;
+
+    memcpy(&u, &v, sizeof u);
+    return ((u << 1) ^ (v < 0 ? UINT64_MAX : 0)) + 1;
+}
+
 static inline void
 w_u8(aps__wbuf *w, uint8_t v)
 {
@@ -123,6 +158,10 @@ w_u8(aps__wbuf *w, uint8_t v)
 static inline void
 w_u32(aps__wbuf *w, uint32_t v)
 {
+    if (w->varint) {
+        w_varint(w, v);
+        return;
+    }
     unsigned char *p = w_grow(w, 4);
 
     if (p)
@@ -132,6 +171,10 @@ w_u32(aps__wbuf *w, uint32_t v)
 static inline void
 w_u64(aps__wbuf *w, uint64_t v)
 {
+    if (w->varint) {
+        w_varint(w, v);
+        return;
+    }
     unsigned char *p = w_grow(w, 8);
 
     if (p)
@@ -141,13 +184,19 @@ w_u64(aps__wbuf *w, uint64_t v)
 static inline void
 w_i64(aps__wbuf *w, int64_t v)
 {
-    w_u64(w, (uint64_t)v);
+    if (w->varint)
+        w_varint(w, zigzag64(v));
+    else
+        w_u64(w, (uint64_t)v);
 }
 
 static inline void
 w_i32(aps__wbuf *w, int32_t v)
 {
-    w_u32(w, (uint32_t)v);
+    if (w->varint)
+        w_varint(w, zigzag64(v));
+    else
+        w_u32(w, (uint32_t)v);
 }
 
 void
@@ -189,11 +238,18 @@ w_bytes(aps__wbuf *w, const void *p, size_t n)
     if (!p) {
         if (n)
             aps__w_fail(w, APS_EINVAL);
-        w_u32(w, APS__CODEC_NULL);
+        w_u32(w, w->varint ? 0 : APS__CODEC_NULL);
         return;
     }
     if (n >= APS__CODEC_NULL) {
         aps__w_fail(w, APS_EINVAL);
+        return;
+    }
+    if (w->varint) {
+        w_varint(w, (uint64_t)n + 1);
+        d = w_grow(w, n);
+        if (d && n)
+            memcpy(d, p, n);
         return;
     }
     d = w_grow(w, 4 + n);
@@ -255,6 +311,7 @@ w_reset(aps__wbuf *w)
 {
     w->len = 0;
     w->rc = 0;
+    w->varint = 0;
 }
 
 /* An array's count. A count without its array, or one the format cannot
@@ -328,9 +385,50 @@ r_u8(aps__rbuf *r)
     return p ? p[0] : 0;
 }
 
+/* A w_varint value. Corrupt: cut short, more than 64 bits, or not the
+ * shortest form (as r_zigzag32). */
+static uint64_t
+r_varint(aps__rbuf *r)
+{
+    const unsigned char *p;
+    uint64_t u = 0;
+    size_t n;
+
+    for (n = 0; n < 10; n++) {
+        if ((p = r_take(r, 1)) == NULL)
+            return 0;
+        if (n == 9 && *p > 0x01)
+            break;
+        u |= (uint64_t)(*p & 0x7f) << (7 * n);
+        if (!(*p & 0x80)) {
+            if (n > 0 && *p == 0)
+                break;
+            return u;
+        }
+    }
+    aps__r_fail(r, APS_ECORRUPT);
+    return 0;
+}
+
+/* The inverse of zigzag64. */
+static inline int64_t
+unzigzag64(uint64_t u)
+{
+    u -= 1;
+    return as_i64((u >> 1) ^ (0 - (u & 1)));
+}
+
 static inline uint32_t
 r_u32(aps__rbuf *r)
 {
+    if (r->varint) {
+        uint64_t u = r_varint(r);
+        if (u > UINT32_MAX) {
+            aps__r_fail(r, APS_ECORRUPT);
+            return 0;
+        }
+        return (uint32_t)u;
+    }
     const unsigned char *p = r_take(r, 4);
 
     return p ? get_u32(p) : 0;
@@ -369,6 +467,8 @@ r_zigzag32(aps__rbuf *r)
 static inline uint64_t
 r_u64(aps__rbuf *r)
 {
+    if (r->varint)
+        return r_varint(r);
     const unsigned char *p = r_take(r, 8);
 
     return p ? get_u64(p) : 0;
@@ -377,12 +477,24 @@ r_u64(aps__rbuf *r)
 static inline int64_t
 r_i64(aps__rbuf *r)
 {
+    if (r->varint) {
+        uint64_t u = r_varint(r);
+        return r->rc ? 0 : unzigzag64(u);
+    }
     return as_i64(r_u64(r));
 }
 
 static inline int32_t
 r_i32(aps__rbuf *r)
 {
+    if (r->varint) {
+        int64_t v = r_i64(r);
+        if (v < INT32_MIN || v > INT32_MAX) {
+            aps__r_fail(r, APS_ECORRUPT);
+            return 0;
+        }
+        return (int32_t)v;
+    }
     uint32_t u = r_u32(r);
     int32_t v;
 
@@ -441,7 +553,8 @@ aps__r_count(aps__rbuf *r, size_t min_size)
 
     if (r->rc)
         return 0;
-    if (min_size == 0)
+    /* Varint elements may take a byte each. */
+    if (min_size == 0 || r->varint)
         min_size = 1;
     if (n > (r->len - r->pos) / min_size) {
         aps__r_fail(r, APS_ECORRUPT);
@@ -460,8 +573,13 @@ r_span(aps__rbuf *r, const unsigned char **p, size_t *n)
     *n = 0;
     if (r->rc)
         return -1;
-    if (len == APS__CODEC_NULL)
+    if (r->varint) {
+        if (len == 0)
+            return 0;
+        len--;
+    } else if (len == APS__CODEC_NULL) {
         return 0;
+    }
     *p = r_take(r, len);
     if (!*p)
         return -1;
@@ -523,15 +641,12 @@ r_array(rdec *d, size_t min_size, size_t size, int in_block, size_t *n)
     return v;
 }
 
+/* The n bytes at p as a string, into d's block (d may be NULL). */
 static char *
-r_str_in(aps__rbuf *r, rdec *d)
+r_str_copy(aps__rbuf *r, rdec *d, const unsigned char *p, size_t n)
 {
-    const unsigned char *p;
-    size_t n;
     char *s;
 
-    if (r_span(r, &p, &n) || !p)
-        return NULL;
     if (memchr(p, '\0', n)) {
         aps__r_fail(r, APS_ECORRUPT);
         return NULL;
@@ -544,6 +659,17 @@ r_str_in(aps__rbuf *r, rdec *d)
     memcpy(s, p, n);
     s[n] = '\0';
     return s;
+}
+
+static char *
+r_str_in(aps__rbuf *r, rdec *d)
+{
+    const unsigned char *p;
+    size_t n;
+
+    if (r_span(r, &p, &n) || !p)
+        return NULL;
+    return r_str_copy(r, d, p, n);
 }
 
 /* A string that must be there: the NULL marker is corrupt. */
@@ -580,6 +706,144 @@ static char *
 d_str_req(rdec *d)
 {
     return r_str_req_in(&d->r, d);
+}
+
+/* V4 records leave out a required string that has its usual value (a
+ * job's name that is its id, an executor or store named "default"): the
+ * absent marker stands for it, and the value itself written out is not the
+ * one encoding (corrupt). Fixed widths: as d_str_req. */
+#define USUAL_NAME "default"
+
+static void
+w_str_usual(aps__wbuf *w, const char *s, const char *usual)
+{
+    if (w->varint && s && usual && strcmp(s, usual) == 0)
+        w_bytes(w, NULL, 0);
+    else
+        aps__w_str_req(w, s);
+}
+
+static char *
+d_str_usual(rdec *d, const char *usual)
+{
+    const unsigned char *p;
+    size_t n;
+
+    if (!d->r.varint)
+        return d_str_req(d);
+    if (r_span(&d->r, &p, &n))
+        return NULL;
+    if (!usual) /* the id it stands for did not decode */
+        return NULL;
+    if (!p) {
+        p = (const unsigned char *)usual;
+        n = strlen(usual);
+    } else if (n == strlen(usual) && memcmp(p, usual, n) == 0) {
+        aps__r_fail(&d->r, APS_ECORRUPT);
+        return NULL;
+    }
+    return r_str_copy(&d->r, d, p, n);
+}
+
+/* A fixed char array's counterpart (running runs' executors). */
+static void
+w_str_fixed_usual(aps__wbuf *w, const char *s, size_t cap, const char *usual)
+{
+    if (w->varint && strcmp(s, usual) == 0)
+        w_bytes(w, NULL, 0);
+    else
+        w_str_fixed(w, s, cap);
+}
+
+static void
+r_str_fixed_usual(aps__rbuf *r, char *dst, size_t cap, const char *usual)
+{
+    const unsigned char *p;
+    size_t n;
+
+    if (!r->varint) {
+        aps__r_str_fixed(r, dst, cap);
+        return;
+    }
+    dst[0] = '\0';
+    if (r_span(r, &p, &n))
+        return;
+    if (!p) {
+        p = (const unsigned char *)usual;
+        n = strlen(usual);
+    } else if ((n == strlen(usual) && memcmp(p, usual, n) == 0) || n >= cap || memchr(p, '\0', n)) {
+        aps__r_fail(r, APS_ECORRUPT);
+        return;
+    }
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+}
+
+/* V4: a run id of 32 lowercase hex digits (as the engine makes them) is
+ * this length code, then its 16 bytes; any other run id is a string (its
+ * length code at most 33: run ids fit 33 bytes with their NUL). */
+#define RUN_ID_PACKED 34
+#define RUN_ID_HEX 32
+
+static int
+is_hex32(const char *s)
+{
+    for (size_t i = 0; i < RUN_ID_HEX; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return s[RUN_ID_HEX] == '\0';
+}
+
+static int
+hex_val(char c)
+{
+    return c <= '9' ? c - '0' : c - 'a' + 10;
+}
+
+static void
+w_run_id(aps__wbuf *w, const char *s, size_t cap)
+{
+    unsigned char *p;
+
+    if (!w->varint || cap <= RUN_ID_HEX || !is_hex32(s)) {
+        w_str_fixed(w, s, cap);
+        return;
+    }
+    w_varint(w, RUN_ID_PACKED);
+    if ((p = w_grow(w, RUN_ID_HEX / 2)) == NULL)
+        return;
+    for (size_t i = 0; i < RUN_ID_HEX / 2; i++)
+        p[i] = (unsigned char)(hex_val(s[2 * i]) << 4 | hex_val(s[2 * i + 1]));
+}
+
+static void
+r_run_id(aps__rbuf *r, char *dst, size_t cap)
+{
+    static const char digits[] = "0123456789abcdef";
+    const unsigned char *p;
+    size_t pos = r->pos;
+
+    if (!r->varint || cap <= RUN_ID_HEX) {
+        aps__r_str_fixed(r, dst, cap);
+        return;
+    }
+    dst[0] = '\0';
+    if (r_u32(r) != RUN_ID_PACKED) {
+        if (r->rc)
+            return;
+        r->pos = pos; /* a string: read again, as one */
+        aps__r_str_fixed(r, dst, cap);
+        if (!r->rc && is_hex32(dst)) /* the packed form's */
+            aps__r_fail(r, APS_ECORRUPT);
+        return;
+    }
+    if ((p = r_take(r, RUN_ID_HEX / 2)) == NULL)
+        return;
+    for (size_t i = 0; i < RUN_ID_HEX / 2; i++) {
+        dst[2 * i] = digits[p[i] >> 4];
+        dst[2 * i + 1] = digits[p[i] & 0x0f];
+    }
+    dst[RUN_ID_HEX] = '\0';
 }
 
 void
@@ -641,6 +905,12 @@ w_times(aps__wbuf *w, const aps_time *t, size_t n)
         aps__w_fail(w, APS_EINVAL);
         return;
     }
+    if (w->varint) {
+        w_u32(w, (uint32_t)n);
+        for (i = 0; i < n; i++)
+            w_i64(w, t[i]);
+        return;
+    }
     unsigned char *p = w_grow(w, 4 + 8 * n);
     if (!p)
         return;
@@ -662,6 +932,16 @@ r_times(aps__rbuf *r, size_t *n)
     if (!t) {
         aps__r_fail(r, APS_ENOMEM);
         return NULL;
+    }
+    if (r->varint) {
+        for (i = 0; i < count; i++)
+            t[i] = r_i64(r);
+        if (r->rc) {
+            free(t);
+            return NULL;
+        }
+        *n = count;
+        return t;
     }
     /* count * 8 bytes are there: aps__r_count checked. */
     const unsigned char *p = r_take(r, count * 8);
@@ -929,23 +1209,24 @@ r_target(rdec *d, aps_target *t)
     }
 }
 
-/* Writes the record into w (after what w holds). */
+/* Writes the record into w (after what w holds), in `format` (V3, V4). */
 static void
-jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
+jobrec_write(const aps__jobrec *rec, uint8_t format, aps__wbuf *w)
 {
     const aps_job *j = &rec->job;
     size_t i;
 
-    w_u8(w, APS__JOBREC_FORMAT_V3);
+    w_u8(w, format);
+    w->varint = format == APS__JOBREC_FORMAT_V4;
     aps__w_str_req(w, j->id);
-    aps__w_str_req(w, j->name);
+    w_str_usual(w, j->name, j->id);
     if (!j->trigger)
         aps__w_fail(w, APS_EINVAL);
     else
         w_trigger(w, j->trigger, 0);
     w_target(w, &j->target);
-    aps__w_str_req(w, j->executor);
-    aps__w_str_req(w, j->jobstore);
+    w_str_usual(w, j->executor, USUAL_NAME);
+    w_str_usual(w, j->jobstore, USUAL_NAME);
     w_u8(w, (uint8_t)j->misfire);
     w_i64(w, j->misfire_grace_us);
     w_i32(w, j->coalesce);
@@ -965,7 +1246,7 @@ jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
     w_u64(w, j->stats.misses);
     w_u64(w, j->stats.max_instance_skips);
     w_u64(w, j->stats.coalesced);
-    w_str_fixed(w, j->stats.last_run_id, sizeof j->stats.last_run_id);
+    w_run_id(w, j->stats.last_run_id, sizeof j->stats.last_run_id);
     w_i64(w, j->stats.last_run_time);
     w_i32(w, j->stats.last_status);
     w_i32(w, j->stats.last_exit_code);
@@ -973,8 +1254,8 @@ jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
     /* Engine-only state. */
     w_count(w, rec->running, rec->n_running);
     for (i = 0; i < rec->n_running && !w->rc; i++) {
-        w_str_fixed(w, rec->running[i].run_id, sizeof rec->running[i].run_id);
-        w_str_fixed(w, rec->running[i].executor, sizeof rec->running[i].executor);
+        w_run_id(w, rec->running[i].run_id, sizeof rec->running[i].run_id);
+        w_str_fixed_usual(w, rec->running[i].executor, sizeof rec->running[i].executor, USUAL_NAME);
         w_i64(w, rec->running[i].started);
         w_times(w, rec->running[i].run_times, rec->running[i].n_run_times);
     }
@@ -1001,14 +1282,25 @@ jobrec_write(const aps__jobrec *rec, aps__wbuf *w)
         if (p)
             w->len -= 5 * (size_t)rec->n_lateness - n;
     }
+    w->varint = 0;
 }
 
 int
 aps__jobrec_encode(const aps__jobrec *rec, void **buf, size_t *len)
 {
+    return aps__jobrec_encode_format(rec, APS__JOBREC_FORMAT_V4, buf, len);
+}
+
+int
+aps__jobrec_encode_format(const aps__jobrec *rec, uint8_t format, void **buf, size_t *len)
+{
     aps__wbuf w = {0};
 
-    jobrec_write(rec, &w);
+    *buf = NULL;
+    *len = 0;
+    if (format != APS__JOBREC_FORMAT_V3 && format != APS__JOBREC_FORMAT_V4)
+        return APS_EINVAL;
+    jobrec_write(rec, format, &w);
     return w_take(&w, buf, len);
 }
 
@@ -1016,14 +1308,14 @@ int
 aps__jobrec_encode_into(const aps__jobrec *rec, aps__wbuf *w)
 {
     w_reset(w);
-    jobrec_write(rec, w);
+    jobrec_write(rec, APS__JOBREC_FORMAT_V4, w);
     return w->rc;
 }
 
 int
 aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
 {
-    rdec d = {{buf, len, 0, 0}, NULL, 0, 0};
+    rdec d = {{buf, len, 0, 0, 0}, NULL, 0, 0};
     aps__jobrec *rec;
     aps_job *j;
     size_t i;
@@ -1034,8 +1326,9 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
         d.r.len = 0;
     uint8_t version = r_u8(&d.r);
     if (version != APS__JOBREC_FORMAT_V1 && version != APS__JOBREC_FORMAT_V2 &&
-        version != APS__JOBREC_FORMAT_V3)
+        version != APS__JOBREC_FORMAT_V3 && version != APS__JOBREC_FORMAT_V4)
         return APS_ECORRUPT;
+    d.r.varint = version == APS__JOBREC_FORMAT_V4;
     /* One block for the record, its trigger, labels and strings where they
      * fit (most records: strings are a small part of `len`). Kept under
      * 1 KB: glibc's malloc consolidates its free lists on every larger
@@ -1055,7 +1348,7 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     d.used = sizeof *rec;
     j = &rec->job;
     j->id = d_str_req(&d);
-    j->name = d_str_req(&d);
+    j->name = d_str_usual(&d, j->id);
     if (!d.r.rc) {
         j->trigger = r_alloc(&d, sizeof *j->trigger, 8, 1);
         if (!j->trigger)
@@ -1064,8 +1357,8 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
             r_trigger(&d, j->trigger, 0);
     }
     r_target(&d, &j->target);
-    j->executor = d_str_req(&d);
-    j->jobstore = d_str_req(&d);
+    j->executor = d_str_usual(&d, USUAL_NAME);
+    j->jobstore = d_str_usual(&d, USUAL_NAME);
     u = r_u8(&d.r);
     if (u > APS_MISFIRE_UNLIMITED)
         aps__r_fail(&d.r, APS_ECORRUPT);
@@ -1095,15 +1388,16 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     j->stats.misses = r_u64(&d.r);
     j->stats.max_instance_skips = r_u64(&d.r);
     j->stats.coalesced = r_u64(&d.r);
-    aps__r_str_fixed(&d.r, j->stats.last_run_id, sizeof j->stats.last_run_id);
+    r_run_id(&d.r, j->stats.last_run_id, sizeof j->stats.last_run_id);
     j->stats.last_run_time = r_i64(&d.r);
     j->stats.last_status = r_i32(&d.r);
     j->stats.last_exit_code = r_i32(&d.r);
     aps__r_str_fixed(&d.r, j->stats.last_error, sizeof j->stats.last_error);
     rec->running = r_array(&d, MIN_RUN, sizeof *rec->running, 0, &rec->n_running);
     for (i = 0; i < rec->n_running && !d.r.rc; i++) {
-        aps__r_str_fixed(&d.r, rec->running[i].run_id, sizeof rec->running[i].run_id);
-        aps__r_str_fixed(&d.r, rec->running[i].executor, sizeof rec->running[i].executor);
+        r_run_id(&d.r, rec->running[i].run_id, sizeof rec->running[i].run_id);
+        r_str_fixed_usual(&d.r, rec->running[i].executor, sizeof rec->running[i].executor,
+                          USUAL_NAME);
         rec->running[i].started = r_i64(&d.r);
         rec->running[i].run_times = r_times(&d.r, &rec->running[i].n_run_times);
     }
@@ -1121,7 +1415,7 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
     if (rec->n_lateness > 0 && !d.r.rc &&
         (rec->lateness = aps__jcalloc(APS__LATENESS_WINDOW, sizeof *rec->lateness)) == NULL)
         aps__r_fail(&d.r, APS_ENOMEM);
-    if (rec->n_lateness > 0 && !d.r.rc && version == APS__JOBREC_FORMAT_V3) {
+    if (rec->n_lateness > 0 && !d.r.rc && version >= APS__JOBREC_FORMAT_V3) {
         for (i = 0; i < rec->n_lateness && !d.r.rc; i++)
             rec->lateness[i] = r_zigzag32(&d.r);
     } else if (rec->n_lateness > 0 && !d.r.rc && version == APS__JOBREC_FORMAT_V2) {
@@ -1223,7 +1517,7 @@ aps__event_encode_into(const aps_event *ev, aps__wbuf *w)
 int
 aps__event_decode(const void *buf, size_t len, aps_event **out)
 {
-    aps__rbuf r = {buf, len, 0, 0};
+    aps__rbuf r = {buf, len, 0, 0, 0};
     aps_event *ev;
     aps_outcome *o;
     uint8_t u;
@@ -1294,7 +1588,7 @@ aps__event_peek(const void *buf, size_t len, aps_event_type *type, const char **
 {
     /* The fields before the job id have fixed sizes in both formats, so
      * a filter can skip a record without decoding (allocating) it. */
-    aps__rbuf r = {buf, buf ? len : 0, 0, 0};
+    aps__rbuf r = {buf, buf ? len : 0, 0, 0, 0};
     const unsigned char *p;
     size_t n;
 

@@ -22,6 +22,9 @@ typedef struct aps__wbuf {
     unsigned char *p;
     size_t len, cap;
     int rc; /**< 0, or the first error (APS_ENOMEM, APS_EINVAL) */
+    /** Nonzero: integers, counts and lengths as varints (job records V4,
+     *  codec.c); zero-initialized: fixed little-endian widths. */
+    int varint;
 } aps__wbuf;
 
 /** A bounded input cursor. */
@@ -29,6 +32,8 @@ typedef struct aps__rbuf {
     const unsigned char *p;
     size_t len, pos;
     int rc; /**< 0, or the first error (APS_ECORRUPT, APS_ENOMEM) */
+    /** As aps__wbuf's: the layout being read. */
+    int varint;
 } aps__rbuf;
 
 /** Appends one byte. */

@@ -41,8 +41,12 @@
 #define APS__JOBREC_FORMAT_V1 0x11
 /** V2: V1 with the lateness samples as int32, not int64. */
 #define APS__JOBREC_FORMAT_V2 0x12
-/** V3 (written since): V2 with each lateness sample a zigzag varint. */
+/** V3: V2 with each lateness sample a zigzag varint. */
 #define APS__JOBREC_FORMAT_V3 0x13
+/** V4 (written since): V3 with every integer, count and length a varint
+ *  (codec.c): a record is about half as long, and the store writes the
+ *  pages of due jobs' records twice per run. */
+#define APS__JOBREC_FORMAT_V4 0x14
 /** Leading byte of an encoded event. */
 #define APS__EVENT_FORMAT_V1 0x21
 /* V2: V1, then the outcome's error_type and worker_id (when it has one). */
@@ -221,15 +225,19 @@ void aps__trigger_spec_free(aps_trigger_spec *t);
 int aps__json_check(const char *text, size_t len, char *top, size_t *where, const char **why);
 
 /**
- * Encodes a record for the store (format APS__JOBREC_FORMAT_V3; V1 and V2
- * records still decode):
- * little-endian, length-prefixed. running_instances, queued_runs and the
+ * Encodes a record for the store (format APS__JOBREC_FORMAT_V4, varints and
+ * length-prefixed strings: codec.c; V1 to V3 records still decode, and are
+ * written as V4 when next changed). running_instances, queued_runs and the
  * lateness percentiles are not stored: decoding recomputes them.
  * @param[out] buf  malloc'd; the caller frees it.
  * @return 0; APS_EINVAL (a record decoding would reject, e.g. no id or a
  *         NULL argv entry); APS_ENOMEM.
  */
 int aps__jobrec_encode(const aps__jobrec *r, void **buf, size_t *len);
+
+/** aps__jobrec_encode in format V3 or V4 (tests: records as older
+ *  versions wrote them). APS_EINVAL for another format. */
+int aps__jobrec_encode_format(const aps__jobrec *r, uint8_t format, void **buf, size_t *len);
 
 struct aps__wbuf;
 /**

@@ -1204,7 +1204,7 @@ roundtrip(const aps__jobrec *r)
 
     assert_int_equal(aps__jobrec_encode(r, &buf, &len), 0);
     assert_non_null(buf);
-    assert_int_equal(((unsigned char *)buf)[0], APS__JOBREC_FORMAT_V3);
+    assert_int_equal(((unsigned char *)buf)[0], APS__JOBREC_FORMAT_V4);
     assert_int_equal(aps__jobrec_decode(buf, len, &d), 0);
     assert_non_null(d);
     /* Stable: encoding the decoded record gives the same bytes. */
@@ -1348,9 +1348,9 @@ older_record(const unsigned char *v3, size_t head, const aps__jobrec *r, uint8_t
     return b;
 }
 
-/* V1 and V2 records (lateness samples as int64, int32) still decode, to the
- * same record; encode_into a reused writer gives aps__jobrec_encode's
- * bytes. */
+/* V1, V2 and V3 records (lateness samples as int64, int32, varints; fixed
+ * widths elsewhere) still decode, to the same record, which V4 writes
+ * shorter; encode_into a reused writer gives aps__jobrec_encode's bytes. */
 static void
 test_record_v1_v2_and_encode_into(void **state)
 {
@@ -1368,6 +1368,19 @@ test_record_v1_v2_and_encode_into(void **state)
         assert_int_equal(aps__jobrec_encode_into(r, &w), 0);
         assert_int_equal(w.len, len);
         assert_memory_equal(w.p, buf, len);
+        free(buf);
+        buf = NULL;
+        size_t len4 = len;
+        assert_int_equal(aps__jobrec_encode_format(r, APS__JOBREC_FORMAT_V3, (void **)&buf, &len),
+                         0);
+        assert_int_equal(buf[0], APS__JOBREC_FORMAT_V3);
+        assert_true(len4 < len);
+        r->job.running_instances = (uint32_t)r->n_running;
+        r->job.queued_runs = (uint32_t)r->n_pending;
+        assert_int_equal(aps__jobrec_decode(buf, len, &d), 0);
+        assert_true(rec_eq(r, d));
+        aps__jobrec_free(d);
+        d = NULL;
         /* The lateness ring ends the record: u32 count, u32 position, then
          * the samples: varints in V3, 4 bytes each in V2, 8 in V1. */
         assert_true(r->n_lateness > 0);
@@ -1439,7 +1452,8 @@ test_record_v3_samples(void **state)
     for (i = 0; i < 300; i++)
         aps__jobrec_add_lateness(r, 60 + (int64_t)(i * 37 % 8000));
     assert_int_equal(aps__jobrec_encode(r, (void **)&buf, &len), 0);
-    assert_true(len <= base + 2 * APS__LATENESS_WINDOW);
+    /* (+ 1: the ring's count, 128, takes a second byte as a V4 varint.) */
+    assert_true(len <= base + 1 + 2 * APS__LATENESS_WINDOW);
     free(buf);
 
     /* Forged last samples: the ring holds one sample (0, one byte). */
@@ -1625,7 +1639,210 @@ test_record_bitflips(void **state)
     aps__jobrec_free(r);
 }
 
-/* Forged counts and lengths are refused without allocating for them. */
+/* A V4 record with `at` bytes from offset `off` replaced by `with` (n
+ * bytes); *len updated. */
+static unsigned char *
+splice(const unsigned char *b, size_t *len, size_t off, size_t at, const unsigned char *with,
+       size_t n)
+{
+    unsigned char *o = malloc(*len - at + n);
+
+    assert_non_null(o);
+    memcpy(o, b, off);
+    memcpy(o + off, with, n);
+    memcpy(o + off + n, b + off + at, *len - off - at);
+    *len = *len - at + n;
+    return o;
+}
+
+/* V4 varints: a length or integer cut short, not in its shortest form,
+ * beyond 64 bits, beyond its field's 32 bits, and a forged length or
+ * count are corrupt; the smallest and largest values round-trip. */
+static void
+test_record_v4_forged(void **state)
+{
+    static const unsigned char absent[] = {0x00};
+    static const unsigned char overlong[] = {0x89, 0x00};               /* 9, in two bytes */
+    static const unsigned char huge[] = {0xff, 0xff, 0xff, 0xff, 0x0f}; /* 4 GB string */
+    static const unsigned char u33[] = {0x81, 0x80, 0x80, 0x80, 0x10};  /* 2^32 + 1 */
+    static const unsigned char wide[] = {0xff, 0xff, 0xff, 0xff, 0xff,
+                                         0xff, 0xff, 0xff, 0xff, 0x02};
+    static const unsigned char endless[] = {0x80, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                            0x80, 0x80, 0x80, 0x80, 0x01};
+    aps_job_spec s = base_spec();
+    aps__jobrec *r, *d = NULL;
+    unsigned char *b0, *b1, *m;
+    size_t len0, len1, n, i;
+    void *vb;
+
+    (void)state;
+    s.id = "idnine-ch"; /* 9 bytes: its length byte is 10 */
+    s.coalesce = 0;
+    r = make(&s, NULL);
+    assert_int_equal(aps__jobrec_encode(r, &vb, &len0), 0);
+    b0 = vb;
+    assert_int_equal(b0[0], APS__JOBREC_FORMAT_V4);
+    assert_int_equal(b0[1], 10);
+    const struct {
+        const unsigned char *with;
+        size_t n;
+    } ids[] = {{absent, sizeof absent}, {overlong, sizeof overlong}, {huge, sizeof huge},
+               {u33, sizeof u33},       {wide, sizeof wide},         {endless, sizeof endless}};
+    for (i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        n = len0;
+        m = splice(b0, &n, 1, 1, ids[i].with, ids[i].n);
+        assert_int_equal(aps__jobrec_decode(m, n, &d), APS_ECORRUPT);
+        assert_null(d);
+        free(m);
+    }
+    /* Cut inside a varint: the id's length, continued, then the end. */
+    m = malloc(2);
+    assert_non_null(m);
+    m[0] = APS__JOBREC_FORMAT_V4;
+    m[1] = 0x8a;
+    assert_int_equal(aps__jobrec_decode(m, 2, &d), APS_ECORRUPT);
+    free(m);
+
+    /* coalesce (an int32): the byte that differs from coalesce = 1's
+     * record, made 2^31 (zigzag + 1 = 2^32 + 1). */
+    s.coalesce = 1;
+    aps__jobrec *r1 = make(&s, NULL);
+    r1->job.create_time = r->job.create_time;
+    r1->job.update_time = r->job.update_time;
+    assert_int_equal(aps__jobrec_encode(r1, &vb, &len1), 0);
+    b1 = vb;
+    assert_int_equal(len1, len0);
+    for (i = 0; i < len0 && b0[i] == b1[i]; i++)
+        ;
+    assert_true(i < len0);
+    assert_int_equal(b0[i], 1); /* 0: zigzag 0, plus one */
+    assert_int_equal(b1[i], 3); /* 1: zigzag 2, plus one */
+    for (size_t k = i + 1; k < len0; k++)
+        assert_int_equal(b0[k], b1[k]);
+    n = len0;
+    m = splice(b0, &n, i, 1, u33, sizeof u33);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), APS_ECORRUPT);
+    free(m);
+    /* ... and -1, the default: zigzag 1, plus one. */
+    static const unsigned char minus1[] = {0x02};
+    n = len0;
+    m = splice(b0, &n, i, 1, minus1, 1);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), 0);
+    assert_int_equal(d->job.coalesce, -1);
+    aps__jobrec_free(d);
+    d = NULL;
+    free(m);
+    free(b1);
+    aps__jobrec_free(r1);
+
+    /* Extremes round-trip: APS_TIME_NONE (one byte), INT64_MAX, counters
+     * at UINT64_MAX. */
+    r->job.next_run_time = APS_TIME_NONE;
+    r->job.update_time = INT64_MAX;
+    r->job.stats.runs = UINT64_MAX;
+    r->job.stats.last_run_time = INT64_MIN + 1;
+    r->job.stats.last_exit_code = INT32_MIN;
+    d = roundtrip(r);
+    assert_true(d->job.next_run_time == APS_TIME_NONE);
+    assert_true(d->job.update_time == INT64_MAX);
+    assert_true(d->job.stats.runs == UINT64_MAX);
+    assert_true(d->job.stats.last_run_time == INT64_MIN + 1);
+    assert_int_equal(d->job.stats.last_exit_code, INT32_MIN);
+    aps__jobrec_free(d);
+    free(b0);
+    aps__jobrec_free(r);
+}
+
+/* The first place of `what` (n bytes) in b, or fails. */
+static size_t
+find_bytes(const unsigned char *b, size_t len, const void *what, size_t n)
+{
+    for (size_t i = 0; i + n <= len; i++)
+        if (memcmp(b + i, what, n) == 0)
+            return i;
+    fail_msg("bytes not found");
+    return 0;
+}
+
+/* V4 leaves out a name that is the id and an executor or store called
+ * "default", and packs a run id of 32 lowercase hex digits into 16 bytes;
+ * each value written out the long way is corrupt (one encoding per
+ * value); other names and run ids are strings. */
+static void
+test_record_v4_usual_values(void **state)
+{
+    static const char hex[] = "0123456789abcdef0123456789abcdef";
+    static const unsigned char packed[] = {0x22, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+                                           0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef};
+    aps_job_spec s = base_spec();
+    aps__jobrec *r, *d = NULL;
+    unsigned char *b, *m;
+    size_t len, n, at;
+    void *vb;
+
+    (void)state;
+    s.id = "idnine-ch";
+    s.executor = "dflt";
+    r = make(&s, NULL);
+    snprintf(r->job.stats.last_run_id, sizeof r->job.stats.last_run_id, "%s", hex);
+    d = roundtrip(r);
+    assert_string_equal(d->job.name, "idnine-ch");
+    assert_string_equal(d->job.jobstore, "default");
+    assert_string_equal(d->job.stats.last_run_id, hex);
+    aps__jobrec_free(d);
+    d = NULL;
+    assert_int_equal(aps__jobrec_encode(r, &vb, &len), 0);
+    b = vb;
+    assert_int_equal(b[11], 0x00); /* the name: absent, after format, id */
+    at = find_bytes(b, len, packed, sizeof packed);
+
+    /* The name written out: corrupt. */
+    n = len;
+    m = splice(b, &n, 11, 1, (const unsigned char *)"\x0aidnine-ch", 10);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), APS_ECORRUPT);
+    assert_null(d);
+    free(m);
+    /* The run id as 32 characters: corrupt; in capitals: a string. */
+    char text[34];
+    text[0] = 0x21;
+    memcpy(text + 1, hex, 32);
+    n = len;
+    m = splice(b, &n, at, sizeof packed, (const unsigned char *)text, 33);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), APS_ECORRUPT);
+    for (size_t i = 1; i < 33; i++)
+        if (text[i] >= 'a')
+            m[at + i] = (unsigned char)(text[i] - 'a' + 'A');
+    assert_int_equal(aps__jobrec_decode(m, n, &d), 0);
+    assert_string_equal(d->job.stats.last_run_id, "0123456789ABCDEF0123456789ABCDEF");
+    aps__jobrec_free(d);
+    d = NULL;
+    free(m);
+    /* The executor "dflt" made absent: "default"; "default" written out:
+     * corrupt. */
+    at = find_bytes(b, len,
+                    "\x05"
+                    "dflt",
+                    5);
+    n = len;
+    m = splice(b, &n, at, 5, (const unsigned char *)"\x00", 1);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), 0);
+    assert_string_equal(d->job.executor, "default");
+    aps__jobrec_free(d);
+    d = NULL;
+    free(m);
+    n = len;
+    m = splice(b, &n, at, 5,
+               (const unsigned char *)"\x08"
+                                      "default",
+               8);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), APS_ECORRUPT);
+    free(m);
+    free(b);
+    aps__jobrec_free(r);
+}
+
+/* Forged counts and lengths are refused without allocating for them (V3
+ * records, fixed widths; test_record_v4_forged: varints). */
 static void
 test_record_forged(void **state)
 {
@@ -1636,7 +1853,7 @@ test_record_forged(void **state)
     void *vb;
 
     (void)state;
-    assert_int_equal(aps__jobrec_encode(r, &vb, &len), 0);
+    assert_int_equal(aps__jobrec_encode_format(r, APS__JOBREC_FORMAT_V3, &vb, &len), 0);
     buf = vb;
     /* The id's length prefix is at offset 1. */
     buf[1] = buf[2] = buf[3] = buf[4] = 0xFF; /* NULL marker: id required */
@@ -1646,7 +1863,7 @@ test_record_forged(void **state)
     free(buf);
 
     /* The argv count: find it after the 1-byte target kind. */
-    assert_int_equal(aps__jobrec_encode(r, &vb, &len), 0);
+    assert_int_equal(aps__jobrec_encode_format(r, APS__JOBREC_FORMAT_V3, &vb, &len), 0);
     buf = vb;
     for (i = 0; i + 4 <= len; i++)
         if (buf[i] == APS_TARGET_COMMAND && buf[i + 1] == 3 && buf[i + 2] == 0 && buf[i + 3] == 0 &&
@@ -1678,7 +1895,7 @@ test_record_forged(void **state)
 
         ds.trigger = NULL;
         dr = make(&ds, NULL);
-        assert_int_equal(aps__jobrec_encode(dr, &vb, &elen), 0);
+        assert_int_equal(aps__jobrec_encode_format(dr, APS__JOBREC_FORMAT_V3, &vb, &elen), 0);
         enc = vb;
         off = 1 + 4 + strlen(dr->job.id) + 4 + strlen(dr->job.name);
         assert_int_equal(enc[off], APS_TRIGGER_DATE);
@@ -1829,7 +2046,7 @@ test_event_packed(void **state)
 
     (void)state;
     assert_int_equal(aps__event_new(APS_EVENT_JOB_SUBMITTED, 42, "job-1", "default", "pool",
-                                     "run-7", rts, 3, &ev),
+                                    "run-7", rts, 3, &ev),
                      0);
     assert_true(ev->packed);
     assert_string_equal(ev->job_id, "job-1");
@@ -1854,9 +2071,8 @@ test_event_packed(void **state)
     aps_event_free(ev);
     aps_event_free(copy);
     /* Absent strings and no run times: NULLs, nothing packed for them. */
-    assert_int_equal(aps__event_new(APS_EVENT_SCHEDULER_STARTED, 1, NULL, NULL, NULL, NULL, NULL,
-                                     0, &bare),
-                     0);
+    assert_int_equal(
+        aps__event_new(APS_EVENT_SCHEDULER_STARTED, 1, NULL, NULL, NULL, NULL, NULL, 0, &bare), 0);
     assert_null(bare->job_id);
     assert_null(bare->jobstore);
     assert_null(bare->executor);
@@ -2532,6 +2748,8 @@ main(void)
         cmocka_unit_test(test_record_v3_samples),
         cmocka_unit_test(test_record_encode_rejects),
         cmocka_unit_test(test_record_truncations),
+        cmocka_unit_test(test_record_v4_forged),
+        cmocka_unit_test(test_record_v4_usual_values),
         cmocka_unit_test(test_record_bitflips),
         cmocka_unit_test(test_record_forged),
         cmocka_unit_test(test_event_codec),

@@ -1320,7 +1320,7 @@ test_meta(void **state)
     if (f->kind == B_LMDB) {
         assert_int_equal(aps__store_meta_get(f->s, APS_STORE_META_SCHEMA, &d, &len), 0);
         assert_int_equal(len, 4);
-        assert_memory_equal(d, "\0\0\0\3", 4);
+        assert_memory_equal(d, "\0\0\0\4", 4);
         free(d);
     }
 }
@@ -1732,13 +1732,13 @@ test_schema_mismatch(void **state)
     assert_non_null(strstr(err.msg, "schema version 0"));
     assert_null(strstr(err.msg, "newer apsd"));
     /* The failed opens released the lock: a fixed store opens. */
-    raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), "\0\0\0\x03", 4);
+    raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), "\0\0\0\x04", 4);
     fx_open(f);
 }
 
-/* Version 1 and 2 stores (V1 and V2 records, as apsd wrote before V3)
- * open, and their schema says 3 from then on: an apsd that reads only an
- * older version refuses the store instead of taking V3 records for corrupt.
+/* Version 1 to 3 stores (V1 to V3 records, as apsd wrote before V4) open,
+ * and their schema says 4 from then on: an apsd that reads only an older
+ * version refuses the store instead of taking V4 records for corrupt.
  * (test_record_v1_v2_and_encode_into shows the old records decode.) */
 static void
 test_schema_upgrade(void **state)
@@ -1746,14 +1746,14 @@ test_schema_upgrade(void **state)
     fx *f = *state;
     void *d = NULL;
     size_t len = 0;
-    unsigned char old[4] = {0, 0, 0, 0}, want[4] = {0, 0, 0, 3};
+    unsigned char old[4] = {0, 0, 0, 0}, want[4] = {0, 0, 0, 4};
 
     fx_open(f);
     assert_int_equal(aps__store_meta_get(f->s, APS_STORE_META_SCHEMA, &d, &len), 0);
     assert_int_equal(len, 4);
     assert_memory_equal(d, want, 4);
     free(d);
-    for (old[3] = 1; old[3] <= 2; old[3]++) {
+    for (old[3] = 1; old[3] <= 3; old[3]++) {
         aps__store_close(f->s);
         f->s = NULL;
         raw_put(f->dir, "meta", APS_STORE_META_SCHEMA, strlen(APS_STORE_META_SCHEMA), old, 4);
