@@ -1,20 +1,21 @@
 /*
  * codec.c: the binary formats of job records and events in the store.
  *
- * Layout: a format byte (APS__JOBREC_FORMAT_V4, APS__EVENT_FORMAT_V2), then
- * fields in a fixed order. Events (and job records up to V3): integers
+ * Layout: a format byte (APS__JOBREC_FORMAT_V4, APS__EVENT_FORMAT_V3), then
+ * fields in a fixed order. Events up to V2 and job records up to V3: integers
  * little-endian, strings and blobs as a u32 length (APS__CODEC_NULL =
  * absent) and the bytes, arrays as a u32 count and the elements. Job
- * records V4 (the writer's and reader's `varint`): the same fields, each
- * integer a base-128 varint, low group first, in its shortest form; signed
+ * records V4 and events V3 (the writer's and reader's `varint`): the same
+ * fields, each integer a base-128 varint, low group first, in its shortest form; signed
  * ones zigzag-mapped plus one (mod 2^64), so that 0, small values of either
  * sign and APS_TIME_NONE (INT64_MIN) take one byte; a length or count as
  * such a varint, a string's length plus one (0 = absent); a required
  * string with its usual value (a name that is the job's id, an executor or
- * store "default") absent; a run id of 32 lowercase hex digits packed
- * (RUN_ID_PACKED). A record's lateness samples are zigzag varints (V3 on). No field tags: a new
- * field means a new format byte, and the decoder of the old one stays (V1 to V3 records, V1 events
- * decode).
+ * store "default") absent; a run id of 32 lowercase hex digits packed into
+ * 16 bytes (RUN_ID_PACKED; w_run_id_str in events). A record's lateness
+ * samples are zigzag varints (V3 on). No field tags: a new field means a
+ * new format byte, and the decoder of the old one stays (V1 to V3 records,
+ * V1 and V2 events decode).
  *
  * Why not protobuf: the engine has no protobuf dependency (DESIGN.md), and
  * a record holds engine-only state (running and pending runs, the lateness
@@ -800,27 +801,47 @@ hex_val(char c)
     return c <= '9' ? c - '0' : c - 'a' + 10;
 }
 
+/* The 16 bytes of an is_hex32 run id, after its code. */
 static void
-w_run_id(aps__wbuf *w, const char *s, size_t cap)
+w_hex_packed(aps__wbuf *w, uint64_t code, const char *s)
 {
     unsigned char *p;
 
-    if (!w->varint || cap <= RUN_ID_HEX || !is_hex32(s)) {
-        w_str_fixed(w, s, cap);
-        return;
-    }
-    w_varint(w, RUN_ID_PACKED);
+    w_varint(w, code);
     if ((p = w_grow(w, RUN_ID_HEX / 2)) == NULL)
         return;
     for (size_t i = 0; i < RUN_ID_HEX / 2; i++)
         p[i] = (unsigned char)(hex_val(s[2 * i]) << 4 | hex_val(s[2 * i + 1]));
 }
 
+/* Reads w_hex_packed's bytes (after the code) into dst[33]. */
 static void
-r_run_id(aps__rbuf *r, char *dst, size_t cap)
+r_hex_packed(aps__rbuf *r, char *dst)
 {
     static const char digits[] = "0123456789abcdef";
     const unsigned char *p;
+
+    if ((p = r_take(r, RUN_ID_HEX / 2)) == NULL)
+        return;
+    for (size_t i = 0; i < RUN_ID_HEX / 2; i++) {
+        dst[2 * i] = digits[p[i] >> 4];
+        dst[2 * i + 1] = digits[p[i] & 0x0f];
+    }
+    dst[RUN_ID_HEX] = '\0';
+}
+
+static void
+w_run_id(aps__wbuf *w, const char *s, size_t cap)
+{
+    if (!w->varint || cap <= RUN_ID_HEX || !is_hex32(s))
+        w_str_fixed(w, s, cap);
+    else
+        w_hex_packed(w, RUN_ID_PACKED, s);
+}
+
+static void
+r_run_id(aps__rbuf *r, char *dst, size_t cap)
+{
     size_t pos = r->pos;
 
     if (!r->varint || cap <= RUN_ID_HEX) {
@@ -837,13 +858,7 @@ r_run_id(aps__rbuf *r, char *dst, size_t cap)
             aps__r_fail(r, APS_ECORRUPT);
         return;
     }
-    if ((p = r_take(r, RUN_ID_HEX / 2)) == NULL)
-        return;
-    for (size_t i = 0; i < RUN_ID_HEX / 2; i++) {
-        dst[2 * i] = digits[p[i] >> 4];
-        dst[2 * i + 1] = digits[p[i] & 0x0f];
-    }
-    dst[RUN_ID_HEX] = '\0';
+    r_hex_packed(r, dst);
 }
 
 void
@@ -1455,13 +1470,83 @@ aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out)
 /* Events                                                               */
 /* ------------------------------------------------------------------ */
 
-/* Writes the event into w (after what w holds). */
+/* V3 events: a run id absent (code 0), is_hex32 and packed (code 1, then
+ * 16 bytes), or any other string (its length plus 2, then the bytes: an
+ * event's run id is not a fixed array, so its length has no bound below
+ * RUN_ID_PACKED). */
+#define EVENT_RUN_ID_PACKED 1
+
 static void
-event_write(const aps_event *ev, aps__wbuf *w)
+w_run_id_str(aps__wbuf *w, const char *s)
+{
+    size_t n;
+    unsigned char *d;
+
+    if (!w->varint) {
+        aps__w_str(w, s);
+        return;
+    }
+    if (!s) {
+        w_varint(w, 0);
+        return;
+    }
+    if (is_hex32(s)) {
+        w_hex_packed(w, EVENT_RUN_ID_PACKED, s);
+        return;
+    }
+    n = strlen(s);
+    if (n >= APS__CODEC_NULL - 1) {
+        aps__w_fail(w, APS_EINVAL);
+        return;
+    }
+    w_varint(w, (uint64_t)n + 2);
+    if ((d = w_grow(w, n)) != NULL && n)
+        memcpy(d, s, n);
+}
+
+static char *
+r_run_id_str(aps__rbuf *r)
+{
+    const unsigned char *p;
+    uint32_t code;
+    char *s;
+
+    if (!r->varint)
+        return aps__r_str(r);
+    code = r_u32(r);
+    if (r->rc || code == 0)
+        return NULL;
+    if (code == EVENT_RUN_ID_PACKED) {
+        if ((s = aps__jmalloc(RUN_ID_HEX + 1)) == NULL) {
+            aps__r_fail(r, APS_ENOMEM);
+            return NULL;
+        }
+        r_hex_packed(r, s);
+        if (r->rc) {
+            free(s);
+            return NULL;
+        }
+        return s;
+    }
+    if ((p = r_take(r, code - 2)) == NULL)
+        return NULL;
+    s = r_str_copy(r, NULL, p, code - 2);
+    if (s && is_hex32(s)) { /* the packed form's */
+        free(s);
+        aps__r_fail(r, APS_ECORRUPT);
+        return NULL;
+    }
+    return s;
+}
+
+/* Writes the event into w (after what w holds), in `format` (V2, V3). */
+static void
+event_write(const aps_event *ev, uint8_t format, aps__wbuf *w)
 {
     const aps_outcome *o = ev->outcome;
 
-    w_u8(w, APS__EVENT_FORMAT_V2);
+    w_u8(w, format);
+    w->varint = format == APS__EVENT_FORMAT_V3;
     w_u64(w, ev->sequence);
     w_u8(w, (uint8_t)ev->type);
     if (ev->type < APS_EVENT_SCHEDULER_STARTED || ev->type > APS_EVENT_JOB_MAX_INSTANCES)
@@ -1471,7 +1556,7 @@ event_write(const aps_event *ev, aps__wbuf *w)
     aps__w_str(w, ev->jobstore);
     aps__w_str(w, ev->executor);
     w_times(w, ev->run_times, ev->n_run_times);
-    aps__w_str(w, ev->run_id);
+    w_run_id_str(w, ev->run_id);
     w_u8(w, o ? 1 : 0);
     if (o) {
         if (o->status < APS_RUN_NONE || o->status > APS_RUN_INTERRUPTED)
@@ -1495,14 +1580,25 @@ event_write(const aps_event *ev, aps__wbuf *w)
         aps__w_str(w, o->error_type);
         aps__w_str(w, o->worker_id);
     }
+    w->varint = 0;
 }
 
 int
 aps__event_encode(const aps_event *ev, void **buf, size_t *len)
 {
+    return aps__event_encode_format(ev, APS__EVENT_FORMAT_V3, buf, len);
+}
+
+int
+aps__event_encode_format(const aps_event *ev, uint8_t format, void **buf, size_t *len)
+{
     aps__wbuf w = {0};
 
-    event_write(ev, &w);
+    *buf = NULL;
+    *len = 0;
+    if (format != APS__EVENT_FORMAT_V2 && format != APS__EVENT_FORMAT_V3)
+        return APS_EINVAL;
+    event_write(ev, format, &w);
     return w_take(&w, buf, len);
 }
 
@@ -1510,7 +1606,7 @@ int
 aps__event_encode_into(const aps_event *ev, aps__wbuf *w)
 {
     w_reset(w);
-    event_write(ev, w);
+    event_write(ev, APS__EVENT_FORMAT_V3, w);
     return w->rc;
 }
 
@@ -1527,8 +1623,10 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
     if (!buf)
         r.len = 0;
     uint8_t version = r_u8(&r);
-    if (version != APS__EVENT_FORMAT_V1 && version != APS__EVENT_FORMAT_V2)
+    if (version != APS__EVENT_FORMAT_V1 && version != APS__EVENT_FORMAT_V2 &&
+        version != APS__EVENT_FORMAT_V3)
         return APS_ECORRUPT;
+    r.varint = version == APS__EVENT_FORMAT_V3;
     ev = aps__jcalloc(1, sizeof *ev);
     if (!ev)
         return APS_ENOMEM;
@@ -1542,7 +1640,7 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
     ev->jobstore = aps__r_str(&r);
     ev->executor = aps__r_str(&r);
     ev->run_times = r_times(&r, &ev->n_run_times);
-    ev->run_id = aps__r_str(&r);
+    ev->run_id = r_run_id_str(&r);
     if (aps__r_bool(&r) && !r.rc) {
         o = ev->outcome = aps__jcalloc(1, sizeof *o);
         if (!o) {
@@ -1567,7 +1665,7 @@ aps__event_decode(const void *buf, size_t len, aps_event **out)
         }
     }
     ev->message = aps__r_str(&r);
-    if (version == APS__EVENT_FORMAT_V2 && ev->outcome) {
+    if (version >= APS__EVENT_FORMAT_V2 && ev->outcome) {
         ev->outcome->error_type = aps__r_str(&r);
         ev->outcome->worker_id = aps__r_str(&r);
     }
@@ -1586,8 +1684,8 @@ int
 aps__event_peek(const void *buf, size_t len, aps_event_type *type, const char **job_id,
                 size_t *job_id_len)
 {
-    /* The fields before the job id have fixed sizes in both formats, so
-     * a filter can skip a record without decoding (allocating) it. */
+    /* The fields before the job id are read in place, so a filter can skip
+     * a record without decoding (allocating) it. */
     aps__rbuf r = {buf, buf ? len : 0, 0, 0, 0};
     const unsigned char *p;
     size_t n;
@@ -1595,8 +1693,10 @@ aps__event_peek(const void *buf, size_t len, aps_event_type *type, const char **
     *job_id = NULL;
     *job_id_len = 0;
     uint8_t version = aps__r_u8(&r);
-    if (version != APS__EVENT_FORMAT_V1 && version != APS__EVENT_FORMAT_V2)
+    if (version != APS__EVENT_FORMAT_V1 && version != APS__EVENT_FORMAT_V2 &&
+        version != APS__EVENT_FORMAT_V3)
         return APS_ECORRUPT;
+    r.varint = version == APS__EVENT_FORMAT_V3;
     (void)aps__r_u64(&r); /* sequence */
     uint8_t u = aps__r_u8(&r);
     (void)aps__r_i64(&r); /* time */

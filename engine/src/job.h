@@ -51,6 +51,9 @@
 #define APS__EVENT_FORMAT_V1 0x21
 /* V2: V1, then the outcome's error_type and worker_id (when it has one). */
 #define APS__EVENT_FORMAT_V2 0x22
+/** V3 (written since): V2 with varints as job records V4, and a run id of
+ *  32 lowercase hex digits packed; two events are written per run. */
+#define APS__EVENT_FORMAT_V3 0x23
 /** Trigger nesting depth the decoder accepts (validation allows less). */
 #define APS__CODEC_MAX_DEPTH 16
 
@@ -258,11 +261,16 @@ int aps__jobrec_encode_into(const aps__jobrec *r, struct aps__wbuf *w);
 int aps__jobrec_decode(const void *buf, size_t len, aps__jobrec **out);
 
 /**
- * Encodes an event (format APS__EVENT_FORMAT_V2; V1 records still decode). Empty output tails are
- * stored as absent (they decode as NULL with length 0).
+ * Encodes an event (format APS__EVENT_FORMAT_V3; V1 and V2 records still
+ * decode). Empty output tails are stored as absent (they decode as NULL
+ * with length 0).
  * @return 0; APS_EINVAL (a tail length without data); APS_ENOMEM.
  */
 int aps__event_encode(const aps_event *ev, void **buf, size_t *len);
+
+/** aps__event_encode in format V2 or V3 (tests: events as older versions
+ *  wrote them). APS_EINVAL for another format. */
+int aps__event_encode_format(const aps_event *ev, uint8_t format, void **buf, size_t *len);
 
 /** aps__event_encode into a writer the caller reuses (as
  *  aps__jobrec_encode_into). @return 0 or the error aps__event_encode gives. */

@@ -1988,22 +1988,31 @@ event_roundtrip(const aps_event *ev)
     aps_event *d = NULL;
 
     assert_int_equal(aps__event_encode(ev, &buf, &len), 0);
-    assert_int_equal(((unsigned char *)buf)[0], APS__EVENT_FORMAT_V2);
+    assert_int_equal(((unsigned char *)buf)[0], APS__EVENT_FORMAT_V3);
     assert_int_equal(aps__event_decode(buf, len, &d), 0);
     assert_int_equal(aps__event_encode(d, &buf2, &len2), 0);
     assert_int_equal(len, len2);
     assert_memory_equal(buf, buf2, len);
+    free(buf);
+    free(buf2);
+    /* V2 (fixed widths) still decodes, to the same event, and is longer. */
+    aps_event *v2 = NULL;
+    assert_int_equal(aps__event_encode_format(ev, APS__EVENT_FORMAT_V2, &buf, &len2), 0);
+    assert_int_equal(((unsigned char *)buf)[0], APS__EVENT_FORMAT_V2);
+    assert_true(len < len2);
+    assert_int_equal(aps__event_decode(buf, len2, &v2), 0);
+    assert_true(event_eq(d, v2));
+    aps_event_free(v2);
     if (ev->outcome == NULL) {
         /* Without an outcome V2 adds nothing: a V1 record of before is the
          * same bytes under the old format byte, and still decodes. */
         aps_event *v1 = NULL;
         ((unsigned char *)buf)[0] = APS__EVENT_FORMAT_V1;
-        assert_int_equal(aps__event_decode(buf, len, &v1), 0);
+        assert_int_equal(aps__event_decode(buf, len2, &v1), 0);
         assert_true(event_eq(d, v1));
         aps_event_free(v1);
     }
     free(buf);
-    free(buf2);
     return d;
 }
 
@@ -2170,6 +2179,61 @@ test_event_codec(void **state)
         scheduler_ev.type = (aps_event_type)0;
         assert_int_equal(aps__event_encode(&scheduler_ev, &buf, &len), APS_EINVAL);
     }
+}
+
+/* V3 events pack a run id of 32 lowercase hex digits into 16 bytes; the
+ * same digits as a string are corrupt (one encoding per value); other run
+ * ids, of any length, are strings; none is absent. The peek reads a V3
+ * event's type and job id. */
+static void
+test_event_v3_run_ids(void **state)
+{
+    static const unsigned char packed[] = {0x01, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
+                                           0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef};
+    static const char *const others[] = {NULL,
+                                         "",
+                                         "run-1",
+                                         "0123456789ABCDEF0123456789ABCDEF",
+                                         "0123456789abcdef0123456789abcdef0", /* 33: code 35 */
+                                         "0123456789abcdef0123456789abcde"};
+    aps_event *ev = sample_event(0), *d = NULL;
+    unsigned char *b, *m;
+    size_t len, n, at;
+    void *vb;
+    aps_event_type type;
+    const char *jid;
+    size_t jlen;
+
+    (void)state;
+    assert_int_equal(aps__event_encode(ev, &vb, &len), 0);
+    b = vb;
+    at = find_bytes(b, len, packed, sizeof packed);
+    assert_int_equal(aps__event_peek(b, len, &type, &jid, &jlen), 0);
+    assert_int_equal(type, ev->type);
+    assert_int_equal(jlen, strlen(ev->job_id));
+    assert_memory_equal(jid, ev->job_id, jlen);
+    /* The digits as a string (length 32, plus 2): corrupt. */
+    unsigned char text[33];
+    text[0] = 34;
+    memcpy(text + 1, ev->run_id, 32);
+    n = len;
+    m = splice(b, &n, at, sizeof packed, text, sizeof text);
+    assert_int_equal(aps__event_decode(m, n, &d), APS_ECORRUPT);
+    assert_null(d);
+    free(m);
+    free(b);
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        char *keep = ev->run_id;
+        ev->run_id = (char *)others[i];
+        d = event_roundtrip(ev);
+        if (others[i] == NULL)
+            assert_null(d->run_id);
+        else
+            assert_string_equal(d->run_id, others[i]);
+        aps_event_free(d);
+        ev->run_id = keep;
+    }
+    aps_event_free(ev);
 }
 
 static void
@@ -2754,6 +2818,7 @@ main(void)
         cmocka_unit_test(test_record_forged),
         cmocka_unit_test(test_event_codec),
         cmocka_unit_test(test_event_packed),
+        cmocka_unit_test(test_event_v3_run_ids),
         cmocka_unit_test(test_event_names),
         cmocka_unit_test(test_percentiles),
         cmocka_unit_test(test_copies),
