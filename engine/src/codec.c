@@ -554,8 +554,7 @@ aps__r_count(aps__rbuf *r, size_t min_size)
 
     if (r->rc)
         return 0;
-    /* Varint elements may take a byte each. */
-    if (min_size == 0 || r->varint)
+    if (min_size == 0)
         min_size = 1;
     if (n > (r->len - r->pos) / min_size) {
         aps__r_fail(r, APS_ECORRUPT);
@@ -624,9 +623,9 @@ r_alloc(rdec *d, size_t n, size_t align, int zero)
  * cleanly.
  */
 static inline void *
-r_array(rdec *d, size_t min_size, size_t size, int in_block, size_t *n)
+r_array(rdec *d, const size_t min_size[2], size_t size, int in_block, size_t *n)
 {
-    size_t count = aps__r_count(&d->r, min_size);
+    size_t count = aps__r_count(&d->r, min_size[d->r.varint ? 1 : 0]);
     void *v = NULL;
 
     *n = 0;
@@ -937,7 +936,7 @@ w_times(aps__wbuf *w, const aps_time *t, size_t n)
 static aps_time *
 r_times(aps__rbuf *r, size_t *n)
 {
-    size_t count = aps__r_count(r, 8), i;
+    size_t count = aps__r_count(r, r->varint ? 1 : 8), i;
     aps_time *t;
 
     *n = 0;
@@ -970,12 +969,13 @@ r_times(aps__rbuf *r, size_t *n)
     return t;
 }
 
-/* Sizes of the smallest encodings, for aps__r_count. */
-#define MIN_TRIGGER 9 /* kind + jitter; a combo adds a count */
-#define MIN_STR 4
-#define MIN_LABEL (2 * MIN_STR)
-#define MIN_RUN (2 * MIN_STR + 8 + 4)
-#define MIN_PENDING (4 + 1)
+/* Sizes of the smallest encodings, for aps__r_count: with fixed widths,
+ * and with varints (V4 records). */
+static const size_t MIN_TRIGGER[2] = {9, 2}; /* kind + jitter; a combo adds a count */
+static const size_t MIN_STR[2] = {4, 1};
+static const size_t MIN_LABEL[2] = {8, 2};
+static const size_t MIN_RUN[2] = {4 + 4 + 8 + 4, 4};
+static const size_t MIN_PENDING[2] = {4 + 1, 2};
 
 /* ------------------------------------------------------------------ */
 /* Triggers                                                             */

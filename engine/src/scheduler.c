@@ -1041,7 +1041,10 @@ hold_main(void *arg)
             continue;
         }
         aps_time due = s->held[0]->run_times[0], now = aps__scheduler_now(s);
-        /* Spaced as the loop's passes. */
+        /* Spaced as the loop's passes; a wall clock set back since the
+         * last hand-off would otherwise hold runs for as long. */
+        if (handed != APS_TIME_NONE && handed > now)
+            handed = now;
         if (due > now && handed != APS_TIME_NONE && due - handed < s->spacing_us)
             due = handed + s->spacing_us;
         if (due > now) {

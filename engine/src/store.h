@@ -52,9 +52,8 @@
 #define APS_STORE_META_EVENT_SEQ "store/event_seq"
 /** The on-disk schema version this code writes. 2: job records and events
  * in their V2 formats; 3: job records in V3; 4: job records in V4, events
- * in V3 (an apsd
- * reading an older version would take newer records for corrupt ones: it
- * refuses the store instead). */
+ * in V3 (an apsd reading an older version would take newer records for
+ * corrupt ones: it refuses the store instead). */
 #define APS_STORE_SCHEMA_VERSION 4u
 /** The oldest schema version this code opens; it upgrades it in place (the
  * older records it holds still decode; what it writes from then on is the

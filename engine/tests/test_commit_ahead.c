@@ -509,7 +509,8 @@ test_batches_on_their_way(void **state)
 }
 
 /* A scheduler on a store of `type` whose loop spaces its passes by
- * `spacing` (aps_scheduler_config.pass_spacing_us), running. */
+ * `spacing` (aps_scheduler_config.pass_spacing_us), running; LMDB runs are
+ * committed 300 ms ahead. */
 static aps_scheduler *
 open_spaced(const char *type, int64_t spacing)
 {
@@ -523,6 +524,7 @@ open_spaced(const char *type, int64_t spacing)
     cfg.n_stores = 1;
     cfg.executors = execs;
     cfg.n_executors = 1;
+    cfg.commit_ahead_us = AHEAD;
     cfg.pass_spacing_us = spacing;
     if (aps_scheduler_create(&cfg, &s, &err) != 0)
         fail_msg("create: %s", err.msg);
@@ -545,14 +547,19 @@ run_two(aps_scheduler *s, int64_t gap)
 
 /* A run due soon after the loop's last pass waits for pass_spacing_us from
  * it (in the loop with the memory store, in the commit-ahead thread with
- * LMDB), one due longer after is not delayed; without spacing each starts
- * at its time; a spacing over 1 s is refused. */
+ * LMDB, where both runs wait committed), one due longer after is not
+ * delayed; without spacing each starts at its time; a spacing over 1 s is
+ * refused. The runs take 1 s: a finished run wakes the loop, and a pass
+ * then would take b at once, spacing or not. */
 static void
 test_pass_spacing(void **state)
 {
     static const char *const types[] = {"memory", "lmdb"};
     for (size_t k = 0; k < 2; k++) {
         setup(state);
+        pthread_mutex_lock(&mu);
+        busy_us = 1000 * MS;
+        pthread_mutex_unlock(&mu);
         aps_scheduler *s = open_spaced(types[k], 200 * MS);
         aps_time due = run_two(s, 50 * MS);
         pthread_mutex_lock(&mu);

@@ -1837,6 +1837,47 @@ test_record_v4_usual_values(void **state)
                8);
     assert_int_equal(aps__jobrec_decode(m, n, &d), APS_ECORRUPT);
     free(m);
+    /* The store after it, left out: "default" written out is corrupt. */
+    assert_int_equal(b[at + 5], 0x00);
+    n = len;
+    m = splice(b, &n, at + 5, 1,
+               (const unsigned char *)"\x08"
+                                      "default",
+               8);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), APS_ECORRUPT);
+    free(m);
+    free(b);
+
+    /* A running run's executor: "default" left out after its packed id;
+     * written out, corrupt; another name, a string. */
+    r->running = calloc(1, sizeof *r->running);
+    assert_non_null(r->running);
+    r->n_running = 1;
+    snprintf(r->running[0].run_id, sizeof r->running[0].run_id, "%s", hex);
+    snprintf(r->running[0].executor, sizeof r->running[0].executor, "default");
+    r->running[0].started = 5;
+    r->job.stats.last_run_id[0] = '\0';
+    d = roundtrip(r);
+    assert_string_equal(d->running[0].executor, "default");
+    aps__jobrec_free(d);
+    d = NULL;
+    assert_int_equal(aps__jobrec_encode(r, &vb, &len), 0);
+    b = vb;
+    at = find_bytes(b, len, packed, sizeof packed) + sizeof packed;
+    assert_int_equal(b[at], 0x00);
+    n = len;
+    m = splice(b, &n, at, 1,
+               (const unsigned char *)"\x08"
+                                      "default",
+               8);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), APS_ECORRUPT);
+    free(m);
+    n = len;
+    m = splice(b, &n, at, 1, (const unsigned char *)"\x06other", 6);
+    assert_int_equal(aps__jobrec_decode(m, n, &d), 0);
+    assert_string_equal(d->running[0].executor, "other");
+    aps__jobrec_free(d);
+    free(m);
     free(b);
     aps__jobrec_free(r);
 }

@@ -1055,19 +1055,22 @@ class CommitAheadTest(unittest.TestCase):
 
 
 class PassSpacingTest(unittest.TestCase):
-    """[scheduler] pass_spacing: a run due soon after the loop's last
-    hand-off of runs waits that long from it (here 0.4 s; by default 250
-    us); values out of range are refused."""
+    """[scheduler] pass_spacing: a run due soon after the last hand-off of
+    runs waits that long from it (here 0.4 s; by default 250 us); values out
+    of range are refused. Both runs are committed ahead (commit_ahead 1 s),
+    so that they wait in the commit-ahead thread, which spaces its hand-offs
+    (a pass after a's time, such as the one a's end wakes, would take b at
+    once)."""
 
     def test_second_run_waits_for_the_spacing(self):
         tmp = tempfile.mkdtemp(prefix="apsd-e2e-spacing-")
         try:
             path = os.path.join(tmp, "apsd.ini")
             with open(path, "w") as f:
-                f.write("[scheduler]\npass_spacing = 0.4\n")
+                f.write("[scheduler]\npass_spacing = 0.4\ncommit_ahead = 1\n")
             d = Daemon(tmp, ["--config", path]).start()
             try:
-                run_at = time.time() + 2.0
+                run_at = time.time() + 2.5
                 for k, at in (("a", run_at), ("b", run_at + 0.05)):
                     ts = timestamp_pb2.Timestamp()
                     ts.FromNanoseconds(int(at * 1e9))
@@ -1086,7 +1089,7 @@ class PassSpacingTest(unittest.TestCase):
                     time.sleep(0.02)
                 self.assertEqual(sorted(started), ["a", "b"], d.log_text())
                 self.assertGreaterEqual(started["a"], run_at)
-                self.assertLess(started["a"], run_at + 0.3)  # the pass before: 2 s earlier
+                self.assertLess(started["a"], run_at + 0.3)  # no hand-off in the 0.4 s before it
                 self.assertGreaterEqual(started["b"], run_at + 0.4)
             finally:
                 self.assertEqual(d.stop(), 0, d.log_text())

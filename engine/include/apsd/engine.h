@@ -511,9 +511,10 @@ typedef struct aps_scheduler_config {
      *  a due time asks for (and between the commit-ahead thread's hand-offs
      *  of runs): at high rates a wake-up per due time cost more CPU than
      *  the runs. A run is handed on up to this much after its time while
-     *  others keep the loop busy; a due time alone (after this long without
-     *  a pass) is not delayed. Real clock only. 0 = 250 us; negative =
-     *  none (a pass per due time). */
+     *  others keep the loop busy; a due time this long after the last pass
+     *  is not delayed. A job whose misfire grace is shorter than this can
+     *  miss runs it would otherwise make. Real clock only. 0 = 250 us;
+     *  negative = none (a pass per due time). */
     int64_t pass_spacing_us;
     /** LMDB stores: bytes of disk held in a file `reserve` in each store's
      *  directory. A run is committed before it starts, so a full disk would
