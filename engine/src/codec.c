@@ -387,7 +387,8 @@ r_u8(aps__rbuf *r)
 }
 
 /* A w_varint value. Corrupt: cut short, more than 64 bits, or not the
- * shortest form (as r_zigzag32). */
+ * shortest form (a last group of 0 after the first), which the writer never
+ * makes: a record's bytes stay the one encoding of what it holds. */
 static uint64_t
 r_varint(aps__rbuf *r)
 {
@@ -435,34 +436,24 @@ r_u32(aps__rbuf *r)
     return p ? get_u32(p) : 0;
 }
 
-/* A put_zigzag32 value. Corrupt: cut short, more than 32 bits, or not the
- * shortest form (a last group of 0 after the first), which the writer never
- * makes: a record's bytes stay the one encoding of what it holds. */
+/* A put_zigzag32 value: a varint (r_varint's rules) of at most 32 bits. */
 static int32_t
 r_zigzag32(aps__rbuf *r)
 {
-    const unsigned char *p;
-    uint32_t u = 0;
-    size_t n;
+    uint64_t u = r_varint(r);
+    uint32_t x;
+    int32_t v;
 
-    for (n = 0; n < 5; n++) {
-        if ((p = r_take(r, 1)) == NULL)
-            return 0;
-        if (n == 4 && *p > 0x0f)
-            break;
-        u |= (uint32_t)(*p & 0x7f) << (7 * n);
-        if (!(*p & 0x80)) {
-            if (n > 0 && *p == 0)
-                break;
-            int32_t v;
-
-            u = (u >> 1) ^ (0u - (u & 1));
-            memcpy(&v, &u, sizeof v);
-            return v;
-        }
+    if (r->rc)
+        return 0;
+    if (u > UINT32_MAX) {
+        aps__r_fail(r, APS_ECORRUPT);
+        return 0;
     }
-    aps__r_fail(r, APS_ECORRUPT);
-    return 0;
+    x = (uint32_t)u;
+    x = (x >> 1) ^ (0u - (x & 1));
+    memcpy(&v, &x, sizeof v);
+    return v;
 }
 
 static inline uint64_t

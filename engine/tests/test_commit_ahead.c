@@ -118,10 +118,11 @@ setup(void **state)
     return 0;
 }
 
+/* A scheduler on a store of `type` (LMDB in `dir`), not started. */
 static aps_scheduler *
-open_sched_max(int64_t ahead, int64_t ahead_max)
+open_cfg(const char *type, int64_t ahead, int64_t ahead_max, int64_t spacing)
 {
-    aps_store_def stores[1] = {{"default", "lmdb", dir}};
+    aps_store_def stores[1] = {{"default", type, strcmp(type, "memory") ? dir : NULL}};
     aps_executor_def execs[1] = {{.name = "default", .type = "threadpool", .max_workers = 4}};
     aps_scheduler_config cfg;
     aps_error err;
@@ -133,12 +134,19 @@ open_sched_max(int64_t ahead, int64_t ahead_max)
     cfg.n_executors = 1;
     cfg.commit_ahead_us = ahead;
     cfg.commit_ahead_max_us = ahead_max;
+    cfg.pass_spacing_us = spacing;
     if (aps_scheduler_create(&cfg, &s, &err) != 0)
         fail_msg("create: %s", err.msg);
     assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
     assert_int_equal(aps_scheduler_register_function(s, "count", count_fn, NULL), 0);
     assert_int_equal(aps_scheduler_add_listener(s, listener, APS_EVENT_ALL, NULL), 0);
     return s;
+}
+
+static aps_scheduler *
+open_sched_max(int64_t ahead, int64_t ahead_max)
+{
+    return open_cfg("lmdb", ahead, ahead_max, 0);
 }
 
 static aps_scheduler *
@@ -514,21 +522,7 @@ test_batches_on_their_way(void **state)
 static aps_scheduler *
 open_spaced(const char *type, int64_t spacing)
 {
-    aps_store_def stores[1] = {{"default", type, strcmp(type, "memory") ? dir : NULL}};
-    aps_executor_def execs[1] = {{.name = "default", .type = "threadpool", .max_workers = 4}};
-    aps_scheduler_config cfg;
-    aps_error err;
-    aps_scheduler *s = NULL;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.stores = stores;
-    cfg.n_stores = 1;
-    cfg.executors = execs;
-    cfg.n_executors = 1;
-    cfg.commit_ahead_us = AHEAD;
-    cfg.pass_spacing_us = spacing;
-    if (aps_scheduler_create(&cfg, &s, &err) != 0)
-        fail_msg("create: %s", err.msg);
-    assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
+    aps_scheduler *s = open_cfg(type, AHEAD, 0, spacing);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     return s;
 }
