@@ -1,6 +1,7 @@
 /* gRPC's own services: grpc.health.v1.Health and server reflection (v1 and
  * v1alpha), gluing the pure handlers of health.c and reflection.c to the
  * server. Both run on the CQ thread: they only touch memory. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,7 +56,14 @@ h_health_watch(aps_call *c, const ProtobufCMessage *m, void *ud)
             "not a HealthCheckRequest");
         return;
     }
-    aps_call_hold(c);
+    if (aps_call_hold(c) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "%zu Health.Watch streams are open, the most [limits] max_health_watches "
+                 "allows: close one, or raise it",
+                 app->max_health_watches);
+        aps_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+    }
 }
 
 /* Replies a reflection stream may have queued, unread by its client. */

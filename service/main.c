@@ -69,7 +69,7 @@ typedef struct config {
     int allow_network_fs;
     double shutdown_grace_s;
     long cq_threads, engine_threads, engine_queue, max_message, requests_per_method;
-    long max_subscribers, subscriber_queue, backfill_max_runs;
+    long max_subscribers, subscriber_queue, backfill_max_runs, max_health_watches;
     long loop_priority; /* -1 = not given (DEFAULT_LOOP_PRIORITY) */
     double commit_ahead_s, commit_ahead_max_s; /* -1 = not given (the engine's) */
     double pass_spacing_s;                     /* -1 = not given (the engine's) */
@@ -149,6 +149,8 @@ static const char usage_text[] =
     "  [job_defaults] coalesce (bool, default true), max_instances (default 1),\n"
     "                 misfire_grace_time (seconds or `unlimited`, default 1)\n"
     "  [limits]       max_subscribers, subscriber_queue, heartbeat_interval,\n"
+    "                 max_health_watches (Health.Watch streams open at once,\n"
+    "                 default 1024),\n"
     "                 backfill_max_runs (default 1000)\n"
     "  [commands]     allow (paths separated by spaces), run_as_user, run_as_group:\n"
     "                 for every processpool executor without its own;\n"
@@ -419,6 +421,9 @@ ini_key(void *ud, const char *section, const char *key, const char *v)
         } else if (!strcmp(key, "heartbeat_interval")) {
             if (parse_double(v, 0.01, 86400, &c->heartbeat_s))
                 BAD("[limits] heartbeat_interval: seconds");
+        } else if (!strcmp(key, "max_health_watches")) {
+            if (parse_long(v, 1, 100000, &c->max_health_watches))
+                BAD("[limits] max_health_watches: 1-100000");
         } else if (!strcmp(key, "backfill_max_runs")) {
             if (parse_long(v, 1, 100000, &c->backfill_max_runs))
                 BAD("[limits] backfill_max_runs: 1-100000");
@@ -836,6 +841,7 @@ main(int argc, char **argv)
     c.max_subscribers = 256;
     c.subscriber_queue = 1024;
     c.backfill_max_runs = 1000;
+    c.max_health_watches = 1024;
     c.loop_priority = -1;
     c.commit_ahead_s = c.commit_ahead_max_s = c.pass_spacing_s = -1;
     c.disk_reserve = -1;
@@ -1070,6 +1076,7 @@ main(int argc, char **argv)
     app.event_max_count = c.event_max_count ? (uint64_t)c.event_max_count : 100000;
     app.event_max_age_us =
         c.event_max_age_s > 0 ? secs_us(c.event_max_age_s) : 7LL * 86400 * 1000000;
+    app.max_health_watches = (size_t)c.max_health_watches;
     app.max_subscribers = (int)c.max_subscribers;
     app.subscriber_queue = (size_t)c.subscriber_queue;
     app.heartbeat_us = secs_us(c.heartbeat_s);
@@ -1106,6 +1113,7 @@ main(int argc, char **argv)
         .pool_queue = (size_t)c.engine_queue,
         .requests_per_method = (int)c.requests_per_method,
         .max_message = (size_t)c.max_message,
+        .max_held = (size_t)c.max_health_watches,
     };
     char serr[256] = "";
     aps_server *srv = NULL;

@@ -58,6 +58,7 @@ typedef struct aps_app {
     size_t subscriber_queue; /**< undelivered events before a stream is cut */
     int64_t heartbeat_us;    /**< bookmark interval */
     int backfill_max_runs;   /**< Backfill's max_runs limit */
+    size_t max_health_watches; /**< Health.Watch streams open at once */
     int max_adds;            /**< AddJob calls waiting for their commit (--engine-queue) */
     atomic_int n_adds;
     atomic_int n_subscribers;

@@ -131,6 +131,7 @@ struct aps_server {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     aps_call *held;
+    size_t n_held, max_held; /* in `held`; the most aps_call_hold takes */
     int shutdown_done;
     int shutdown_posted;
     aps_tag shutdown_tag;
@@ -439,6 +440,7 @@ on_close_done(aps_tag *t, int ok)
     pthread_mutex_lock(&s->mu);
     if (c->held) {
         c->held = 0;
+        s->n_held--;
         if (c->held_prev)
             c->held_prev->held_next = c->held_next;
         else
@@ -805,6 +807,7 @@ aps_server_create(const aps_server_config *cfg, const aps_method *methods, size_
         s->cfg.max_message = 4u << 20;
     if (s->cfg.call_arena_limit == 0)
         s->cfg.call_arena_limit = 64u << 20;
+    s->max_held = s->cfg.max_held ? s->cfg.max_held : 1024;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->pool.mu, NULL);
@@ -976,6 +979,7 @@ aps_server_finish_held(aps_server *s)
             if (s->held)
                 s->held->held_prev = NULL;
             c->held = 0;
+            s->n_held--;
             c->held_next = c->held_prev = NULL;
         }
         pthread_mutex_unlock(&s->mu);
@@ -1228,7 +1232,7 @@ aps_call_cancel(aps_call *c, grpc_status_code code, const char *msg)
     owner_release(c);
 }
 
-void
+int
 aps_call_hold(aps_call *c)
 {
     aps_server *s = c->srv;
@@ -1236,8 +1240,15 @@ aps_call_hold(aps_call *c)
     if (atomic_load(&s->shutting_down) || atomic_load(&c->cancelled)) {
         pthread_mutex_unlock(&s->mu);
         aps_call_finish(c, GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down");
-        return;
+        return 0;
     }
+    /* Each held call keeps its memory and a stream until the client goes:
+     * without a bound, clients could hold the daemon's memory. */
+    if (s->n_held >= s->max_held) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    s->n_held++;
     c->held = 1;
     c->held_prev = NULL;
     c->held_next = s->held;
@@ -1246,6 +1257,7 @@ aps_call_hold(aps_call *c)
     s->held = c;
     pthread_mutex_unlock(&s->mu);
     /* The owner reference now belongs to the held list. */
+    return 0;
 }
 
 void

@@ -87,6 +87,7 @@ typedef struct aps_server_config {
     int requests_per_method; /**< pre-posted requests per method; 0 = 16 */
     size_t max_message;      /**< max receive message size; 0 = 4 MiB */
     size_t call_arena_limit; /**< per-call arena bytes; 0 = 64 MiB */
+    size_t max_held;         /**< calls held open at once (aps_call_hold); 0 = 1024 */
 } aps_server_config;
 
 /**
@@ -160,8 +161,9 @@ void aps_call_finish(aps_call *c, grpc_status_code code, const char *msg);
  *  does not read. Gives up ownership. */
 void aps_call_cancel(aps_call *c, grpc_status_code code, const char *msg);
 /** Streams: keeps the call open until the client leaves or the server shuts
- *  down (then UNAVAILABLE). Gives up ownership. */
-void aps_call_hold(aps_call *c);
+ *  down (then UNAVAILABLE), and gives up ownership; 0. -1 when max_held
+ *  calls are held already: the caller keeps the call (and ends it). */
+int aps_call_hold(aps_call *c);
 
 /**
  * Calls fn(arg) after each completed write and when the call ends (client

@@ -364,10 +364,11 @@ aps_call_cancel(aps_call *c, grpc_status_code code, const char *msg)
     aps_call_finish(c, code, msg);
 }
 
-void
+int
 aps_call_hold(aps_call *c)
 {
     die("hold from an API method", c);
+    return 0;
 }
 
 void

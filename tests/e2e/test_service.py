@@ -1106,6 +1106,65 @@ class PassSpacingTest(unittest.TestCase):
             self.assertIn("pass_spacing: 0-1 seconds", out.stderr)
 
 
+class HealthWatchLimitTest(unittest.TestCase):
+    """[limits] max_health_watches: Health.Watch streams stay open until the
+    client leaves, so their number is bounded; one over it gets the status,
+    then RESOURCE_EXHAUSTED naming the key; a stream that leaves frees its
+    place. Bad values are refused."""
+
+    def test_limit(self):
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-watch-")
+        try:
+            path = os.path.join(tmp, "apsd.ini")
+            with open(path, "w") as f:
+                f.write("[limits]\nmax_health_watches = 2\n")
+            d = Daemon(tmp, ["--config", path]).start()
+            try:
+                watch = d.channel.unary_stream("/grpc.health.v1.Health/Watch")
+                held = [watch(b"", timeout=60) for _ in range(2)]
+                for w in held:
+                    self.assertEqual(next(w), b"\x08\x01")  # SERVING, then held
+
+                def refused():
+                    w = watch(b"", timeout=60)
+                    self.assertEqual(next(w), b"\x08\x01")
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        next(w)
+                    return cm.exception
+
+                err = refused()
+                self.assertEqual(err.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                self.assertIn("max_health_watches", err.details())
+                held[0].cancel()
+                # The daemon sees the cancel a moment later: then a new
+                # stream is held (open until its 1 s deadline).
+                deadline = time.time() + 10
+                while True:
+                    w = watch(b"", timeout=1.0)
+                    self.assertEqual(next(w), b"\x08\x01")
+                    with self.assertRaises(grpc.RpcError) as cm:
+                        next(w)
+                    if cm.exception.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        break
+                    self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                    self.assertLess(time.time(), deadline, "the cancelled stream kept its place")
+                    time.sleep(0.05)
+                held[1].cancel()
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_out_of_range(self):
+        for key in ("max_health_watches = 0", "max_health_watches = many"):
+            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+                f.write("[limits]\n" + key + "\n")
+                f.flush()
+                out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
+            self.assertNotEqual(out.returncode, 0, key)
+            self.assertIn("max_health_watches: 1-100000", out.stderr)
+
+
 class DiskReserveTest(unittest.TestCase):
     """[scheduler] disk_reserve: the LMDB store's directory holds `reserve`,
     32 MiB of allocated blocks by default, the size given, or none with 0;
