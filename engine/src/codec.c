@@ -714,25 +714,37 @@ w_str_usual(aps__wbuf *w, const char *s, const char *usual)
         aps__w_str_req(w, s);
 }
 
+/* r_span, where `usual` (if not NULL) stands for an absent value, and is
+ * corrupt written out. */
+static int
+r_span_usual(aps__rbuf *r, const char *usual, const unsigned char **p, size_t *n)
+{
+    if (r_span(r, p, n))
+        return -1;
+    if (!usual)
+        return 0;
+    size_t un = strlen(usual);
+    if (!*p) {
+        *p = (const unsigned char *)usual;
+        *n = un;
+    } else if (*n == un && memcmp(*p, usual, un) == 0) {
+        aps__r_fail(r, APS_ECORRUPT);
+        return -1;
+    }
+    return 0;
+}
+
 static char *
 d_str_usual(rdec *d, const char *usual)
 {
     const unsigned char *p;
     size_t n;
 
-    if (!d->r.varint)
+    /* No usual: fixed widths, or the id it stands for did not decode. */
+    if (!d->r.varint || !usual)
         return d_str_req(d);
-    if (r_span(&d->r, &p, &n))
+    if (r_span_usual(&d->r, usual, &p, &n))
         return NULL;
-    if (!usual) /* the id it stands for did not decode */
-        return NULL;
-    if (!p) {
-        p = (const unsigned char *)usual;
-        n = strlen(usual);
-    } else if (n == strlen(usual) && memcmp(p, usual, n) == 0) {
-        aps__r_fail(&d->r, APS_ECORRUPT);
-        return NULL;
-    }
     return r_str_copy(&d->r, d, p, n);
 }
 
@@ -746,28 +758,28 @@ w_str_fixed_usual(aps__wbuf *w, const char *s, size_t cap, const char *usual)
         w_str_fixed(w, s, cap);
 }
 
+/* A fixed char array (aps__r_str_fixed), `usual` as in r_span_usual. */
 static void
-r_str_fixed_usual(aps__rbuf *r, char *dst, size_t cap, const char *usual)
+r_str_fixed_in(aps__rbuf *r, char *dst, size_t cap, const char *usual)
 {
     const unsigned char *p;
     size_t n;
 
-    if (!r->varint) {
-        aps__r_str_fixed(r, dst, cap);
-        return;
-    }
     dst[0] = '\0';
-    if (r_span(r, &p, &n))
+    if (r_span_usual(r, usual, &p, &n))
         return;
-    if (!p) {
-        p = (const unsigned char *)usual;
-        n = strlen(usual);
-    } else if ((n == strlen(usual) && memcmp(p, usual, n) == 0) || n >= cap || memchr(p, '\0', n)) {
+    if (!p || n >= cap || memchr(p, '\0', n)) {
         aps__r_fail(r, APS_ECORRUPT);
         return;
     }
     memcpy(dst, p, n);
     dst[n] = '\0';
+}
+
+static void
+r_str_fixed_usual(aps__rbuf *r, char *dst, size_t cap, const char *usual)
+{
+    r_str_fixed_in(r, dst, cap, r->varint ? usual : NULL);
 }
 
 /* V4: a run id of 32 lowercase hex digits (as the engine makes them) is
@@ -854,18 +866,7 @@ r_run_id(aps__rbuf *r, char *dst, size_t cap)
 void
 aps__r_str_fixed(aps__rbuf *r, char *dst, size_t cap)
 {
-    const unsigned char *p;
-    size_t n;
-
-    dst[0] = '\0';
-    if (r_span(r, &p, &n))
-        return;
-    if (!p || n >= cap || memchr(p, '\0', n)) {
-        aps__r_fail(r, APS_ECORRUPT);
-        return;
-    }
-    memcpy(dst, p, n);
-    dst[n] = '\0';
+    r_str_fixed_in(r, dst, cap, NULL);
 }
 
 void *
