@@ -809,6 +809,19 @@ secs_us(double s)
     return (int64_t)llround(s * 1e6);
 }
 
+/* A duration for an engine option whose 0 is its default and negative is
+ * off, from seconds where 0 is off: not given (-1) = 0, the default; 0 s =
+ * off; else at least 1 us. */
+static int64_t
+engine_us(double s)
+{
+    if (s < 0)
+        return 0;
+    if (s == 0)
+        return -1;
+    return secs_us(s) > 0 ? secs_us(s) : 1;
+}
+
 /* Why: a busy machine delays a normal thread's wake-up by milliseconds;
  * the loop only waits at this priority (see aps_scheduler_config). */
 #define DEFAULT_LOOP_PRIORITY 10
@@ -1018,17 +1031,10 @@ main(int argc, char **argv)
     scfg.event_max_age_us = secs_us(c.event_max_age_s);
     scfg.request_id_retention_us = secs_us(c.request_id_retention_s);
     scfg.loop_priority = c.loop_priority < 0 ? DEFAULT_LOOP_PRIORITY : (int)c.loop_priority;
-    /* The engine's 0 is its default and negative is off; here 0 s is off. */
-    if (c.commit_ahead_s == 0)
-        scfg.commit_ahead_us = -1;
-    else if (c.commit_ahead_s > 0)
-        scfg.commit_ahead_us = secs_us(c.commit_ahead_s) > 0 ? secs_us(c.commit_ahead_s) : 1;
+    scfg.commit_ahead_us = engine_us(c.commit_ahead_s);
     if (c.commit_ahead_max_s > 0)
         scfg.commit_ahead_max_us = secs_us(c.commit_ahead_max_s);
-    if (c.pass_spacing_s == 0)
-        scfg.pass_spacing_us = -1;
-    else if (c.pass_spacing_s > 0)
-        scfg.pass_spacing_us = secs_us(c.pass_spacing_s) > 0 ? secs_us(c.pass_spacing_s) : 1;
+    scfg.pass_spacing_us = engine_us(c.pass_spacing_s);
     scfg.allow_network_fs = c.allow_network_fs;
     if (c.disk_reserve >= 0) /* here too, 0 is none */
         scfg.disk_reserve_bytes = c.disk_reserve > 0 ? c.disk_reserve : -1;
