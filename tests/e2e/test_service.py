@@ -50,6 +50,17 @@ def far_date():
     return pb.Trigger(date=pb.DateTrigger(run_date=ts))
 
 
+def refused_config(test, text, message):
+    """apsd started with `text` as its config file exits nonzero, saying
+    `message` on stderr."""
+    with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
+        f.write(text)
+        f.flush()
+        out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
+    test.assertNotEqual(out.returncode, 0, text)
+    test.assertIn(message, out.stderr)
+
+
 def events(items):
     """The events among the items of a SubscribeEvents stream."""
     return [i.event for i in items if i.WhichOneof("item") == "event"]
@@ -975,12 +986,7 @@ class LoopPriorityTest(unittest.TestCase):
         out = subprocess.run([APSD, "--loop-priority", "100"], capture_output=True, timeout=30, text=True)
         self.assertEqual(out.returncode, 2)
         self.assertIn("--loop-priority: 0-99", out.stderr)
-        with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
-            f.write("[scheduler]\nloop_priority = -1\n")
-            f.flush()
-            out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
-        self.assertNotEqual(out.returncode, 0)
-        self.assertIn("loop_priority: 0-99", out.stderr)
+        refused_config(self, "[scheduler]\nloop_priority = -1\n", "loop_priority: 0-99")
 
 
 class CommitAheadTest(unittest.TestCase):
@@ -1045,12 +1051,7 @@ class CommitAheadTest(unittest.TestCase):
 
     def test_out_of_range(self):
         for key in ("commit_ahead = 61", "commit_ahead = -1", "commit_ahead_max = soon"):
-            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
-                f.write("[scheduler]\n" + key + "\n")
-                f.flush()
-                out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
-            self.assertNotEqual(out.returncode, 0, key)
-            self.assertIn(key.split(" ")[0] + ": 0-60 seconds", out.stderr)
+            refused_config(self, "[scheduler]\n" + key + "\n", key.split(" ")[0] + ": 0-60 seconds")
 
 
 
@@ -1098,12 +1099,7 @@ class PassSpacingTest(unittest.TestCase):
 
     def test_out_of_range(self):
         for key in ("pass_spacing = 2", "pass_spacing = -1", "pass_spacing = soon"):
-            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
-                f.write("[scheduler]\n" + key + "\n")
-                f.flush()
-                out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
-            self.assertNotEqual(out.returncode, 0, key)
-            self.assertIn("pass_spacing: 0-1 seconds", out.stderr)
+            refused_config(self, "[scheduler]\n" + key + "\n", "pass_spacing: 0-1 seconds")
 
 
 class HealthWatchLimitTest(unittest.TestCase):
@@ -1157,12 +1153,7 @@ class HealthWatchLimitTest(unittest.TestCase):
 
     def test_out_of_range(self):
         for key in ("max_health_watches = 0", "max_health_watches = many"):
-            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
-                f.write("[limits]\n" + key + "\n")
-                f.flush()
-                out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
-            self.assertNotEqual(out.returncode, 0, key)
-            self.assertIn("max_health_watches: 1-100000", out.stderr)
+            refused_config(self, "[limits]\n" + key + "\n", "max_health_watches: 1-100000")
 
 
 class DiskReserveTest(unittest.TestCase):
@@ -1206,12 +1197,7 @@ class DiskReserveTest(unittest.TestCase):
 
     def test_out_of_range(self):
         for value in ("-1", "lots", "2000000000000"):
-            with tempfile.NamedTemporaryFile("w", suffix=".ini") as f:
-                f.write("[scheduler]\ndisk_reserve = %s\n" % value)
-                f.flush()
-                out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
-            self.assertNotEqual(out.returncode, 0, value)
-            self.assertIn("disk_reserve: bytes", out.stderr)
+            refused_config(self, "[scheduler]\ndisk_reserve = %s\n" % value, "disk_reserve: bytes")
 
 
 class WorkerLeaseConfigTest(unittest.TestCase):
