@@ -55,8 +55,8 @@
  * 2,000 runs takes the loop ~9 ms at 100,000 runs/s). */
 #define DUE_WRITES 3
 /* Commit-ahead default: above this machine's fsync p99.9 under load
- * (about 30 ms at 10,000 runs/s), short enough that "a change within it
- * may miss the next fire" stays a corner case. */
+ * (about 30 ms at 10,000 runs/s), short enough that a crash leaves few
+ * runs committed ahead unrun. */
 #define COMMIT_AHEAD_US (50 * 1000)
 /* Run times kept for one job in one pass; beyond, they count as missed. */
 #define RUN_TIMES_MAX 1000
@@ -379,6 +379,7 @@ typedef struct wout {
     size_t n_runs, cap_runs;
     char (*cancels)[2][64]; /* [executor, run id] */
     size_t n_cancels, cap_cancels;
+    size_t n_queued; /* runs already queued for their time (hold_early) */
 } wout;
 
 static void
@@ -389,6 +390,7 @@ reset_out(wout *o)
         aps__run_free(o->runs[i]);
     o->n_runs = 0;
     o->n_cancels = 0;
+    o->n_queued = 0;
 }
 
 static void
@@ -994,26 +996,71 @@ hold_push(aps_scheduler *s, aps__run *run)
     return 0;
 }
 
-/* Removes the earliest held run (hold_mu held, n_held > 0). */
-static aps__run *
-hold_pop(aps_scheduler *s)
+/* Puts `run` at or below heap slot i, where it belongs (hold_mu held). */
+static void
+hold_sift_down(aps_scheduler *s, size_t i, aps__run *run)
 {
-    aps__run *top = s->held[0], *last = s->held[--s->n_held];
-    size_t i = 0, n = s->n_held;
+    size_t n = s->n_held;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= n)
             break;
         if (c + 1 < n && held_before(s->held[c + 1], s->held[c]))
             c++;
-        if (!held_before(s->held[c], last))
+        if (!held_before(s->held[c], run))
             break;
         s->held[i] = s->held[c];
         i = c;
     }
-    if (n > 0)
-        s->held[i] = last;
+    s->held[i] = run;
+}
+
+/* Removes the earliest held run (hold_mu held, n_held > 0). */
+static aps__run *
+hold_pop(aps_scheduler *s)
+{
+    aps__run *top = s->held[0], *last = s->held[--s->n_held];
+    if (s->n_held > 0)
+        hold_sift_down(s, 0, last);
     return top;
+}
+
+/* Takes the held runs (committed ahead, not handed on yet) that `match`
+ * accepts out of the queue, into *out (n_out of them; the caller's array):
+ * they will not start. One scan of the queue, under its lock, so a run is
+ * either taken here or handed on, never both. */
+static int
+hold_take(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg), const void *arg,
+          aps__run ***out, size_t *n_out)
+{
+    aps__run **v = NULL;
+    size_t n = 0, k = 0, j = 0;
+    *out = NULL;
+    *n_out = 0;
+    if (!__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&s->hold_mu);
+    for (size_t i = 0; i < s->n_held; i++)
+        n += match(s->held[i], arg) != 0;
+    if (n > 0 && (v = malloc(n * sizeof(*v))) == NULL) {
+        pthread_mutex_unlock(&s->hold_mu);
+        return APS_ENOMEM;
+    }
+    for (size_t i = 0; n > 0 && i < s->n_held; i++) {
+        if (match(s->held[i], arg))
+            v[k++] = s->held[i];
+        else
+            s->held[j++] = s->held[i];
+    }
+    if (n > 0) {
+        s->n_held = j;
+        for (size_t i = j / 2; i-- > 0;)
+            hold_sift_down(s, i, s->held[i]);
+    }
+    pthread_mutex_unlock(&s->hold_mu);
+    *out = v;
+    *n_out = k;
+    return 0;
 }
 
 /* Hands each held run to its executor at its first run time. On stop it
@@ -1037,6 +1084,12 @@ hold_main(void *arg)
             busy = APS_TIME_NONE;
             if (prio > 0 && !rt_on)
                 rt_on = rt_set(pthread_self(), prio) == 0;
+            pthread_cond_wait(&s->hold_cv, &s->hold_mu);
+            continue;
+        }
+        if (s->hold_paused && !s->hold_stop) {
+            /* APScheduler submits nothing while paused: the runs wait for
+             * the resume, and their executor applies misfire_grace_time. */
             pthread_cond_wait(&s->hold_cv, &s->hold_mu);
             continue;
         }
@@ -1111,10 +1164,11 @@ after_commit(aps_scheduler *s, wout *o)
             ex->ops->cancel(ex, o->cancels[i][1]);
     }
     o->n_cancels = 0;
-    if (o->n_runs > 0) {
+    if (o->n_runs + o->n_queued > 0) {
         pthread_mutex_lock(&s->mu);
-        s->n_running += o->n_runs;
+        s->n_running += o->n_runs + o->n_queued;
         pthread_mutex_unlock(&s->mu);
+        o->n_queued = 0;
     }
     int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE);
     aps_time now = o->n_runs > 0 && hold ? aps__scheduler_now(s) : 0;
@@ -1245,6 +1299,149 @@ static int
 events_in_txn(aps_scheduler *s, size_t si, aps_txn *t, wout *o)
 {
     return si == s->log_store ? aps__events_append(t, &o->evs) : 0;
+}
+
+/* ---- runs withdrawn before their time ---------------------------------------- */
+
+/* Takes run_id out of rec's running instances, if there. */
+static void
+running_drop(aps__jobrec *rec, const char *run_id)
+{
+    for (size_t i = 0; i < rec->n_running; i++) {
+        if (strcmp(rec->running[i].run_id, run_id) == 0) {
+            aps__run_rec_clear(&rec->running[i]);
+            memmove(&rec->running[i], &rec->running[i + 1],
+                    (rec->n_running - i - 1) * sizeof(rec->running[0]));
+            rec->n_running--;
+            return;
+        }
+    }
+}
+
+/* Runs committed ahead of their time (commit_ahead_us) and taken back
+ * before it by a change to their job that APScheduler would have made
+ * before submitting them: a removal, a pause, a resume, a modification.
+ * Taken (hold_take) on the first run of the write's callback and kept if
+ * the store runs it again; after the write they are freed (withdrawn_end),
+ * or held again if it failed (withdrawn_return). */
+typedef struct withdrawn {
+    aps__run **runs;
+    size_t n;
+    int taken;
+} withdrawn;
+
+/* A write's callback found a run of its job committed ahead but not in the
+ * hold queue yet (committed in the same batch, just before): the write is
+ * tried once more, after that batch (never returned to a caller). */
+#define WITHDRAW_AGAIN (-1001)
+
+/* WITHDRAW_AGAIN, once (`again` 0), if rec has a run committed ahead whose
+ * time has not come that is not among w's. */
+static int
+withdraw_missed(aps_scheduler *s, const aps__jobrec *rec, const withdrawn *w, int again)
+{
+    aps_time now = aps__scheduler_now(s);
+    if (again || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+        return 0;
+    for (size_t i = 0; i < rec->n_running; i++) {
+        size_t k = 0;
+        if (rec->running[i].started <= now)
+            continue;
+        while (k < w->n && strcmp(w->runs[k]->run_id, rec->running[i].run_id) != 0)
+            k++;
+        if (k == w->n)
+            return WITHDRAW_AGAIN;
+    }
+    return 0;
+}
+
+typedef struct job_key {
+    const char *id, *jobstore;
+} job_key;
+
+static int
+held_of_job(const aps__run *run, const void *arg)
+{
+    const job_key *k = arg;
+    return strcmp(run->job_id, k->id) == 0 && strcmp(run->jobstore, k->jobstore) == 0;
+}
+
+static int
+held_of_store(const aps__run *run, const void *arg)
+{
+    return strcmp(run->jobstore, (const char *)arg) == 0;
+}
+
+/* In the write: each withdrawn run leaves rec's running instances (rec is
+ * NULL for a removal of all jobs) and the run index, and ends unstarted:
+ * JOB_ERROR, status CANCELLED, saying why. */
+static int
+withdraw_in_txn(aps_scheduler *s, aps_txn *t, wout *o, const withdrawn *w, aps__jobrec *rec,
+                aps_time now, const char *why)
+{
+    char key[APS_STORE_META_KEY_MAX + 1];
+    char msg[128];
+    aps_outcome out;
+    memset(&out, 0, sizeof(out));
+    out.status = APS_RUN_CANCELLED;
+    out.error = msg;
+    snprintf(msg, sizeof(msg), "withdrawn before its time: %s", why);
+    for (size_t i = 0; i < w->n; i++) {
+        const aps__run *run = w->runs[i];
+        aps_job fake;
+        int rc = 0;
+        if (rec != NULL)
+            running_drop(rec, run->run_id);
+        if (store_persists(s, run->jobstore)) {
+            run_key(key, run->run_id);
+            rc = aps__txn_meta_del(t, key);
+            if (rc == APS_ENOENT)
+                rc = 0;
+        }
+        memset(&fake, 0, sizeof(fake));
+        fake.id = run->job_id;
+        fake.jobstore = run->jobstore;
+        fake.executor = run->executor;
+        for (size_t k = 0; k < run->n_run_times && rc == 0; k++) {
+            aps_event *ev = NULL;
+            rc = out_event(o, APS_EVENT_JOB_ERROR, now, &fake, run->run_id, &run->run_times[k], 1,
+                           &ev);
+            if (rc == 0)
+                rc = aps__outcome_copy(&out, &ev->outcome);
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* After the write that withdrew them: they end here, never started. */
+static void
+withdrawn_end(aps_scheduler *s, withdrawn *w)
+{
+    if (w->n > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->n_running -= w->n;
+        pthread_cond_broadcast(&s->idle_cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    for (size_t i = 0; i < w->n; i++)
+        aps__run_free(w->runs[i]);
+    free(w->runs);
+    memset(w, 0, sizeof(*w));
+}
+
+/* After a write that failed: the runs are still committed, and go back to
+ * wait for their time (handed on at once if that cannot be queued). */
+static void
+withdrawn_return(aps_scheduler *s, withdrawn *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        if (hold_push(s, w->runs[i]) != 0)
+            submit_runs(s, &w->runs[i], 1);
+    }
+    free(w->runs);
+    memset(w, 0, sizeof(*w));
 }
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -1588,6 +1785,10 @@ pause_resume(aps_scheduler *s, int paused)
         pthread_mutex_lock(&s->mu);
         s->state = paused ? APS_STATE_PAUSED : APS_STATE_RUNNING;
         pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&s->hold_mu);
+        s->hold_paused = paused;
+        pthread_cond_broadcast(&s->hold_cv);
+        pthread_mutex_unlock(&s->hold_mu);
         aps__scheduler_wake(s);
     }
     pthread_mutex_unlock(&s->pause_mu);
@@ -1664,6 +1865,7 @@ typedef struct add_ctx {
     int replayed;
     int space_low;      /* the store gave its disk reserve back: no new job */
     aps__jobrec *saved; /* the record as written when it is not `rec` (a replace) */
+    withdrawn w;        /* a replaced job's run committed ahead */
     wout o;
     aps_job_add_cb cb; /* asynchronous adds */
     void *ud;
@@ -1713,6 +1915,18 @@ add_fn(aps_txn *t, void *arg)
         old->running = NULL;
         old->n_running = 0;
         save = copy;
+        /* Not yet started, the old job's run is withdrawn: the new one is
+         * due at that time too, and would run twice. */
+        if (!c->w.taken && copy->n_running > 0) {
+            job_key k = {copy->job.id, copy->job.jobstore};
+            rc = hold_take(c->s, held_of_job, &k, &c->w.runs, &c->w.n);
+            if (rc != 0)
+                goto out;
+            c->w.taken = 1;
+        }
+        rc = withdraw_in_txn(c->s, t, &c->o, &c->w, copy, c->now, "the job was replaced");
+        if (rc != 0)
+            goto out;
     }
     rc = txn_save(t, save);
     if (rc == 0)
@@ -1853,6 +2067,10 @@ static int
 add_finish(add_ctx *c, int rc, aps_job **out, aps_error *err)
 {
     aps_scheduler *s = c->s;
+    if (rc == 0)
+        withdrawn_end(s, &c->w);
+    else
+        withdrawn_return(s, &c->w);
     if (rc == APS_EINVAL && c->replayed < 0)
         return request_mismatch(err, c->request_id);
     if (rc == APS_EEXIST)
@@ -2159,6 +2377,8 @@ typedef struct mut_ctx {
     char run_id[33];
     char answer[REQ_ANSWER_MAX + 1]; /* RunJobNow: request_parse's answer */
     char replay_id[APS__ID_MAX + 1];
+    withdrawn w;
+    int again; /* the second try after WITHDRAW_AGAIN */
     wout o;
 } mut_ctx;
 
@@ -2224,11 +2444,43 @@ mut_fn(aps_txn *t, void *arg)
         return rc;
     aps_event_type ev = APS_EVENT_JOB_MODIFIED;
 
+    /* A run committed ahead that has not started is withdrawn: the change
+     * came before its time, as if the run had not been submitted yet. */
+    if (c->kind != MUT_RUN_NOW && c->kind != MUT_BACKFILL && (c->w.taken || rec->n_running > 0)) {
+        static const char *const why[] = {
+            [MUT_MODIFY] = "the job was modified", [MUT_RESCHEDULE] = "the job was rescheduled",
+            [MUT_PAUSE] = "the job was paused",    [MUT_RESUME] = "the job was resumed",
+            [MUT_REMOVE] = "the job was removed",
+        };
+        if (!c->w.taken) {
+            job_key k = {rec->job.id, rec->job.jobstore};
+            rc = hold_take(c->s, held_of_job, &k, &c->w.runs, &c->w.n);
+            if (rc != 0)
+                goto out;
+            c->w.taken = 1;
+            rc = withdraw_missed(c->s, rec, &c->w, c->again);
+            if (rc != 0)
+                goto out;
+        }
+        rc = withdraw_in_txn(c->s, t, &c->o, &c->w, rec, c->now, why[c->kind]);
+        if (rc != 0)
+            goto out;
+    }
+
     switch (c->kind) {
     case MUT_MODIFY:
         rc = aps__jobrec_apply(rec, c->spec, c->mask, c->s->tz, c->now, c->err);
         if (rc == 0 && (c->mask & APS_MODIFY_NEXT_RUN_TIME))
             rec->job.paused = rec->job.next_run_time == APS_TIME_NONE;
+        /* The withdrawn run's time is the job's next run time again (its
+         * commit had moved it on): the run comes as modified. */
+        for (size_t i = 0;
+             rc == 0 && i < c->w.n && !(c->mask & APS_MODIFY_NEXT_RUN_TIME) && !rec->job.paused;
+             i++) {
+            aps_time at = c->w.runs[i]->run_times[0];
+            if (rec->job.next_run_time == APS_TIME_NONE || at < rec->job.next_run_time)
+                rec->job.next_run_time = at;
+        }
         break;
     case MUT_RESCHEDULE: {
         aps_job_spec sp;
@@ -2367,7 +2619,16 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     c->si = (size_t)si;
     c->space_low = c->kind == MUT_BACKFILL && aps__store_space_low(s->stores[si].st);
     rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
+    if (rc == WITHDRAW_AGAIN) {
+        withdrawn_return(s, &c->w);
+        c->again = 1;
+        rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
+    }
     free_out(&c->o);
+    if (rc == 0)
+        withdrawn_end(s, &c->w);
+    else
+        withdrawn_return(s, &c->w);
     if (rc == APS_EINVAL && c->replayed < 0)
         return request_mismatch(err, c->request_id);
     if (rc == APS_ENOENT)
@@ -2499,6 +2760,7 @@ typedef struct remove_all_ctx {
     aps_time now;
     size_t removed;
     int mismatch;
+    withdrawn w;
     wout o;
 } remove_all_ctx;
 
@@ -2517,6 +2779,12 @@ remove_all_fn(aps_txn *t, void *arg)
             return seen < 0 ? seen : 0;
     }
     int rc = aps__txn_job_del_all(t, &c->removed);
+    if (rc == 0 && !c->w.taken) {
+        rc = hold_take(c->s, held_of_store, c->s->stores[c->si].name, &c->w.runs, &c->w.n);
+        c->w.taken = rc == 0;
+    }
+    if (rc == 0)
+        rc = withdraw_in_txn(c->s, t, &c->o, &c->w, NULL, c->now, "all jobs were removed");
     if (rc == 0 && c->last) {
         /* No job, but the store the removal was limited to. */
         rc = out_named_event(&c->o, APS_EVENT_ALL_JOBS_REMOVED, c->now, c->jobstore, NULL);
@@ -2556,6 +2824,10 @@ aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutation *m
         c.now = aps__scheduler_now(s);
         rc = write_and_publish(s, i, remove_all_fn, &c, &c.o);
         free_out(&c.o);
+        if (rc == 0)
+            withdrawn_end(s, &c.w);
+        else
+            withdrawn_return(s, &c.w);
         total += c.removed;
     }
     if (removed)
@@ -3065,17 +3337,8 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
         rc = 0;
     if (rc != 0)
         return rc;
-    if (rec != NULL) {
-        for (size_t i = 0; i < rec->n_running; i++) {
-            if (strcmp(rec->running[i].run_id, run->run_id) == 0) {
-                aps__run_rec_clear(&rec->running[i]);
-                memmove(&rec->running[i], &rec->running[i + 1],
-                        (rec->n_running - i - 1) * sizeof(rec->running[0]));
-                rec->n_running--;
-                break;
-            }
-        }
-    }
+    if (rec != NULL)
+        running_drop(rec, run->run_id);
     for (size_t i = 0; i < run->n_run_times && rc == 0; i++)
         rc = outcome_event(c, run, &run->results[i], rec);
     if (rc == 0 && store_persists(c->s, run->jobstore)) {
@@ -3323,10 +3586,33 @@ typedef struct due_write {
     sem_t sem;
 } due_write;
 
+/* On the store's writer thread, as soon as a write of due runs is
+ * committed: the runs committed ahead of their time go to the hold queue
+ * before the writer takes its next batch, so that a change to their job in
+ * that batch finds them there (hold_take) to withdraw them. */
+static void
+hold_early(aps_scheduler *s, wout *o)
+{
+    if (o->n_runs == 0 || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+        return;
+    aps_time now = aps__scheduler_now(s);
+    size_t n = 0;
+    for (size_t i = 0; i < o->n_runs; i++) {
+        aps__run *run = o->runs[i];
+        if (run->n_run_times > 0 && run->run_times[0] > now && hold_push(s, run) == 0)
+            o->n_queued++;
+        else
+            o->runs[n++] = run;
+    }
+    o->n_runs = n;
+}
+
 static void
 due_write_done(void *arg, int rc)
 {
     due_write *w = arg;
+    if (rc == 0)
+        hold_early(w->c.s, &w->c.o);
     w->t1 = aps__mono_us();
     w->rc = rc;
     sem_post(&w->sem);
@@ -3385,7 +3671,7 @@ due_write_finish(aps_scheduler *s, size_t si, due_write *w, size_t *processed)
  * more, up to ahead_max_us (0: no widening). A disk that stays slow (a
  * competing writer) would otherwise make every run late by its fsync time
  * less the lead. Not by default: a crash leaves the runs committed ahead
- * unrun, and a change within the lead does not stop the next run. */
+ * unrun. */
 static aps_time
 store_ahead(aps_scheduler *s, size_t si)
 {
@@ -3875,6 +4161,7 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
         durable |= s->stores[i].durable;
     /* Without the hold thread (external loop, hold_start failing) due runs
      * are simply committed at their time. */
+    s->hold_paused = paused;
     if (mode != APS_RUN_EXTERNAL && durable && s->ahead_us > 0)
         (void)hold_start(s);
     switch (mode) {

@@ -208,6 +208,7 @@ struct aps_scheduler {
     aps__run **held;
     size_t n_held, cap_held;
     int hold_stop;
+    int hold_paused; /* the scheduler is paused: held runs wait (hold_mu) */
     pthread_t hold_thread;
 
     int wake_fd;  /* eventfd: mutations, completions, shutdown */

@@ -29,6 +29,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* When each call started, and what it was scheduled for. */
 static aps_time started[64], scheduled_at[64];
+static char called_arg[64][16];
 static size_t n_calls;
 static int64_t busy_us; /* how long each call takes */
 
@@ -36,12 +37,16 @@ static int64_t busy_us; /* how long each call takes */
 static aps_time submitted_at[64], submitted_for[64];
 static size_t n_submitted, n_skipped;
 
+/* Runs withdrawn before their time (JOB_ERROR, CANCELLED), the last one's
+ * message; JOB_ERROR of any other status; JOB_MISSED. */
+static size_t n_withdrawn, n_other_errors, n_missed;
+static char withdrawn_msg[128];
+
 static int
 record_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
           size_t error_len)
 {
     (void)job_id;
-    (void)arg;
     (void)userdata;
     (void)error;
     (void)error_len;
@@ -50,6 +55,7 @@ record_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdat
     if (n_calls < 64) {
         started[n_calls] = now;
         scheduled_at[n_calls] = scheduled;
+        snprintf(called_arg[n_calls], sizeof(called_arg[0]), "%s", arg ? arg : "");
         n_calls++;
     }
     int64_t busy = busy_us;
@@ -95,6 +101,16 @@ listener(const aps_event *ev, void *userdata)
     }
     if (ev->type == APS_EVENT_JOB_MAX_INSTANCES)
         n_skipped++;
+    if (ev->type == APS_EVENT_JOB_ERROR && ev->outcome != NULL &&
+        ev->outcome->status == APS_RUN_CANCELLED && ev->outcome->error != NULL &&
+        strncmp(ev->outcome->error, "withdrawn", 9) == 0) {
+        n_withdrawn++;
+        snprintf(withdrawn_msg, sizeof(withdrawn_msg), "%s", ev->outcome->error);
+    } else if (ev->type == APS_EVENT_JOB_ERROR) {
+        n_other_errors++;
+    }
+    if (ev->type == APS_EVENT_JOB_MISSED)
+        n_missed++;
     pthread_mutex_unlock(&mu);
 }
 
@@ -112,6 +128,8 @@ setup(void **state)
         return -1;
     pthread_mutex_lock(&mu);
     n_calls = n_submitted = n_skipped = n_executed = 0;
+    n_withdrawn = n_other_errors = n_missed = 0;
+    withdrawn_msg[0] = '\0';
     memset(many_runs, 0, sizeof(many_runs));
     busy_us = 0;
     pthread_mutex_unlock(&mu);
@@ -592,6 +610,256 @@ test_pass_spacing(void **state)
     assert_non_null(strstr(err.msg, "pass_spacing_us"));
 }
 
+/* ---- changes within the lead withdraw the held run ------------------------ */
+
+/* Adds job `id`, every 500 ms twice from `in_us` from now (`arg` for the
+ * function), and waits until its first run is committed ahead
+ * (JOB_SUBMITTED): held, its time not come. Returns that time. (A date
+ * job's only run ends the job as it is committed, as APScheduler removes
+ * it once submitted: there would be no job left to change.) */
+static aps_time
+add_held(aps_scheduler *s, const char *id, const char *arg, int64_t in_us)
+{
+    size_t before;
+    pthread_mutex_lock(&mu);
+    before = n_submitted;
+    pthread_mutex_unlock(&mu);
+    aps_time due = aps_time_now() + in_us;
+    aps_trigger_spec t = every_500ms(due, 2);
+    aps_job_spec j = tu_function_job(id, &t, "record", arg);
+    tu_job_add(s, &j);
+    wait_submitted(before + 1);
+    assert_true(aps_time_now() < due - 20 * MS); /* still held */
+    return due;
+}
+
+static void
+sleep_until(aps_time t)
+{
+    aps_time now = aps_time_now();
+    if (t > now)
+        usleep((useconds_t)(t - now));
+}
+
+static void
+assert_withdrawn(size_t n, const char *why)
+{
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_withdrawn, n);
+    assert_int_equal(n_other_errors, 0);
+    if (why != NULL)
+        assert_non_null(strstr(withdrawn_msg, why));
+    pthread_mutex_unlock(&mu);
+}
+
+/* Reopened, the store has no run left running: nothing is reported
+ * interrupted (the run index entries went with the withdrawal). */
+static void
+assert_nothing_interrupted(void)
+{
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    usleep(100 * 1000);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_other_errors, 0);
+    pthread_mutex_unlock(&mu);
+    aps_scheduler_destroy(s);
+}
+
+/* RemoveJob before the run's time: the run committed ahead never starts
+ * (APScheduler would not have submitted it yet); it ends as withdrawn. */
+static void
+test_remove_withdraws_held_run(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = add_held(s, "gone", NULL, 600 * MS);
+    assert_int_equal(aps_job_remove(s, "gone", NULL), 0);
+    sleep_until(due + 300 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the job was removed");
+    aps_scheduler_destroy(s);
+    assert_nothing_interrupted();
+}
+
+/* PauseJob: no run, the job stays paused with no instance running, and the
+ * withdrawn run is not counted in its statistics. */
+static void
+test_pause_withdraws_held_run(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = add_held(s, "paused", NULL, 600 * MS);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_pause(s, "paused", NULL, &job), 0);
+    assert_true(job->paused);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
+    sleep_until(due + 300 * MS);
+    assert_int_equal(aps_job_get(s, "paused", &job), 0);
+    assert_true(job->paused);
+    assert_int_equal(job->running_instances, 0);
+    assert_int_equal(job->stats.runs, 0);
+    assert_int_equal(job->stats.failures, 0);
+    aps_job_free(job);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the job was paused");
+    aps_scheduler_destroy(s);
+    assert_nothing_interrupted();
+}
+
+/* ModifyJob (its argument): the run committed with the old one is
+ * withdrawn, and the job runs once at that time, as modified. */
+static void
+test_modify_runs_modified_job_once(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = add_held(s, "changed", "old", 600 * MS);
+    aps_job_spec spec = tu_function_job("changed", NULL, "record", "new");
+    aps_error err;
+    assert_int_equal(aps_job_modify(s, "changed", &spec, APS_MODIFY_TARGET, NULL, NULL, &err), 0);
+    assert_int_equal(wait_calls(1, 3000 * MS), 1);
+    sleep_until(due + 300 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 1); /* the second is due at +500 ms */
+    assert_string_equal(called_arg[0], "new");
+    assert_true(scheduled_at[0] == due);
+    assert_true(started[0] >= due);
+    assert_true(started[0] < due + 150 * MS);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the job was modified");
+    aps_scheduler_destroy(s);
+}
+
+/* ResumeJob on a job that is not paused recomputes its next run time from
+ * now: the time of the run committed ahead. That run is withdrawn, so the
+ * time runs once, not twice. */
+static void
+test_resume_does_not_run_twice(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time start = aps_time_now() + 600 * MS;
+    aps_trigger_spec t = every_500ms(start, 2);
+    add_job(s, "twice", &t, 5);
+    wait_submitted(1);
+    assert_true(aps_time_now() < start - 20 * MS);
+    assert_int_equal(aps_job_resume(s, "twice", NULL, NULL), 0);
+    sleep_until(start + 900 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 2);
+    assert_true(scheduled_at[0] == start);
+    assert_true(scheduled_at[1] == start + 500 * MS);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the job was resumed");
+    aps_scheduler_destroy(s);
+}
+
+/* add_job(replace_existing) before the run's time: the replaced job's run
+ * is withdrawn, the new job runs at that time once. */
+static void
+test_replace_runs_once(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = add_held(s, "same", "old", 600 * MS);
+    aps_trigger_spec t = every_500ms(due, 2);
+    aps_job_spec j = tu_function_job("same", &t, "record", "new");
+    aps_mutation m = {.replace_existing = 1};
+    aps_error err;
+    assert_int_equal(aps_job_add(s, &j, &m, NULL, &err), 0);
+    sleep_until(due + 300 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 1);
+    assert_string_equal(called_arg[0], "new");
+    assert_true(scheduled_at[0] == due);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the job was replaced");
+    aps_scheduler_destroy(s);
+}
+
+/* RemoveAllJobs: every held run of the store is withdrawn. */
+static void
+test_remove_all_withdraws_held_runs(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 600 * MS;
+    aps_trigger_spec t = every_500ms(due, 2);
+    aps_job_spec a = tu_function_job("a", &t, "record", NULL);
+    aps_job_spec b = tu_function_job("b", &t, "record", NULL);
+    tu_job_add(s, &a);
+    tu_job_add(s, &b);
+    wait_submitted(2);
+    assert_true(aps_time_now() < due - 20 * MS);
+    size_t removed = 0;
+    assert_int_equal(aps_job_remove_all(s, NULL, NULL, &removed), 0);
+    assert_int_equal(removed, 2);
+    sleep_until(due + 300 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(2, "all jobs were removed");
+    aps_scheduler_destroy(s);
+    assert_nothing_interrupted();
+}
+
+/* The scheduler paused before a held run's time: it waits for the resume
+ * (APScheduler submits nothing while paused), then its executor applies
+ * misfire_grace_time: within it the run starts late, beyond it is missed. */
+static void
+test_scheduler_pause_holds_runs(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time now = aps_time_now(), due = now + 600 * MS;
+    aps_trigger_spec d = tu_date(due);
+    aps_job_spec late = tu_function_job("late", &d, "record", NULL);
+    late.misfire = APS_MISFIRE_UNLIMITED;
+    aps_job_spec tight = tu_function_job("tight", &d, "record", NULL);
+    tight.misfire = APS_MISFIRE_DURATION;
+    tight.misfire_grace_us = 100 * MS;
+    tu_job_add(s, &late);
+    tu_job_add(s, &tight);
+    wait_submitted(2);
+    assert_true(aps_time_now() < due - 20 * MS);
+    assert_int_equal(aps_scheduler_pause(s), 0);
+    sleep_until(due + 300 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    aps_time resumed = aps_time_now();
+    assert_int_equal(aps_scheduler_resume(s), 0);
+    assert_int_equal(wait_calls(1, 3000 * MS), 1);
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&mu);
+        size_t k = n_missed;
+        pthread_mutex_unlock(&mu);
+        if (k > 0)
+            break;
+        usleep(1000);
+    }
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 1);
+    assert_true(started[0] >= resumed);
+    assert_int_equal(n_missed, 1);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(0, NULL);
+    aps_scheduler_destroy(s);
+}
+
 int
 main(void)
 {
@@ -604,6 +872,13 @@ main(void)
         cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),
         cmocka_unit_test_setup(test_batches_on_their_way, setup),
         cmocka_unit_test_setup(test_pass_spacing, setup),
+        cmocka_unit_test_setup(test_remove_withdraws_held_run, setup),
+        cmocka_unit_test_setup(test_pause_withdraws_held_run, setup),
+        cmocka_unit_test_setup(test_modify_runs_modified_job_once, setup),
+        cmocka_unit_test_setup(test_resume_does_not_run_twice, setup),
+        cmocka_unit_test_setup(test_replace_runs_once, setup),
+        cmocka_unit_test_setup(test_remove_all_withdraws_held_runs, setup),
+        cmocka_unit_test_setup(test_scheduler_pause_holds_runs, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1102,6 +1102,54 @@ class PassSpacingTest(unittest.TestCase):
             refused_config(self, "[scheduler]\n" + key + "\n", "pass_spacing: 0-1 seconds")
 
 
+class WithdrawnRunTest(unittest.TestCase):
+    """A change to a job before the time of its run committed ahead (here
+    commit_ahead 1 s) withdraws that run, as APScheduler would not have
+    submitted it yet: RemoveJob before the time, and the command never
+    starts; the stream shows JOB_SUBMITTED, then JOB_ERROR, status
+    CANCELLED, saying why, and no JOB_EXECUTED."""
+
+    def test_remove_before_the_time(self):
+        tmp = tempfile.mkdtemp(prefix="apsd-e2e-withdraw-")
+        try:
+            path = os.path.join(tmp, "apsd.ini")
+            with open(path, "w") as f:
+                f.write("[scheduler]\ncommit_ahead = 1\n")
+            d = Daemon(tmp, ["--config", path]).start()
+            try:
+                run_at = time.time() + 2.5
+                ts = timestamp_pb2.Timestamp()
+                ts.FromNanoseconds(int(run_at * 1e9))
+                mark = os.path.join(tmp, "ran")
+                submitted, error = ET.Value("EVENT_TYPE_JOB_SUBMITTED"), ET.Value("EVENT_TYPE_JOB_ERROR")
+                col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=["held"]),
+                                                        timeout=60))
+                try:
+                    d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
+                        "held", argv=("/usr/bin/touch", mark),
+                        trigger=interval(seconds=60, start_date=ts))), timeout=T)
+                    ok = col.wait(lambda items: any(e.type == submitted for e in events(items)))
+                    self.assertTrue(ok, [str(e) for e in col.events()] + [d.log_text()])
+                    self.assertLess(time.time(), run_at - 0.1)  # committed ahead, not started
+                    d.sched.RemoveJob(pb.RemoveJobRequest(job_id="held"), timeout=T)
+                    ok = col.wait(lambda items: any(e.type == error for e in events(items)))
+                    self.assertTrue(ok, [str(e) for e in col.events()])
+                    time.sleep(max(0.0, run_at + 0.5 - time.time()))
+                    self.assertFalse(os.path.exists(mark))
+                    err = [e for e in col.events() if e.type == error][0]
+                    self.assertEqual(err.outcome.status, pb.RUN_STATUS_CANCELLED)
+                    self.assertEqual(err.outcome.error, "withdrawn before its time: the job was removed")
+                    types = [e.type for e in col.events()]
+                    self.assertNotIn(ET.Value("EVENT_TYPE_JOB_EXECUTED"), types)
+                    self.assertLess(types.index(submitted), types.index(error))
+                finally:
+                    col.close()
+            finally:
+                self.assertEqual(d.stop(), 0, d.log_text())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 class HealthWatchLimitTest(unittest.TestCase):
     """[limits] max_health_watches: Health.Watch streams stay open until the
     client leaves, so their number is bounded; one over it gets the status,

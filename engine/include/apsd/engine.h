@@ -480,9 +480,15 @@ typedef struct aps_scheduler_config {
      *  the loop takes them once the earliest is 3/4 of this ahead (this
      *  less 25 ms at most), with all those due within it, so they share
      *  commits (at 10,000 runs/s one per ~12 ms instead of one per pass).
-     *  A job removed or paused
-     *  within this window before a fire time still fires that once (the run
-     *  was already submitted). 0 = 50 ms; negative = off. Off with an
+     *  A change to a job before the time of its run committed ahead
+     *  (remove, pause, resume, modify, reschedule, a replacing add, remove
+     *  all) withdraws that run, as APScheduler would not have submitted it
+     *  yet: it never starts and ends as JOB_ERROR, status CANCELLED,
+     *  "withdrawn before its time: ...", not counted in the job's
+     *  statistics; a modified job's next run time goes back to that time,
+     *  so the run comes as modified. While the scheduler is paused, such
+     *  runs wait for the resume (then their executor applies
+     *  misfire_grace_time). 0 = 50 ms; negative = off. Off with an
      *  injected clock and in APS_RUN_EXTERNAL mode. A run committed ahead
      *  whose time had not come when the process died never ran: after the
      *  restart it is reported interrupted, not run. */
@@ -579,7 +585,8 @@ int aps_scheduler_shutdown(aps_scheduler *s, int wait);
 /** Shuts down if needed and frees everything. NULL is allowed. */
 void aps_scheduler_destroy(aps_scheduler *s);
 
-/** APScheduler's pause(): jobs stop firing until resume (state persists).
+/** APScheduler's pause(): jobs stop firing until resume (state persists);
+ *  runs committed ahead (commit_ahead_us) wait for the resume too.
  *  Emits SCHEDULER_PAUSED when it was running; paused already, does
  *  nothing. APS_ESTATE when not started. */
 int aps_scheduler_pause(aps_scheduler *s);
