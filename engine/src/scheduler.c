@@ -967,19 +967,16 @@ held_before(const aps__run *a, const aps__run *b)
     return a->run_times[0] < b->run_times[0];
 }
 
-/* Queues a run committed before its time; 0, or APS_ENOMEM (the caller
- * then hands it on at once: early rather than lost). */
+/* Queues a run committed before its time (hold_mu held); 0, or
+ * APS_ENOMEM. *top: set when it is the earliest now. */
 static int
-hold_push(aps_scheduler *s, aps__run *run)
+hold_insert(aps_scheduler *s, aps__run *run, int *top)
 {
-    pthread_mutex_lock(&s->hold_mu);
     if (s->n_held == s->cap_held) {
         size_t cap = s->cap_held ? s->cap_held * 2 : 256;
         aps__run **v = realloc(s->held, cap * sizeof(*v));
-        if (v == NULL) {
-            pthread_mutex_unlock(&s->hold_mu);
+        if (v == NULL)
             return APS_ENOMEM;
-        }
         s->held = v;
         s->cap_held = cap;
     }
@@ -989,11 +986,23 @@ hold_push(aps_scheduler *s, aps__run *run)
         i = (i - 1) / 2;
     }
     s->held[i] = run;
+    *top |= i == 0;
+    return 0;
+}
+
+/* hold_insert under the lock; the caller hands the run on at once if it
+ * fails (early rather than lost). */
+static int
+hold_push(aps_scheduler *s, aps__run *run)
+{
+    int top = 0;
+    pthread_mutex_lock(&s->hold_mu);
+    int rc = hold_insert(s, run, &top);
     /* Only a new earliest run changes the hold thread's deadline. */
-    if (i == 0)
+    if (top)
         pthread_cond_broadcast(&s->hold_cv);
     pthread_mutex_unlock(&s->hold_mu);
-    return 0;
+    return rc;
 }
 
 /* Puts `run` at or below heap slot i, where it belongs (hold_mu held). */
@@ -1436,8 +1445,10 @@ withdrawn_end(aps_scheduler *s, withdrawn *w)
 static void
 withdrawn_return(aps_scheduler *s, withdrawn *w)
 {
+    int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE);
     for (size_t i = 0; i < w->n; i++) {
-        if (hold_push(s, w->runs[i]) != 0)
+        /* (the hold thread gone: a shutdown under way) */
+        if (!hold || hold_push(s, w->runs[i]) != 0)
             submit_runs(s, &w->runs[i], 1);
     }
     free(w->runs);
@@ -1852,6 +1863,31 @@ first_fire(aps_scheduler *s, const aps_trigger_spec *spec, aps_time now, aps_tim
     return rc;
 }
 
+/* A run of the replaced job committed ahead in the same commit as the
+ * replacement is not in the hold queue yet and still starts: the new job
+ * then takes its next fire time after that run's, so the time does not
+ * run twice. */
+static int
+replace_after_held(aps_scheduler *s, aps__jobrec *rec)
+{
+    aps_time now = aps__scheduler_now(s);
+    for (size_t i = 0; i < rec->n_running; i++) {
+        const aps__run_rec *r = &rec->running[i];
+        if (r->started <= now || r->n_run_times == 0 || rec->job.next_run_time == APS_TIME_NONE ||
+            rec->job.next_run_time > r->run_times[r->n_run_times - 1])
+            continue;
+        aps_trigger *trig = NULL;
+        aps_time last = r->run_times[r->n_run_times - 1];
+        int rc = compile_trigger(s, rec->job.trigger, now, &trig, NULL);
+        if (rc == 0)
+            rc = aps_trigger_next(trig, last, last, &rec->job.next_run_time);
+        aps_trigger_destroy(trig);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* One add in flight: what add_fn writes and what the caller gets back. */
 typedef struct add_ctx {
     aps_scheduler *s;
@@ -1925,6 +1961,8 @@ add_fn(aps_txn *t, void *arg)
             c->w.taken = 1;
         }
         rc = withdraw_in_txn(c->s, t, &c->o, &c->w, copy, c->now, "the job was replaced");
+        if (rc == 0)
+            rc = replace_after_held(c->s, copy);
         if (rc != 0)
             goto out;
     }
@@ -3597,13 +3635,18 @@ hold_early(aps_scheduler *s, wout *o)
         return;
     aps_time now = aps__scheduler_now(s);
     size_t n = 0;
+    int top = 0;
+    pthread_mutex_lock(&s->hold_mu); /* once for the batch: the writer's time */
     for (size_t i = 0; i < o->n_runs; i++) {
         aps__run *run = o->runs[i];
-        if (run->n_run_times > 0 && run->run_times[0] > now && hold_push(s, run) == 0)
+        if (run->n_run_times > 0 && run->run_times[0] > now && hold_insert(s, run, &top) == 0)
             o->n_queued++;
         else
             o->runs[n++] = run;
     }
+    if (top)
+        pthread_cond_broadcast(&s->hold_cv);
+    pthread_mutex_unlock(&s->hold_mu);
     o->n_runs = n;
 }
 
@@ -4139,6 +4182,7 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
     s->started = 1;
     s->mode = mode;
     int paused = s->state == APS_STATE_PAUSED;
+    s->hold_paused = paused; /* before a pause_resume can set it */
     s->state = paused ? APS_STATE_PAUSED : APS_STATE_RUNNING;
     pthread_mutex_unlock(&s->mu);
 
@@ -4161,7 +4205,6 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
         durable |= s->stores[i].durable;
     /* Without the hold thread (external loop, hold_start failing) due runs
      * are simply committed at their time. */
-    s->hold_paused = paused;
     if (mode != APS_RUN_EXTERNAL && durable && s->ahead_us > 0)
         (void)hold_start(s);
     switch (mode) {
