@@ -967,11 +967,42 @@ held_before(const aps__run *a, const aps__run *b)
     return a->run_times[0] < b->run_times[0];
 }
 
-/* Queues a run committed before its time (hold_mu held); 0, or
- * APS_ENOMEM. *top: set when it is the earliest now. */
+/* A run withdrawn by a change to its job before it reached the hold
+ * queue: committed in the same batch as the change, or queued by the loop
+ * after the change looked (hold_withdraw). The run is kept for the change
+ * when it arrives while the change's write is on its way (parked: the
+ * write may fail, and give it back), dropped when it arrives after. */
+typedef struct aps__tomb {
+    char run_id[33];
+    aps_time at;       /* the run's time: one never met is dropped after TOMB_KEEP_US */
+    const void *owner; /* the change's `withdrawn` */
+    int committed;     /* its write is committed */
+    aps__run *parked;  /* arrived before that (not counted in n_running) */
+} aps__tomb;
+
+#define TOMB_KEEP_US (60 * US_PER_SEC)
+
+/* hold_insert's results besides 0 and APS_ENOMEM: the run is not queued. */
+#define HOLD_PARKED 1  /* kept for the change that withdrew it */
+#define HOLD_DROPPED 2 /* withdrawn by a committed change: the caller frees it */
+
+/* Queues a run committed before its time (hold_mu held); 0, APS_ENOMEM,
+ * or HOLD_PARKED or HOLD_DROPPED for a withdrawn one (aps__tomb). *top:
+ * set when it is the earliest now. */
 static int
 hold_insert(aps_scheduler *s, aps__run *run, int *top)
 {
+    for (size_t i = 0; i < s->n_tombs; i++) {
+        aps__tomb *tb = &s->tombs[i];
+        if (strcmp(tb->run_id, run->run_id) != 0)
+            continue;
+        if (!tb->committed) {
+            tb->parked = run;
+            return HOLD_PARKED;
+        }
+        s->tombs[i] = s->tombs[--s->n_tombs];
+        return HOLD_DROPPED;
+    }
     if (s->n_held == s->cap_held) {
         size_t cap = s->cap_held ? s->cap_held * 2 : 256;
         aps__run **v = realloc(s->held, cap * sizeof(*v));
@@ -990,8 +1021,8 @@ hold_insert(aps_scheduler *s, aps__run *run, int *top)
     return 0;
 }
 
-/* hold_insert under the lock; the caller hands the run on at once if it
- * fails (early rather than lost). */
+/* hold_insert under the lock; the caller hands the run on at once on
+ * APS_ENOMEM (early rather than lost). */
 static int
 hold_push(aps_scheduler *s, aps__run *run)
 {
@@ -1034,6 +1065,9 @@ hold_pop(aps_scheduler *s)
     return top;
 }
 
+static int hold_take_locked(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg),
+                            const void *arg, aps__run ***out, size_t *n_out);
+
 /* Takes the held runs (committed ahead, not handed on yet) that `match`
  * accepts out of the queue, into *out (n_out of them; the caller's array):
  * they will not start. One scan of the queue, under its lock, so a run is
@@ -1042,19 +1076,29 @@ static int
 hold_take(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg), const void *arg,
           aps__run ***out, size_t *n_out)
 {
-    aps__run **v = NULL;
-    size_t n = 0, k = 0, j = 0;
     *out = NULL;
     *n_out = 0;
     if (!__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
         return 0;
     pthread_mutex_lock(&s->hold_mu);
+    int rc = hold_take_locked(s, match, arg, out, n_out);
+    pthread_mutex_unlock(&s->hold_mu);
+    return rc;
+}
+
+/* hold_take, hold_mu held. */
+static int
+hold_take_locked(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg),
+                 const void *arg, aps__run ***out, size_t *n_out)
+{
+    aps__run **v = NULL;
+    size_t n = 0, k = 0, j = 0;
+    *out = NULL;
+    *n_out = 0;
     for (size_t i = 0; i < s->n_held; i++)
         n += match(s->held[i], arg) != 0;
-    if (n > 0 && (v = malloc(n * sizeof(*v))) == NULL) {
-        pthread_mutex_unlock(&s->hold_mu);
+    if (n > 0 && (v = malloc(n * sizeof(*v))) == NULL)
         return APS_ENOMEM;
-    }
     for (size_t i = 0; n > 0 && i < s->n_held; i++) {
         if (match(s->held[i], arg))
             v[k++] = s->held[i];
@@ -1066,7 +1110,6 @@ hold_take(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg), 
         for (size_t i = j / 2; i-- > 0;)
             hold_sift_down(s, i, s->held[i]);
     }
-    pthread_mutex_unlock(&s->hold_mu);
     *out = v;
     *n_out = k;
     return 0;
@@ -1181,13 +1224,21 @@ after_commit(aps_scheduler *s, wout *o)
     }
     int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE);
     aps_time now = o->n_runs > 0 && hold ? aps__scheduler_now(s) : 0;
-    size_t n = 0; /* the runs handed on now, in order */
+    size_t n = 0, gone = 0; /* the runs handed on now, in order; withdrawn */
     for (size_t i = 0; i < o->n_runs; i++) {
         aps__run *run = o->runs[i];
-        if (hold && run->n_run_times > 0 && run->run_times[0] > now &&
-            hold_push(s, run) == 0)
-            continue;
-        o->runs[n++] = run;
+        int r = hold && run->n_run_times > 0 && run->run_times[0] > now ? hold_push(s, run)
+                                                                        : APS_ENOMEM;
+        if (r == HOLD_DROPPED)
+            aps__run_free(run);
+        gone += r == HOLD_PARKED || r == HOLD_DROPPED;
+        if (r == APS_ENOMEM)
+            o->runs[n++] = run;
+    }
+    if (gone > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->n_running -= gone;
+        pthread_mutex_unlock(&s->mu);
     }
     submit_runs(s, o->runs, n);
     o->n_runs = 0;
@@ -1330,39 +1381,19 @@ running_drop(aps__jobrec *rec, const char *run_id)
 /* Runs committed ahead of their time (commit_ahead_us) and taken back
  * before it by a change to their job that APScheduler would have made
  * before submitting them: a removal, a pause, a resume, a modification.
- * Taken (hold_take) on the first run of the write's callback and kept if
- * the store runs it again; after the write they are freed (withdrawn_end),
- * or held again if it failed (withdrawn_return). */
+ * Taken on the first run of the write's callback (hold_withdraw) and kept
+ * if the store runs it again; after the write they are freed
+ * (withdrawn_end), or queued again if it failed (withdrawn_return). */
 typedef struct withdrawn {
-    aps__run **runs;
+    aps__run **runs; /* taken out of the hold queue */
     size_t n;
+    struct {
+        char run_id[33];
+        aps_time at;
+    } * ghosts; /* not in the queue yet: an aps__tomb each */
+    size_t n_ghosts;
     int taken;
 } withdrawn;
-
-/* A write's callback found a run of its job committed ahead but not in the
- * hold queue yet (committed in the same batch, just before): the write is
- * tried once more, after that batch (never returned to a caller). */
-#define WITHDRAW_AGAIN (-1001)
-
-/* WITHDRAW_AGAIN, once (`again` 0), if rec has a run committed ahead whose
- * time has not come that is not among w's. */
-static int
-withdraw_missed(aps_scheduler *s, const aps__jobrec *rec, const withdrawn *w, int again)
-{
-    aps_time now = aps__scheduler_now(s);
-    if (again || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
-        return 0;
-    for (size_t i = 0; i < rec->n_running; i++) {
-        size_t k = 0;
-        if (rec->running[i].started <= now)
-            continue;
-        while (k < w->n && strcmp(w->runs[k]->run_id, rec->running[i].run_id) != 0)
-            k++;
-        if (k == w->n)
-            return WITHDRAW_AGAIN;
-    }
-    return 0;
-}
 
 typedef struct job_key {
     const char *id, *jobstore;
@@ -1381,6 +1412,94 @@ held_of_store(const aps__run *run, const void *arg)
     return strcmp(run->jobstore, (const char *)arg) == 0;
 }
 
+/* Withdraws rec's runs committed ahead whose time has not come, into w: in
+ * one hold_mu section, those in the hold queue are taken out, and the
+ * others (committed in this batch before the change, or not yet queued by
+ * the loop) get a tombstone, so that they are not queued when they come.
+ * (A run handed on early because the queue could not grow, or before the
+ * wall clock was set back, would get one too and still run: rare, and its
+ * end is then recorded twice.) */
+static int
+hold_withdraw(aps_scheduler *s, withdrawn *w, const aps__jobrec *rec)
+{
+    job_key k = {rec->job.id, rec->job.jobstore};
+    int rc = 0;
+    w->taken = 1;
+    if (rec->n_running == 0 || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+        return 0;
+    aps_time now = aps__scheduler_now(s);
+    pthread_mutex_lock(&s->hold_mu);
+    rc = hold_take_locked(s, held_of_job, &k, &w->runs, &w->n);
+    /* Tombstones whose run never came (see above) are not kept forever. */
+    for (size_t i = 0; rc == 0 && i < s->n_tombs;) {
+        if (s->tombs[i].committed && s->tombs[i].at < now - TOMB_KEEP_US)
+            s->tombs[i] = s->tombs[--s->n_tombs];
+        else
+            i++;
+    }
+    for (size_t i = 0; rc == 0 && i < rec->n_running; i++) {
+        const aps__run_rec *r = &rec->running[i];
+        size_t j = 0;
+        if (r->started <= now)
+            continue; /* started, or on its way to its executor */
+        while (j < w->n && strcmp(w->runs[j]->run_id, r->run_id) != 0)
+            j++;
+        if (j < w->n)
+            continue;
+        void *g = realloc(w->ghosts, (w->n_ghosts + 1) * sizeof(*w->ghosts));
+        if (g == NULL) {
+            rc = APS_ENOMEM;
+            break;
+        }
+        w->ghosts = g;
+        if (s->n_tombs == s->cap_tombs) {
+            size_t cap = s->cap_tombs ? s->cap_tombs * 2 : 8;
+            aps__tomb *v = realloc(s->tombs, cap * sizeof(*v));
+            if (v == NULL) {
+                rc = APS_ENOMEM;
+                break;
+            }
+            s->tombs = v;
+            s->cap_tombs = cap;
+        }
+        aps__tomb *tb = &s->tombs[s->n_tombs++];
+        memset(tb, 0, sizeof(*tb));
+        memcpy(tb->run_id, r->run_id, sizeof(tb->run_id));
+        tb->at = r->started;
+        tb->owner = w;
+        memcpy(w->ghosts[w->n_ghosts].run_id, r->run_id, sizeof(r->run_id));
+        w->ghosts[w->n_ghosts++].at = r->n_run_times > 0 ? r->run_times[0] : r->started;
+    }
+    pthread_mutex_unlock(&s->hold_mu);
+    return rc;
+}
+
+/* The ending of one withdrawn run in the write: out of rec's running
+ * instances and the run index, and a JOB_ERROR per run time. */
+static int
+withdraw_one(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_job *fake,
+             const char *run_id, const aps_time *rts, size_t n, aps_time now,
+             const aps_outcome *out)
+{
+    char key[APS_STORE_META_KEY_MAX + 1];
+    int rc = 0;
+    if (store_persists(s, fake->jobstore)) {
+        run_key(key, run_id);
+        rc = aps__txn_meta_del(t, key);
+        if (rc == APS_ENOENT)
+            rc = 0;
+    }
+    for (size_t k = 0; k < n && rc == 0; k++) {
+        aps_event *ev = NULL;
+        rc = out_event(o, APS_EVENT_JOB_ERROR, now, fake, run_id, &rts[k], 1, &ev);
+        if (rc == 0)
+            rc = aps__outcome_copy(out, &ev->outcome);
+    }
+    if (rc == 0 && rec != NULL)
+        running_drop(rec, run_id);
+    return rc;
+}
+
 /* In the write: each withdrawn run leaves rec's running instances (rec is
  * NULL for a removal of all jobs) and the run index, and ends unstarted:
  * JOB_ERROR, status CANCELLED, saying why. */
@@ -1388,46 +1507,94 @@ static int
 withdraw_in_txn(aps_scheduler *s, aps_txn *t, wout *o, const withdrawn *w, aps__jobrec *rec,
                 aps_time now, const char *why)
 {
-    char key[APS_STORE_META_KEY_MAX + 1];
     char msg[128];
     aps_outcome out;
+    aps_job fake;
+    int rc = 0;
     memset(&out, 0, sizeof(out));
     out.status = APS_RUN_CANCELLED;
     out.error = msg;
     snprintf(msg, sizeof(msg), "withdrawn before its time: %s", why);
-    for (size_t i = 0; i < w->n; i++) {
+    for (size_t i = 0; i < w->n && rc == 0; i++) {
         const aps__run *run = w->runs[i];
-        aps_job fake;
-        int rc = 0;
-        if (rec != NULL)
-            running_drop(rec, run->run_id);
-        if (store_persists(s, run->jobstore)) {
-            run_key(key, run->run_id);
-            rc = aps__txn_meta_del(t, key);
-            if (rc == APS_ENOENT)
-                rc = 0;
-        }
         memset(&fake, 0, sizeof(fake));
         fake.id = run->job_id;
         fake.jobstore = run->jobstore;
         fake.executor = run->executor;
-        for (size_t k = 0; k < run->n_run_times && rc == 0; k++) {
-            aps_event *ev = NULL;
-            rc = out_event(o, APS_EVENT_JOB_ERROR, now, &fake, run->run_id, &run->run_times[k], 1,
-                           &ev);
-            if (rc == 0)
-                rc = aps__outcome_copy(&out, &ev->outcome);
-        }
-        if (rc != 0)
-            return rc;
+        rc = withdraw_one(s, t, o, rec, &fake, run->run_id, run->run_times, run->n_run_times, now,
+                          &out);
     }
-    return 0;
+    for (size_t i = 0; i < w->n_ghosts && rec != NULL && rc == 0; i++) {
+        size_t k = 0;
+        while (k < rec->n_running && strcmp(rec->running[k].run_id, w->ghosts[i].run_id) != 0)
+            k++;
+        if (k == rec->n_running)
+            continue;
+        const aps__run_rec *r = &rec->running[k];
+        memset(&fake, 0, sizeof(fake));
+        fake.id = rec->job.id;
+        fake.jobstore = rec->job.jobstore;
+        fake.executor = (char *)r->executor;
+        rc = withdraw_one(s, t, o, rec, &fake, w->ghosts[i].run_id, r->run_times, r->n_run_times,
+                          now, &out);
+    }
+    return rc;
+}
+
+/* The earliest time of w's runs; APS_TIME_NONE if none. */
+static aps_time
+withdrawn_first(const withdrawn *w)
+{
+    aps_time at = APS_TIME_NONE;
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->runs[i]->n_run_times > 0 && (at == APS_TIME_NONE || w->runs[i]->run_times[0] < at))
+            at = w->runs[i]->run_times[0];
+    }
+    for (size_t i = 0; i < w->n_ghosts; i++) {
+        if (at == APS_TIME_NONE || w->ghosts[i].at < at)
+            at = w->ghosts[i].at;
+    }
+    return at;
+}
+
+/* w's tombstones (hold_mu held): removed, their parked runs into
+ * parked[] (`parked` non-NULL: the write failed), or (NULL: committed)
+ * the parked runs freed and the others kept, to drop their runs when they
+ * come. Returns how many went into parked[]. */
+static size_t
+tombs_settle(aps_scheduler *s, const withdrawn *w, aps__run **parked)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_tombs;) {
+        aps__tomb *tb = &s->tombs[i];
+        if (tb->owner != w) {
+            i++;
+            continue;
+        }
+        if (parked == NULL && tb->parked == NULL) {
+            tb->committed = 1;
+            tb->owner = NULL;
+            i++;
+            continue;
+        }
+        if (parked != NULL && tb->parked != NULL)
+            parked[n++] = tb->parked;
+        else if (tb->parked != NULL)
+            aps__run_free(tb->parked); /* (never counted in n_running) */
+        s->tombs[i] = s->tombs[--s->n_tombs];
+    }
+    return n;
 }
 
 /* After the write that withdrew them: they end here, never started. */
 static void
 withdrawn_end(aps_scheduler *s, withdrawn *w)
 {
+    if (w->n_ghosts > 0) {
+        pthread_mutex_lock(&s->hold_mu);
+        tombs_settle(s, w, NULL);
+        pthread_mutex_unlock(&s->hold_mu);
+    }
     if (w->n > 0) {
         pthread_mutex_lock(&s->mu);
         s->n_running -= w->n;
@@ -1437,21 +1604,53 @@ withdrawn_end(aps_scheduler *s, withdrawn *w)
     for (size_t i = 0; i < w->n; i++)
         aps__run_free(w->runs[i]);
     free(w->runs);
+    free(w->ghosts);
     memset(w, 0, sizeof(*w));
 }
 
 /* After a write that failed: the runs are still committed, and go back to
- * wait for their time (handed on at once if that cannot be queued). */
+ * wait for their time (handed on at once if that cannot be queued), as do
+ * those that came while it was on its way. */
 static void
 withdrawn_return(aps_scheduler *s, withdrawn *w)
 {
     int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE);
-    for (size_t i = 0; i < w->n; i++) {
-        /* (the hold thread gone: a shutdown under way) */
-        if (!hold || hold_push(s, w->runs[i]) != 0)
-            submit_runs(s, &w->runs[i], 1);
+    size_t n = w->n, counted = w->n;
+    aps__run **v = w->runs;
+    if (w->n_ghosts > 0) {
+        aps__run **nv = realloc(v, (w->n + w->n_ghosts) * sizeof(*v));
+        pthread_mutex_lock(&s->hold_mu);
+        if (nv != NULL) {
+            v = nv;
+            n += tombs_settle(s, w, v + w->n);
+        } else {
+            tombs_settle(s, w, NULL); /* out of memory: as if the change was made */
+        }
+        pthread_mutex_unlock(&s->hold_mu);
     }
-    free(w->runs);
+    /* counted: runs counted in n_running (taken) less those withdrawn
+     * again; parked ones come in uncounted. */
+    size_t add = 0, sub = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* (the hold thread gone: a shutdown under way) */
+        int r = hold ? hold_push(s, v[i]) : APS_ENOMEM;
+        int was_counted = i < counted;
+        if (r == HOLD_DROPPED)
+            aps__run_free(v[i]);
+        if (r == HOLD_PARKED || r == HOLD_DROPPED)
+            sub += was_counted;
+        else
+            add += !was_counted;
+        if (r == APS_ENOMEM)
+            submit_runs(s, &v[i], 1);
+    }
+    if (add > 0 || sub > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->n_running = s->n_running + add - sub;
+        pthread_mutex_unlock(&s->mu);
+    }
+    free(v);
+    free(w->ghosts);
     memset(w, 0, sizeof(*w));
 }
 
@@ -1863,31 +2062,6 @@ first_fire(aps_scheduler *s, const aps_trigger_spec *spec, aps_time now, aps_tim
     return rc;
 }
 
-/* A run of the replaced job committed ahead in the same commit as the
- * replacement is not in the hold queue yet and still starts: the new job
- * then takes its next fire time after that run's, so the time does not
- * run twice. */
-static int
-replace_after_held(aps_scheduler *s, aps__jobrec *rec)
-{
-    aps_time now = aps__scheduler_now(s);
-    for (size_t i = 0; i < rec->n_running; i++) {
-        const aps__run_rec *r = &rec->running[i];
-        if (r->started <= now || r->n_run_times == 0 || rec->job.next_run_time == APS_TIME_NONE ||
-            rec->job.next_run_time > r->run_times[r->n_run_times - 1])
-            continue;
-        aps_trigger *trig = NULL;
-        aps_time last = r->run_times[r->n_run_times - 1];
-        int rc = compile_trigger(s, rec->job.trigger, now, &trig, NULL);
-        if (rc == 0)
-            rc = aps_trigger_next(trig, last, last, &rec->job.next_run_time);
-        aps_trigger_destroy(trig);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
 /* One add in flight: what add_fn writes and what the caller gets back. */
 typedef struct add_ctx {
     aps_scheduler *s;
@@ -1953,16 +2127,10 @@ add_fn(aps_txn *t, void *arg)
         save = copy;
         /* Not yet started, the old job's run is withdrawn: the new one is
          * due at that time too, and would run twice. */
-        if (!c->w.taken && copy->n_running > 0) {
-            job_key k = {copy->job.id, copy->job.jobstore};
-            rc = hold_take(c->s, held_of_job, &k, &c->w.runs, &c->w.n);
-            if (rc != 0)
-                goto out;
-            c->w.taken = 1;
-        }
-        rc = withdraw_in_txn(c->s, t, &c->o, &c->w, copy, c->now, "the job was replaced");
+        if (!c->w.taken)
+            rc = hold_withdraw(c->s, &c->w, copy);
         if (rc == 0)
-            rc = replace_after_held(c->s, copy);
+            rc = withdraw_in_txn(c->s, t, &c->o, &c->w, copy, c->now, "the job was replaced");
         if (rc != 0)
             goto out;
     }
@@ -2416,7 +2584,6 @@ typedef struct mut_ctx {
     char answer[REQ_ANSWER_MAX + 1]; /* RunJobNow: request_parse's answer */
     char replay_id[APS__ID_MAX + 1];
     withdrawn w;
-    int again; /* the second try after WITHDRAW_AGAIN */
     wout o;
 } mut_ctx;
 
@@ -2491,12 +2658,7 @@ mut_fn(aps_txn *t, void *arg)
             [MUT_REMOVE] = "the job was removed",
         };
         if (!c->w.taken) {
-            job_key k = {rec->job.id, rec->job.jobstore};
-            rc = hold_take(c->s, held_of_job, &k, &c->w.runs, &c->w.n);
-            if (rc != 0)
-                goto out;
-            c->w.taken = 1;
-            rc = withdraw_missed(c->s, rec, &c->w, c->again);
+            rc = hold_withdraw(c->s, &c->w, rec);
             if (rc != 0)
                 goto out;
         }
@@ -2512,11 +2674,10 @@ mut_fn(aps_txn *t, void *arg)
             rec->job.paused = rec->job.next_run_time == APS_TIME_NONE;
         /* The withdrawn run's time is the job's next run time again (its
          * commit had moved it on): the run comes as modified. */
-        for (size_t i = 0;
-             rc == 0 && i < c->w.n && !(c->mask & APS_MODIFY_NEXT_RUN_TIME) && !rec->job.paused;
-             i++) {
-            aps_time at = c->w.runs[i]->run_times[0];
-            if (rec->job.next_run_time == APS_TIME_NONE || at < rec->job.next_run_time)
+        if (rc == 0 && !(c->mask & APS_MODIFY_NEXT_RUN_TIME) && !rec->job.paused) {
+            aps_time at = withdrawn_first(&c->w);
+            if (at != APS_TIME_NONE &&
+                (rec->job.next_run_time == APS_TIME_NONE || at < rec->job.next_run_time))
                 rec->job.next_run_time = at;
         }
         break;
@@ -2657,11 +2818,6 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     c->si = (size_t)si;
     c->space_low = c->kind == MUT_BACKFILL && aps__store_space_low(s->stores[si].st);
     rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
-    if (rc == WITHDRAW_AGAIN) {
-        withdrawn_return(s, &c->w);
-        c->again = 1;
-        rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
-    }
     free_out(&c->o);
     if (rc == 0)
         withdrawn_end(s, &c->w);
@@ -3639,9 +3795,12 @@ hold_early(aps_scheduler *s, wout *o)
     pthread_mutex_lock(&s->hold_mu); /* once for the batch: the writer's time */
     for (size_t i = 0; i < o->n_runs; i++) {
         aps__run *run = o->runs[i];
-        if (run->n_run_times > 0 && run->run_times[0] > now && hold_insert(s, run, &top) == 0)
-            o->n_queued++;
-        else
+        int r = run->n_run_times > 0 && run->run_times[0] > now ? hold_insert(s, run, &top)
+                                                                : APS_ENOMEM;
+        if (r == HOLD_DROPPED)
+            aps__run_free(run); /* (not counted: this thread may not take s->mu) */
+        o->n_queued += r == 0;
+        if (r == APS_ENOMEM)
             o->runs[n++] = run;
     }
     if (top)
@@ -4357,6 +4516,9 @@ aps_scheduler_destroy(aps_scheduler *s)
     pthread_cond_destroy(&s->hold_cv);
     pthread_mutex_destroy(&s->hold_mu);
     free(s->held);
+    for (size_t i = 0; i < s->n_tombs; i++)
+        aps__run_free(s->tombs[i].parked); /* (out of memory in withdrawn_return) */
+    free(s->tombs);
     free(s->due_ids);
     loop_state_free(s);
     pthread_mutex_destroy(&s->mu);

@@ -209,6 +209,10 @@ struct aps_scheduler {
     size_t n_held, cap_held;
     int hold_stop;
     int hold_paused; /* the scheduler is paused: held runs wait (hold_mu) */
+    /* Runs a change withdrew before they reached the hold queue (hold_mu;
+     * see hold_withdraw in scheduler.c). */
+    struct aps__tomb *tombs;
+    size_t n_tombs, cap_tombs;
     pthread_t hold_thread;
 
     int wake_fd;  /* eventfd: mutations, completions, shutdown */

@@ -815,6 +815,102 @@ test_remove_all_withdraws_held_runs(void **state)
     assert_nothing_interrupted();
 }
 
+/* A gate on the store's writer: a write that waits until released, so
+ * that the writes queued meanwhile share the next commit. */
+static atomic_int gate_open;
+
+static int
+gate_write(aps_txn *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    for (int i = 0; i < 5000 && !atomic_load(&gate_open); i++)
+        usleep(1000);
+    return 0;
+}
+
+static void
+gate_done(void *arg, int rc)
+{
+    (void)arg;
+    (void)rc;
+}
+
+typedef struct remover {
+    aps_scheduler *s;
+    const char *id;
+    int rc;
+} remover;
+
+static void *
+remove_main(void *arg)
+{
+    remover *r = arg;
+    r->rc = aps_job_remove(r->s, r->id, NULL);
+    return NULL;
+}
+
+static atomic_int replaced_rc;
+
+static void
+replaced(void *userdata, int rc, aps_job *job, const aps_error *err)
+{
+    (void)userdata;
+    (void)err;
+    aps_job_free(job);
+    atomic_store(&replaced_rc, rc);
+}
+
+/* The changes in the same commit as the runs: the loop's write of the runs
+ * queued behind a held-up writer, a RemoveJob and a replacing asynchronous
+ * add (the daemon's AddJob) queued after it. The runs reach the hold queue
+ * only after that commit, and are withdrawn all the same: no run of the
+ * removed job, one of the replacement. */
+static void
+test_changes_in_the_runs_commit(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 800 * MS;
+    aps_trigger_spec t = every_500ms(due, 2);
+    aps_job_spec gone = tu_function_job("gone", &t, "record", "gone");
+    aps_job_spec old = tu_function_job("same", &t, "record", "old");
+    tu_job_add(s, &gone);
+    tu_job_add(s, &old);
+    sleep_until(due - 400 * MS);
+    atomic_store(&gate_open, 0);
+    aps__store_write_async(s->stores[0].st, gate_write, NULL, gate_done, NULL);
+    sleep_until(due - 150 * MS); /* the runs' write is queued at due - 225 ms */
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_submitted, 0); /* not committed yet */
+    pthread_mutex_unlock(&mu);
+    remover r = {s, "gone", 1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, remove_main, &r), 0);
+    aps_job_spec repl = tu_function_job("same", &t, "record", "new");
+    aps_mutation m = {.replace_existing = 1};
+    atomic_store(&replaced_rc, 1);
+    aps_job_add_async(s, &repl, &m, replaced, NULL);
+    usleep(20 * 1000);
+    atomic_store(&gate_open, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, 0);
+    for (int i = 0; i < 2000 && atomic_load(&replaced_rc) == 1; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&replaced_rc), 0);
+    sleep_until(due + 300 * MS);
+    pthread_mutex_lock(&mu);
+    assert_true(n_submitted >= 3); /* the two withdrawn, the replacement's */
+    assert_int_equal(n_calls, 1);
+    assert_string_equal(called_arg[0], "new");
+    assert_true(scheduled_at[0] == due);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(2, NULL);
+    aps_scheduler_destroy(s);
+    assert_nothing_interrupted();
+}
+
 /* The scheduler paused before a held run's time: it waits for the resume
  * (APScheduler submits nothing while paused), then its executor applies
  * misfire_grace_time: within it the run starts late, beyond it is missed. */
@@ -879,6 +975,7 @@ main(void)
         cmocka_unit_test_setup(test_replace_runs_once, setup),
         cmocka_unit_test_setup(test_remove_all_withdraws_held_runs, setup),
         cmocka_unit_test_setup(test_scheduler_pause_holds_runs, setup),
+        cmocka_unit_test_setup(test_changes_in_the_runs_commit, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

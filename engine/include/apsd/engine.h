@@ -486,10 +486,9 @@ typedef struct aps_scheduler_config {
      *  yet: it never starts and ends as JOB_ERROR, status CANCELLED,
      *  "withdrawn before its time: ...", not counted in the job's
      *  statistics; a modified job's next run time goes back to that time,
-     *  so the run comes as modified. (A change in the same commit as the
-     *  run, rare, may miss it: the run starts as committed; a replacing
-     *  add then moves the new job past that time, so it does not run
-     *  twice.) While the scheduler is paused, such
+     *  so the run comes as modified. (A removal of all jobs written in
+     *  the same commit as the run, rare, misses it: it starts as
+     *  committed.) While the scheduler is paused, such
      *  runs wait for the resume (then their executor applies
      *  misfire_grace_time). 0 = 50 ms; negative = off. Off with an
      *  injected clock and in APS_RUN_EXTERNAL mode. A run committed ahead
