@@ -1,6 +1,7 @@
 """End-to-end tests of the apsd daemon: the real binary on a free 127.0.0.1
 port with a temporary data directory, driven by the Python grpcio client
 generated from proto/. Every wait is bounded in count and time."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -59,6 +60,25 @@ def refused_config(test, text, message):
         out = subprocess.run([APSD, "--config", f.name], capture_output=True, timeout=30, text=True)
     test.assertNotEqual(out.returncode, 0, text)
     test.assertIn(message, out.stderr)
+
+
+@contextlib.contextmanager
+def daemon_with_config(test, prefix, ini):
+    """An apsd started with `ini` as its config file, in a new temporary
+    directory: yields the Daemon and the directory; then stops it (checking
+    its exit status) and removes the directory."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        path = os.path.join(tmp, "apsd.ini")
+        with open(path, "w") as f:
+            f.write(ini)
+        d = Daemon(tmp, ["--config", path]).start()
+        try:
+            yield d, tmp
+        finally:
+            test.assertEqual(d.stop(), 0, d.log_text())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def events(items):
@@ -1064,38 +1084,28 @@ class PassSpacingTest(unittest.TestCase):
     once)."""
 
     def test_second_run_waits_for_the_spacing(self):
-        tmp = tempfile.mkdtemp(prefix="apsd-e2e-spacing-")
-        try:
-            path = os.path.join(tmp, "apsd.ini")
-            with open(path, "w") as f:
-                f.write("[scheduler]\npass_spacing = 0.4\ncommit_ahead = 1\n")
-            d = Daemon(tmp, ["--config", path]).start()
-            try:
-                run_at = time.time() + 2.5
-                for k, at in (("a", run_at), ("b", run_at + 0.05)):
-                    ts = timestamp_pb2.Timestamp()
-                    ts.FromNanoseconds(int(at * 1e9))
-                    argv = ("/bin/sh", "-c", "date +%s.%N > " + os.path.join(tmp, k + ".tmp")
-                            + " && mv " + os.path.join(tmp, k + ".tmp") + " " + os.path.join(tmp, k))
-                    d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
-                        "spacing-" + k, argv=argv,
-                        trigger=pb.Trigger(date=pb.DateTrigger(run_date=ts)))), timeout=T)
-                started = {}
-                deadline = time.time() + 20
-                while len(started) < 2 and time.time() < deadline:
-                    for k in ("a", "b"):
-                        if k not in started and os.path.exists(os.path.join(tmp, k)):
-                            with open(os.path.join(tmp, k)) as f:
-                                started[k] = float(f.read())
-                    time.sleep(0.02)
-                self.assertEqual(sorted(started), ["a", "b"], d.log_text())
-                self.assertGreaterEqual(started["a"], run_at)
-                self.assertLess(started["a"], run_at + 0.3)  # no hand-off in the 0.4 s before it
-                self.assertGreaterEqual(started["b"], run_at + 0.4)
-            finally:
-                self.assertEqual(d.stop(), 0, d.log_text())
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with daemon_with_config(self, "apsd-e2e-spacing-", "[scheduler]\npass_spacing = 0.4\ncommit_ahead = 1\n") as (d, tmp):
+            run_at = time.time() + 2.5
+            for k, at in (("a", run_at), ("b", run_at + 0.05)):
+                ts = timestamp_pb2.Timestamp()
+                ts.FromNanoseconds(int(at * 1e9))
+                argv = ("/bin/sh", "-c", "date +%s.%N > " + os.path.join(tmp, k + ".tmp")
+                        + " && mv " + os.path.join(tmp, k + ".tmp") + " " + os.path.join(tmp, k))
+                d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
+                    "spacing-" + k, argv=argv,
+                    trigger=pb.Trigger(date=pb.DateTrigger(run_date=ts)))), timeout=T)
+            started = {}
+            deadline = time.time() + 20
+            while len(started) < 2 and time.time() < deadline:
+                for k in ("a", "b"):
+                    if k not in started and os.path.exists(os.path.join(tmp, k)):
+                        with open(os.path.join(tmp, k)) as f:
+                            started[k] = float(f.read())
+                time.sleep(0.02)
+            self.assertEqual(sorted(started), ["a", "b"], d.log_text())
+            self.assertGreaterEqual(started["a"], run_at)
+            self.assertLess(started["a"], run_at + 0.3)  # no hand-off in the 0.4 s before it
+            self.assertGreaterEqual(started["b"], run_at + 0.4)
 
     def test_out_of_range(self):
         for key in ("pass_spacing = 2", "pass_spacing = -1", "pass_spacing = soon"):
@@ -1110,44 +1120,34 @@ class WithdrawnRunTest(unittest.TestCase):
     CANCELLED, saying why, and no JOB_EXECUTED."""
 
     def test_remove_before_the_time(self):
-        tmp = tempfile.mkdtemp(prefix="apsd-e2e-withdraw-")
-        try:
-            path = os.path.join(tmp, "apsd.ini")
-            with open(path, "w") as f:
-                f.write("[scheduler]\ncommit_ahead = 1\n")
-            d = Daemon(tmp, ["--config", path]).start()
+        with daemon_with_config(self, "apsd-e2e-withdraw-", "[scheduler]\ncommit_ahead = 1\n") as (d, tmp):
+            run_at = time.time() + 2.5
+            ts = timestamp_pb2.Timestamp()
+            ts.FromNanoseconds(int(run_at * 1e9))
+            mark = os.path.join(tmp, "ran")
+            submitted, error = ET.Value("EVENT_TYPE_JOB_SUBMITTED"), ET.Value("EVENT_TYPE_JOB_ERROR")
+            col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=["held"]),
+                                                    timeout=60))
             try:
-                run_at = time.time() + 2.5
-                ts = timestamp_pb2.Timestamp()
-                ts.FromNanoseconds(int(run_at * 1e9))
-                mark = os.path.join(tmp, "ran")
-                submitted, error = ET.Value("EVENT_TYPE_JOB_SUBMITTED"), ET.Value("EVENT_TYPE_JOB_ERROR")
-                col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=["held"]),
-                                                        timeout=60))
-                try:
-                    d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
-                        "held", argv=("/usr/bin/touch", mark),
-                        trigger=interval(seconds=60, start_date=ts))), timeout=T)
-                    ok = col.wait(lambda items: any(e.type == submitted for e in events(items)))
-                    self.assertTrue(ok, [str(e) for e in col.events()] + [d.log_text()])
-                    self.assertLess(time.time(), run_at - 0.1)  # committed ahead, not started
-                    d.sched.RemoveJob(pb.RemoveJobRequest(job_id="held"), timeout=T)
-                    ok = col.wait(lambda items: any(e.type == error for e in events(items)))
-                    self.assertTrue(ok, [str(e) for e in col.events()])
-                    time.sleep(max(0.0, run_at + 0.5 - time.time()))
-                    self.assertFalse(os.path.exists(mark))
-                    err = [e for e in col.events() if e.type == error][0]
-                    self.assertEqual(err.outcome.status, pb.RUN_STATUS_CANCELLED)
-                    self.assertEqual(err.outcome.error, "withdrawn before its time: the job was removed")
-                    types = [e.type for e in col.events()]
-                    self.assertNotIn(ET.Value("EVENT_TYPE_JOB_EXECUTED"), types)
-                    self.assertLess(types.index(submitted), types.index(error))
-                finally:
-                    col.close()
+                d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
+                    "held", argv=("/usr/bin/touch", mark),
+                    trigger=interval(seconds=60, start_date=ts))), timeout=T)
+                ok = col.wait(lambda items: any(e.type == submitted for e in events(items)))
+                self.assertTrue(ok, [str(e) for e in col.events()] + [d.log_text()])
+                self.assertLess(time.time(), run_at - 0.1)  # committed ahead, not started
+                d.sched.RemoveJob(pb.RemoveJobRequest(job_id="held"), timeout=T)
+                ok = col.wait(lambda items: any(e.type == error for e in events(items)))
+                self.assertTrue(ok, [str(e) for e in col.events()])
+                time.sleep(max(0.0, run_at + 0.5 - time.time()))
+                self.assertFalse(os.path.exists(mark))
+                err = [e for e in col.events() if e.type == error][0]
+                self.assertEqual(err.outcome.status, pb.RUN_STATUS_CANCELLED)
+                self.assertEqual(err.outcome.error, "withdrawn before its time: the job was removed")
+                types = [e.type for e in col.events()]
+                self.assertNotIn(ET.Value("EVENT_TYPE_JOB_EXECUTED"), types)
+                self.assertLess(types.index(submitted), types.index(error))
             finally:
-                self.assertEqual(d.stop(), 0, d.log_text())
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                col.close()
 
 
 class HealthWatchLimitTest(unittest.TestCase):
@@ -1157,47 +1157,37 @@ class HealthWatchLimitTest(unittest.TestCase):
     place. Bad values are refused."""
 
     def test_limit(self):
-        tmp = tempfile.mkdtemp(prefix="apsd-e2e-watch-")
-        try:
-            path = os.path.join(tmp, "apsd.ini")
-            with open(path, "w") as f:
-                f.write("[limits]\nmax_health_watches = 2\n")
-            d = Daemon(tmp, ["--config", path]).start()
-            try:
-                watch = d.channel.unary_stream("/grpc.health.v1.Health/Watch")
-                held = [watch(b"", timeout=60) for _ in range(2)]
-                for w in held:
-                    self.assertEqual(next(w), b"\x08\x01")  # SERVING, then held
+        with daemon_with_config(self, "apsd-e2e-watch-", "[limits]\nmax_health_watches = 2\n") as (d, tmp):
+            watch = d.channel.unary_stream("/grpc.health.v1.Health/Watch")
+            held = [watch(b"", timeout=60) for _ in range(2)]
+            for w in held:
+                self.assertEqual(next(w), b"\x08\x01")  # SERVING, then held
 
-                def refused():
-                    w = watch(b"", timeout=60)
-                    self.assertEqual(next(w), b"\x08\x01")
-                    with self.assertRaises(grpc.RpcError) as cm:
-                        next(w)
-                    return cm.exception
+            def refused():
+                w = watch(b"", timeout=60)
+                self.assertEqual(next(w), b"\x08\x01")
+                with self.assertRaises(grpc.RpcError) as cm:
+                    next(w)
+                return cm.exception
 
-                err = refused()
-                self.assertEqual(err.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
-                self.assertIn("max_health_watches", err.details())
-                held[0].cancel()
-                # The daemon sees the cancel a moment later: then a new
-                # stream is held (open until its 1 s deadline).
-                deadline = time.time() + 10
-                while True:
-                    w = watch(b"", timeout=1.0)
-                    self.assertEqual(next(w), b"\x08\x01")
-                    with self.assertRaises(grpc.RpcError) as cm:
-                        next(w)
-                    if cm.exception.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                        break
-                    self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
-                    self.assertLess(time.time(), deadline, "the cancelled stream kept its place")
-                    time.sleep(0.05)
-                held[1].cancel()
-            finally:
-                self.assertEqual(d.stop(), 0, d.log_text())
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            err = refused()
+            self.assertEqual(err.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertIn("max_health_watches", err.details())
+            held[0].cancel()
+            # The daemon sees the cancel a moment later: then a new
+            # stream is held (open until its 1 s deadline).
+            deadline = time.time() + 10
+            while True:
+                w = watch(b"", timeout=1.0)
+                self.assertEqual(next(w), b"\x08\x01")
+                with self.assertRaises(grpc.RpcError) as cm:
+                    next(w)
+                if cm.exception.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    break
+                self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+                self.assertLess(time.time(), deadline, "the cancelled stream kept its place")
+                time.sleep(0.05)
+            held[1].cancel()
 
     def test_out_of_range(self):
         for key in ("max_health_watches = 0", "max_health_watches = many"):
