@@ -982,27 +982,17 @@ typedef struct aps__tomb {
 
 #define TOMB_KEEP_US (60 * US_PER_SEC)
 
-/* hold_insert's results besides 0 and APS_ENOMEM: the run is not queued. */
-#define HOLD_PARKED 1  /* kept for the change that withdrew it */
+/* hold_arrive's results. */
+#define HOLD_QUEUED 0  /* waits in the queue for its time */
+#define HOLD_PARKED 1  /* withdrawn, kept for the change that withdrew it */
 #define HOLD_DROPPED 2 /* withdrawn by a committed change: the caller frees it */
+#define HOLD_NOW 3     /* to hand on now: its time has come, or no hold thread */
 
-/* Queues a run committed before its time (hold_mu held); 0, APS_ENOMEM,
- * or HOLD_PARKED or HOLD_DROPPED for a withdrawn one (aps__tomb). *top:
- * set when it is the earliest now. */
+/* Queues a run in the heap (hold_mu held); 0, or APS_ENOMEM. *top: set
+ * when it is the earliest now. */
 static int
 hold_insert(aps_scheduler *s, aps__run *run, int *top)
 {
-    for (size_t i = 0; i < s->n_tombs; i++) {
-        aps__tomb *tb = &s->tombs[i];
-        if (strcmp(tb->run_id, run->run_id) != 0)
-            continue;
-        if (!tb->committed) {
-            tb->parked = run;
-            return HOLD_PARKED;
-        }
-        s->tombs[i] = s->tombs[--s->n_tombs];
-        return HOLD_DROPPED;
-    }
     if (s->n_held == s->cap_held) {
         size_t cap = s->cap_held ? s->cap_held * 2 : 256;
         aps__run **v = realloc(s->held, cap * sizeof(*v));
@@ -1021,19 +1011,53 @@ hold_insert(aps_scheduler *s, aps__run *run, int *top)
     return 0;
 }
 
-/* hold_insert under the lock; the caller hands the run on at once on
- * APS_ENOMEM (early rather than lost). */
+/* A committed run on its way to its executor (hold_mu held): withdrawn if
+ * a tombstone names it, whatever its time; else queued while its time has
+ * not come (`hold`: the hold thread runs; `now` read under hold_mu), else
+ * (or out of memory) to hand on now. */
 static int
-hold_push(aps_scheduler *s, aps__run *run)
+hold_arrive(aps_scheduler *s, aps__run *run, int hold, aps_time now, int *top)
 {
-    int top = 0;
+    for (size_t i = 0; i < s->n_tombs; i++) {
+        aps__tomb *tb = &s->tombs[i];
+        if (strcmp(tb->run_id, run->run_id) != 0)
+            continue;
+        if (!tb->committed) {
+            tb->parked = run;
+            return HOLD_PARKED;
+        }
+        s->tombs[i] = s->tombs[--s->n_tombs];
+        return HOLD_DROPPED;
+    }
+    if (!hold || run->n_run_times == 0 || run->run_times[0] <= now)
+        return HOLD_NOW;
+    return hold_insert(s, run, top) == 0 ? HOLD_QUEUED : HOLD_NOW;
+}
+
+/* hold_arrive for runs[0..n) under one lock: those to hand on now are
+ * moved to the front (returned: how many); those queued or withdrawn are
+ * added to *queued and *gone (a dropped one freed). */
+static size_t
+hold_arrive_all(aps_scheduler *s, aps__run **runs, size_t n, size_t *queued, size_t *gone)
+{
+    int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE), top = 0;
+    size_t k = 0;
     pthread_mutex_lock(&s->hold_mu);
-    int rc = hold_insert(s, run, &top);
+    aps_time now = aps__scheduler_now(s);
+    for (size_t i = 0; i < n; i++) {
+        int r = hold_arrive(s, runs[i], hold, now, &top);
+        if (r == HOLD_DROPPED)
+            aps__run_free(runs[i]);
+        *queued += r == HOLD_QUEUED;
+        *gone += r == HOLD_PARKED || r == HOLD_DROPPED;
+        if (r == HOLD_NOW)
+            runs[k++] = runs[i];
+    }
     /* Only a new earliest run changes the hold thread's deadline. */
     if (top)
         pthread_cond_broadcast(&s->hold_cv);
     pthread_mutex_unlock(&s->hold_mu);
-    return rc;
+    return k;
 }
 
 /* Puts `run` at or below heap slot i, where it belongs (hold_mu held). */
@@ -1216,30 +1240,15 @@ after_commit(aps_scheduler *s, wout *o)
             ex->ops->cancel(ex, o->cancels[i][1]);
     }
     o->n_cancels = 0;
-    if (o->n_runs + o->n_queued > 0) {
-        pthread_mutex_lock(&s->mu);
-        s->n_running += o->n_runs + o->n_queued;
-        pthread_mutex_unlock(&s->mu);
-        o->n_queued = 0;
-    }
-    int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE);
-    aps_time now = o->n_runs > 0 && hold ? aps__scheduler_now(s) : 0;
-    size_t n = 0, gone = 0; /* the runs handed on now, in order; withdrawn */
-    for (size_t i = 0; i < o->n_runs; i++) {
-        aps__run *run = o->runs[i];
-        int r = hold && run->n_run_times > 0 && run->run_times[0] > now ? hold_push(s, run)
-                                                                        : APS_ENOMEM;
-        if (r == HOLD_DROPPED)
-            aps__run_free(run);
-        gone += r == HOLD_PARKED || r == HOLD_DROPPED;
-        if (r == APS_ENOMEM)
-            o->runs[n++] = run;
-    }
-    if (gone > 0) {
-        pthread_mutex_lock(&s->mu);
-        s->n_running -= gone;
-        pthread_mutex_unlock(&s->mu);
-    }
+    /* Counted before they can finish; those withdrawn meanwhile are not. */
+    if (o->n_runs + o->n_queued > 0)
+        __atomic_add_fetch(&s->n_running, o->n_runs + o->n_queued, __ATOMIC_RELAXED);
+    o->n_queued = 0;
+    size_t queued = 0, gone = 0, n = 0; /* n: the runs handed on now, in order */
+    if (o->n_runs > 0)
+        n = hold_arrive_all(s, o->runs, o->n_runs, &queued, &gone);
+    if (gone > 0)
+        __atomic_sub_fetch(&s->n_running, gone, __ATOMIC_RELAXED);
     submit_runs(s, o->runs, n);
     o->n_runs = 0;
     aps__events_publish(s, &o->evs);
@@ -1412,30 +1421,69 @@ held_of_store(const aps__run *run, const void *arg)
     return strcmp(run->jobstore, (const char *)arg) == 0;
 }
 
-/* Withdraws rec's runs committed ahead whose time has not come, into w: in
- * one hold_mu section, those in the hold queue are taken out, and the
- * others (committed in this batch before the change, or not yet queued by
- * the loop) get a tombstone, so that they are not queued when they come.
- * (A run handed on early because the queue could not grow, or before the
- * wall clock was set back, would get one too and still run: rare, and its
- * end is then recorded twice.) */
+static int
+rec_running_has(const aps__jobrec *rec, const char *run_id)
+{
+    for (size_t i = 0; i < rec->n_running; i++)
+        if (strcmp(rec->running[i].run_id, run_id) == 0)
+            return 1;
+    return 0;
+}
+
+/* Withdraws rec's runs committed ahead whose time has not come, into w,
+ * under hold_mu (the hold thread reads its clock and hands runs on under
+ * it too, so a run is either still here or handed on before `now`): on the
+ * callback's first run, those in the hold queue are taken out; on every
+ * run, the others (committed in this batch before the change, or not yet
+ * queued by the loop) get a tombstone, so that they are not queued when
+ * they come. The store may run the callback again (a grown map, a failed
+ * request in the batch); the loop's runs of this batch then have new ids:
+ * the ghosts of runs no longer in rec go. (A run handed on early because
+ * the queue could not grow, or before the wall clock was set back, would
+ * get a tombstone too and still run: rare, and its end is then recorded
+ * twice.) */
 static int
 hold_withdraw(aps_scheduler *s, withdrawn *w, const aps__jobrec *rec)
 {
     job_key k = {rec->job.id, rec->job.jobstore};
-    int rc = 0;
-    w->taken = 1;
-    if (rec->n_running == 0 || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+    int rc = 0, top = 0;
+    if (!__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE)) {
+        w->taken = 1; /* no commit-ahead (or shutting down: none queued now) */
         return 0;
-    aps_time now = aps__scheduler_now(s);
+    }
     pthread_mutex_lock(&s->hold_mu);
-    rc = hold_take_locked(s, held_of_job, &k, &w->runs, &w->n);
-    /* Tombstones whose run never came (see above) are not kept forever. */
-    for (size_t i = 0; rc == 0 && i < s->n_tombs;) {
-        if (s->tombs[i].committed && s->tombs[i].at < now - TOMB_KEEP_US)
-            s->tombs[i] = s->tombs[--s->n_tombs];
-        else
+    aps_time now = aps__scheduler_now(s);
+    if (!w->taken) {
+        rc = hold_take_locked(s, held_of_job, &k, &w->runs, &w->n);
+        w->taken = rc == 0;
+        /* Tombstones whose run never came (see above) are not kept forever. */
+        for (size_t i = 0; rc == 0 && i < s->n_tombs;) {
+            if (s->tombs[i].committed && s->tombs[i].at < now - TOMB_KEEP_US)
+                s->tombs[i] = s->tombs[--s->n_tombs];
+            else
+                i++;
+        }
+    }
+    for (size_t i = 0; rc == 0 && i < w->n_ghosts;) {
+        if (rec_running_has(rec, w->ghosts[i].run_id)) {
             i++;
+            continue;
+        }
+        for (size_t t = 0; rc == 0 && t < s->n_tombs; t++) {
+            aps__tomb *tb = &s->tombs[t];
+            if (tb->owner != w || strcmp(tb->run_id, w->ghosts[i].run_id) != 0)
+                continue;
+            /* A run parked for a ghost gone is not withdrawn by this write:
+             * queued (and counted) after all; out of memory, the write
+             * fails and gives it back. */
+            if (tb->parked != NULL && (rc = hold_insert(s, tb->parked, &top)) == 0)
+                __atomic_add_fetch(&s->n_running, 1, __ATOMIC_RELAXED);
+            if (rc == 0)
+                s->tombs[t] = s->tombs[--s->n_tombs];
+            break;
+        }
+        if (rc == 0)
+            w->ghosts[i] = w->ghosts[--w->n_ghosts];
     }
     for (size_t i = 0; rc == 0 && i < rec->n_running; i++) {
         const aps__run_rec *r = &rec->running[i];
@@ -1445,6 +1493,10 @@ hold_withdraw(aps_scheduler *s, withdrawn *w, const aps__jobrec *rec)
         while (j < w->n && strcmp(w->runs[j]->run_id, r->run_id) != 0)
             j++;
         if (j < w->n)
+            continue;
+        for (j = 0; j < w->n_ghosts && strcmp(w->ghosts[j].run_id, r->run_id) != 0; j++)
+            ;
+        if (j < w->n_ghosts)
             continue;
         void *g = realloc(w->ghosts, (w->n_ghosts + 1) * sizeof(*w->ghosts));
         if (g == NULL) {
@@ -1470,6 +1522,8 @@ hold_withdraw(aps_scheduler *s, withdrawn *w, const aps__jobrec *rec)
         memcpy(w->ghosts[w->n_ghosts].run_id, r->run_id, sizeof(r->run_id));
         w->ghosts[w->n_ghosts++].at = r->n_run_times > 0 ? r->run_times[0] : r->started;
     }
+    if (top)
+        pthread_cond_broadcast(&s->hold_cv);
     pthread_mutex_unlock(&s->hold_mu);
     return rc;
 }
@@ -1597,7 +1651,7 @@ withdrawn_end(aps_scheduler *s, withdrawn *w)
     }
     if (w->n > 0) {
         pthread_mutex_lock(&s->mu);
-        s->n_running -= w->n;
+        __atomic_sub_fetch(&s->n_running, w->n, __ATOMIC_RELAXED);
         pthread_cond_broadcast(&s->idle_cv);
         pthread_mutex_unlock(&s->mu);
     }
@@ -1609,12 +1663,11 @@ withdrawn_end(aps_scheduler *s, withdrawn *w)
 }
 
 /* After a write that failed: the runs are still committed, and go back to
- * wait for their time (handed on at once if that cannot be queued), as do
- * those that came while it was on its way. */
+ * wait for their time (handed on at once if it has come), as do those that
+ * came while it was on its way. */
 static void
 withdrawn_return(aps_scheduler *s, withdrawn *w)
 {
-    int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE);
     size_t n = w->n, counted = w->n;
     aps__run **v = w->runs;
     if (w->n_ghosts > 0) {
@@ -1628,27 +1681,31 @@ withdrawn_return(aps_scheduler *s, withdrawn *w)
         }
         pthread_mutex_unlock(&s->hold_mu);
     }
-    /* counted: runs counted in n_running (taken) less those withdrawn
-     * again; parked ones come in uncounted. */
-    size_t add = 0, sub = 0;
+    /* The taken runs are counted in n_running, the parked ones are not. */
+    size_t queued = 0, gone = 0, k = 0;
+    int hold = __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE), top = 0;
+    pthread_mutex_lock(&s->hold_mu);
+    aps_time now = aps__scheduler_now(s);
     for (size_t i = 0; i < n; i++) {
-        /* (the hold thread gone: a shutdown under way) */
-        int r = hold ? hold_push(s, v[i]) : APS_ENOMEM;
+        int r = hold_arrive(s, v[i], hold, now, &top);
         int was_counted = i < counted;
         if (r == HOLD_DROPPED)
             aps__run_free(v[i]);
         if (r == HOLD_PARKED || r == HOLD_DROPPED)
-            sub += was_counted;
+            gone += was_counted;
         else
-            add += !was_counted;
-        if (r == APS_ENOMEM)
-            submit_runs(s, &v[i], 1);
+            queued += !was_counted;
+        if (r == HOLD_NOW)
+            v[k++] = v[i];
     }
-    if (add > 0 || sub > 0) {
-        pthread_mutex_lock(&s->mu);
-        s->n_running = s->n_running + add - sub;
-        pthread_mutex_unlock(&s->mu);
-    }
+    if (top)
+        pthread_cond_broadcast(&s->hold_cv);
+    pthread_mutex_unlock(&s->hold_mu);
+    if (queued > 0)
+        __atomic_add_fetch(&s->n_running, queued, __ATOMIC_RELAXED);
+    if (gone > 0)
+        __atomic_sub_fetch(&s->n_running, gone, __ATOMIC_RELAXED);
+    submit_runs(s, v, k);
     free(v);
     free(w->ghosts);
     memset(w, 0, sizeof(*w));
@@ -2127,8 +2184,7 @@ add_fn(aps_txn *t, void *arg)
         save = copy;
         /* Not yet started, the old job's run is withdrawn: the new one is
          * due at that time too, and would run twice. */
-        if (!c->w.taken)
-            rc = hold_withdraw(c->s, &c->w, copy);
+        rc = hold_withdraw(c->s, &c->w, copy);
         if (rc == 0)
             rc = withdraw_in_txn(c->s, t, &c->o, &c->w, copy, c->now, "the job was replaced");
         if (rc != 0)
@@ -2657,12 +2713,9 @@ mut_fn(aps_txn *t, void *arg)
             [MUT_PAUSE] = "the job was paused",    [MUT_RESUME] = "the job was resumed",
             [MUT_REMOVE] = "the job was removed",
         };
-        if (!c->w.taken) {
-            rc = hold_withdraw(c->s, &c->w, rec);
-            if (rc != 0)
-                goto out;
-        }
-        rc = withdraw_in_txn(c->s, t, &c->o, &c->w, rec, c->now, why[c->kind]);
+        rc = hold_withdraw(c->s, &c->w, rec);
+        if (rc == 0)
+            rc = withdraw_in_txn(c->s, t, &c->o, &c->w, rec, c->now, why[c->kind]);
         if (rc != 0)
             goto out;
     }
@@ -3667,7 +3720,7 @@ finish_completed(aps_scheduler *s, completions *cp)
         } else {
             rev->next = gone;
             gone = rev;
-            s->n_running--;
+            __atomic_sub_fetch(&s->n_running, 1, __ATOMIC_RELAXED);
         }
         rev = next;
     }
@@ -3787,26 +3840,9 @@ typedef struct due_write {
 static void
 hold_early(aps_scheduler *s, wout *o)
 {
-    if (o->n_runs == 0 || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
-        return;
-    aps_time now = aps__scheduler_now(s);
-    size_t n = 0;
-    int top = 0;
-    pthread_mutex_lock(&s->hold_mu); /* once for the batch: the writer's time */
-    for (size_t i = 0; i < o->n_runs; i++) {
-        aps__run *run = o->runs[i];
-        int r = run->n_run_times > 0 && run->run_times[0] > now ? hold_insert(s, run, &top)
-                                                                : APS_ENOMEM;
-        if (r == HOLD_DROPPED)
-            aps__run_free(run); /* (not counted: this thread may not take s->mu) */
-        o->n_queued += r == 0;
-        if (r == APS_ENOMEM)
-            o->runs[n++] = run;
-    }
-    if (top)
-        pthread_cond_broadcast(&s->hold_cv);
-    pthread_mutex_unlock(&s->hold_mu);
-    o->n_runs = n;
+    size_t gone = 0; /* withdrawn: never counted */
+    if (o->n_runs > 0 && __atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+        o->n_runs = hold_arrive_all(s, o->runs, o->n_runs, &o->n_queued, &gone);
 }
 
 static void
@@ -4140,7 +4176,7 @@ recover_interrupted(aps_scheduler *s)
                 run->results[k].outcome.error = strdup("interrupted by restart");
             }
             pthread_mutex_lock(&s->mu);
-            s->n_running++;
+            __atomic_add_fetch(&s->n_running, 1, __ATOMIC_RELAXED);
             pthread_mutex_unlock(&s->mu);
             aps__run_finished(run);
         }
@@ -4517,7 +4553,7 @@ aps_scheduler_destroy(aps_scheduler *s)
     pthread_mutex_destroy(&s->hold_mu);
     free(s->held);
     for (size_t i = 0; i < s->n_tombs; i++)
-        aps__run_free(s->tombs[i].parked); /* (out of memory in withdrawn_return) */
+        aps__run_free(s->tombs[i].parked); /* (each change settles its own: none) */
     free(s->tombs);
     free(s->due_ids);
     loop_state_free(s);

@@ -911,6 +911,41 @@ test_changes_in_the_runs_commit(void **state)
     assert_nothing_interrupted();
 }
 
+/* A change written before the run's time, in a commit that ends after
+ * it (a slow write in the same batch): the run reaches the hold queue with
+ * its time come, and is withdrawn all the same. */
+static void
+test_withdrawn_run_arriving_late(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 800 * MS;
+    aps_trigger_spec t = every_500ms(due, 2);
+    aps_job_spec late = tu_function_job("late", &t, "record", NULL);
+    tu_job_add(s, &late);
+    sleep_until(due - 400 * MS);
+    atomic_store(&gate_open, 0);
+    aps__store_write_async(s->stores[0].st, gate_write, NULL, gate_done, NULL);
+    sleep_until(due - 150 * MS);
+    remover r = {s, "late", 1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, remove_main, &r), 0);
+    usleep(20 * 1000);
+    aps__store_write_async(s->stores[0].st, slow_write, NULL, gate_done, NULL); /* 200 ms */
+    atomic_store(&gate_open, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_true(aps_time_now() > due); /* the commit ended after the run's time */
+    sleep_until(due + 300 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the job was removed");
+    aps_scheduler_destroy(s);
+    assert_nothing_interrupted();
+}
+
 /* The scheduler paused before a held run's time: it waits for the resume
  * (APScheduler submits nothing while paused), then its executor applies
  * misfire_grace_time: within it the run starts late, beyond it is missed. */
@@ -976,6 +1011,7 @@ main(void)
         cmocka_unit_test_setup(test_remove_all_withdraws_held_runs, setup),
         cmocka_unit_test_setup(test_scheduler_pause_holds_runs, setup),
         cmocka_unit_test_setup(test_changes_in_the_runs_commit, setup),
+        cmocka_unit_test_setup(test_withdrawn_run_arriving_late, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
