@@ -1089,27 +1089,6 @@ hold_pop(aps_scheduler *s)
     return top;
 }
 
-static int hold_take_locked(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg),
-                            const void *arg, aps__run ***out, size_t *n_out);
-
-/* Takes the held runs (committed ahead, not handed on yet) that `match`
- * accepts out of the queue, into *out (n_out of them; the caller's array):
- * they will not start. One scan of the queue, under its lock, so a run is
- * either taken here or handed on, never both. */
-static int
-hold_take(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg), const void *arg,
-          aps__run ***out, size_t *n_out)
-{
-    *out = NULL;
-    *n_out = 0;
-    if (!__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
-        return 0;
-    pthread_mutex_lock(&s->hold_mu);
-    int rc = hold_take_locked(s, match, arg, out, n_out);
-    pthread_mutex_unlock(&s->hold_mu);
-    return rc;
-}
-
 /* hold_take, hold_mu held. */
 static int
 hold_take_locked(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg),
@@ -1137,6 +1116,24 @@ hold_take_locked(aps_scheduler *s, int (*match)(const aps__run *run, const void 
     *out = v;
     *n_out = k;
     return 0;
+}
+
+/* Takes the held runs (committed ahead, not handed on yet) that `match`
+ * accepts out of the queue, into *out (n_out of them; the caller's array):
+ * they will not start. One scan of the queue, under its lock, so a run is
+ * either taken here or handed on, never both. */
+static int
+hold_take(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg), const void *arg,
+          aps__run ***out, size_t *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    if (!__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&s->hold_mu);
+    int rc = hold_take_locked(s, match, arg, out, n_out);
+    pthread_mutex_unlock(&s->hold_mu);
+    return rc;
 }
 
 /* Hands each held run to its executor at its first run time. On stop it
