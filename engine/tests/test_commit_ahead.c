@@ -666,6 +666,20 @@ assert_nothing_interrupted(void)
     aps_scheduler_destroy(s);
 }
 
+/* Past the run's time: nothing ran, n runs were withdrawn (`why`); the
+ * scheduler destroyed, its store reopened has nothing interrupted. */
+static void
+end_without_runs(aps_scheduler *s, aps_time due, size_t n, const char *why)
+{
+    sleep_until(due + 300 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(n, why);
+    aps_scheduler_destroy(s);
+    assert_nothing_interrupted();
+}
+
 /* RemoveJob before the run's time: the run committed ahead never starts
  * (APScheduler would not have submitted it yet); it ends as withdrawn. */
 static void
@@ -676,13 +690,7 @@ test_remove_withdraws_held_run(void **state)
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time due = add_held(s, "gone", NULL, 600 * MS);
     assert_int_equal(aps_job_remove(s, "gone", NULL), 0);
-    sleep_until(due + 300 * MS);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 0);
-    pthread_mutex_unlock(&mu);
-    assert_withdrawn(1, "the job was removed");
-    aps_scheduler_destroy(s);
-    assert_nothing_interrupted();
+    end_without_runs(s, due, 1, "the job was removed");
 }
 
 /* PauseJob: no run, the job stays paused with no instance running, and the
@@ -806,13 +814,7 @@ test_remove_all_withdraws_held_runs(void **state)
     size_t removed = 0;
     assert_int_equal(aps_job_remove_all(s, NULL, NULL, &removed), 0);
     assert_int_equal(removed, 2);
-    sleep_until(due + 300 * MS);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 0);
-    pthread_mutex_unlock(&mu);
-    assert_withdrawn(2, "all jobs were removed");
-    aps_scheduler_destroy(s);
-    assert_nothing_interrupted();
+    end_without_runs(s, due, 2, "all jobs were removed");
 }
 
 /* A gate on the store's writer: a write that waits until released, so
@@ -937,13 +939,7 @@ test_withdrawn_run_arriving_late(void **state)
     pthread_join(th, NULL);
     assert_int_equal(r.rc, 0);
     assert_true(aps_time_now() > due); /* the commit ended after the run's time */
-    sleep_until(due + 300 * MS);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 0);
-    pthread_mutex_unlock(&mu);
-    assert_withdrawn(1, "the job was removed");
-    aps_scheduler_destroy(s);
-    assert_nothing_interrupted();
+    end_without_runs(s, due, 1, "the job was removed");
 }
 
 /* The scheduler paused before a held run's time: it waits for the resume
