@@ -1369,19 +1369,27 @@ events_in_txn(aps_scheduler *s, size_t si, aps_txn *t, wout *o)
 
 /* ---- runs withdrawn before their time ---------------------------------------- */
 
+/* The index of run_id among rec's running instances, or rec->n_running. */
+static size_t
+running_find(const aps__jobrec *rec, const char *run_id)
+{
+    size_t i = 0;
+    while (i < rec->n_running && strcmp(rec->running[i].run_id, run_id) != 0)
+        i++;
+    return i;
+}
+
 /* Takes run_id out of rec's running instances, if there. */
 static void
 running_drop(aps__jobrec *rec, const char *run_id)
 {
-    for (size_t i = 0; i < rec->n_running; i++) {
-        if (strcmp(rec->running[i].run_id, run_id) == 0) {
-            aps__run_rec_clear(&rec->running[i]);
-            memmove(&rec->running[i], &rec->running[i + 1],
-                    (rec->n_running - i - 1) * sizeof(rec->running[0]));
-            rec->n_running--;
-            return;
-        }
-    }
+    size_t i = running_find(rec, run_id);
+    if (i == rec->n_running)
+        return;
+    aps__run_rec_clear(&rec->running[i]);
+    memmove(&rec->running[i], &rec->running[i + 1],
+            (rec->n_running - i - 1) * sizeof(rec->running[0]));
+    rec->n_running--;
 }
 
 /* Runs committed ahead of their time (commit_ahead_us) and taken back
@@ -1416,15 +1424,6 @@ static int
 held_of_store(const aps__run *run, const void *arg)
 {
     return strcmp(run->jobstore, (const char *)arg) == 0;
-}
-
-static int
-rec_running_has(const aps__jobrec *rec, const char *run_id)
-{
-    for (size_t i = 0; i < rec->n_running; i++)
-        if (strcmp(rec->running[i].run_id, run_id) == 0)
-            return 1;
-    return 0;
 }
 
 /* Withdraws rec's runs committed ahead whose time has not come, into w,
@@ -1462,7 +1461,7 @@ hold_withdraw(aps_scheduler *s, withdrawn *w, const aps__jobrec *rec)
         }
     }
     for (size_t i = 0; rc == 0 && i < w->n_ghosts;) {
-        if (rec_running_has(rec, w->ghosts[i].run_id)) {
+        if (running_find(rec, w->ghosts[i].run_id) < rec->n_running) {
             i++;
             continue;
         }
@@ -1576,9 +1575,7 @@ withdraw_in_txn(aps_scheduler *s, aps_txn *t, wout *o, const withdrawn *w, aps__
                           &out);
     }
     for (size_t i = 0; i < w->n_ghosts && rec != NULL && rc == 0; i++) {
-        size_t k = 0;
-        while (k < rec->n_running && strcmp(rec->running[k].run_id, w->ghosts[i].run_id) != 0)
-            k++;
+        size_t k = running_find(rec, w->ghosts[i].run_id);
         if (k == rec->n_running)
             continue;
         const aps__run_rec *r = &rec->running[k];

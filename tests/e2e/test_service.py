@@ -1203,21 +1203,11 @@ class DiskReserveTest(unittest.TestCase):
     def reserve_with(self, conf):
         """The reserve file's stat (None if absent) and GetScheduler's
         default store, in a daemon started with `conf`."""
-        tmp = tempfile.mkdtemp(prefix="apsd-e2e-reserve-")
-        try:
-            path = os.path.join(tmp, "apsd.ini")
-            with open(path, "w") as f:
-                f.write(conf)
-            d = Daemon(tmp, ["--config", path]).start()
-            try:
-                reserve = os.path.join(d.store, "reserve")
-                st = os.stat(reserve) if os.path.exists(reserve) else None
-                info = d.sched.GetScheduler(pb.GetSchedulerRequest(), timeout=T)
-                return st, [s for s in info.jobstores if s.name == "default"][0]
-            finally:
-                self.assertEqual(d.stop(), 0, d.log_text())
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with daemon_with_config(self, "apsd-e2e-reserve-", conf) as (d, _):
+            reserve = os.path.join(d.store, "reserve")
+            st = os.stat(reserve) if os.path.exists(reserve) else None
+            info = d.sched.GetScheduler(pb.GetSchedulerRequest(), timeout=T)
+            return st, [s for s in info.jobstores if s.name == "default"][0]
 
     def test_sizes(self):
         st = os.statvfs(tempfile.gettempdir())
