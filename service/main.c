@@ -136,7 +136,7 @@ static const char usage_text[] =
     "                 gathered from 3/4 of it, or it less 0.025; 0-60, 0 = at their\n"
     "                 time; default 0.05),\n"
     "                 commit_ahead_max (how far that widens while writes are slow,\n"
-    "                 0-60; default 0: not at all),\n"
+    "                 0-60, 0 = not at all; default 1),\n"
     "                 pass_spacing (the least time between two wake-ups of the loop\n"
     "                 for due times, so that runs due close together share one;\n"
     "                 0-1, 0 = a wake-up per due time; default 0.00025),\n"
@@ -1032,8 +1032,8 @@ main(int argc, char **argv)
     scfg.request_id_retention_us = secs_us(c.request_id_retention_s);
     scfg.loop_priority = c.loop_priority < 0 ? DEFAULT_LOOP_PRIORITY : (int)c.loop_priority;
     scfg.commit_ahead_us = engine_us(c.commit_ahead_s);
-    if (c.commit_ahead_max_s > 0)
-        scfg.commit_ahead_max_us = secs_us(c.commit_ahead_max_s);
+    if (c.commit_ahead_max_s >= 0) /* 0: no widening (the engine's -1) */
+        scfg.commit_ahead_max_us = c.commit_ahead_max_s > 0 ? secs_us(c.commit_ahead_max_s) : -1;
     scfg.pass_spacing_us = engine_us(c.pass_spacing_s);
     scfg.allow_network_fs = c.allow_network_fs;
     if (c.disk_reserve >= 0) /* here too, 0 is none */

@@ -58,6 +58,13 @@
  * (about 30 ms at 10,000 runs/s), short enough that a crash leaves few
  * runs committed ahead unrun. */
 #define COMMIT_AHEAD_US (50 * 1000)
+/* How far the lead widens by default while writes are slow (store_ahead):
+ * at 100,000 runs/s on this machine's shared disk the loop's writes take
+ * up to ~400 ms; with a fixed 50 ms lead runs were then late by up to
+ * that (p99 33 ms), with 1 s p99 was 1.9 ms. A crash costs nothing for it:
+ * runs that never started come again after the restart
+ * (recover_interrupted). */
+#define COMMIT_AHEAD_MAX_US (1000 * 1000)
 /* Run times kept for one job in one pass; beyond, they count as missed. */
 #define RUN_TIMES_MAX 1000
 /* Events handed to the listeners per loop pass: listeners slower than the
@@ -847,6 +854,30 @@ submit_run(aps_scheduler *s, aps__run *run)
     aps__run_finished(run);
 }
 
+/* Before runs[0..n) are handed on: the stores record that runs up to the
+ * latest of their times may have started (aps__store_handed), so that
+ * after a crash those recorded as running past that time are known never
+ * to have started. All stores get the same mark: a later one only makes
+ * more runs count as possibly started. */
+static void
+handed_mark(aps_scheduler *s, aps__run **runs, size_t n)
+{
+    aps_time t = APS_TIME_NONE;
+    for (size_t i = 0; i < n; i++) {
+        if (runs[i]->n_run_times > 0 && runs[i]->run_times[0] > t)
+            t = runs[i]->run_times[0];
+    }
+    aps_time cur = __atomic_load_n(&s->handed_max, __ATOMIC_ACQUIRE);
+    if (t <= cur)
+        return;
+    for (size_t si = 0; si < s->n_stores; si++)
+        aps__store_handed(s->stores[si].st, t);
+    /* Raised only once the stores are: a caller that sees it skips them. */
+    while (cur < t && !__atomic_compare_exchange_n(&s->handed_max, &cur, t, 1, __ATOMIC_RELEASE,
+                                                   __ATOMIC_ACQUIRE))
+        ;
+}
+
 /* Hands committed runs to their executors, in order: runs of one executor
  * in a row go in one call where it takes several (one lock and at most a
  * wake-up per idle worker for a batch, instead of a lock and a wake-up per
@@ -855,6 +886,7 @@ static void
 submit_runs(aps_scheduler *s, aps__run **runs, size_t n)
 {
     size_t i = 0;
+    handed_mark(s, runs, n);
     while (i < n) {
         aps__executor *ex = find_exec(s, runs[i]->executor);
         size_t j = i + 1;
@@ -1779,6 +1811,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     pthread_mutex_init(&s->hold_mu, NULL);
     pthread_cond_init(&s->hold_cv, NULL);
     pthread_condattr_destroy(&ca);
+    s->handed_max = APS_TIME_NONE;
 
     const char *tz = cfg->timezone ? cfg->timezone : "UTC";
     if (strlen(tz) >= sizeof(s->tz)) {
@@ -1808,7 +1841,9 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     /* Commit-ahead needs the real clock: the hold thread sleeps on it. */
     if (s->clock.now == real_now && cfg->commit_ahead_us >= 0)
         s->ahead_us = cfg->commit_ahead_us > 0 ? cfg->commit_ahead_us : COMMIT_AHEAD_US;
-    s->ahead_max_us = cfg->commit_ahead_max_us > 0 ? cfg->commit_ahead_max_us : 0;
+    s->ahead_max_us = cfg->commit_ahead_max_us > 0    ? cfg->commit_ahead_max_us
+                      : cfg->commit_ahead_max_us == 0 ? COMMIT_AHEAD_MAX_US
+                                                      : 0;
     if (cfg->loop_priority < 0 || cfg->loop_priority > 99) {
         rc = set_err(err, APS_EINVAL, "loop_priority: 0-99 (SCHED_FIFO), not %d",
                      cfg->loop_priority);
@@ -3902,8 +3937,7 @@ due_write_finish(aps_scheduler *s, size_t si, due_write *w, size_t *processed)
  * callbacks, commit) of the last APS__AHEAD_WINDOW_S seconds when that is
  * more, up to ahead_max_us (0: no widening). A disk that stays slow (a
  * competing writer) would otherwise make every run late by its fsync time
- * less the lead. Not by default: a crash leaves the runs committed ahead
- * unrun. */
+ * less the lead. */
 static aps_time
 store_ahead(aps_scheduler *s, size_t si)
 {
@@ -4094,15 +4128,141 @@ scan_runs(void *arg, const char *key, const void *data, size_t len)
     return 0;
 }
 
+/* Whether a run was committed ahead of its time `at`: its id carries the
+ * wall clock's milliseconds when it was made (aps__id_generate_ordered). */
+static int
+made_before(const char *run_id, aps_time at)
+{
+    int64_t ms = 0;
+    for (int i = 0; i < 12; i++) {
+        char c = run_id[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return 0;
+        ms = ms << 4 | d;
+    }
+    return at > ms * 1000 + 999;
+}
+
+/* Runs committed ahead that never started, back to their job's schedule
+ * (restore_unstarted). */
+typedef struct unstarted_ctx {
+    aps_scheduler *s;
+    size_t si;
+    aps_time now;
+    interrupted *v; /* run and job ids only */
+    size_t n, cap;
+    wout o;
+} unstarted_ctx;
+
+/* Each run leaves its job's running instances and the run index, ends as
+ * withdrawn (JOB_ERROR, CANCELLED, not counted in the statistics), and its
+ * time is the job's next run time again: the loop then runs it at that
+ * time, or, past it, as APScheduler runs a time missed while it was down
+ * (misfire_grace_time, coalesce). */
+static int
+unstarted_fn(aps_txn *t, void *arg)
+{
+    unstarted_ctx *c = arg;
+    char key[APS_STORE_META_KEY_MAX + 1];
+    aps_outcome out;
+    int rc = 0;
+    memset(&out, 0, sizeof(out));
+    out.status = APS_RUN_CANCELLED;
+    out.error = "withdrawn before its time: the scheduler stopped first; the run comes again "
+                "from the job's schedule";
+    reset_out(&c->o);
+    for (size_t i = 0; i < c->n && rc == 0; i++) {
+        aps__jobrec *rec = NULL;
+        size_t k = 0;
+        rc = txn_load(t, c->v[i].job_id, &rec);
+        if (rc == 0 && (k = running_find(rec, c->v[i].run_id)) < rec->n_running) {
+            const aps__run_rec *r = &rec->running[k];
+            aps_time at = r->run_times[0];
+            aps_job fake;
+            memset(&fake, 0, sizeof(fake));
+            fake.id = rec->job.id;
+            fake.jobstore = rec->job.jobstore;
+            fake.executor = (char *)r->executor;
+            rc = withdraw_one(c->s, t, &c->o, rec, &fake, c->v[i].run_id, r->run_times,
+                              r->n_run_times, c->now, &out);
+            if (rc == 0 && !rec->job.paused &&
+                (rec->job.next_run_time == APS_TIME_NONE || at < rec->job.next_run_time))
+                rec->job.next_run_time = at;
+            if (rc == 0)
+                rc = txn_save(t, rec);
+        } else if (rc == 0 || rc == APS_ENOENT) {
+            /* Changed since it was read (the API is open before the start):
+             * the run is gone from the job, its index entry goes too. */
+            run_key(key, c->v[i].run_id);
+            rc = aps__txn_meta_del(t, key);
+            if (rc == APS_ENOENT)
+                rc = 0;
+        }
+        aps__jobrec_free(rec);
+    }
+    if (rc == 0)
+        rc = events_in_txn(c->s, c->si, t, &c->o);
+    return rc;
+}
+
+/* Whether the run `run_id` of `rec` was committed ahead and never handed
+ * on (its time is past `bound`, aps__store_handed_bound). */
+static int
+never_started(const aps__jobrec *rec, const char *run_id, aps_time bound)
+{
+    size_t k = running_find(rec, run_id);
+    if (k == rec->n_running || rec->running[k].n_run_times == 0)
+        return 0;
+    aps_time at = rec->running[k].run_times[0];
+    return at > bound && made_before(run_id, at);
+}
+
+static int
+unstarted_add(unstarted_ctx *c, const interrupted *it)
+{
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        interrupted *v = realloc(c->v, cap * sizeof(*v));
+        if (v == NULL)
+            return APS_ENOMEM;
+        c->v = v;
+        c->cap = cap;
+    }
+    memset(&c->v[c->n], 0, sizeof(c->v[0]));
+    memcpy(c->v[c->n].run_id, it->run_id, sizeof(it->run_id));
+    memcpy(c->v[c->n].job_id, it->job_id, sizeof(it->job_id));
+    c->n++;
+    return 0;
+}
+
+/* Whether store si's run index is empty. */
+static int
+no_runs_left(void *arg, const char *key, const void *data, size_t len)
+{
+    (void)key;
+    (void)data;
+    (void)len;
+    *(int *)arg = 0;
+    return 1;
+}
+
 /* Runs recorded as running when the process stopped without finishing them
  * (a crash, a kill): each becomes a JOB_ERROR "interrupted by restart", its
- * instance slot is freed, and the job keeps firing. */
+ * instance slot is freed, and the job keeps firing. Runs committed ahead
+ * that were never handed on (their time is past the store's bound) did
+ * not start: they go back to their job's schedule (unstarted_fn). */
 static int
 recover_interrupted(aps_scheduler *s)
 {
     int rc = 0;
     for (size_t si = 0; si < s->n_stores && rc == 0; si++) {
         scan_ctx sc = {0};
+        unstarted_ctx uc;
+        memset(&uc, 0, sizeof(uc));
+        uc.s = s;
+        uc.si = si;
+        aps_time bound = aps__store_handed_bound(s->stores[si].st);
         rc = aps__store_meta_scan(s->stores[si].st, RUN_PREFIX, scan_runs, &sc);
         for (size_t i = 0; i < sc.n && rc == 0; i++) {
             aps__run *run = calloc(1, sizeof(*run));
@@ -4119,9 +4279,11 @@ recover_interrupted(aps_scheduler *s)
             void *data = NULL;
             size_t len = 0;
             aps__jobrec *rec = NULL;
+            int unstarted = 0;
             if (aps__store_job_get(s->stores[si].st, sc.v[i].job_id, &data, &len, NULL) == 0 &&
                 aps__jobrec_decode(data, len, &rec) == 0) {
                 run->executor = strdup(rec->job.executor);
+                unstarted = never_started(rec, run->run_id, bound);
                 for (size_t k = 0; k < rec->n_running; k++) {
                     /* The first entry of the run only (a damaged record may
                      * list it twice, or without run times). */
@@ -4137,6 +4299,11 @@ recover_interrupted(aps_scheduler *s)
             }
             aps__jobrec_free(rec);
             free(data);
+            if (unstarted) {
+                aps__run_free(run);
+                rc = unstarted_add(&uc, &sc.v[i]);
+                continue;
+            }
             if (run->n_run_times == 0 && sc.v[i].n_run_times > 0) {
                 /* The job is gone (or no longer lists the run): the index
                  * still knows the run times. */
@@ -4174,14 +4341,28 @@ recover_interrupted(aps_scheduler *s)
             pthread_mutex_unlock(&s->mu);
             aps__run_finished(run);
         }
+        if (rc == 0 && uc.n > 0) {
+            uc.now = aps__scheduler_now(s);
+            rc = write_and_publish(s, si, unstarted_fn, &uc, &uc.o);
+        }
         for (size_t i = 0; i < sc.n; i++) {
             free(sc.v[i].executor);
             free(sc.v[i].run_times);
         }
         free(sc.v);
+        free(uc.v);
+        free_out(&uc.o);
     }
     if (rc == 0)
         process_completed(s);
+    /* Once the index is empty the runs of the processes before are all
+     * recovered, for good: only this process's hand-offs bound the next
+     * recovery. (Runs left in it, the bound of those before holds on.) */
+    for (size_t si = 0; si < s->n_stores && rc == 0; si++) {
+        int empty = 1;
+        if (aps__store_meta_scan(s->stores[si].st, RUN_PREFIX, no_runs_left, &empty) >= 0 && empty)
+            aps__store_handed_recovered(s->stores[si].st);
+    }
     return rc;
 }
 

@@ -214,6 +214,9 @@ struct aps_scheduler {
     struct aps__tomb *tombs;
     size_t n_tombs, cap_tombs;
     pthread_t hold_thread;
+    /* The latest run time handed on (atomic): the stores' marks are this
+     * far already (handed_mark in scheduler.c). */
+    aps_time handed_max;
 
     int wake_fd;  /* eventfd: mutations, completions, shutdown */
     int timer_fd; /* timerfd on CLOCK_REALTIME, absolute, cancelled on clock jumps */

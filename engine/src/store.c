@@ -174,6 +174,26 @@ aps__store_space_low(aps_store *s)
 }
 
 void
+aps__store_handed(aps_store *s, aps_time t)
+{
+    if (s && s->ops->handed)
+        s->ops->handed(s, t);
+}
+
+aps_time
+aps__store_handed_bound(aps_store *s)
+{
+    return s && s->ops->handed_bound ? s->ops->handed_bound(s) : INT64_MAX;
+}
+
+void
+aps__store_handed_recovered(aps_store *s)
+{
+    if (s && s->ops->handed_recovered)
+        s->ops->handed_recovered(s);
+}
+
+void
 aps__store_close(aps_store *s)
 {
     if (s)

@@ -213,6 +213,38 @@ int aps__store_stats(aps_store *s, aps_store_stats *out);
  * memory store or without a reserve.
  */
 int aps__store_space_low(aps_store *s);
+
+/**
+ * Records that runs up to time `t` may be handed to their executors now:
+ * call it before handing them on. LMDB: kept in a page of the lock file
+ * that outlives the process (not a machine restart), so that the next
+ * open can tell the runs it recorded as running that never started
+ * (aps__store_handed_bound). Never lowers the mark; safe from any thread.
+ * A no-op for a memory store.
+ */
+void aps__store_handed(aps_store *s, aps_time t);
+
+/**
+ * The latest run time that a process, this one or one before it, may have
+ * handed on (aps__store_handed): a run recorded as running whose time is
+ * later never started. INT64_MAX when that is not known: a machine
+ * restarted since, a lock file of an older apsd, a memory store.
+ */
+aps_time aps__store_handed_bound(aps_store *s);
+
+/**
+ * Says the runs the processes before left as running are all recovered
+ * (durably out of the run index): their bound no longer counts, only this
+ * process's own aps__store_handed marks do.
+ */
+void aps__store_handed_recovered(aps_store *s);
+
+/**
+ * Test hook: when set, taken as this boot's id instead of the kernel's
+ * (to test a store reopened after a machine restart). Never set outside
+ * tests.
+ */
+extern const char *aps__store_boot_id_test;
 /** @} */
 
 /** @name Writes

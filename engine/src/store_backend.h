@@ -46,6 +46,10 @@ typedef struct aps_store_ops {
                      void *arg);
     int (*stats)(aps_store *s, aps_store_stats *out);
     int (*space_low)(aps_store *s); /* NULL: never */
+    /* Optional, all three (aps__store_handed and after): */
+    void (*handed)(aps_store *s, aps_time t);
+    aps_time (*handed_bound)(aps_store *s);
+    void (*handed_recovered)(aps_store *s);
     void (*close)(aps_store *s);
 
     int (*txn_job_get)(aps_txn *t, const char *id, size_t idlen, const void **data, size_t *len,

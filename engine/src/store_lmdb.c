@@ -44,6 +44,17 @@
  * is refused too (LMDB forbids opening one environment twice in a process).
  * A directory on a network file system is refused (check_fs): LMDB's lock
  * file works within one host.
+ *
+ * Runs handed on: the lock file's second page (HANDED_OFF) is mapped
+ * shared, and the scheduler raises `mark` there to a run's time before it
+ * hands the run to its executor (aps__store_handed). The page is the
+ * kernel's page cache: a process that dies (a crash, SIGKILL) leaves it as
+ * it was, so on the next open a run recorded as running whose time is
+ * past the mark was never handed on, and never started. A machine that
+ * restarted may have lost the page: it is trusted only under the boot id
+ * it was written in. `carried` keeps the bound of the processes before,
+ * until the scheduler has recovered their runs (a process that opens the
+ * store without doing so, or dies first, passes it on).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -71,6 +83,12 @@
 #define MAX_GROW_PER_BATCH 24
 #define MAX_READERS 1024
 #define LOCK_FILE "apsd.lock"
+/* The lock file's page of runs handed on (top comment): its second page
+ * (mmap wants an offset that is a multiple of the page size). */
+#define HANDED_OFF ((off_t)sysconf(_SC_PAGESIZE))
+#define HANDED_PAGE_LEN ((size_t)sysconf(_SC_PAGESIZE))
+#define HANDED_MAGIC "APSDHND1"
+#define BOOT_ID_FILE "/proc/sys/kernel/random/boot_id"
 #define RESERVE_FILE "reserve"
 /* Without the reserve: how often a caller's check tries to make it again. */
 #define RESERVE_RETRY_NS 1000000000L
@@ -101,10 +119,19 @@ typedef struct lreq {
  * and events published at most 10 ms later. */
 #define LAZY_GAP_NS 10000000L
 
+/* The lock file's page of runs handed on (top comment). */
+typedef struct handed_page {
+    char magic[8];    /* HANDED_MAGIC */
+    char boot_id[40]; /* the boot it was written in */
+    int64_t mark;     /* runs of this process: the latest time handed on */
+    int64_t carried;  /* runs of the processes before: the same bound */
+} handed_page;
+
 typedef struct lmdb_store {
     aps_store base;
     char *dir;
     int lock_fd;
+    handed_page *handed; /* mapped from the lock file; NULL: not trusted */
     MDB_env *env; /* NULL only if recovery from MDB_PANIC failed */
     MDB_dbi jobs, due, events, meta;
     pthread_rwlock_t maplock; /* see the top comment */
@@ -1895,7 +1922,36 @@ check_fs(const char *dir, int allow, aps_error *err)
     return APS_EINVAL;
 }
 
-/* Takes the directory lock, or says who holds it. */
+const char *aps__store_boot_id_test;
+
+/* This boot's id (the kernel's random boot_id) into out; 0 if unknown. */
+static int
+boot_id(char out[40])
+{
+    char buf[64];
+    ssize_t got = -1;
+    memset(out, 0, 40);
+    if (aps__store_boot_id_test != NULL) {
+        snprintf(buf, sizeof buf, "%s", aps__store_boot_id_test);
+        got = (ssize_t)strlen(buf);
+    } else {
+        int fd = open(BOOT_ID_FILE, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            got = read(fd, buf, sizeof buf - 1);
+            close(fd);
+        }
+    }
+    while (got > 0 && (buf[got - 1] == '\n' || buf[got - 1] == ' '))
+        got--;
+    if (got <= 0 || got > 39)
+        return 0;
+    memcpy(out, buf, (size_t)got);
+    return 1;
+}
+
+/* Takes the directory lock, or says who holds it; maps its page of runs
+ * handed on (top comment), carrying the bound over from the process
+ * before when it can be trusted. */
 static int
 take_lock(lmdb_store *s, aps_error *err)
 {
@@ -1941,9 +1997,26 @@ take_lock(lmdb_store *s, aps_error *err)
             aps__store_seterr(err, APS_EBUSY, "store is in use by another process (%s)", s->dir);
         return APS_EBUSY;
     }
+    handed_page prev, page;
+    int trusted = pread(fd, &prev, sizeof prev, HANDED_OFF) == (ssize_t)sizeof prev;
+    memset(&page, 0, sizeof page);
+    trusted = boot_id(page.boot_id) && trusted &&
+              memcmp(prev.magic, HANDED_MAGIC, sizeof prev.magic) == 0 &&
+              memcmp(prev.boot_id, page.boot_id, sizeof page.boot_id) == 0;
     n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) || pwrite(fd, buf, (size_t)n, 0) != n) {
         /* The lock holds without the pid; only the message is poorer. */
+    }
+    /* Unknown (another boot, no page): any run may have been handed on. */
+    memcpy(page.magic, HANDED_MAGIC, sizeof page.magic);
+    page.mark = APS_TIME_NONE;
+    page.carried = !trusted ? INT64_MAX : prev.mark > prev.carried ? prev.mark : prev.carried;
+    if (pwrite(fd, &page, sizeof page, HANDED_OFF) == (ssize_t)sizeof page &&
+        ftruncate(fd, HANDED_OFF + (off_t)HANDED_PAGE_LEN) == 0) {
+        void *m = mmap(NULL, HANDED_PAGE_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, HANDED_OFF);
+        /* Without the page the bound stays unknown (aps__store_handed_bound):
+         * runs left by a crash are reported interrupted, as before. */
+        s->handed = m == MAP_FAILED ? NULL : m;
     }
     s->lock_fd = fd;
     return 0;
@@ -1963,6 +2036,8 @@ l_close(aps_store *bs)
         mdb_env_close(s->env);
     /* Closing the descriptor releases the flock. The file stays: removing
      * it would race with a process opening it right now. */
+    if (s->handed != NULL)
+        munmap(s->handed, HANDED_PAGE_LEN);
     close(s->lock_fd);
     pthread_rwlock_destroy(&s->maplock);
     pthread_mutex_destroy(&s->mu);
@@ -1970,6 +2045,37 @@ l_close(aps_store *bs)
     pthread_cond_destroy(&s->cv);
     free(s->dir);
     free(s);
+}
+
+static void
+l_handed(aps_store *bs, aps_time t)
+{
+    lmdb_store *s = L(bs);
+    if (s->handed == NULL)
+        return;
+    int64_t cur = __atomic_load_n(&s->handed->mark, __ATOMIC_RELAXED);
+    while (cur < t && !__atomic_compare_exchange_n(&s->handed->mark, &cur, t, 1, __ATOMIC_SEQ_CST,
+                                                   __ATOMIC_RELAXED))
+        ;
+}
+
+static aps_time
+l_handed_bound(aps_store *bs)
+{
+    lmdb_store *s = L(bs);
+    if (s->handed == NULL)
+        return INT64_MAX;
+    int64_t m = __atomic_load_n(&s->handed->mark, __ATOMIC_SEQ_CST);
+    int64_t c = __atomic_load_n(&s->handed->carried, __ATOMIC_SEQ_CST);
+    return m > c ? m : c;
+}
+
+static void
+l_handed_recovered(aps_store *bs)
+{
+    lmdb_store *s = L(bs);
+    if (s->handed != NULL)
+        __atomic_store_n(&s->handed->carried, APS_TIME_NONE, __ATOMIC_SEQ_CST);
 }
 
 static const aps_store_ops lmdb_ops = {
@@ -1989,6 +2095,9 @@ static const aps_store_ops lmdb_ops = {
     .meta_scan = l_meta_scan,
     .stats = l_stats,
     .space_low = l_space_low,
+    .handed = l_handed,
+    .handed_bound = l_handed_bound,
+    .handed_recovered = l_handed_recovered,
     .close = l_close,
     .txn_job_get = lt_job_get,
     .txn_job_put = lt_job_put,
@@ -2076,6 +2185,8 @@ fail:
     if (s) {
         if (s->env)
             mdb_env_close(s->env);
+        if (s->handed != NULL)
+            munmap(s->handed, HANDED_PAGE_LEN);
         if (s->lock_fd >= 0)
             close(s->lock_fd);
         if (have_rw)

@@ -7,6 +7,7 @@
  */
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -170,7 +172,7 @@ open_sched_max(int64_t ahead, int64_t ahead_max)
 static aps_scheduler *
 open_sched(int64_t ahead)
 {
-    return open_sched_max(ahead, 0);
+    return open_sched_max(ahead, -1);
 }
 
 static void
@@ -990,6 +992,128 @@ test_scheduler_pause_holds_runs(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* ---- a crash with runs committed ahead -------------------------------------- */
+
+#define BOOT_A "11111111-1111-4111-8111-111111111111"
+#define BOOT_B "22222222-2222-4222-8222-222222222222"
+
+/* A child process, on boot `boot` (NULL: this machine's), adds job `id`
+ * (every 500 ms twice, from 600 ms from now) and is killed once its first
+ * run is committed ahead, or, with `started`, once that run has started
+ * (it then lasts 5 s). Returns that run's time. */
+static aps_time
+crash_with_run(const char *boot, const char *id, int started)
+{
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        aps__store_boot_id_test = boot;
+        pthread_mutex_lock(&mu);
+        n_calls = n_submitted = 0;
+        busy_us = started ? 5000 * MS : 0;
+        pthread_mutex_unlock(&mu);
+        aps_scheduler *s = open_sched(AHEAD);
+        if (aps_scheduler_start(s, APS_RUN_BACKGROUND) != 0)
+            _exit(1);
+        aps_trigger_spec t = every_500ms(aps_time_now() + 600 * MS, 2);
+        aps_job_spec j = tu_function_job(id, &t, "record", NULL);
+        if (aps_job_add(s, &j, NULL, NULL, NULL) != 0)
+            _exit(1);
+        wait_submitted(1);
+        if (started && wait_calls(1, 3000 * MS) != 1)
+            _exit(1);
+        pthread_mutex_lock(&mu);
+        aps_time at = n_submitted > 0 ? submitted_for[0] : 0;
+        pthread_mutex_unlock(&mu);
+        ssize_t w = write(pfd[1], &at, sizeof(at));
+        (void)w;
+        pause();
+        _exit(0);
+    }
+    close(pfd[1]);
+    aps_time at = 0;
+    assert_int_equal(read(pfd[0], &at, sizeof(at)), (ssize_t)sizeof(at));
+    close(pfd[0]);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    assert_true(at > 0);
+    return at;
+}
+
+/* Reopens the store on boot `boot` and waits until job `id`'s runs from
+ * `at` on are over: `calls` ran, the first scheduled at `first`. */
+static void
+reopen_and_run(const char *boot, aps_time first, size_t calls)
+{
+    aps__store_boot_id_test = boot;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    assert_int_equal(wait_calls(calls, 3000 * MS), calls);
+    sleep_until(first + 800 * MS);
+    aps_scheduler_destroy(s);
+    aps__store_boot_id_test = NULL;
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, calls);
+    assert_true(scheduled_at[0] == first);
+    assert_true(started[0] >= first);
+    pthread_mutex_unlock(&mu);
+}
+
+/* Killed before the time of a run committed ahead: the run never started
+ * (its time is past the store's mark of runs handed on), so after the
+ * restart it is withdrawn and comes again from the schedule, on time:
+ * nothing is lost, nothing is reported interrupted. */
+static void
+test_crash_before_its_time(void **state)
+{
+    (void)state;
+    aps_time at = crash_with_run(NULL, "crash", 0);
+    assert_true(aps_time_now() < at);
+    reopen_and_run(NULL, at, 2);
+    assert_withdrawn(1, "the scheduler stopped first");
+    pthread_mutex_lock(&mu);
+    assert_true(scheduled_at[1] == at + 500 * MS);
+    pthread_mutex_unlock(&mu);
+}
+
+/* Killed while the run runs: it was handed on (the mark covers it), so it
+ * is reported interrupted and not run again; the next one runs. */
+static void
+test_crash_after_its_start(void **state)
+{
+    (void)state;
+    aps_time at = crash_with_run(NULL, "crash", 1);
+    reopen_and_run(NULL, at + 500 * MS, 1);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_withdrawn, 0);
+    assert_int_equal(n_other_errors, 1); /* interrupted by restart */
+    pthread_mutex_unlock(&mu);
+}
+
+/* After a machine restart the mark may be lost: a run committed ahead is
+ * reported interrupted, as one that started would be. Once that is
+ * recovered, the new boot's own marks count: the next crash before a
+ * run's time loses nothing. */
+static void
+test_crash_then_machine_restart(void **state)
+{
+    (void)state;
+    aps_time at = crash_with_run(BOOT_A, "before", 0);
+    reopen_and_run(BOOT_B, at + 500 * MS, 1);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_withdrawn, 0);
+    assert_int_equal(n_other_errors, 1);
+    n_calls = n_other_errors = 0;
+    pthread_mutex_unlock(&mu);
+
+    at = crash_with_run(BOOT_B, "after", 0);
+    reopen_and_run(BOOT_B, at, 2);
+    assert_withdrawn(1, "the scheduler stopped first");
+}
+
 int
 main(void)
 {
@@ -1008,6 +1132,9 @@ main(void)
         cmocka_unit_test_setup(test_resume_does_not_run_twice, setup),
         cmocka_unit_test_setup(test_replace_runs_once, setup),
         cmocka_unit_test_setup(test_remove_all_withdraws_held_runs, setup),
+        cmocka_unit_test_setup(test_crash_before_its_time, setup),
+        cmocka_unit_test_setup(test_crash_after_its_start, setup),
+        cmocka_unit_test_setup(test_crash_then_machine_restart, setup),
         cmocka_unit_test_setup(test_scheduler_pause_holds_runs, setup),
         cmocka_unit_test_setup(test_changes_in_the_runs_commit, setup),
         cmocka_unit_test_setup(test_withdrawn_run_arriving_late, setup),

@@ -918,7 +918,7 @@ test_add_wake_cases(void **state)
      * that pass finds them. */
     add_at(s, "j1", now + 7200 * SEC, 0);
     add_at(s, "j2", now + 60 * SEC, 1);
-    add_at(s, "j3", next + 50000, 0); /* the default lead: 50 ms */
+    add_at(s, "j3", next + SEC, 0); /* the longest lead: commit_ahead_max's 1 s */
     assert_false(woken(s));
     /* In a pass: it may have read the stores before this commit. */
     pthread_mutex_lock(&s->mu);

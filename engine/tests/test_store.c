@@ -1523,6 +1523,90 @@ test_second_open_busy(void **state)
     check_job(f->s, "a", "a", 1);
 }
 
+/* The bound on runs handed on (aps__store_handed_bound): unknown for a
+ * new store and after a machine restart, carried over a clean close and a
+ * kill, never lowered by a later mark, and this process's own once the
+ * runs before are recovered. */
+static void
+test_handed_bound(void **state)
+{
+    fx *f = *state;
+    const aps_time t1 = 1795428000000000, t2 = t1 + 5000000;
+    pid_t pid;
+    int status;
+
+    fx_open(f);
+    assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
+    aps__store_handed_recovered(f->s);
+    assert_true(aps__store_handed_bound(f->s) == APS_TIME_NONE);
+    aps__store_handed(f->s, t1);
+    aps__store_handed(f->s, t1 - 1000);
+    assert_true(aps__store_handed_bound(f->s) == t1);
+
+    fx_reopen(f);
+    assert_true(aps__store_handed_bound(f->s) == t1);
+    aps__store_handed_recovered(f->s);
+    assert_true(aps__store_handed_bound(f->s) == APS_TIME_NONE);
+
+    /* A process killed right after its mark: the page outlives it. */
+    aps__store_close(f->s);
+    f->s = NULL;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        aps_store *st = NULL;
+        if (aps__store_open_lmdb(f->dir, &f->cfg, &st, NULL) != 0)
+            _exit(1);
+        aps__store_handed_recovered(st);
+        aps__store_handed(st, t2);
+        raise(SIGKILL);
+        _exit(2);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    fx_open(f);
+    assert_true(aps__store_handed_bound(f->s) == t2);
+    /* Not recovered by this process: the next one still gets t2. */
+    fx_reopen(f);
+    assert_true(aps__store_handed_bound(f->s) == t2);
+
+    /* Another boot: the page may have been lost. */
+    aps__store_close(f->s);
+    f->s = NULL;
+    aps__store_boot_id_test = "00000000-0000-4000-8000-000000000000";
+    fx_open(f);
+    aps__store_boot_id_test = NULL;
+    assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
+    aps__store_handed(f->s, t1);
+    assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
+    /* ... and back on this boot, that unknown bound was carried too. */
+    fx_reopen(f);
+    assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
+
+    /* The lock file of an older apsd (its pid alone): unknown. */
+    aps__store_close(f->s);
+    f->s = NULL;
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/apsd.lock", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("12345\n", fp);
+    fclose(fp);
+    fx_open(f);
+    assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
+}
+
+/* A memory store keeps nothing across a process: the bound is unknown. */
+static void
+test_handed_bound_memory(void **state)
+{
+    fx *f = *state;
+    fx_open(f);
+    aps__store_handed(f->s, 1000);
+    aps__store_handed_recovered(f->s);
+    assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
+}
+
 typedef struct big_arg {
     int first, n;
     size_t len;
@@ -2318,6 +2402,8 @@ main(void)
         BOTH(test_reentrancy),
         LMDB_ONLY(test_reopen_persistence),
         LMDB_ONLY(test_second_open_busy),
+        LMDB_ONLY(test_handed_bound),
+        ON(test_handed_bound_memory, kind_mem, "memory"),
         LMDB_ONLY(test_map_growth),
         LMDB_ONLY(test_corrupt_value),
         LMDB_ONLY(test_schema_mismatch),

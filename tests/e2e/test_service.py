@@ -1150,6 +1150,68 @@ class WithdrawnRunTest(unittest.TestCase):
                 col.close()
 
 
+class CrashBeforeTheTimeTest(unittest.TestCase):
+    """apsd killed (SIGKILL) after a run was committed ahead (commit_ahead
+    1 s) and before its time: the run never started, so the restarted
+    daemon withdraws it (JOB_ERROR, CANCELLED, "... the scheduler stopped
+    first ...") and runs that time again from the job's schedule, on time:
+    the command runs once, at its time, and nothing is reported
+    interrupted."""
+
+    def test_kill_then_restart(self):
+        with daemon_with_config(self, "apsd-e2e-crash-ahead-", "[scheduler]\ncommit_ahead = 1\n") as (d, tmp):
+            run_at = time.time() + 2.5
+            ts = timestamp_pb2.Timestamp()
+            ts.FromNanoseconds(int(run_at * 1e9))
+            mark = os.path.join(tmp, "ran")
+            submitted, error = ET.Value("EVENT_TYPE_JOB_SUBMITTED"), ET.Value("EVENT_TYPE_JOB_ERROR")
+            col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=["again"]),
+                                                    timeout=60))
+            try:
+                d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
+                    "again", argv=("/bin/sh", "-c", 'date +%s.%N >> "$0"', mark),
+                    trigger=interval(seconds=60, start_date=ts))), timeout=T)
+                ok = col.wait(lambda items: any(e.type == submitted for e in events(items)))
+                self.assertTrue(ok, [str(e) for e in col.events()] + [d.log_text()])
+                self.assertLess(time.time(), run_at - 0.2)  # committed ahead, not started
+                first = [e for e in col.events() if e.type == submitted][0]
+            finally:
+                col.close()
+            self.assertEqual(d.kill(), -9)
+            d.start()
+            deadline = run_at + 10
+            while not os.path.exists(mark) and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            with open(mark) as f:
+                ran = [float(x) for x in f.read().split()]
+            self.assertEqual(len(ran), 1, ran)
+            self.assertGreaterEqual(ran[0], run_at - 0.01)
+            self.assertLess(ran[0], run_at + 1.0)
+            col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(
+                job_ids=["again"], after_sequence=0, send_bookmarks=True), timeout=60))
+            try:
+                ok = col.wait(lambda items: ET.Value("EVENT_TYPE_JOB_EXECUTED") in
+                              [e.type for e in events(items)])
+                self.assertTrue(ok, [str(e) for e in col.events()])
+                evs = col.events()
+            finally:
+                col.close()
+            errs = [e for e in evs if e.type == error]
+            self.assertEqual(len(errs), 1, [str(e) for e in evs])
+            self.assertEqual(errs[0].run_id, first.run_id)
+            self.assertEqual(errs[0].outcome.status, pb.RUN_STATUS_CANCELLED)
+            self.assertTrue(errs[0].outcome.error.startswith(
+                "withdrawn before its time: the scheduler stopped first"), errs[0].outcome.error)
+            subs = [e for e in evs if e.type == submitted]
+            self.assertEqual(len(subs), 2)
+            self.assertNotEqual(subs[1].run_id, first.run_id)
+            self.assertEqual(subs[1].scheduled_run_times, first.scheduled_run_times)
+            job = d.sched.GetJob(pb.GetJobRequest(job_id="again"), timeout=T)
+            self.assertEqual(job.stats.failures, 0)
+            self.assertEqual(job.stats.runs, 1)
+
+
 class HealthWatchLimitTest(unittest.TestCase):
     """[limits] max_health_watches: Health.Watch streams stay open until the
     client leaves, so their number is bounded; one over it gets the status,

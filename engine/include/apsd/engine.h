@@ -491,16 +491,25 @@ typedef struct aps_scheduler_config {
      *  committed.) While the scheduler is paused, such
      *  runs wait for the resume (then their executor applies
      *  misfire_grace_time). 0 = 50 ms; negative = off. Off with an
-     *  injected clock and in APS_RUN_EXTERNAL mode. A run committed ahead
-     *  whose time had not come when the process died never ran: after the
-     *  restart it is reported interrupted, not run. */
+     *  injected clock and in APS_RUN_EXTERNAL mode. A process that dies
+     *  (a crash, a kill) before such a run's time loses nothing: the run
+     *  never started (a page of the store's lock file, which outlives the
+     *  process, marks the runs handed on), so after the restart it ends
+     *  as withdrawn ("...: the scheduler stopped first") and its time is
+     *  the job's next run time again: it runs then, or, that time past,
+     *  as APScheduler runs a time missed while it was down. Reported
+     *  interrupted instead, as a started run is: after a restart of the
+     *  machine (the page may be lost), and a one-shot job's run (the job
+     *  ended with the run's commit, as APScheduler removes it once
+     *  submitted). */
     int64_t commit_ahead_us;
     /** Above commit_ahead_us: the window widens while the store's writes
      *  are slow (a disk shared with a busy writer), to twice the longest of
      *  the loop's writes in the last 10 s, up to this, so that those writes
      *  do not make runs late (aps_store_info.commit_ahead_us tells the
-     *  window). Both effects of the window above then reach this far. 0 (or
-     *  at most commit_ahead_us) = it stays commit_ahead_us. */
+     *  window). Both effects of the window above then reach this far.
+     *  0 = 1 s; negative (or at most commit_ahead_us) = it stays
+     *  commit_ahead_us. */
     int64_t commit_ahead_max_us;
     /** SCHED_FIFO priority (1-99) of the loop thread and the commit-ahead
      *  thread while they wait for due times, so that busy threads (of this
