@@ -243,7 +243,7 @@ open_sched(const char *type, const char *dir, uint32_t workers, uint32_t queue,
     cfg.no_sync = getenv("APS_BENCH_NO_SYNC") != NULL;
     /* APS_BENCH_AHEAD_MS=N: commit-ahead of N ms (default 50; negative
      * off); APS_BENCH_AHEAD_MAX_MS=N: the most it widens to while writes
-     * are slow (default: no widening). */
+     * are slow (default 1000; negative: no widening). */
     if (getenv("APS_BENCH_AHEAD_MS"))
         cfg.commit_ahead_us = atoll(getenv("APS_BENCH_AHEAD_MS")) * 1000;
     if (getenv("APS_BENCH_AHEAD_MAX_MS"))
