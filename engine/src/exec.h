@@ -53,6 +53,9 @@ struct aps__run {
     aps__run *next;        /**< the scheduler's completion queue link */
     int packed;            /**< results, run_times and the three strings
                                 share the run's allocation (aps__run_free) */
+    int ends_job;          /**< its commit, ahead of its time, ended the
+                                job's trigger: the job goes once it is
+                                handed on (ended_note in scheduler.c) */
 };
 
 /** The operations of an executor kind. */

@@ -222,7 +222,9 @@ aps__scheduler_wake(aps_scheduler *s)
 static void
 wake_for(aps_scheduler *s, aps_time next)
 {
-    int64_t lead = s->ahead_max_us > s->ahead_us ? s->ahead_max_us : s->ahead_us;
+    int64_t lead = !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE) ? 0
+                   : s->ahead_max_us > s->ahead_us                     ? s->ahead_max_us
+                                                                       : s->ahead_us;
     int wake = next != APS_TIME_NONE;
 
     if (wake) {
@@ -711,6 +713,8 @@ start_run(aps_scheduler *s, aps_txn *t, wout *o, aps__jobrec *rec, const aps_tim
     int rc = aps__id_generate_ordered(run_id);
     if (rc != 0)
         return rc;
+    if (!__atomic_load_n(&s->runs_made, __ATOMIC_RELAXED))
+        __atomic_store_n(&s->runs_made, 1, __ATOMIC_RELEASE);
     aps__run_rec *v = realloc(rec->running, (rec->n_running + 1) * sizeof(*v));
     if (v == NULL)
         return APS_ENOMEM;
@@ -878,6 +882,48 @@ handed_mark(aps_scheduler *s, aps__run **runs, size_t n)
         ;
 }
 
+/* A job to remove once its last run, committed ahead, is handed on. */
+typedef struct aps__ended {
+    char id[APS__ID_MAX + 1];
+    char run_id[33];
+    size_t si;
+} aps__ended;
+
+/* Before runs[0..n) are handed on: the jobs that those of them end (their
+ * trigger ended with the run's commit, ahead of its time) are noted for
+ * the loop to remove, now that the run is submitted as APScheduler would
+ * submit it (process_ended). Out of memory, the job goes when the run
+ * ends instead (done_fn). */
+static void
+ended_note(aps_scheduler *s, aps__run **runs, size_t n)
+{
+    int noted = 0;
+    for (size_t i = 0; i < n; i++) {
+        int si = runs[i]->ends_job ? find_store(s, runs[i]->jobstore) : -1;
+        if (si < 0)
+            continue;
+        pthread_mutex_lock(&s->hold_mu);
+        if (s->n_ended == s->cap_ended) {
+            size_t cap = s->cap_ended ? s->cap_ended * 2 : 16;
+            aps__ended *v = realloc(s->ended, cap * sizeof(*v));
+            if (v != NULL) {
+                s->ended = v;
+                s->cap_ended = cap;
+            }
+        }
+        if (s->n_ended < s->cap_ended) {
+            aps__ended *e = &s->ended[s->n_ended++];
+            snprintf(e->id, sizeof(e->id), "%s", runs[i]->job_id);
+            memcpy(e->run_id, runs[i]->run_id, sizeof(e->run_id));
+            e->si = (size_t)si;
+            noted = 1;
+        }
+        pthread_mutex_unlock(&s->hold_mu);
+    }
+    if (noted)
+        aps__scheduler_wake(s);
+}
+
 /* Hands committed runs to their executors, in order: runs of one executor
  * in a row go in one call where it takes several (one lock and at most a
  * wake-up per idle worker for a batch, instead of a lock and a wake-up per
@@ -887,6 +933,7 @@ submit_runs(aps_scheduler *s, aps__run **runs, size_t n)
 {
     size_t i = 0;
     handed_mark(s, runs, n);
+    ended_note(s, runs, n);
     while (i < n) {
         aps__executor *ex = find_exec(s, runs[i]->executor);
         size_t j = i + 1;
@@ -3353,6 +3400,7 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
     aps_time next = rec->job.next_run_time;
     aps_time last = APS_TIME_NONE;
     int rc = 0, beyond = 0; /* beyond: more run times than enumerated */
+    aps__run *ahead = NULL; /* the run started, committed ahead of its time */
 
     aps_trigger *trig = NULL;
     aps_error terr = {0, ""};
@@ -3420,11 +3468,22 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
                      extra);
             ev->message = strdup(msg);
         }
+        size_t before = c->o.n_runs;
         rc = submit(s, t, &c->o, rec, rts, n, c->now);
         if (rc != 0)
             return rc;
+        if (c->o.n_runs > before && c->o.runs[c->o.n_runs - 1]->run_times[0] > c->now)
+            ahead = c->o.runs[c->o.n_runs - 1];
     }
     rec->job.next_run_time = next;
+    if (next == APS_TIME_NONE && rec->n_pending == 0 && ahead != NULL) {
+        /* APScheduler removes the job once it has submitted its last run;
+         * this one is submitted at its time, when it is handed on: until
+         * then the job stays, so that a change before that time withdraws
+         * the run, and a crash loses nothing (recover_interrupted). */
+        ahead->ends_job = 1;
+        return loop_save(s, t, rec);
+    }
     if (next == APS_TIME_NONE && rec->n_pending == 0) {
         rc = aps__txn_job_del(t, rec->job.id);
         if (rc == 0)
@@ -4164,7 +4223,6 @@ static int
 unstarted_fn(aps_txn *t, void *arg)
 {
     unstarted_ctx *c = arg;
-    char key[APS_STORE_META_KEY_MAX + 1];
     aps_outcome out;
     int rc = 0;
     memset(&out, 0, sizeof(out));
@@ -4176,7 +4234,8 @@ unstarted_fn(aps_txn *t, void *arg)
         aps__jobrec *rec = NULL;
         size_t k = 0;
         rc = txn_load(t, c->v[i].job_id, &rec);
-        if (rc == 0 && (k = running_find(rec, c->v[i].run_id)) < rec->n_running) {
+        if (rc == 0 && (k = running_find(rec, c->v[i].run_id)) < rec->n_running &&
+            rec->running[k].n_run_times > 0) {
             const aps__run_rec *r = &rec->running[k];
             aps_time at = r->run_times[0];
             aps_job fake;
@@ -4193,11 +4252,14 @@ unstarted_fn(aps_txn *t, void *arg)
                 rc = txn_save(t, rec);
         } else if (rc == 0 || rc == APS_ENOENT) {
             /* Changed since it was read (the API is open before the start):
-             * the run is gone from the job, its index entry goes too. */
-            run_key(key, c->v[i].run_id);
-            rc = aps__txn_meta_del(t, key);
-            if (rc == APS_ENOENT)
-                rc = 0;
+             * the run ends as the index knows it. */
+            aps_job fake;
+            memset(&fake, 0, sizeof(fake));
+            fake.id = c->v[i].job_id;
+            fake.jobstore = c->s->stores[c->si].name;
+            fake.executor = c->v[i].executor ? c->v[i].executor : "";
+            rc = withdraw_one(c->s, t, &c->o, NULL, &fake, c->v[i].run_id, c->v[i].run_times,
+                              c->v[i].n_run_times, c->now, &out);
         }
         aps__jobrec_free(rec);
     }
@@ -4218,8 +4280,9 @@ never_started(const aps__jobrec *rec, const char *run_id, aps_time bound)
     return at > bound && made_before(run_id, at);
 }
 
+/* Moves `it` (its executor and run times too) into c. */
 static int
-unstarted_add(unstarted_ctx *c, const interrupted *it)
+unstarted_add(unstarted_ctx *c, interrupted *it)
 {
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 16;
@@ -4229,10 +4292,9 @@ unstarted_add(unstarted_ctx *c, const interrupted *it)
         c->v = v;
         c->cap = cap;
     }
-    memset(&c->v[c->n], 0, sizeof(c->v[0]));
-    memcpy(c->v[c->n].run_id, it->run_id, sizeof(it->run_id));
-    memcpy(c->v[c->n].job_id, it->job_id, sizeof(it->job_id));
-    c->n++;
+    c->v[c->n++] = *it;
+    it->executor = NULL;
+    it->run_times = NULL;
     return 0;
 }
 
@@ -4247,11 +4309,77 @@ no_runs_left(void *arg, const char *key, const void *data, size_t len)
     return 1;
 }
 
+/* Ends run `it` of store si (it->executor and run times taken) as
+ * interrupted by restart (aps__run_finished): its executor and run times
+ * from its job's running list when `rec` (may be NULL) lists it, else from
+ * the run index. */
+static int
+interrupt_run(aps_scheduler *s, size_t si, interrupted *it, const aps__jobrec *rec)
+{
+    aps__run *run = calloc(1, sizeof(*run));
+    if (run == NULL)
+        return APS_ENOMEM;
+    run->sched = s;
+    memcpy(run->run_id, it->run_id, sizeof(run->run_id));
+    run->job_id = strdup(it->job_id);
+    run->jobstore = strdup(s->stores[si].name);
+    if (rec != NULL) {
+        run->executor = strdup(rec->job.executor);
+        /* The first entry of the run only (a damaged record may list it
+         * twice, or without run times). */
+        size_t k = running_find(rec, run->run_id), n = 0;
+        if (k < rec->n_running)
+            n = rec->running[k].n_run_times;
+        if (n > 0 && (run->run_times = malloc(n * sizeof(aps_time))) != NULL) {
+            memcpy(run->run_times, rec->running[k].run_times, n * sizeof(aps_time));
+            run->n_run_times = n;
+        }
+    }
+    if (run->n_run_times == 0 && it->n_run_times > 0) {
+        /* The job is gone (or no longer lists the run): the index still
+         * knows the run times. */
+        run->run_times = it->run_times;
+        run->n_run_times = it->n_run_times;
+        it->run_times = NULL;
+    }
+    if (run->executor == NULL && it->executor != NULL) {
+        run->executor = it->executor;
+        it->executor = NULL;
+    }
+    if (run->executor == NULL)
+        run->executor = strdup("");
+    if (run->n_run_times == 0) {
+        run->run_times = malloc(sizeof(aps_time));
+        if (run->run_times != NULL) {
+            run->run_times[0] = APS_TIME_NONE;
+            run->n_run_times = 1;
+        }
+    }
+    run->results = calloc(run->n_run_times ? run->n_run_times : 1, sizeof(*run->results));
+    if (run->job_id == NULL || run->jobstore == NULL || run->executor == NULL ||
+        run->run_times == NULL || run->results == NULL) {
+        aps__run_free(run);
+        return APS_ENOMEM;
+    }
+    for (size_t k = 0; k < run->n_run_times; k++) {
+        run->results[k].run_time = run->run_times[k];
+        run->results[k].outcome.status = APS_RUN_INTERRUPTED;
+        run->results[k].outcome.error = strdup("interrupted by restart");
+    }
+    pthread_mutex_lock(&s->mu);
+    __atomic_add_fetch(&s->n_running, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&s->mu);
+    aps__run_finished(run);
+    return 0;
+}
+
 /* Runs recorded as running when the process stopped without finishing them
  * (a crash, a kill): each becomes a JOB_ERROR "interrupted by restart", its
  * instance slot is freed, and the job keeps firing. Runs committed ahead
  * that were never handed on (their time is past the store's bound) did
- * not start: they go back to their job's schedule (unstarted_fn). */
+ * not start: they go back to their job's schedule (unstarted_fn); if that
+ * write fails (a full disk), they are reported interrupted instead, whose
+ * records are retried until they can be written. */
 static int
 recover_interrupted(aps_scheduler *s)
 {
@@ -4264,92 +4392,44 @@ recover_interrupted(aps_scheduler *s)
         uc.si = si;
         aps_time bound = aps__store_handed_bound(s->stores[si].st);
         rc = aps__store_meta_scan(s->stores[si].st, RUN_PREFIX, scan_runs, &sc);
+        /* Runs this process made (an API call before the start) may be
+         * handed on at any moment: none is judged then. Read after the
+         * scan: unset, every run it found is older than this process. */
+        if (__atomic_load_n(&s->runs_made, __ATOMIC_ACQUIRE))
+            bound = INT64_MAX;
         for (size_t i = 0; i < sc.n && rc == 0; i++) {
-            aps__run *run = calloc(1, sizeof(*run));
-            if (run == NULL) {
-                rc = APS_ENOMEM;
-                break;
-            }
-            run->sched = s;
-            memcpy(run->run_id, sc.v[i].run_id, sizeof(run->run_id));
-            run->job_id = strdup(sc.v[i].job_id);
-            run->jobstore = strdup(s->stores[si].name);
-            /* The executor and run times come from the job's running list,
-             * read once from the store that recorded the run. */
+            /* The job's record, read once, tells how the run stands. */
             void *data = NULL;
             size_t len = 0;
             aps__jobrec *rec = NULL;
-            int unstarted = 0;
-            if (aps__store_job_get(s->stores[si].st, sc.v[i].job_id, &data, &len, NULL) == 0 &&
-                aps__jobrec_decode(data, len, &rec) == 0) {
-                run->executor = strdup(rec->job.executor);
-                unstarted = never_started(rec, run->run_id, bound);
-                for (size_t k = 0; k < rec->n_running; k++) {
-                    /* The first entry of the run only (a damaged record may
-                     * list it twice, or without run times). */
-                    if (strcmp(rec->running[k].run_id, run->run_id) != 0)
-                        continue;
-                    size_t n = rec->running[k].n_run_times;
-                    if (n > 0 && (run->run_times = malloc(n * sizeof(aps_time))) != NULL) {
-                        memcpy(run->run_times, rec->running[k].run_times, n * sizeof(aps_time));
-                        run->n_run_times = n;
-                    }
-                    break;
-                }
+            if (aps__store_job_get(s->stores[si].st, sc.v[i].job_id, &data, &len, NULL) != 0 ||
+                aps__jobrec_decode(data, len, &rec) != 0) {
+                aps__jobrec_free(rec);
+                rec = NULL;
             }
+            if (rec != NULL && never_started(rec, sc.v[i].run_id, bound))
+                rc = unstarted_add(&uc, &sc.v[i]);
+            else
+                rc = interrupt_run(s, si, &sc.v[i], rec);
             aps__jobrec_free(rec);
             free(data);
-            if (unstarted) {
-                aps__run_free(run);
-                rc = unstarted_add(&uc, &sc.v[i]);
-                continue;
-            }
-            if (run->n_run_times == 0 && sc.v[i].n_run_times > 0) {
-                /* The job is gone (or no longer lists the run): the index
-                 * still knows the run times. */
-                run->run_times = sc.v[i].run_times;
-                run->n_run_times = sc.v[i].n_run_times;
-                sc.v[i].run_times = NULL;
-            }
-            if (run->executor == NULL && sc.v[i].executor != NULL) {
-                run->executor = sc.v[i].executor;
-                sc.v[i].executor = NULL;
-            }
-            if (run->executor == NULL)
-                run->executor = strdup("");
-            if (run->n_run_times == 0) {
-                run->run_times = malloc(sizeof(aps_time));
-                if (run->run_times != NULL) {
-                    run->run_times[0] = APS_TIME_NONE;
-                    run->n_run_times = 1;
-                }
-            }
-            run->results = calloc(run->n_run_times ? run->n_run_times : 1, sizeof(*run->results));
-            if (run->job_id == NULL || run->jobstore == NULL || run->executor == NULL ||
-                run->run_times == NULL || run->results == NULL) {
-                aps__run_free(run);
-                rc = APS_ENOMEM;
-                break;
-            }
-            for (size_t k = 0; k < run->n_run_times; k++) {
-                run->results[k].run_time = run->run_times[k];
-                run->results[k].outcome.status = APS_RUN_INTERRUPTED;
-                run->results[k].outcome.error = strdup("interrupted by restart");
-            }
-            pthread_mutex_lock(&s->mu);
-            __atomic_add_fetch(&s->n_running, 1, __ATOMIC_RELAXED);
-            pthread_mutex_unlock(&s->mu);
-            aps__run_finished(run);
         }
         if (rc == 0 && uc.n > 0) {
             uc.now = aps__scheduler_now(s);
-            rc = write_and_publish(s, si, unstarted_fn, &uc, &uc.o);
+            if (write_and_publish(s, si, unstarted_fn, &uc, &uc.o) != 0) {
+                for (size_t i = 0; i < uc.n && rc == 0; i++)
+                    rc = interrupt_run(s, si, &uc.v[i], NULL);
+            }
         }
         for (size_t i = 0; i < sc.n; i++) {
             free(sc.v[i].executor);
             free(sc.v[i].run_times);
         }
         free(sc.v);
+        for (size_t i = 0; i < uc.n; i++) {
+            free(uc.v[i].executor);
+            free(uc.v[i].run_times);
+        }
         free(uc.v);
         free_out(&uc.o);
     }
@@ -4400,6 +4480,76 @@ arm_timer(aps_scheduler *s, aps_time when)
     timerfd_settime(s->timer_fd, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &its, NULL);
 }
 
+/* Removes the jobs of ended_note, each unless a change gave it a next run
+ * time or its run is over (then done_fn removed it). */
+typedef struct ended_ctx {
+    aps_scheduler *s;
+    size_t si;
+    aps_time now;
+    const aps__ended *v;
+    size_t n;
+    wout o;
+} ended_ctx;
+
+static int
+ended_fn(aps_txn *t, void *arg)
+{
+    ended_ctx *c = arg;
+    int rc = 0;
+    reset_out(&c->o);
+    for (size_t i = 0; i < c->n && rc == 0; i++) {
+        aps__jobrec *rec = NULL;
+        if (c->v[i].si != c->si)
+            continue;
+        rc = txn_load(t, c->v[i].id, &rec);
+        if (rc == APS_ENOENT) {
+            rc = 0;
+            continue;
+        }
+        if (rc == 0 && rec->job.next_run_time == APS_TIME_NONE && !rec->job.paused &&
+            rec->n_pending == 0 && running_find(rec, c->v[i].run_id) < rec->n_running) {
+            rc = aps__txn_job_del(t, rec->job.id);
+            if (rc == 0)
+                rc =
+                    out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0, NULL);
+        }
+        aps__jobrec_free(rec);
+    }
+    if (rc == 0)
+        rc = events_in_txn(c->s, c->si, t, &c->o);
+    return rc;
+}
+
+/* The loop's removal of the jobs ended_note noted: one write per store
+ * that has some. A write that fails leaves the job to done_fn. */
+static void
+process_ended(aps_scheduler *s, aps_time now)
+{
+    pthread_mutex_lock(&s->hold_mu);
+    aps__ended *v = s->ended;
+    size_t n = s->n_ended;
+    s->ended = NULL;
+    s->n_ended = s->cap_ended = 0;
+    pthread_mutex_unlock(&s->hold_mu);
+    for (size_t si = 0; si < s->n_stores && n > 0; si++) {
+        ended_ctx c;
+        size_t k = 0;
+        while (k < n && v[k].si != si)
+            k++;
+        if (k == n)
+            continue;
+        memset(&c, 0, sizeof(c));
+        c.s = s;
+        c.si = si;
+        c.now = now;
+        c.v = v;
+        c.n = n;
+        (void)loop_write_and_publish(s, si, ended_fn, &c, &c.o);
+        free_out(&c.o);
+    }
+    free(v);
+}
+
 int
 aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
 {
@@ -4423,6 +4573,7 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
     s->passes++;
     s->completion_unwoken = 0;
     pthread_mutex_unlock(&s->mu);
+    process_ended(s, now);
     if (!running)
         process_completed(s);
     if (running) {
@@ -4730,6 +4881,7 @@ aps_scheduler_destroy(aps_scheduler *s)
     for (size_t i = 0; i < s->n_tombs; i++)
         aps__run_free(s->tombs[i].parked); /* (each change settles its own: none) */
     free(s->tombs);
+    free(s->ended);
     free(s->due_ids);
     loop_state_free(s);
     pthread_mutex_destroy(&s->mu);

@@ -217,6 +217,13 @@ struct aps_scheduler {
     /* The latest run time handed on (atomic): the stores' marks are this
      * far already (handed_mark in scheduler.c). */
     aps_time handed_max;
+    /* Set (atomic) once this process made a run: from then on, runs in a
+     * store's index may be its own (recover_interrupted). */
+    int runs_made;
+    /* Jobs whose last run, committed ahead, was handed on: the loop
+     * removes them (hold_mu; process_ended in scheduler.c). */
+    struct aps__ended *ended;
+    size_t n_ended, cap_ended;
 
     int wake_fd;  /* eventfd: mutations, completions, shutdown */
     int timer_fd; /* timerfd on CLOCK_REALTIME, absolute, cancelled on clock jumps */

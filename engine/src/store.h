@@ -216,8 +216,9 @@ int aps__store_space_low(aps_store *s);
 
 /**
  * Records that runs up to time `t` may be handed to their executors now:
- * call it before handing them on. LMDB: kept in a page of the lock file
- * that outlives the process (not a machine restart), so that the next
+ * call it before handing them on. LMDB: kept in a page of shared memory
+ * (a file in /dev/shm named in the lock file) that outlives the process
+ * (not a machine restart), so that the next
  * open can tell the runs it recorded as running that never started
  * (aps__store_handed_bound). Never lowers the mark; safe from any thread.
  * A no-op for a memory store.
@@ -228,7 +229,8 @@ void aps__store_handed(aps_store *s, aps_time t);
  * The latest run time that a process, this one or one before it, may have
  * handed on (aps__store_handed): a run recorded as running whose time is
  * later never started. INT64_MAX when that is not known: a machine
- * restarted since, a lock file of an older apsd, a memory store.
+ * restarted since, a lock file of an older apsd, no /dev/shm, a memory
+ * store.
  */
 aps_time aps__store_handed_bound(aps_store *s);
 
@@ -245,6 +247,13 @@ void aps__store_handed_recovered(aps_store *s);
  * tests.
  */
 extern const char *aps__store_boot_id_test;
+
+/**
+ * Test hook: when set, the directory of the pages of runs handed on
+ * instead of /dev/shm (to test one that cannot be made). Never set
+ * outside tests.
+ */
+extern const char *aps__store_handed_dir_test;
 /** @} */
 
 /** @name Writes

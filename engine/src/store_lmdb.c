@@ -45,16 +45,22 @@
  * A directory on a network file system is refused (check_fs): LMDB's lock
  * file works within one host.
  *
- * Runs handed on: the lock file's second page (HANDED_OFF) is mapped
- * shared, and the scheduler raises `mark` there to a run's time before it
- * hands the run to its executor (aps__store_handed). The page is the
- * kernel's page cache: a process that dies (a crash, SIGKILL) leaves it as
- * it was, so on the next open a run recorded as running whose time is
- * past the mark was never handed on, and never started. A machine that
- * restarted may have lost the page: it is trusted only under the boot id
- * it was written in. `carried` keeps the bound of the processes before,
+ * Runs handed on: the scheduler raises `mark`, in a page of shared
+ * memory, to a run's time before it hands the run to its executor
+ * (aps__store_handed). The page is a file in /dev/shm (tmpfs: no disk
+ * behind it, so the store never waits on the disk's journal the way a
+ * write fault on a page of a disk file can), named by a random token kept
+ * in the lock file's second page. It outlives a process that dies (a
+ * crash, SIGKILL), not the machine: on the next open, a run recorded as
+ * running whose time is past the mark was never handed on, and never
+ * started. The page is trusted only under the boot id it was written in
+ * and with its token. `carried` keeps the bound of the processes before
  * until the scheduler has recovered their runs (a process that opens the
- * store without doing so, or dies first, passes it on).
+ * store without doing so, or dies first, passes it on). A page exists
+ * only while it says more than "unknown": from that recovery (made then)
+ * to a close, and while it carries such a bound. Without it (no /dev/shm,
+ * another boot, an older apsd's lock file) the bound is unknown: such
+ * runs are reported interrupted.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -67,6 +73,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -83,11 +90,14 @@
 #define MAX_GROW_PER_BATCH 24
 #define MAX_READERS 1024
 #define LOCK_FILE "apsd.lock"
-/* The lock file's page of runs handed on (top comment): its second page
- * (mmap wants an offset that is a multiple of the page size). */
+/* The lock file's second page holds the token of the page of runs handed
+ * on (top comment); mmap wants offsets that are multiples of the page
+ * size. */
 #define HANDED_OFF ((off_t)sysconf(_SC_PAGESIZE))
 #define HANDED_PAGE_LEN ((size_t)sysconf(_SC_PAGESIZE))
-#define HANDED_MAGIC "APSDHND1"
+#define LOCK_MAGIC "APSDLCK1"
+#define HANDED_MAGIC "APSDHND2"
+#define HANDED_DIR "/dev/shm"
 #define BOOT_ID_FILE "/proc/sys/kernel/random/boot_id"
 #define RESERVE_FILE "reserve"
 /* Without the reserve: how often a caller's check tries to make it again. */
@@ -119,10 +129,17 @@ typedef struct lreq {
  * and events published at most 10 ms later. */
 #define LAZY_GAP_NS 10000000L
 
-/* The lock file's page of runs handed on (top comment). */
+/* The lock file's second page (top comment). */
+typedef struct lock_page {
+    char magic[8];  /* LOCK_MAGIC */
+    char token[33]; /* 32 hex digits: the page of runs handed on */
+} lock_page;
+
+/* The page of runs handed on (top comment), in HANDED_DIR/apsd-<token>. */
 typedef struct handed_page {
-    char magic[8];    /* HANDED_MAGIC */
+    char magic[8];    /* HANDED_MAGIC, written last */
     char boot_id[40]; /* the boot it was written in */
+    char token[33];   /* its own name's */
     int64_t mark;     /* runs of this process: the latest time handed on */
     int64_t carried;  /* runs of the processes before: the same bound */
 } handed_page;
@@ -131,7 +148,12 @@ typedef struct lmdb_store {
     aps_store base;
     char *dir;
     int lock_fd;
-    handed_page *handed; /* mapped from the lock file; NULL: not trusted */
+    /* Runs handed on (top comment). */
+    handed_page *handed;       /* mapped (atomic pointer); NULL: none */
+    char *handed_path;         /* its file */
+    int64_t handed_local;      /* this process's mark (atomic), page or not */
+    int handed_unknown;        /* (atomic) the bound of those before is unknown */
+    pthread_mutex_t handed_mu; /* making the page */
     MDB_env *env; /* NULL only if recovery from MDB_PANIC failed */
     MDB_dbi jobs, due, events, meta;
     pthread_rwlock_t maplock; /* see the top comment */
@@ -1949,9 +1971,119 @@ boot_id(char out[40])
     return 1;
 }
 
+const char *aps__store_handed_dir_test;
+
+/* *at = max(*at, t), atomically. */
+static void
+l_handed_raise(int64_t *at, int64_t t)
+{
+    int64_t cur = __atomic_load_n(at, __ATOMIC_SEQ_CST);
+    while (cur < t &&
+           !__atomic_compare_exchange_n(at, &cur, t, 1, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        ;
+}
+
+/* Maps file `fd` as a page of runs handed on; NULL if it is not a regular
+ * file of ours (another user's, in a directory all can write to) or
+ * cannot be mapped. Closes fd. */
+static handed_page *
+handed_map(int fd)
+{
+    struct stat st;
+    void *m = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+        ((size_t)st.st_size >= HANDED_PAGE_LEN || ftruncate(fd, (off_t)HANDED_PAGE_LEN) == 0))
+        m = mmap(NULL, HANDED_PAGE_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    return m == MAP_FAILED ? NULL : m;
+}
+
+/* At open: the page of runs handed on named `token` (top comment). One
+ * that the process before left trusted, with a bound, stays mapped and
+ * carries it over; any other goes, and the bound is unknown. */
+static void
+handed_open(lmdb_store *s, const char *token)
+{
+    char path[PATH_MAX], boot[40];
+    const char *dir = aps__store_handed_dir_test ? aps__store_handed_dir_test : HANDED_DIR;
+    int n = snprintf(path, sizeof path, "%s/apsd-%s", dir, token);
+    s->handed_unknown = 1;
+    s->handed_local = APS_TIME_NONE;
+    if (n < 0 || (size_t)n >= sizeof path || (s->handed_path = strdup(path)) == NULL)
+        return;
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    handed_page *h = fd >= 0 ? handed_map(fd) : NULL;
+    if (h == NULL)
+        return;
+    int64_t c = h->mark > h->carried ? h->mark : h->carried;
+    if (boot_id(boot) && memcmp(h->magic, HANDED_MAGIC, sizeof h->magic) == 0 &&
+        memcmp(h->boot_id, boot, sizeof boot) == 0 &&
+        memcmp(h->token, token, sizeof h->token) == 0 && c != INT64_MAX) {
+        /* carried first, at least as high as before: a crash between the
+         * two leaves a page that still bounds every run. */
+        __atomic_store_n(&h->carried, c, __ATOMIC_SEQ_CST);
+        __atomic_store_n(&h->mark, APS_TIME_NONE, __ATOMIC_SEQ_CST);
+        s->handed = h;
+        s->handed_unknown = 0;
+        return;
+    }
+    munmap(h, HANDED_PAGE_LEN);
+    unlink(path);
+}
+
+/* After the recovery: the page says from now on that this process's
+ * marks are the bound, made if there was none. */
+static void
+handed_make(lmdb_store *s)
+{
+    char boot[40];
+    pthread_mutex_lock(&s->handed_mu);
+    handed_page *h = __atomic_load_n(&s->handed, __ATOMIC_SEQ_CST);
+    if (h == NULL && s->handed_path != NULL && boot_id(boot)) {
+        int fd = open(s->handed_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0 && (h = handed_map(fd)) != NULL) {
+            /* Unknown until whole (a crash may come at any step). */
+            memset(h->magic, 0, sizeof h->magic);
+            __atomic_store_n(&h->carried, INT64_MAX, __ATOMIC_SEQ_CST);
+            memcpy(h->boot_id, boot, sizeof h->boot_id);
+            memcpy(h->token, strrchr(s->handed_path, '-') + 1, sizeof h->token);
+            __atomic_store_n(&h->mark, __atomic_load_n(&s->handed_local, __ATOMIC_SEQ_CST),
+                             __ATOMIC_SEQ_CST);
+            memcpy(h->magic, HANDED_MAGIC, sizeof h->magic);
+            __atomic_store_n(&s->handed, h, __ATOMIC_SEQ_CST);
+            /* A mark raised meanwhile saw no page: the page takes it (one of
+             * the two sees the other's store). */
+            l_handed_raise(&h->mark, __atomic_load_n(&s->handed_local, __ATOMIC_SEQ_CST));
+        }
+    }
+    if (h != NULL)
+        __atomic_store_n(&h->carried, APS_TIME_NONE, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s->handed_unknown, 0, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&s->handed_mu);
+}
+
+/* Unmaps the page of runs handed on, and removes it unless it carries a
+ * bound of processes before that no scheduler has recovered yet. (Without
+ * the page the bound is unknown, which is always safe; this process's own
+ * mark says nothing more: a scheduler hands every run it committed on
+ * before it closes its stores.) */
+static void
+handed_close(lmdb_store *s)
+{
+    handed_page *h = s->handed;
+    if (h != NULL) {
+        int64_t c = __atomic_load_n(&h->carried, __ATOMIC_SEQ_CST);
+        if (c == APS_TIME_NONE || c == INT64_MAX)
+            unlink(s->handed_path);
+        munmap(h, HANDED_PAGE_LEN);
+    }
+    free(s->handed_path);
+    s->handed = NULL;
+    s->handed_path = NULL;
+}
+
 /* Takes the directory lock, or says who holds it; maps its page of runs
- * handed on (top comment), carrying the bound over from the process
- * before when it can be trusted. */
+ * handed on (top comment). */
 static int
 take_lock(lmdb_store *s, aps_error *err)
 {
@@ -1997,27 +2129,31 @@ take_lock(lmdb_store *s, aps_error *err)
             aps__store_seterr(err, APS_EBUSY, "store is in use by another process (%s)", s->dir);
         return APS_EBUSY;
     }
-    handed_page prev, page;
-    int trusted = pread(fd, &prev, sizeof prev, HANDED_OFF) == (ssize_t)sizeof prev;
-    memset(&page, 0, sizeof page);
-    trusted = boot_id(page.boot_id) && trusted &&
-              memcmp(prev.magic, HANDED_MAGIC, sizeof prev.magic) == 0 &&
-              memcmp(prev.boot_id, page.boot_id, sizeof page.boot_id) == 0;
+    lock_page lp;
+    int have = pread(fd, &lp, sizeof lp, HANDED_OFF) == (ssize_t)sizeof lp &&
+               memcmp(lp.magic, LOCK_MAGIC, sizeof lp.magic) == 0 && lp.token[32] == '\0' &&
+               strspn(lp.token, "0123456789abcdef") == 32;
     n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) || pwrite(fd, buf, (size_t)n, 0) != n) {
         /* The lock holds without the pid; only the message is poorer. */
     }
-    /* Unknown (another boot, no page): any run may have been handed on. */
-    memcpy(page.magic, HANDED_MAGIC, sizeof page.magic);
-    page.mark = APS_TIME_NONE;
-    page.carried = !trusted ? INT64_MAX : prev.mark > prev.carried ? prev.mark : prev.carried;
-    if (pwrite(fd, &page, sizeof page, HANDED_OFF) == (ssize_t)sizeof page &&
-        ftruncate(fd, HANDED_OFF + (off_t)HANDED_PAGE_LEN) == 0) {
-        void *m = mmap(NULL, HANDED_PAGE_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, HANDED_OFF);
-        /* Without the page the bound stays unknown (aps__store_handed_bound):
-         * runs left by a crash are reported interrupted, as before. */
-        s->handed = m == MAP_FAILED ? NULL : m;
+    if (!have) {
+        unsigned char r[16];
+        memset(&lp, 0, sizeof lp);
+        memcpy(lp.magic, LOCK_MAGIC, sizeof lp.magic);
+        if (getrandom(r, sizeof r, 0) == (ssize_t)sizeof r) {
+            for (size_t i = 0; i < sizeof r; i++)
+                snprintf(lp.token + 2 * i, 3, "%02x", r[i]);
+            have = 1;
+        }
     }
+    char *page = calloc(1, HANDED_PAGE_LEN);
+    if (have && page != NULL) {
+        memcpy(page, &lp, sizeof lp);
+        if (pwrite(fd, page, HANDED_PAGE_LEN, HANDED_OFF) == (ssize_t)HANDED_PAGE_LEN)
+            handed_open(s, lp.token);
+    }
+    free(page);
     s->lock_fd = fd;
     return 0;
 }
@@ -2036,12 +2172,12 @@ l_close(aps_store *bs)
         mdb_env_close(s->env);
     /* Closing the descriptor releases the flock. The file stays: removing
      * it would race with a process opening it right now. */
-    if (s->handed != NULL)
-        munmap(s->handed, HANDED_PAGE_LEN);
+    handed_close(s);
     close(s->lock_fd);
     pthread_rwlock_destroy(&s->maplock);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->reserve_mu);
+    pthread_mutex_destroy(&s->handed_mu);
     pthread_cond_destroy(&s->cv);
     free(s->dir);
     free(s);
@@ -2051,31 +2187,28 @@ static void
 l_handed(aps_store *bs, aps_time t)
 {
     lmdb_store *s = L(bs);
-    if (s->handed == NULL)
-        return;
-    int64_t cur = __atomic_load_n(&s->handed->mark, __ATOMIC_RELAXED);
-    while (cur < t && !__atomic_compare_exchange_n(&s->handed->mark, &cur, t, 1, __ATOMIC_SEQ_CST,
-                                                   __ATOMIC_RELAXED))
-        ;
+    l_handed_raise(&s->handed_local, t);
+    handed_page *h = __atomic_load_n(&s->handed, __ATOMIC_SEQ_CST);
+    if (h != NULL)
+        l_handed_raise(&h->mark, t);
 }
 
 static aps_time
 l_handed_bound(aps_store *bs)
 {
     lmdb_store *s = L(bs);
-    if (s->handed == NULL)
+    if (__atomic_load_n(&s->handed_unknown, __ATOMIC_SEQ_CST))
         return INT64_MAX;
-    int64_t m = __atomic_load_n(&s->handed->mark, __ATOMIC_SEQ_CST);
-    int64_t c = __atomic_load_n(&s->handed->carried, __ATOMIC_SEQ_CST);
+    int64_t m = __atomic_load_n(&s->handed_local, __ATOMIC_SEQ_CST);
+    handed_page *h = __atomic_load_n(&s->handed, __ATOMIC_SEQ_CST);
+    int64_t c = h != NULL ? __atomic_load_n(&h->carried, __ATOMIC_SEQ_CST) : APS_TIME_NONE;
     return m > c ? m : c;
 }
 
 static void
 l_handed_recovered(aps_store *bs)
 {
-    lmdb_store *s = L(bs);
-    if (s->handed != NULL)
-        __atomic_store_n(&s->handed->carried, APS_TIME_NONE, __ATOMIC_SEQ_CST);
+    handed_make(L(bs));
 }
 
 static const aps_store_ops lmdb_ops = {
@@ -2115,7 +2248,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     pthread_rwlockattr_t attr;
     pthread_condattr_t cattr;
     lmdb_store *s = NULL;
-    int rc, given, have_rw = 0, have_mu = 0, have_rmu = 0, have_cv = 0;
+    int rc, given, have_rw = 0, have_mu = 0, have_rmu = 0, have_hmu = 0, have_cv = 0;
 
     if (!dir || !*dir || !out) {
         aps__store_seterr(err, APS_EINVAL, "store: no directory given");
@@ -2126,6 +2259,8 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     if (!s)
         goto fail_msg;
     s->lock_fd = -1;
+    s->handed_unknown = 1; /* until handed_open knows better */
+    s->handed_local = APS_TIME_NONE;
     s->base.ops = &lmdb_ops;
     if (cfg)
         s->base.cfg = *cfg;
@@ -2143,6 +2278,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
     pthread_rwlockattr_destroy(&attr);
     have_mu = pthread_mutex_init(&s->mu, NULL) == 0;
     have_rmu = pthread_mutex_init(&s->reserve_mu, NULL) == 0;
+    have_hmu = pthread_mutex_init(&s->handed_mu, NULL) == 0;
     /* Monotonic: the writer's lazy wait has a deadline (lazy_wait). */
     have_cv = pthread_condattr_init(&cattr) == 0;
     if (have_cv) {
@@ -2150,7 +2286,7 @@ aps__store_open_lmdb(const char *dir, const aps_store_config *cfg, aps_store **o
                   pthread_cond_init(&s->cv, &cattr) == 0;
         pthread_condattr_destroy(&cattr);
     }
-    if (!have_rw || !have_mu || !have_rmu || !have_cv)
+    if (!have_rw || !have_mu || !have_rmu || !have_hmu || !have_cv)
         goto fail_msg;
 
     rc = check_fs(dir, s->base.cfg.allow_network_fs, err);
@@ -2187,6 +2323,9 @@ fail:
             mdb_env_close(s->env);
         if (s->handed != NULL)
             munmap(s->handed, HANDED_PAGE_LEN);
+        free(s->handed_path);
+        if (have_hmu)
+            pthread_mutex_destroy(&s->handed_mu);
         if (s->lock_fd >= 0)
             close(s->lock_fd);
         if (have_rw)

@@ -40,9 +40,11 @@ static aps_time submitted_at[64], submitted_for[64];
 static size_t n_submitted, n_skipped;
 
 /* Runs withdrawn before their time (JOB_ERROR, CANCELLED), the last one's
- * message; JOB_ERROR of any other status; JOB_MISSED. */
+ * message; JOB_ERROR of any other status; JOB_MISSED; when JOB_REMOVED
+ * was last published. */
 static size_t n_withdrawn, n_other_errors, n_missed;
 static char withdrawn_msg[128];
+static aps_time removed_at;
 
 static int
 record_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdata, char *error,
@@ -113,6 +115,8 @@ listener(const aps_event *ev, void *userdata)
     }
     if (ev->type == APS_EVENT_JOB_MISSED)
         n_missed++;
+    if (ev->type == APS_EVENT_JOB_REMOVED)
+        removed_at = aps_time_now();
     pthread_mutex_unlock(&mu);
 }
 
@@ -132,6 +136,7 @@ setup(void **state)
     n_calls = n_submitted = n_skipped = n_executed = 0;
     n_withdrawn = n_other_errors = n_missed = 0;
     withdrawn_msg[0] = '\0';
+    removed_at = APS_TIME_NONE;
     memset(many_runs, 0, sizeof(many_runs));
     busy_us = 0;
     pthread_mutex_unlock(&mu);
@@ -616,9 +621,7 @@ test_pass_spacing(void **state)
 
 /* Adds job `id`, every 500 ms twice from `in_us` from now (`arg` for the
  * function), and waits until its first run is committed ahead
- * (JOB_SUBMITTED): held, its time not come. Returns that time. (A date
- * job's only run ends the job as it is committed, as APScheduler removes
- * it once submitted: there would be no job left to change.) */
+ * (JOB_SUBMITTED): held, its time not come. Returns that time. */
 static aps_time
 add_held(aps_scheduler *s, const char *id, const char *arg, int64_t in_us)
 {
@@ -992,17 +995,69 @@ test_scheduler_pause_holds_runs(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* A one-shot job whose run is committed ahead stays until that run is
+ * handed on at its time (APScheduler removes it once it has submitted
+ * it): a RemoveJob before then finds it and withdraws the run. */
+static void
+test_one_shot_job_goes_at_its_time(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 600 * MS;
+    aps_trigger_spec d = tu_date(due);
+    add_job(s, "once", &d, 1);
+    wait_submitted(1);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "once", &job), 0); /* committed, its time not come */
+    assert_true(aps_time_now() < due);
+    assert_int_equal(job->running_instances, 1);
+    aps_job_free(job);
+    assert_int_equal(wait_calls(1, 3000 * MS), 1);
+    for (int i = 0; i < 2000 && aps_job_get(s, "once", &job) == 0; i++) {
+        aps_job_free(job);
+        usleep(1000);
+    }
+    assert_int_equal(aps_job_get(s, "once", &job), APS_ENOENT);
+    aps_time removed = APS_TIME_NONE; /* (published just after the commit) */
+    for (int i = 0; i < 2000 && removed == APS_TIME_NONE; i++) {
+        pthread_mutex_lock(&mu);
+        removed = removed_at;
+        pthread_mutex_unlock(&mu);
+        usleep(1000);
+    }
+    if (removed == APS_TIME_NONE || removed < due)
+        fail_msg("JOB_REMOVED at %lld, its run's time %lld", (long long)removed, (long long)due);
+    assert_withdrawn(0, NULL);
+    aps_scheduler_destroy(s);
+}
+
+static void
+test_remove_withdraws_one_shot_run(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 600 * MS;
+    aps_trigger_spec d = tu_date(due);
+    add_job(s, "once", &d, 1);
+    wait_submitted(1);
+    assert_true(aps_time_now() < due - 20 * MS);
+    assert_int_equal(aps_job_remove(s, "once", NULL), 0);
+    end_without_runs(s, due, 1, "the job was removed");
+}
+
 /* ---- a crash with runs committed ahead -------------------------------------- */
 
 #define BOOT_A "11111111-1111-4111-8111-111111111111"
 #define BOOT_B "22222222-2222-4222-8222-222222222222"
 
 /* A child process, on boot `boot` (NULL: this machine's), adds job `id`
- * (every 500 ms twice, from 600 ms from now) and is killed once its first
- * run is committed ahead, or, with `started`, once that run has started
- * (it then lasts 5 s). Returns that run's time. */
+ * (every 500 ms twice, from 600 ms from now; `once`: a one-shot job then)
+ * and is killed once its first run is committed ahead, or, with `started`,
+ * once that run has started (it then lasts 5 s). Returns that run's time. */
 static aps_time
-crash_with_run(const char *boot, const char *id, int started)
+crash_with(const char *boot, const char *id, int started, int once)
 {
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
@@ -1018,7 +1073,8 @@ crash_with_run(const char *boot, const char *id, int started)
         aps_scheduler *s = open_sched(AHEAD);
         if (aps_scheduler_start(s, APS_RUN_BACKGROUND) != 0)
             _exit(1);
-        aps_trigger_spec t = every_500ms(aps_time_now() + 600 * MS, 2);
+        aps_time due = aps_time_now() + 600 * MS;
+        aps_trigger_spec t = once ? tu_date(due) : every_500ms(due, 2);
         aps_job_spec j = tu_function_job(id, &t, "record", NULL);
         if (aps_job_add(s, &j, NULL, NULL, NULL) != 0)
             _exit(1);
@@ -1041,6 +1097,12 @@ crash_with_run(const char *boot, const char *id, int started)
     waitpid(pid, NULL, 0);
     assert_true(at > 0);
     return at;
+}
+
+static aps_time
+crash_with_run(const char *boot, const char *id, int started)
+{
+    return crash_with(boot, id, started, 0);
 }
 
 /* Reopens the store on boot `boot` and waits until job `id`'s runs from
@@ -1077,6 +1139,22 @@ test_crash_before_its_time(void **state)
     pthread_mutex_lock(&mu);
     assert_true(scheduled_at[1] == at + 500 * MS);
     pthread_mutex_unlock(&mu);
+}
+
+/* The same for a one-shot job: it stays until its run is handed on, so
+ * the restart finds it and runs it at its time. */
+static void
+test_crash_before_one_shot_time(void **state)
+{
+    (void)state;
+    aps_time at = crash_with(NULL, "once", 0, 1);
+    assert_true(aps_time_now() < at);
+    reopen_and_run(NULL, at, 1);
+    assert_withdrawn(1, "the scheduler stopped first");
+    aps_scheduler *s = open_sched(AHEAD);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "once", &job), APS_ENOENT);
+    aps_scheduler_destroy(s);
 }
 
 /* Killed while the run runs: it was handed on (the mark covers it), so it
@@ -1132,7 +1210,10 @@ main(void)
         cmocka_unit_test_setup(test_resume_does_not_run_twice, setup),
         cmocka_unit_test_setup(test_replace_runs_once, setup),
         cmocka_unit_test_setup(test_remove_all_withdraws_held_runs, setup),
+        cmocka_unit_test_setup(test_one_shot_job_goes_at_its_time, setup),
+        cmocka_unit_test_setup(test_remove_withdraws_one_shot_run, setup),
         cmocka_unit_test_setup(test_crash_before_its_time, setup),
+        cmocka_unit_test_setup(test_crash_before_one_shot_time, setup),
         cmocka_unit_test_setup(test_crash_after_its_start, setup),
         cmocka_unit_test_setup(test_crash_then_machine_restart, setup),
         cmocka_unit_test_setup(test_scheduler_pause_holds_runs, setup),

@@ -897,9 +897,10 @@ add_at(aps_scheduler *s, const char *id, aps_time when, int paused)
 }
 
 /* Each case of an add's wake-up (real clock, the loop driven by hand): the
- * loop waiting for nothing, or for a job due before the new one less the
- * commit-ahead lead, or in a pass (which may have read the stores before
- * the add's commit), or the new job sooner; a paused job. */
+ * loop waiting for nothing, or for a job due before the new one (less the
+ * commit-ahead lead: none in external mode), or in a pass (which may have
+ * read the stores before the add's commit), or the new job sooner; a
+ * paused job. */
 static void
 test_add_wake_cases(void **state)
 {
@@ -914,11 +915,11 @@ test_add_wake_cases(void **state)
     assert_true(woken(s));
     assert_int_equal(aps_scheduler_process(s, &next), 0);
     assert_true(next != APS_TIME_NONE && next <= now + 3600 * SEC && next > now + 3599 * SEC);
-    /* A later job, a paused one, one due at the settled pass plus the lead:
+    /* A later job, a paused one, one due just after the settled pass:
      * that pass finds them. */
     add_at(s, "j1", now + 7200 * SEC, 0);
     add_at(s, "j2", now + 60 * SEC, 1);
-    add_at(s, "j3", next + SEC, 0); /* the longest lead: commit_ahead_max's 1 s */
+    add_at(s, "j3", next + 50000, 0);
     assert_false(woken(s));
     /* In a pass: it may have read the stores before this commit. */
     pthread_mutex_lock(&s->mu);
@@ -929,8 +930,8 @@ test_add_wake_cases(void **state)
     assert_true(woken(s));
     assert_int_equal(aps_scheduler_process(s, &next), 0);
     assert_false(woken(s));
-    /* Sooner than the settled pass, within the lead of it: woken. */
-    add_at(s, "j5", next + 10000, 0);
+    /* Sooner than the settled pass: woken. */
+    add_at(s, "j5", next - 10000, 0);
     assert_true(woken(s));
     assert_int_equal(aps_scheduler_process(s, &next), 0);
     add_at(s, "j6", now + 10 * SEC, 0);

@@ -14,7 +14,20 @@
 
 #include <cmocka.h>
 
+#include "store.h"
 #include "testutil.h"
+
+/* The pages of runs handed on (store_lmdb.c) go in the test's temporary
+ * directory, which Bazel removes, not in /dev/shm, where a test that kills
+ * a process or drops a store would leave them. (A test binary that uses
+ * nothing of this file does not get it.) */
+__attribute__((constructor)) static void
+tu_handed_dir(void)
+{
+    const char *t = getenv("TEST_TMPDIR");
+    if (t != NULL && *t != '\0')
+        aps__store_handed_dir_test = t;
+}
 
 /* ---- directories ------------------------------------------------------------ */
 

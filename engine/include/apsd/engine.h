@@ -493,15 +493,16 @@ typedef struct aps_scheduler_config {
      *  misfire_grace_time). 0 = 50 ms; negative = off. Off with an
      *  injected clock and in APS_RUN_EXTERNAL mode. A process that dies
      *  (a crash, a kill) before such a run's time loses nothing: the run
-     *  never started (a page of the store's lock file, which outlives the
-     *  process, marks the runs handed on), so after the restart it ends
+     *  never started (a page of shared memory in /dev/shm, named in the
+     *  store's lock file, which outlives the process, marks the runs
+     *  handed on), so after the restart it ends
      *  as withdrawn ("...: the scheduler stopped first") and its time is
      *  the job's next run time again: it runs then, or, that time past,
-     *  as APScheduler runs a time missed while it was down. Reported
-     *  interrupted instead, as a started run is: after a restart of the
-     *  machine (the page may be lost), and a one-shot job's run (the job
-     *  ended with the run's commit, as APScheduler removes it once
-     *  submitted). */
+     *  as APScheduler runs a time missed while it was down (after a
+     *  restart of the machine, which loses the page, or without /dev/shm,
+     *  it is reported interrupted, as a started run is). A job whose trigger ends with
+     *  such a run (a date job) stays until the run is handed on at its
+     *  time, when APScheduler would submit it and remove the job. */
     int64_t commit_ahead_us;
     /** Above commit_ahead_us: the window widens while the store's writes
      *  are slow (a disk shared with a busy writer), to twice the longest of
