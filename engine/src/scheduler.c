@@ -4481,7 +4481,7 @@ arm_timer(aps_scheduler *s, aps_time when)
 }
 
 /* Removes the jobs of ended_note, each unless a change gave it a next run
- * time or its run is over (then done_fn removed it). */
+ * time or runs to queue, or its run is over (then done_fn removed it). */
 typedef struct ended_ctx {
     aps_scheduler *s;
     size_t si;
@@ -4506,8 +4506,9 @@ ended_fn(aps_txn *t, void *arg)
             rc = 0;
             continue;
         }
-        if (rc == 0 && rec->job.next_run_time == APS_TIME_NONE && !rec->job.paused &&
-            rec->n_pending == 0 && running_find(rec, c->v[i].run_id) < rec->n_running) {
+        /* (A pause since the hand-off came after APScheduler's removal.) */
+        if (rc == 0 && rec->job.next_run_time == APS_TIME_NONE && rec->n_pending == 0 &&
+            running_find(rec, c->v[i].run_id) < rec->n_running) {
             rc = aps__txn_job_del(t, rec->job.id);
             if (rc == 0)
                 rc =

@@ -133,6 +133,7 @@ typedef struct lreq {
 typedef struct lock_page {
     char magic[8];  /* LOCK_MAGIC */
     char token[33]; /* 32 hex digits: the page of runs handed on */
+    uint64_t dev, ino; /* the lock file's (a copy of the directory is not it) */
 } lock_page;
 
 /* The page of runs handed on (top comment), in HANDED_DIR/apsd-<token>. */
@@ -140,6 +141,7 @@ typedef struct handed_page {
     char magic[8];    /* HANDED_MAGIC, written last */
     char boot_id[40]; /* the boot it was written in */
     char token[33];   /* its own name's */
+    uint64_t dev, ino; /* its store's lock file */
     int64_t mark;     /* runs of this process: the latest time handed on */
     int64_t carried;  /* runs of the processes before: the same bound */
 } handed_page;
@@ -150,7 +152,8 @@ typedef struct lmdb_store {
     int lock_fd;
     /* Runs handed on (top comment). */
     handed_page *handed;       /* mapped (atomic pointer); NULL: none */
-    char *handed_path;         /* its file */
+    char *handed_path;         /* its file; NULL: none can be made */
+    uint64_t lock_dev, lock_ino; /* the lock file's, which the page names */
     int64_t handed_local;      /* this process's mark (atomic), page or not */
     int handed_unknown;        /* (atomic) the bound of those before is unknown */
     pthread_mutex_t handed_mu; /* making the page */
@@ -1991,44 +1994,54 @@ handed_map(int fd)
 {
     struct stat st;
     void *m = MAP_FAILED;
+    /* Its memory allocated now: a write fault on a full tmpfs would be a
+     * SIGBUS. */
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-        ((size_t)st.st_size >= HANDED_PAGE_LEN || ftruncate(fd, (off_t)HANDED_PAGE_LEN) == 0))
+        posix_fallocate(fd, 0, (off_t)HANDED_PAGE_LEN) == 0)
         m = mmap(NULL, HANDED_PAGE_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     return m == MAP_FAILED ? NULL : m;
 }
 
-/* At open: the page of runs handed on named `token` (top comment). One
- * that the process before left trusted, with a bound, stays mapped and
- * carries it over; any other goes, and the bound is unknown. */
-static void
-handed_open(lmdb_store *s, const char *token)
+/* The path of the page named `token` into out (PATH_MAX); 0 if too long. */
+static int
+handed_name(const char *token, char *out)
+{
+    const char *dir = aps__store_handed_dir_test ? aps__store_handed_dir_test : HANDED_DIR;
+    int n = snprintf(out, PATH_MAX, "%s/apsd-%s", dir, token);
+    return n > 0 && n < PATH_MAX;
+}
+
+/* At open: the page of runs handed on named in the lock page `lp` (top
+ * comment). One that the process before left trusted (this boot, this
+ * lock file), with a bound, stays mapped and carries it over: 1. Any
+ * other goes: 0, the bound unknown. */
+static int
+handed_open(lmdb_store *s, const lock_page *lp)
 {
     char path[PATH_MAX], boot[40];
-    const char *dir = aps__store_handed_dir_test ? aps__store_handed_dir_test : HANDED_DIR;
-    int n = snprintf(path, sizeof path, "%s/apsd-%s", dir, token);
-    s->handed_unknown = 1;
-    s->handed_local = APS_TIME_NONE;
-    if (n < 0 || (size_t)n >= sizeof path || (s->handed_path = strdup(path)) == NULL)
-        return;
+    if (!handed_name(lp->token, path))
+        return 0;
     int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     handed_page *h = fd >= 0 ? handed_map(fd) : NULL;
     if (h == NULL)
-        return;
+        return 0;
     int64_t c = h->mark > h->carried ? h->mark : h->carried;
     if (boot_id(boot) && memcmp(h->magic, HANDED_MAGIC, sizeof h->magic) == 0 &&
         memcmp(h->boot_id, boot, sizeof boot) == 0 &&
-        memcmp(h->token, token, sizeof h->token) == 0 && c != INT64_MAX) {
+        memcmp(h->token, lp->token, sizeof h->token) == 0 && h->dev == lp->dev &&
+        h->ino == lp->ino && c != INT64_MAX) {
         /* carried first, at least as high as before: a crash between the
          * two leaves a page that still bounds every run. */
         __atomic_store_n(&h->carried, c, __ATOMIC_SEQ_CST);
         __atomic_store_n(&h->mark, APS_TIME_NONE, __ATOMIC_SEQ_CST);
         s->handed = h;
         s->handed_unknown = 0;
-        return;
+        return 1;
     }
     munmap(h, HANDED_PAGE_LEN);
     unlink(path);
+    return 0;
 }
 
 /* After the recovery: the page says from now on that this process's
@@ -2040,13 +2053,16 @@ handed_make(lmdb_store *s)
     pthread_mutex_lock(&s->handed_mu);
     handed_page *h = __atomic_load_n(&s->handed, __ATOMIC_SEQ_CST);
     if (h == NULL && s->handed_path != NULL && boot_id(boot)) {
-        int fd = open(s->handed_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        /* A fresh token's: one there already is not ours. */
+        int fd = open(s->handed_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd >= 0 && (h = handed_map(fd)) != NULL) {
             /* Unknown until whole (a crash may come at any step). */
             memset(h->magic, 0, sizeof h->magic);
             __atomic_store_n(&h->carried, INT64_MAX, __ATOMIC_SEQ_CST);
             memcpy(h->boot_id, boot, sizeof h->boot_id);
             memcpy(h->token, strrchr(s->handed_path, '-') + 1, sizeof h->token);
+            h->dev = s->lock_dev;
+            h->ino = s->lock_ino;
             __atomic_store_n(&h->mark, __atomic_load_n(&s->handed_local, __ATOMIC_SEQ_CST),
                              __ATOMIC_SEQ_CST);
             memcpy(h->magic, HANDED_MAGIC, sizeof h->magic);
@@ -2129,31 +2145,48 @@ take_lock(lmdb_store *s, aps_error *err)
             aps__store_seterr(err, APS_EBUSY, "store is in use by another process (%s)", s->dir);
         return APS_EBUSY;
     }
-    lock_page lp;
-    int have = pread(fd, &lp, sizeof lp, HANDED_OFF) == (ssize_t)sizeof lp &&
-               memcmp(lp.magic, LOCK_MAGIC, sizeof lp.magic) == 0 && lp.token[32] == '\0' &&
-               strspn(lp.token, "0123456789abcdef") == 32;
-    n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) || pwrite(fd, buf, (size_t)n, 0) != n) {
+    /* The pid in a field of its own, not truncating the file: the token
+     * below must not be lost to a crash. */
+    memset(buf, 0, sizeof buf);
+    snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (pwrite(fd, buf, sizeof buf, 0) != (ssize_t)sizeof buf) {
         /* The lock holds without the pid; only the message is poorer. */
     }
-    if (!have) {
+    struct stat st;
+    lock_page lp;
+    int ok = fstat(fd, &st) == 0;
+    s->lock_dev = ok ? (uint64_t)st.st_dev : 0;
+    s->lock_ino = ok ? (uint64_t)st.st_ino : 0;
+    int have = ok && pread(fd, &lp, sizeof lp, HANDED_OFF) == (ssize_t)sizeof lp &&
+               memcmp(lp.magic, LOCK_MAGIC, sizeof lp.magic) == 0 && lp.token[32] == '\0' &&
+               strspn(lp.token, "0123456789abcdef") == 32 && lp.dev == s->lock_dev &&
+               lp.ino == s->lock_ino;
+    if (!have || !handed_open(s, &lp)) {
+        /* No page kept: a new token, so that no page of another copy of
+         * the directory, or left in another /dev/shm, is ever taken. */
         unsigned char r[16];
         memset(&lp, 0, sizeof lp);
         memcpy(lp.magic, LOCK_MAGIC, sizeof lp.magic);
-        if (getrandom(r, sizeof r, 0) == (ssize_t)sizeof r) {
-            for (size_t i = 0; i < sizeof r; i++)
-                snprintf(lp.token + 2 * i, 3, "%02x", r[i]);
-            have = 1;
-        }
+        lp.dev = s->lock_dev;
+        lp.ino = s->lock_ino;
+        have = ok && getrandom(r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r;
+        for (size_t i = 0; have && i < sizeof r; i++)
+            snprintf(lp.token + 2 * i, 3, "%02x", r[i]);
     }
     char *page = calloc(1, HANDED_PAGE_LEN);
     if (have && page != NULL) {
         memcpy(page, &lp, sizeof lp);
-        if (pwrite(fd, page, HANDED_PAGE_LEN, HANDED_OFF) == (ssize_t)HANDED_PAGE_LEN)
-            handed_open(s, lp.token);
+        if (pwrite(fd, page, HANDED_PAGE_LEN, HANDED_OFF) == (ssize_t)HANDED_PAGE_LEN &&
+            handed_name(lp.token, path))
+            s->handed_path = strdup(path);
     }
     free(page);
+    if (s->handed_path == NULL && s->handed != NULL) {
+        /* The page kept is not named where the next open looks. */
+        munmap(s->handed, HANDED_PAGE_LEN);
+        s->handed = NULL;
+        s->handed_unknown = 1;
+    }
     s->lock_fd = fd;
     return 0;
 }

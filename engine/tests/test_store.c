@@ -1596,7 +1596,8 @@ test_handed_bound(void **state)
     assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
     aps__store_handed(f->s, t1);
     assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
-    /* ... and reopened on that boot, the unknown bound was carried over. */
+    /* ... and reopened on that boot: no page (the other boot's went),
+     * still unknown. */
     aps__store_close(f->s);
     f->s = NULL;
     aps__store_boot_id_test = "00000000-0000-4000-8000-000000000000";
@@ -1620,10 +1621,11 @@ test_handed_bound(void **state)
 
     /* The page lives in /dev/shm (here maybe the test's directory: see
      * testutil.c), named in the lock file; made by the recovery, removed
-     * by a close that carries no bound. (One carrying a bound stays: the
-     * killed process's t2 above reached two opens.) */
-    handed_path(f, shm, sizeof shm);
+     * by a close that carries no bound. (One carrying a bound stays until
+     * an open that cannot trust it: the killed process's t2 above reached
+     * two opens; an open that keeps none names a new one.) */
     fx_reopen(f);
+    handed_path(f, shm, sizeof shm);
     assert_int_equal(access(shm, F_OK), -1); /* says nothing: not made */
     aps__store_handed_recovered(f->s);
     assert_int_equal(access(shm, F_OK), 0);
@@ -1639,6 +1641,39 @@ test_handed_bound(void **state)
     assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
     aps__store_handed(f->s, t1);
     assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
+}
+
+/* A copy of the directory (its lock file, token included) does not take
+ * the original's page: it gets a token of its own, the bound unknown, and
+ * the original's page and bound are as they were. */
+static void
+test_handed_copy(void **state)
+{
+    fx *f = *state, g = *f;
+    const aps_time t1 = 1795428000000000;
+    char cmd[3 * PATH_MAX + 32], shm[PATH_MAX], shm2[PATH_MAX];
+    size_t n = strlen(f->dir);
+    aps_store *b = NULL;
+
+    assert_true(n + sizeof "-copy" <= sizeof g.dir);
+    memcpy(g.dir + n, "-copy", sizeof "-copy");
+    fx_open(f);
+    aps__store_handed_recovered(f->s);
+    aps__store_handed(f->s, t1);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", g.dir, f->dir, g.dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(aps__store_open_lmdb(g.dir, &f->cfg, &b, NULL), 0);
+    assert_true(aps__store_handed_bound(b) == INT64_MAX);
+    aps__store_handed_recovered(b);
+    aps__store_handed(b, t1 + 5000000);
+    handed_path(f, shm, sizeof shm);
+    handed_path(&g, shm2, sizeof shm2);
+    assert_string_not_equal(shm, shm2);
+    aps__store_close(b);
+    assert_true(aps__store_handed_bound(f->s) == t1);
+    assert_int_equal(access(shm, F_OK), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g.dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 /* A memory store keeps nothing across a process: the bound is unknown. */
@@ -2448,6 +2483,7 @@ main(void)
         LMDB_ONLY(test_reopen_persistence),
         LMDB_ONLY(test_second_open_busy),
         LMDB_ONLY(test_handed_bound),
+        LMDB_ONLY(test_handed_copy),
         ON(test_handed_bound_memory, kind_mem, "memory"),
         LMDB_ONLY(test_map_growth),
         LMDB_ONLY(test_corrupt_value),

@@ -816,7 +816,8 @@ typedef struct aps_store_info {
     const char *type;       /**< "lmdb" or "memory" */
     uint64_t jobs;          /**< jobs in it */
     uint64_t unscheduled;   /**< of those, without a next run time: paused (or
-                                 finished, waiting for their queued runs) */
+                                 finished, waiting for their queued runs, or
+                                 one-shot, their run committed ahead) */
     aps_time next_run_time; /**< the earliest; APS_TIME_NONE if none */
     int64_t commit_ahead_us; /**< how far ahead of their time its runs are
                                   committed now (0: not at all, or not yet) */
