@@ -8,7 +8,9 @@
  * writes on the caller's thread; the loop (aps_scheduler_process) runs the
  * due jobs and the finished runs. Runs are handed to executors only after
  * the commit that records them as running, so a crash never loses track of
- * a run: on the next start it is reported as interrupted.
+ * a run: on the next start it is reported as interrupted, or, committed
+ * ahead of its time and never handed on, run again from its job's
+ * schedule (recover_interrupted).
  *
  * Write callbacks may run more than once (the LMDB store retries a batch
  * after growing its map), so they rebuild their outputs from scratch each

@@ -995,6 +995,20 @@ test_scheduler_pause_holds_runs(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* A started scheduler with a one-shot job "once" due 600 ms from now,
+ * its run committed ahead (*due: its time). */
+static aps_scheduler *
+one_shot_held(aps_time *due)
+{
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    *due = aps_time_now() + 600 * MS;
+    aps_trigger_spec d = tu_date(*due);
+    add_job(s, "once", &d, 1);
+    wait_submitted(1);
+    return s;
+}
+
 /* A one-shot job whose run is committed ahead stays until that run is
  * handed on at its time (APScheduler removes it once it has submitted
  * it): a RemoveJob before then finds it and withdraws the run. */
@@ -1002,12 +1016,8 @@ static void
 test_one_shot_job_goes_at_its_time(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_time due = aps_time_now() + 600 * MS;
-    aps_trigger_spec d = tu_date(due);
-    add_job(s, "once", &d, 1);
-    wait_submitted(1);
+    aps_time due;
+    aps_scheduler *s = one_shot_held(&due);
     aps_job *job = NULL;
     assert_int_equal(aps_job_get(s, "once", &job), 0); /* committed, its time not come */
     assert_true(aps_time_now() < due);
@@ -1036,12 +1046,8 @@ static void
 test_remove_withdraws_one_shot_run(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_time due = aps_time_now() + 600 * MS;
-    aps_trigger_spec d = tu_date(due);
-    add_job(s, "once", &d, 1);
-    wait_submitted(1);
+    aps_time due;
+    aps_scheduler *s = one_shot_held(&due);
     assert_true(aps_time_now() < due - 20 * MS);
     assert_int_equal(aps_job_remove(s, "once", NULL), 0);
     end_without_runs(s, due, 1, "the job was removed");

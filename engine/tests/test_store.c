@@ -1538,6 +1538,17 @@ handed_path(fx *f, char *out, size_t len)
              aps__store_handed_dir_test ? aps__store_handed_dir_test : "/dev/shm", token);
 }
 
+/* Closes f's store and opens it again as if on boot `boot`. */
+static void
+reopen_on_boot(fx *f, const char *boot)
+{
+    aps__store_close(f->s);
+    f->s = NULL;
+    aps__store_boot_id_test = boot;
+    fx_open(f);
+    aps__store_boot_id_test = NULL;
+}
+
 /* The bound on runs handed on (aps__store_handed_bound): unknown for a
  * new store and after a machine restart, carried over a clean close and a
  * kill, never lowered by a later mark, and this process's own once the
@@ -1588,21 +1599,13 @@ test_handed_bound(void **state)
     assert_true(aps__store_handed_bound(f->s) == t2);
 
     /* Another boot: the page may have been lost. */
-    aps__store_close(f->s);
-    f->s = NULL;
-    aps__store_boot_id_test = "00000000-0000-4000-8000-000000000000";
-    fx_open(f);
-    aps__store_boot_id_test = NULL;
+    reopen_on_boot(f, "00000000-0000-4000-8000-000000000000");
     assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
     aps__store_handed(f->s, t1);
     assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
     /* ... and reopened on that boot: no page (the other boot's went),
      * still unknown. */
-    aps__store_close(f->s);
-    f->s = NULL;
-    aps__store_boot_id_test = "00000000-0000-4000-8000-000000000000";
-    fx_open(f);
-    aps__store_boot_id_test = NULL;
+    reopen_on_boot(f, "00000000-0000-4000-8000-000000000000");
     assert_true(aps__store_handed_bound(f->s) == INT64_MAX);
     aps__store_handed_recovered(f->s);
     assert_true(aps__store_handed_bound(f->s) == APS_TIME_NONE);
