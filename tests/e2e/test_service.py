@@ -1112,6 +1112,30 @@ class PassSpacingTest(unittest.TestCase):
             refused_config(self, "[scheduler]\n" + key + "\n", "pass_spacing: 0-1 seconds")
 
 
+SUBMITTED, ERROR = ET.Value("EVENT_TYPE_JOB_SUBMITTED"), ET.Value("EVENT_TYPE_JOB_ERROR")
+
+
+def add_held_command(test, d, job_id, argv, **job):
+    """Adds command job `job_id` running `argv` (more Job fields in `job`),
+    every 60 s from 2.5 s from now, with a live stream of its events, and
+    waits for its first JOB_SUBMITTED: on a daemon with commit_ahead 1 s,
+    its run committed ahead. Returns (the run's time, the open Collector,
+    that event); the caller closes the Collector."""
+    run_at = time.time() + 2.5
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(run_at * 1e9))
+    col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=[job_id]), timeout=60))
+    try:
+        d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
+            job_id, argv=argv, trigger=interval(seconds=60, start_date=ts), **job)), timeout=T)
+        ok = col.wait(lambda items: any(e.type == SUBMITTED for e in events(items)))
+        test.assertTrue(ok, [str(e) for e in col.events()] + [d.log_text()])
+    except BaseException:
+        col.close()
+        raise
+    return run_at, col, [e for e in col.events() if e.type == SUBMITTED][0]
+
+
 class WithdrawnRunTest(unittest.TestCase):
     """A change to a job before the time of its run committed ahead (here
     commit_ahead 1 s) withdraws that run, as APScheduler would not have
@@ -1121,31 +1145,21 @@ class WithdrawnRunTest(unittest.TestCase):
 
     def test_remove_before_the_time(self):
         with daemon_with_config(self, "apsd-e2e-withdraw-", "[scheduler]\ncommit_ahead = 1\n") as (d, tmp):
-            run_at = time.time() + 2.5
-            ts = timestamp_pb2.Timestamp()
-            ts.FromNanoseconds(int(run_at * 1e9))
             mark = os.path.join(tmp, "ran")
-            submitted, error = ET.Value("EVENT_TYPE_JOB_SUBMITTED"), ET.Value("EVENT_TYPE_JOB_ERROR")
-            col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=["held"]),
-                                                    timeout=60))
+            run_at, col, _ = add_held_command(self, d, "held", ("/usr/bin/touch", mark))
             try:
-                d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
-                    "held", argv=("/usr/bin/touch", mark),
-                    trigger=interval(seconds=60, start_date=ts))), timeout=T)
-                ok = col.wait(lambda items: any(e.type == submitted for e in events(items)))
-                self.assertTrue(ok, [str(e) for e in col.events()] + [d.log_text()])
                 self.assertLess(time.time(), run_at - 0.1)  # committed ahead, not started
                 d.sched.RemoveJob(pb.RemoveJobRequest(job_id="held"), timeout=T)
-                ok = col.wait(lambda items: any(e.type == error for e in events(items)))
+                ok = col.wait(lambda items: any(e.type == ERROR for e in events(items)))
                 self.assertTrue(ok, [str(e) for e in col.events()])
                 time.sleep(max(0.0, run_at + 0.5 - time.time()))
                 self.assertFalse(os.path.exists(mark))
-                err = [e for e in col.events() if e.type == error][0]
+                err = [e for e in col.events() if e.type == ERROR][0]
                 self.assertEqual(err.outcome.status, pb.RUN_STATUS_CANCELLED)
                 self.assertEqual(err.outcome.error, "withdrawn before its time: the job was removed")
                 types = [e.type for e in col.events()]
                 self.assertNotIn(ET.Value("EVENT_TYPE_JOB_EXECUTED"), types)
-                self.assertLess(types.index(submitted), types.index(error))
+                self.assertLess(types.index(SUBMITTED), types.index(ERROR))
             finally:
                 col.close()
 
@@ -1160,24 +1174,12 @@ class CrashBeforeTheTimeTest(unittest.TestCase):
 
     def test_kill_then_restart(self):
         with daemon_with_config(self, "apsd-e2e-crash-ahead-", "[scheduler]\ncommit_ahead = 1\n") as (d, tmp):
-            run_at = time.time() + 2.5
-            ts = timestamp_pb2.Timestamp()
-            ts.FromNanoseconds(int(run_at * 1e9))
             mark = os.path.join(tmp, "ran")
-            submitted, error = ET.Value("EVENT_TYPE_JOB_SUBMITTED"), ET.Value("EVENT_TYPE_JOB_ERROR")
-            col = Collector(d.sched.SubscribeEvents(pb.SubscribeEventsRequest(job_ids=["again"]),
-                                                    timeout=60))
-            try:
-                # (Unlimited grace: a slow restart runs it late, not never.)
-                d.sched.AddJob(pb.AddJobRequest(job=cmd_job(
-                    "again", argv=("/bin/sh", "-c", 'date +%s.%N >> "$0"', mark),
-                    trigger=interval(seconds=60, start_date=ts),
-                    misfire_grace_time=pb.MisfireGraceTime(unlimited=True))), timeout=T)
-                ok = col.wait(lambda items: any(e.type == submitted for e in events(items)))
-                self.assertTrue(ok, [str(e) for e in col.events()] + [d.log_text()])
-                first = [e for e in col.events() if e.type == submitted][0]
-            finally:
-                col.close()
+            # (Unlimited grace: a slow restart runs it late, not never.)
+            run_at, col, first = add_held_command(
+                self, d, "again", ("/bin/sh", "-c", 'date +%s.%N >> "$0"', mark),
+                misfire_grace_time=pb.MisfireGraceTime(unlimited=True))
+            col.close()
             self.assertEqual(d.kill(), -9)
             self.assertLess(time.time(), run_at - 0.05)  # committed ahead, killed before its time
             d.start()
@@ -1201,13 +1203,13 @@ class CrashBeforeTheTimeTest(unittest.TestCase):
                 evs = col.events()
             finally:
                 col.close()
-            errs = [e for e in evs if e.type == error]
+            errs = [e for e in evs if e.type == ERROR]
             self.assertEqual(len(errs), 1, [str(e) for e in evs])
             self.assertEqual(errs[0].run_id, first.run_id)
             self.assertEqual(errs[0].outcome.status, pb.RUN_STATUS_CANCELLED)
             self.assertTrue(errs[0].outcome.error.startswith(
                 "withdrawn before its time: the scheduler stopped first"), errs[0].outcome.error)
-            subs = [e for e in evs if e.type == submitted]
+            subs = [e for e in evs if e.type == SUBMITTED]
             self.assertEqual(len(subs), 2)
             self.assertNotEqual(subs[1].run_id, first.run_id)
             self.assertEqual(subs[1].scheduled_run_times, first.scheduled_run_times)
