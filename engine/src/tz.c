@@ -978,6 +978,14 @@ int aps__tz_parse(const char *name, const unsigned char *data, size_t len, aps_t
             goto invalid;
         }
         memcpy(tz->abbrs, cp, h.charcnt);
+        /* RFC 8536: 3 to 6 characters; past TZ_MAX_ABBR, as in the footer
+         * (parse_abbr), it is no zone's. */
+        for (i = 0; i < h.typecnt; i++) {
+            if (strlen(tz->abbrs + tz->types[i].abbr) >= TZ_MAX_ABBR) {
+                why = "time zone abbreviation too long";
+                goto invalid;
+            }
+        }
         tz->ntypes = h.typecnt;
         tz->nabbrs = h.charcnt;
         cp += h.charcnt + (size_t)h.leapcnt * (tsize + 4); /* leap records: ignored */
