@@ -3589,8 +3589,11 @@ outcome_event(done_ctx *c, const aps__run *run, const aps__run_result *res, aps_
         if (rec) {
             rec->job.stats.misses++;
         }
-        return out_event(&c->o, APS_EVENT_JOB_MISSED, c->now, j, run->run_id, &res->run_time, 1,
-                         NULL);
+        /* Stamped when the executor judged it, not when the loop took the
+         * completion (a pass's batch carries its start time): the time
+         * says how late the run was. */
+        aps_time at = res->started > 0 ? res->started : c->now;
+        return out_event(&c->o, APS_EVENT_JOB_MISSED, at, j, run->run_id, &res->run_time, 1, NULL);
     }
     int ok = res->outcome.status == APS_RUN_SUCCEEDED;
     int rc = out_event(&c->o, ok ? APS_EVENT_JOB_EXECUTED : APS_EVENT_JOB_ERROR, c->now, j,

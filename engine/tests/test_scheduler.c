@@ -58,6 +58,8 @@ record_fn(const char *job_id, const char *arg, aps_time scheduled, void *userdat
         calls[n_calls++] = scheduled;
     running_now--;
     pthread_mutex_unlock(&calls_mu);
+    if (arg != NULL && strcmp(arg, "advance") == 0)
+        tu_clock_set(scheduled + 2 * SEC); /* time passes before the loop looks */
     if (arg != NULL && strcmp(arg, "fail") == 0) {
         snprintf(error, error_len, "failed on purpose");
         return 1;
@@ -96,6 +98,7 @@ listener(const aps_event *ev, void *userdata)
     assert_non_null(copy);
     copy->type = ev->type;
     copy->sequence = ev->sequence;
+    copy->time = ev->time;
     copy->job_id = ev->job_id ? strdup(ev->job_id) : NULL;
     copy->message = ev->message ? strdup(ev->message) : NULL;
     if (ev->n_run_times) {
@@ -324,6 +327,51 @@ test_misfire_grace_time(void **state)
     aps_job_free(add(s, &spec2));
     tu_clock_set(T0 + 20 * SEC + SEC / 2 + 30 * SEC);
     settle(s, 3);
+    aps_scheduler_destroy(s);
+}
+
+/* A JOB_MISSED event carries the time the executor judged the run, not the
+ * time the loop took its completion: the crash test saw a miss stamped
+ * 0.194 s after a run time whose grace was 0.2 s. One worker runs the
+ * missed run, then a run that moves the clock on before the loop looks. */
+static void
+test_missed_event_time_is_when_judged(void **state)
+{
+    (void)state;
+    static const aps_executor_def execs[] = {
+        {.name = "default", .type = "threadpool", .max_workers = 1}};
+    aps_scheduler_config cfg;
+    aps_scheduler *s = NULL;
+    aps_error err;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.executors = execs;
+    cfg.n_executors = 1;
+    cfg.clock = &tu_clock;
+    assert_int_equal(aps_scheduler_create(&cfg, &s, &err), 0);
+    assert_int_equal(aps_scheduler_register_function(s, "record", record_fn, NULL), 0);
+    assert_int_equal(aps_scheduler_add_listener(s, listener, APS_EVENT_ALL, NULL), 0);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_EXTERNAL), 0);
+
+    aps_job_spec late = func_job("late", NULL, NULL); /* default grace: 1 s */
+    late.next_run_time = T0 + 10 * SEC;
+    aps_job_spec mover = func_job("mover", NULL, "advance");
+    mover.next_run_time = T0 + 15 * SEC;
+    mover.misfire = APS_MISFIRE_UNLIMITED;
+    aps_job_free(add(s, &late));
+    aps_job_free(add(s, &mover));
+    tu_clock_set(T0 + 15 * SEC);
+    /* One pass submits both; the loop looks again only after "mover". */
+    assert_int_equal(aps_scheduler_process(s, NULL), 0);
+    for (int i = 0; i < 5000 && calls_count() == 0; i++)
+        usleep(1000);
+    assert_int_equal(calls_count(), 1);
+    settle_events(s, APS_EVENT_JOB_MISSED, 1);
+    const aps_event *ev = last_event(APS_EVENT_JOB_MISSED);
+    assert_true(ev->run_times[0] == T0 + 10 * SEC);
+    assert_true(ev->time == T0 + 15 * SEC);
+    ev = last_event(APS_EVENT_JOB_EXECUTED);
+    assert_non_null(ev);
+    assert_true(ev->time == T0 + 17 * SEC);
     aps_scheduler_destroy(s);
 }
 
@@ -1922,6 +1970,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_interval_fires_on_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_misfire_grace_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missed_event_time_is_when_judged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_coalesce, setup, teardown),
         cmocka_unit_test_setup_teardown(test_last_error_cut_at_a_character, setup, teardown),
         cmocka_unit_test_setup_teardown(test_backlog_beyond_enumeration, setup, teardown),

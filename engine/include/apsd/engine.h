@@ -364,7 +364,7 @@ typedef struct aps_outcome {
 typedef struct aps_event {
     uint64_t sequence;   /**< 0 for events not in the durable log */
     aps_event_type type;
-    aps_time time;
+    aps_time time;       /**< JOB_MISSED: when the run was judged too late */
     char *job_id;        /**< NULL for scheduler events */
     char *jobstore;
     char *executor;
