@@ -457,6 +457,7 @@ export class Client {
   resume(options?: MutationOptions): Promise<SchedulerInfo>;
   events(options?: EventsOptions): EventIterator;
   worker(options?: WorkerOptions): Worker;
+  /** Closes the channel; its event iterators end (stop workers first). */
   close(): void;
 }
 

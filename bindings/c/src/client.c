@@ -1059,6 +1059,23 @@ backoff_wait(apsc_stream *s, const struct timespec *caller_deadline, int has_dea
     return capped && ms_until(&s->reconnect_at) > 0 ? 0 : 1;
 }
 
+int
+apsc__resumable(grpc_status_code code, const char *details)
+{
+    switch (code) {
+    case GRPC_STATUS_UNAVAILABLE: /* the daemon restarting, a dropped connection */
+    case GRPC_STATUS_CANCELLED:   /* not ours (stop is checked first): a call the
+                                   * daemon refused as it began to shut down */
+    case GRPC_STATUS_INTERNAL:    /* a connection broken mid-frame, a proxy's reset */
+    case GRPC_STATUS_UNKNOWN:
+        return 1;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED: /* cut as a slow subscriber */
+        return details != NULL && strstr(details, "after_sequence") != NULL;
+    default:
+        return 0;
+    }
+}
+
 /* The call finished (every batch completed): decide between the end and a
  * reconnection. Returns 0 to continue reading, else the final code. */
 static int
@@ -1077,7 +1094,7 @@ stream_finished(apsc_stream *s, apsc_error *err)
     stream_release_call(s);
     if (stopped || st == GRPC_STATUS_OK) {
         rc = stream_over(s, APSC_EOF, GRPC_STATUS_OK, NULL, 0);
-    } else if (s->m == M_SUBSCRIBE_EVENTS && s->resume && st == GRPC_STATUS_UNAVAILABLE &&
+    } else if (s->m == M_SUBSCRIBE_EVENTS && s->resume && apsc__resumable(st, dmsg) &&
                s->attempts < s->max_retries) {
         /* Resume: wait, then reconnect after the last sequence seen. */
         int64_t backoff = s->initial_backoff_ms;

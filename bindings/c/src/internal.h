@@ -21,4 +21,11 @@ void apsc__set_status(apsc_error *err, grpc_status_code code, const char *msg, s
 char *apsc__b64_encode(const uint8_t *data, size_t len);
 int apsc__b64_decode(const char *s, uint8_t **out, size_t *len);
 
+/* Whether an event stream that ended with `code` (not stopped by the
+ * caller) and `details` (NULL allowed) reconnects and resumes: a daemon
+ * restarting or shutting down, a broken connection, a slow-subscriber cut.
+ * Refusals of the request itself (INVALID_ARGUMENT, OUT_OF_RANGE for a gap,
+ * authentication) end it. */
+int apsc__resumable(grpc_status_code code, const char *details);
+
 #endif /* APSC_INTERNAL_H */

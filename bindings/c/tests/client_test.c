@@ -848,6 +848,153 @@ test_events_resume_after_restart(void **state)
     apsc_error_dispose(&err);
 }
 
+/* Polls GetJob until job `id` has finished `n` runs, or fails the test
+ * after `wait_ms`. */
+static void
+wait_runs(apsc_client *c, const char *id, uint64_t n, int wait_ms)
+{
+    apsc_error err = APSC_ERROR_INIT;
+    Apsd__V1__GetJobRequest req = APSD__V1__GET_JOB_REQUEST__INIT;
+    uint64_t runs = 0;
+    req.job_id = (char *)id;
+    for (int waited = 0; waited < wait_ms; waited += 50) {
+        Apsd__V1__Job *job = NULL;
+        check_ok(apsc_get_job(c, &req, &job, &err), &err, "GetJob");
+        runs = job->stats ? job->stats->runs : 0;
+        apsc_free(job);
+        if (runs >= n)
+            return;
+        sleep_ms(50);
+    }
+    fail_msg("job %s finished %llu runs in %d ms, want %llu", id, (unsigned long long)runs, wait_ms,
+             (unsigned long long)n);
+}
+
+/* Backfills `n` runs of job `id` (a 1 s interval) over the seconds just
+ * before `end_ago` seconds ago. */
+static void
+backfill_runs(apsc_client *c, const char *id, int n, int end_ago)
+{
+    apsc_error err = APSC_ERROR_INIT;
+    Apsd__V1__BackfillRequest bf = APSD__V1__BACKFILL_REQUEST__INIT;
+    Apsd__V1__BackfillResponse *bfr = NULL;
+    Google__Protobuf__Timestamp b1 = ts_now_plus(-end_ago), b0 = b1;
+    b0.seconds -= n;
+    bf.job_id = (char *)id;
+    bf.start_time = &b0;
+    bf.end_time = &b1;
+    bf.max_runs = (uint32_t)n;
+    check_ok(apsc_backfill(c, &bf, &bfr, &err), &err, "Backfill");
+    assert_int_equal(bfr->n_scheduled_run_times, (size_t)n);
+    apsc_free(bfr);
+}
+
+/*
+ * A subscriber that does not read is cut by the daemon (RESOURCE_EXHAUSTED,
+ * "resume with after_sequence") once --subscriber-queue events wait for it.
+ * Without resume, the cut ends the stream. With resume (the default) the
+ * stream reconnects after the last event it handed on: the reader sees
+ * every event once, in order, across the cut. One stream at a time: two on
+ * one connection share its flow-control window, and either could be cut.
+ */
+static void
+test_events_resume_after_slow_cut(void **state)
+{
+    enum { RUNS = 300 };
+    apsc_error err = APSC_ERROR_INIT;
+    apsc_stream *s = NULL;
+    Apsd__V1__SubscribeEventsResponse *item = NULL;
+    daemon_proc d;
+    (void)state;
+
+    daemon_init(&d, "slow");
+    d.extra[0] = "--subscriber-queue";
+    d.extra[1] = "16";
+    assert_int_equal(daemon_spawn(&d, 0, NULL), 0);
+    apsc_client *c = connect_to(&d, NULL, NULL);
+
+    /* Each run prints 64 KiB into its JOB_EXECUTED event: far more than the
+     * transport buffers for a stream nobody reads. Its interval starts in
+     * the past, so that there are run times to backfill. */
+    Apsd__V1__AddJobRequest *add = add_req("big", "{\"interval\": {\"seconds\": 1}}");
+    Apsd__V1__CommandTarget *cmd = add->job->target->command;
+    Apsd__V1__IntervalTrigger *iv = add->job->trigger->interval;
+    static char *argv[] = {"/usr/bin/head", "-c", "65536", "/dev/zero"};
+    char **old_argv = cmd->argv;
+    size_t old_n = cmd->n_argv;
+    Google__Protobuf__Timestamp *old_start = iv->start_date;
+    Google__Protobuf__Timestamp t0 = ts_now_plus(-3600);
+    cmd->argv = argv;
+    cmd->n_argv = 4;
+    iv->start_date = &t0;
+    add->job->max_instances = 10;
+    Apsd__V1__Job *job = NULL;
+    check_ok(apsc_add_job(c, add, &job, &err), &err, "AddJob");
+    cmd->argv = old_argv;
+    cmd->n_argv = old_n;
+    iv->start_date = old_start;
+    apsc_free(job);
+    apsc_free(add);
+
+    Apsd__V1__SubscribeEventsRequest req = APSD__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
+    req.optional_after_sequence_case =
+        APSD__V1__SUBSCRIBE_EVENTS_REQUEST__OPTIONAL_AFTER_SEQUENCE_AFTER_SEQUENCE;
+    req.after_sequence = 0;
+    req.send_bookmarks = 1;
+
+    /* Without resume: what the transport held, then the cut. */
+    apsc_stream_options so = APSC_STREAM_OPTIONS_INIT;
+    so.resume = 0;
+    check_ok(apsc_subscribe_events(c, &req, &so, &s, &err), &err, "subscribe (no resume)");
+    wait_caught_up(s, 20000);
+    backfill_runs(c, "big", RUNS, 2 * RUNS);
+    wait_runs(c, "big", RUNS, 60000);
+    int rc = 0;
+    for (int i = 0; i < 20 * RUNS && rc == 0; i++) {
+        rc = apsc_events_next(s, 10000, &item, &err);
+        if (rc == 0)
+            apsc_free(item);
+    }
+    assert_int_equal(rc, APSC_ERPC);
+    assert_int_equal(err.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(err.message, "after_sequence"));
+    apsc_stream_close(s);
+
+    /* With resume: the log from 1 (a replay is never cut), then the cut
+     * while caught up, then consecutive sequences through the second
+     * backfill's runs, across at least one reconnection. */
+    req.send_bookmarks = 0;
+    check_ok(apsc_subscribe_events(c, &req, NULL, &s, &err), &err, "subscribe (resume)");
+    uint64_t expect = 1, last = last_sequence(c);
+    while (expect <= last) {
+        Apsd__V1__Event *ev = next_event(s, 60000);
+        assert_non_null(ev);
+        assert_true(ev->sequence == expect);
+        expect++;
+        apsc_free(ev);
+    }
+    assert_int_equal(apsc_stream_reconnects(s), 0);
+    backfill_runs(c, "big", RUNS, RUNS);
+    wait_runs(c, "big", 2 * RUNS, 60000);
+    int executed = 0;
+    for (int i = 0; i < 20 * RUNS && executed < RUNS; i++) {
+        Apsd__V1__Event *ev = next_event(s, 60000);
+        assert_non_null(ev);
+        if (ev->sequence != expect)
+            fail_msg("sequence %llu, want %llu", (unsigned long long)ev->sequence,
+                     (unsigned long long)expect);
+        expect++;
+        executed += ev->type == APSD__V1__EVENT_TYPE__EVENT_TYPE_JOB_EXECUTED;
+        apsc_free(ev);
+    }
+    assert_true(executed >= RUNS);
+    assert_true(apsc_stream_reconnects(s) >= 1);
+    apsc_stream_close(s);
+    apsc_client_destroy(c);
+    assert_int_equal(daemon_stop(&d), 0);
+    apsc_error_dispose(&err);
+}
+
 /* ---- Workers ---------------------------------------------------------------------------------- */
 
 static void
@@ -1119,6 +1266,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_tokens_and_tls),
         cmocka_unit_test(test_local_errors),
         cmocka_unit_test(test_events_resume_after_restart),
+        cmocka_unit_test(test_events_resume_after_slow_cut),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -13,6 +13,7 @@
 
 #include "apsd/client.h"
 #include "google/protobuf/struct.pb-c.h"
+#include "internal.h" /* apsc__resumable */
 
 static void
 test_parse_time(void **state)
@@ -110,6 +111,34 @@ test_durations(void **state)
     assert_string_equal(buf, "3.500s");
     apsc_format_duration_short(0, 0, buf);
     assert_string_equal(buf, "0s");
+}
+
+/* Which ends of an event stream the iterator resumes after (the daemon
+ * going away in any of its forms, a slow-subscriber cut) and which end it
+ * (the request refused). CANCELLED reaches the check only when
+ * apsc_stream_stop() did not ask for it: a call the daemon refused as it
+ * began to shut down ends with CANCELLED "CANCELLED" (apsctl_test saw it). */
+static void
+test_resumable(void **state)
+{
+    (void)state;
+    assert_true(apsc__resumable(GRPC_STATUS_UNAVAILABLE, "the daemon is shutting down"));
+    assert_true(apsc__resumable(GRPC_STATUS_UNAVAILABLE, NULL));
+    assert_true(apsc__resumable(GRPC_STATUS_CANCELLED, "CANCELLED"));
+    assert_true(apsc__resumable(GRPC_STATUS_INTERNAL, "Received RST_STREAM with error code 2"));
+    assert_true(apsc__resumable(GRPC_STATUS_UNKNOWN, NULL));
+    assert_true(apsc__resumable(GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                "subscriber too slow: 16 events not delivered; resume with "
+                                "after_sequence"));
+    /* RESOURCE_EXHAUSTED for anything else (out of memory, too many
+     * subscribers) is an answer, not a cut. */
+    assert_false(apsc__resumable(GRPC_STATUS_RESOURCE_EXHAUSTED, "too many subscribers"));
+    assert_false(apsc__resumable(GRPC_STATUS_RESOURCE_EXHAUSTED, NULL));
+    assert_false(apsc__resumable(GRPC_STATUS_OUT_OF_RANGE, "events 1-9 were pruned"));
+    assert_false(apsc__resumable(GRPC_STATUS_INVALID_ARGUMENT, "types: unknown"));
+    assert_false(apsc__resumable(GRPC_STATUS_UNAUTHENTICATED, "missing token"));
+    assert_false(apsc__resumable(GRPC_STATUS_PERMISSION_DENIED, NULL));
+    assert_false(apsc__resumable(GRPC_STATUS_OK, NULL));
 }
 
 static void
@@ -262,10 +291,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_time),   cmocka_unit_test(test_format_time),
-        cmocka_unit_test(test_durations),    cmocka_unit_test(test_status_names),
-        cmocka_unit_test(test_json_roundtrip), cmocka_unit_test(test_json_values),
-        cmocka_unit_test(test_json_errors),
+        cmocka_unit_test(test_parse_time),  cmocka_unit_test(test_format_time),
+        cmocka_unit_test(test_durations),   cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_resumable),   cmocka_unit_test(test_json_roundtrip),
+        cmocka_unit_test(test_json_values), cmocka_unit_test(test_json_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,6 +113,7 @@ class Client {
     this._sched = new Scheduler(address, creds, channelOptions);
     this._workers = new Workers(address, creds, { ...channelOptions, channelOverride: this._sched.getChannel() });
     this._closed = false;
+    this._iterators = new Set(); // open event iterators, ended by close()
   }
 
   _metadata() {
@@ -448,10 +449,14 @@ class Client {
     return new Worker(this, options);
   }
 
-  /** Closes the channel; calls in progress fail with CANCELLED/UNAVAILABLE. */
+  /**
+   * Closes the channel. Its event iterators end (a pending next() resolves
+   * done); grpc-js lets other calls in progress finish. Stop workers first.
+   */
   close() {
     if (this._closed) return;
     this._closed = true;
+    for (const it of [...this._iterators]) it.close();
     this._sched.close();
   }
 }

@@ -21,6 +21,9 @@ function retryable(err) {
   if (err === null) return true; // the stream ended without an error (the daemon closed it)
   switch (err.code) {
     case status.UNAVAILABLE: // daemon down or shutting down
+    // Not ours (_onEnd ignores the end of a closed iterator): a call that
+    // reached the daemon as it began to shut down.
+    case status.CANCELLED:
     case status.INTERNAL:
     case status.UNKNOWN:
       return true;
@@ -78,6 +81,7 @@ class EventIterator {
       this._onAbort = () => this._fail(abortError(this._signal));
       this._signal.addEventListener('abort', this._onAbort, { once: true });
     }
+    client._iterators.add(this);
     this._connect();
   }
 
@@ -195,6 +199,7 @@ class EventIterator {
 
   _stop() {
     this._closed = true;
+    this._client._iterators.delete(this);
     if (this._timer) { clearTimeout(this._timer); this._timer = null; }
     if (this._call) { const c = this._call; this._call = null; c.cancel(); }
     if (this._signal && this._onAbort) { this._signal.removeEventListener('abort', this._onAbort); this._onAbort = null; }
@@ -238,4 +243,4 @@ class EventIterator {
   }
 }
 
-module.exports = { EventIterator };
+module.exports = { EventIterator, retryable };

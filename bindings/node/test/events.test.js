@@ -136,6 +136,33 @@ test('errors: OUT_OF_RANGE is not retried; bad filters', async () => {
   assert.throws(() => c.events({ after: -1 }), TypeError);
 });
 
+test('which stream ends are resumed: the daemon going away, a slow-subscriber cut', () => {
+  const { retryable } = require('../lib/events');
+  const { status } = require('@grpc/grpc-js');
+  const cut = 'subscriber too slow: 16 events not delivered; resume with after_sequence';
+  assert.equal(retryable(null), true);
+  assert.equal(retryable({ code: status.UNAVAILABLE, details: 'the daemon is shutting down' }), true);
+  // A call refused as the daemon began to shut down (apsctl_test saw it).
+  assert.equal(retryable({ code: status.CANCELLED, details: 'CANCELLED' }), true);
+  assert.equal(retryable({ code: status.INTERNAL, details: '' }), true);
+  assert.equal(retryable({ code: status.RESOURCE_EXHAUSTED, details: cut }), true);
+  assert.equal(retryable({ code: status.RESOURCE_EXHAUSTED, details: 'too many subscribers' }), false);
+  assert.equal(retryable({ code: status.OUT_OF_RANGE, details: 'after_sequence 9 was pruned' }), false);
+  assert.equal(retryable({ code: status.INVALID_ARGUMENT, details: '' }), false);
+  assert.equal(retryable({ code: status.UNAUTHENTICATED, details: '' }), false);
+});
+
+test('closing the Client ends its event iterators', async () => {
+  const c2 = new apsd.Client(d.address, { timeoutMs: 10000 });
+  const it = c2.events();
+  await within(10000, it.ready);
+  const pending = it.next();
+  c2.close();
+  assert.deepEqual(await within(10000, pending), { value: undefined, done: true });
+  assert.equal(it.reconnects, 0);
+  assert.equal(c2._iterators.size, 0);
+});
+
 test('resumes across a daemon restart: nothing missed, nothing repeated', async () => {
   const rd = new Daemon();
   await rd.start();

@@ -281,7 +281,10 @@ int apsc_list_all_jobs(apsc_client *c, const Apsd__V1__ListJobsRequest *req, siz
  *
  * An event stream opened with `resume` set (the default) survives the
  * daemon restarting or the connection dropping: when the stream ends with
- * UNAVAILABLE it reconnects, with backoff, and asks for the events after
+ * UNAVAILABLE, CANCELLED not asked for by apsc_stream_stop() (a call the
+ * daemon refused as it began to shut down), INTERNAL or UNKNOWN (a broken
+ * connection), or RESOURCE_EXHAUSTED for a slow-subscriber cut, it
+ * reconnects, with backoff, and asks for the events after
  * the last sequence it saw (SubscribeEventsRequest.after_sequence), so the
  * caller sees every event exactly once, in order. The sequence it resumes
  * from is the newest of: the request's after_sequence, every event's
@@ -297,7 +300,8 @@ typedef struct apsc_stream apsc_stream;
 /** Reconnection policy of an event stream. Initialize with
  *  #APSC_STREAM_OPTIONS_INIT. */
 typedef struct apsc_stream_options {
-    /** Nonzero (the default): reconnect and resume after UNAVAILABLE. */
+    /** Nonzero (the default): reconnect and resume after the ends listed
+     *  above (UNAVAILABLE, a daemon's CANCELLED, a slow-subscriber cut...). */
     int resume;
     /** Consecutive failed reconnection attempts before giving up with the
      *  last status (a received item resets the count); 0 = 10. */
