@@ -2507,6 +2507,30 @@ aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation
     aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
 }
 
+/* A job as read: the record's, less a run committed ahead of its time
+ * (started > now: it is handed on at its time). That run has not started:
+ * until its time it is the job's next run time, as APScheduler shows
+ * before it submits it, and not a running instance. */
+static int
+job_as_read(aps_scheduler *s, const aps__jobrec *rec, aps_job **out)
+{
+    int rc = aps__job_from_rec(rec, out);
+    if (rc != 0 || rec->n_running == 0)
+        return rc;
+    aps_job *j = *out;
+    aps_time now = aps__scheduler_now(s);
+    for (size_t i = 0; i < rec->n_running; i++) {
+        aps_time at = rec->running[i].started;
+        if (at <= now)
+            continue;
+        if (j->running_instances > 0)
+            j->running_instances--;
+        if (j->next_run_time == APS_TIME_NONE || at < j->next_run_time)
+            j->next_run_time = at;
+    }
+    return 0;
+}
+
 int
 aps_job_get(aps_scheduler *s, const char *id, aps_job **out)
 {
@@ -2526,7 +2550,7 @@ aps_job_get(aps_scheduler *s, const char *id, aps_job **out)
         free(data);
         if (rc != 0)
             return rc;
-        rc = aps__job_from_rec(rec, out);
+        rc = job_as_read(s, rec, out);
         aps__jobrec_free(rec);
         return rc;
     }
@@ -2536,6 +2560,7 @@ aps_job_get(aps_scheduler *s, const char *id, aps_job **out)
 /* ---- listing ---------------------------------------------------------------- */
 
 typedef struct list_ctx {
+    aps_scheduler *s; /* the clock of job_as_read */
     const aps_job_filter *f;
     aps_job **jobs;
     size_t n, limit;
@@ -2580,7 +2605,7 @@ list_visit(void *arg, const char *id, const void *data, size_t len, aps_time nex
     if (c->rc != 0)
         return 1;
     if (filter_match(c->f, &rec->job)) {
-        c->rc = aps__job_from_rec(rec, &job);
+        c->rc = job_as_read(c->s, rec, &job);
         if (c->rc == 0)
             c->jobs[c->n++] = job;
     }
@@ -2622,6 +2647,7 @@ aps_job_list(aps_scheduler *s, const aps_job_filter *f, const char *after_id, si
     for (size_t i = 0; i < s->n_stores; i++) {
         if (f && f->jobstore && strcmp(f->jobstore, s->stores[i].name) != 0)
             continue;
+        per[i].s = s;
         per[i].f = f;
         per[i].limit = limit;
         per[i].jobs = calloc(limit, sizeof(aps_job *));

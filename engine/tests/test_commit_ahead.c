@@ -253,6 +253,54 @@ test_commits_before_and_starts_on_time(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* Until its time, a run committed ahead is the job's next run time, as
+ * APScheduler shows before it submits it, not a running instance: for a
+ * date job (whose record keeps no next run time meanwhile) and an interval
+ * job (whose record has the one after), through GetJob and ListJobs. From
+ * its time on, the record's. */
+static void
+test_held_run_is_next_run_time(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = aps_time_now() + 800 * MS;
+    aps_trigger_spec d = tu_date(due), iv;
+    memset(&iv, 0, sizeof(iv));
+    iv.kind = APS_TRIGGER_INTERVAL;
+    iv.u.interval.seconds = 10;
+    iv.u.interval.start_date = due;
+    iv.u.interval.end_date = APS_TIME_NONE;
+    add_job(s, "a-date", &d, 1);
+    add_job(s, "b-interval", &iv, 1);
+    wait_submitted(2);
+    aps_job *a = NULL, *b = NULL, **page = NULL;
+    size_t n = 0;
+    assert_int_equal(aps_job_get(s, "a-date", &a), 0);
+    assert_int_equal(aps_job_get(s, "b-interval", &b), 0);
+    assert_int_equal(aps_job_list(s, NULL, NULL, 10, &page, &n, NULL), 0);
+    /* (Committed 225-300 ms before its time: read well before it.) */
+    assert_true(aps_time_now() < due);
+    assert_int_equal(n, 2);
+    assert_true(a->next_run_time == due);
+    assert_int_equal(a->running_instances, 0);
+    assert_false(a->paused);
+    assert_true(b->next_run_time == due);
+    assert_int_equal(b->running_instances, 0);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(page[i]->next_run_time == due);
+        assert_int_equal(page[i]->running_instances, 0);
+    }
+    aps_job_list_free(page, n);
+    aps_job_free(a);
+    aps_job_free(b);
+    assert_int_equal(wait_calls(2, 5000 * MS), 2);
+    assert_int_equal(aps_job_get(s, "b-interval", &b), 0);
+    assert_true(b->next_run_time == due + 10 * 1000 * MS);
+    aps_job_free(b);
+    aps_scheduler_destroy(s);
+}
+
 /* A job whose previous instance is still running is not judged early: the
  * instance finishes before the next fire time, so that run is not skipped
  * (max_instances 1), as without commit-ahead. */
@@ -1021,7 +1069,8 @@ test_one_shot_job_goes_at_its_time(void **state)
     aps_job *job = NULL;
     assert_int_equal(aps_job_get(s, "once", &job), 0); /* committed, its time not come */
     assert_true(aps_time_now() < due);
-    assert_int_equal(job->running_instances, 1);
+    assert_int_equal(job->running_instances, 0); /* not started: its next run */
+    assert_true(job->next_run_time == due);
     aps_job_free(job);
     assert_int_equal(wait_calls(1, 3000 * MS), 1);
     for (int i = 0; i < 2000 && aps_job_get(s, "once", &job) == 0; i++) {
@@ -1203,6 +1252,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_commits_before_and_starts_on_time, setup),
+        cmocka_unit_test_setup(test_held_run_is_next_run_time, setup),
         cmocka_unit_test_setup(test_running_instance_decided_at_its_time, setup),
         cmocka_unit_test_setup(test_shutdown_hands_on_held_runs, setup),
         cmocka_unit_test_setup(test_off, setup),

@@ -502,7 +502,10 @@ typedef struct aps_scheduler_config {
      *  restart of the machine, which loses the page, or without /dev/shm,
      *  it is reported interrupted, as a started run is). A job whose trigger ends with
      *  such a run (a date job) stays until the run is handed on at its
-     *  time, when APScheduler would submit it and remove the job. */
+     *  time, when APScheduler would submit it and remove the job. Until
+     *  that time aps_job_get and aps_job_list show such a run's time as
+     *  the job's next_run_time, and do not count it in running_instances,
+     *  as APScheduler shows a job before it submits the run. */
     int64_t commit_ahead_us;
     /** Above commit_ahead_us: the window widens while the store's writes
      *  are slow (a disk shared with a busy writer), to twice the longest of
