@@ -1069,6 +1069,18 @@ typedef struct aps__tomb {
 #define HOLD_DROPPED 2 /* withdrawn by a committed change: the caller frees it */
 #define HOLD_NOW 3     /* to hand on now: its time has come, or no hold thread */
 
+/* Counts a run that ends its job into (+1) or out of (-1) its store's
+ * held_ends as it enters or leaves the hold queue (hold_mu held). */
+static void
+held_ends_count(aps_scheduler *s, const aps__run *run, int delta)
+{
+    if (!run->ends_job)
+        return;
+    int si = find_store(s, run->jobstore);
+    if (si >= 0)
+        s->stores[si].held_ends += (size_t)(ssize_t)delta;
+}
+
 /* Queues a run in the heap (hold_mu held); 0, or APS_ENOMEM. *top: set
  * when it is the earliest now. */
 static int
@@ -1089,6 +1101,7 @@ hold_insert(aps_scheduler *s, aps__run *run, int *top)
     }
     s->held[i] = run;
     *top |= i == 0;
+    held_ends_count(s, run, 1);
     return 0;
 }
 
@@ -1167,6 +1180,7 @@ hold_pop(aps_scheduler *s)
     aps__run *top = s->held[0], *last = s->held[--s->n_held];
     if (s->n_held > 0)
         hold_sift_down(s, 0, last);
+    held_ends_count(s, top, -1);
     return top;
 }
 
@@ -1184,9 +1198,10 @@ hold_take_locked(aps_scheduler *s, int (*match)(const aps__run *run, const void 
     if (n > 0 && (v = malloc(n * sizeof(*v))) == NULL)
         return APS_ENOMEM;
     for (size_t i = 0; n > 0 && i < s->n_held; i++) {
-        if (match(s->held[i], arg))
+        if (match(s->held[i], arg)) {
+            held_ends_count(s, s->held[i], -1);
             v[k++] = s->held[i];
-        else
+        } else
             s->held[j++] = s->held[i];
     }
     if (n > 0) {
@@ -4998,7 +5013,21 @@ aps_scheduler_store_info(aps_scheduler *s, size_t i, aps_store_info *out)
         rc = aps__store_next_due(s->stores[i].st, &out->next_run_time);
     if (rc != 0)
         return rc;
+    /* Runs committed ahead are the next run times of their jobs until
+     * their time (job_as_read): a one-shot job's is its only one, and the
+     * queue's earliest may come before the due index's. */
+    aps_time now = aps__scheduler_now(s);
+    pthread_mutex_lock(&s->hold_mu);
+    size_t ends = s->stores[i].held_ends;
+    if (s->n_held > 0 && s->held[0]->n_run_times > 0 &&
+        strcmp(s->held[0]->jobstore, s->stores[i].name) == 0) {
+        aps_time first = s->held[0]->run_times[0];
+        if (first > now && (out->next_run_time == APS_TIME_NONE || first < out->next_run_time))
+            out->next_run_time = first;
+    }
+    pthread_mutex_unlock(&s->hold_mu);
     out->jobs = jobs;
+    scheduled += ends;
     out->unscheduled = jobs > scheduled ? jobs - scheduled : 0;
     out->commit_ahead_us = __atomic_load_n(&s->stores[i].lead_us, __ATOMIC_RELAXED);
     out->low_space = aps__store_space_low(s->stores[i].st);

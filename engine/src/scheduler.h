@@ -36,6 +36,10 @@ typedef struct aps__store_slot {
     int64_t slow_us[APS__AHEAD_WINDOW_S];
     int64_t slow_sec[APS__AHEAD_WINDOW_S];
     int64_t lead_us;
+    /* Held runs (committed ahead, in the hold queue) of this store that
+     * end their job (a date job's): the job has no next run time in the
+     * store meanwhile (hold_mu; aps_scheduler_store_info). */
+    size_t held_ends;
 } aps__store_slot;
 
 typedef struct aps__exec_slot {

@@ -279,8 +279,13 @@ test_held_run_is_next_run_time(void **state)
     assert_int_equal(aps_job_get(s, "a-date", &a), 0);
     assert_int_equal(aps_job_get(s, "b-interval", &b), 0);
     assert_int_equal(aps_job_list(s, NULL, NULL, 10, &page, &n, NULL), 0);
+    aps_store_info si;
+    assert_int_equal(aps_scheduler_store_info(s, 0, &si), 0);
     /* (Committed 225-300 ms before its time: read well before it.) */
     assert_true(aps_time_now() < due);
+    assert_int_equal(si.jobs, 2);
+    assert_int_equal(si.unscheduled, 0); /* the date job is not paused */
+    assert_true(si.next_run_time == due);
     assert_int_equal(n, 2);
     assert_true(a->next_run_time == due);
     assert_int_equal(a->running_instances, 0);
@@ -298,6 +303,15 @@ test_held_run_is_next_run_time(void **state)
     assert_int_equal(aps_job_get(s, "b-interval", &b), 0);
     assert_true(b->next_run_time == due + 10 * 1000 * MS);
     aps_job_free(b);
+    /* The date job goes once its run is handed on. */
+    for (int i = 0; i < 2000 && aps_job_get(s, "a-date", &a) == 0; i++) {
+        aps_job_free(a);
+        usleep(1000);
+    }
+    assert_int_equal(aps_scheduler_store_info(s, 0, &si), 0);
+    assert_int_equal(si.jobs, 1);
+    assert_int_equal(si.unscheduled, 0);
+    assert_true(si.next_run_time == due + 10 * 1000 * MS);
     aps_scheduler_destroy(s);
 }
 

@@ -819,9 +819,11 @@ typedef struct aps_store_info {
     const char *type;       /**< "lmdb" or "memory" */
     uint64_t jobs;          /**< jobs in it */
     uint64_t unscheduled;   /**< of those, without a next run time: paused (or
-                                 finished, waiting for their queued runs, or
-                                 one-shot, their run committed ahead) */
-    aps_time next_run_time; /**< the earliest; APS_TIME_NONE if none */
+                                 finished, waiting for their queued runs) */
+    aps_time next_run_time; /**< the earliest (a run committed ahead counts
+                                 until its time when it is the scheduler's
+                                 earliest, so the least over the stores is
+                                 exact); APS_TIME_NONE if none */
     int64_t commit_ahead_us; /**< how far ahead of their time its runs are
                                   committed now (0: not at all, or not yet) */
     int low_space;           /**< its disk filled up and it gave its reserve
