@@ -2522,10 +2522,25 @@ aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation
     aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
 }
 
-/* A job as read: the record's, less a run committed ahead of its time
- * (started > now: it is handed on at its time). That run has not started:
- * until its time it is the job's next run time, as APScheduler shows
- * before it submits it, and not a running instance. */
+/* Whether run `run_id` waits in the hold queue (its time came while the
+ * scheduler is paused: it is handed on at the resume). */
+static int
+held_while_paused(aps_scheduler *s, const char *run_id)
+{
+    int found = 0;
+    if (!__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&s->hold_mu);
+    for (size_t i = 0; s->hold_paused && i < s->n_held && !found; i++)
+        found = strcmp(s->held[i]->run_id, run_id) == 0;
+    pthread_mutex_unlock(&s->hold_mu);
+    return found;
+}
+
+/* A job as read: the record's, less a run committed ahead that has not
+ * been handed on (its time not come: started > now; or come while the
+ * scheduler is paused). Until then it is the job's next run time, as
+ * APScheduler shows before it submits the run, not a running instance. */
 static int
 job_as_read(aps_scheduler *s, const aps__jobrec *rec, aps_job **out)
 {
@@ -2536,7 +2551,7 @@ job_as_read(aps_scheduler *s, const aps__jobrec *rec, aps_job **out)
     aps_time now = aps__scheduler_now(s);
     for (size_t i = 0; i < rec->n_running; i++) {
         aps_time at = rec->running[i].started;
-        if (at <= now)
+        if (at <= now && !held_while_paused(s, rec->running[i].run_id))
             continue;
         if (j->running_instances > 0)
             j->running_instances--;

@@ -262,9 +262,10 @@ static void
 test_held_run_is_next_run_time(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
+    /* A 2 s lead: committed ~2 s before its time, read well before it. */
+    aps_scheduler *s = open_sched(2000 * MS);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_time due = aps_time_now() + 800 * MS;
+    aps_time due = aps_time_now() + 2500 * MS;
     aps_trigger_spec d = tu_date(due), iv;
     memset(&iv, 0, sizeof(iv));
     iv.kind = APS_TRIGGER_INTERVAL;
@@ -274,6 +275,9 @@ test_held_run_is_next_run_time(void **state)
     add_job(s, "a-date", &d, 1);
     add_job(s, "b-interval", &iv, 1);
     wait_submitted(2);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_submitted, 2);
+    pthread_mutex_unlock(&mu);
     aps_job *a = NULL, *b = NULL, **page = NULL;
     size_t n = 0;
     assert_int_equal(aps_job_get(s, "a-date", &a), 0);
@@ -281,7 +285,6 @@ test_held_run_is_next_run_time(void **state)
     assert_int_equal(aps_job_list(s, NULL, NULL, 10, &page, &n, NULL), 0);
     aps_store_info si;
     assert_int_equal(aps_scheduler_store_info(s, 0, &si), 0);
-    /* (Committed 225-300 ms before its time: read well before it.) */
     assert_true(aps_time_now() < due);
     assert_int_equal(si.jobs, 2);
     assert_int_equal(si.unscheduled, 0); /* the date job is not paused */
@@ -299,7 +302,7 @@ test_held_run_is_next_run_time(void **state)
     aps_job_list_free(page, n);
     aps_job_free(a);
     aps_job_free(b);
-    assert_int_equal(wait_calls(2, 5000 * MS), 2);
+    assert_int_equal(wait_calls(2, 7000 * MS), 2);
     assert_int_equal(aps_job_get(s, "b-interval", &b), 0);
     assert_true(b->next_run_time == due + 10 * 1000 * MS);
     aps_job_free(b);
@@ -1037,6 +1040,12 @@ test_scheduler_pause_holds_runs(void **state)
     pthread_mutex_lock(&mu);
     assert_int_equal(n_calls, 0);
     pthread_mutex_unlock(&mu);
+    /* Not submitted: its time (past) is the job's next run time. */
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "late", &job), 0);
+    assert_true(job->next_run_time == due);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
     aps_time resumed = aps_time_now();
     assert_int_equal(aps_scheduler_resume(s), 0);
     assert_int_equal(wait_calls(1, 3000 * MS), 1);

@@ -503,9 +503,10 @@ typedef struct aps_scheduler_config {
      *  it is reported interrupted, as a started run is). A job whose trigger ends with
      *  such a run (a date job) stays until the run is handed on at its
      *  time, when APScheduler would submit it and remove the job. Until
-     *  that time aps_job_get and aps_job_list show such a run's time as
-     *  the job's next_run_time, and do not count it in running_instances,
-     *  as APScheduler shows a job before it submits the run. */
+     *  the run is handed on (its time, or the resume of a paused
+     *  scheduler) aps_job_get and aps_job_list show its time as the job's
+     *  next_run_time, and do not count it in running_instances, as
+     *  APScheduler shows a job before it submits the run. */
     int64_t commit_ahead_us;
     /** Above commit_ahead_us: the window widens while the store's writes
      *  are slow (a disk shared with a busy writer), to twice the longest of
@@ -819,7 +820,9 @@ typedef struct aps_store_info {
     const char *type;       /**< "lmdb" or "memory" */
     uint64_t jobs;          /**< jobs in it */
     uint64_t unscheduled;   /**< of those, without a next run time: paused (or
-                                 finished, waiting for their queued runs) */
+                                 finished: waiting for their queued runs, or
+                                 one-shot, their run just handed on, until
+                                 the loop removes them) */
     aps_time next_run_time; /**< the earliest (a run committed ahead counts
                                  until its time when it is the scheduler's
                                  earliest, so the least over the stores is
