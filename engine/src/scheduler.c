@@ -2840,12 +2840,14 @@ mut_fn(aps_txn *t, void *arg)
     aps_event_type ev = APS_EVENT_JOB_MODIFIED;
 
     /* A run committed ahead that has not started is withdrawn: the change
-     * came before its time, as if the run had not been submitted yet. */
-    if (c->kind != MUT_RUN_NOW && c->kind != MUT_BACKFILL && (c->w.taken || rec->n_running > 0)) {
+     * came before its time, as if the run had not been submitted yet. (A
+     * run now too: the held run's instance slot was judged without it;
+     * its time comes again and is judged then, beside the new run.) */
+    if (c->kind != MUT_BACKFILL && (c->w.taken || rec->n_running > 0)) {
         static const char *const why[] = {
             [MUT_MODIFY] = "the job was modified", [MUT_RESCHEDULE] = "the job was rescheduled",
             [MUT_PAUSE] = "the job was paused",    [MUT_RESUME] = "the job was resumed",
-            [MUT_REMOVE] = "the job was removed",
+            [MUT_REMOVE] = "the job was removed",  [MUT_RUN_NOW] = "the job was run now",
         };
         rc = hold_withdraw(c->s, &c->w, rec);
         if (rc == 0)
@@ -2897,6 +2899,10 @@ mut_fn(aps_txn *t, void *arg)
          * one (submit()): a free slot starts it; else the overlap policy
          * queues it, cancels the oldest running instance, or refuses it
          * (SKIP, or a queue that is full for the policy). */
+        aps_time at = withdrawn_first(&c->w);
+        if (at != APS_TIME_NONE && !rec->job.paused &&
+            (rec->job.next_run_time == APS_TIME_NONE || at < rec->job.next_run_time))
+            rec->job.next_run_time = at; /* the withdrawn run's time comes again */
         size_t before = rec->n_running;
         uint32_t max = job_max_instances(c->s, &rec->job);
         aps_overlap ov = job_overlap(&rec->job);

@@ -842,6 +842,46 @@ test_resume_does_not_run_twice(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* RunJobNow before the time of a held run, max_instances 1: the run now
+ * starts at once (the held run has not started, so it takes no instance
+ * slot), and the held run is withdrawn and comes back at its time, judged
+ * then: the run now has ended, so it runs. Three calls: now, the time, the
+ * time after. */
+static void
+test_run_now_beside_held_run(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time start = aps_time_now() + 600 * MS;
+    aps_trigger_spec t = every_500ms(start, 2);
+    add_job(s, "now", &t, 1);
+    wait_submitted(1);
+    assert_true(aps_time_now() < start - 20 * MS);
+    char run_id[33] = "";
+    int queued = -1;
+    aps_error err;
+    aps_time asked = aps_time_now();
+    if (aps_job_run_now(s, "now", NULL, run_id, &queued, &err) != 0)
+        fail_msg("run now: %s", err.msg);
+    assert_int_equal(queued, 0);
+    assert_true(run_id[0] != '\0');
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "now", &job), 0);
+    assert_true(job->next_run_time == start);
+    aps_job_free(job);
+    assert_int_equal(wait_calls(3, 3000 * MS), 3);
+    pthread_mutex_lock(&mu);
+    assert_true(started[0] >= asked && started[0] < start);
+    assert_true(scheduled_at[1] == start);
+    assert_true(started[1] >= start);
+    assert_true(scheduled_at[2] == start + 500 * MS);
+    assert_int_equal(n_skipped, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the job was run now");
+    aps_scheduler_destroy(s);
+}
+
 /* add_job(replace_existing) before the run's time: the replaced job's run
  * is withdrawn, the new job runs at that time once. */
 static void
@@ -1276,6 +1316,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_commits_before_and_starts_on_time, setup),
         cmocka_unit_test_setup(test_held_run_is_next_run_time, setup),
+        cmocka_unit_test_setup(test_run_now_beside_held_run, setup),
         cmocka_unit_test_setup(test_running_instance_decided_at_its_time, setup),
         cmocka_unit_test_setup(test_shutdown_hands_on_held_runs, setup),
         cmocka_unit_test_setup(test_off, setup),

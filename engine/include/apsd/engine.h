@@ -481,12 +481,13 @@ typedef struct aps_scheduler_config {
      *  less 25 ms at most), with all those due within it, so they share
      *  commits (at 10,000 runs/s one per ~12 ms instead of one per pass).
      *  A change to a job before the time of its run committed ahead
-     *  (remove, pause, resume, modify, reschedule, a replacing add, remove
+     *  (remove, pause, resume, modify, reschedule, run now, a replacing add, remove
      *  all) withdraws that run, as APScheduler would not have submitted it
      *  yet: it never starts and ends as JOB_ERROR, status CANCELLED,
      *  "withdrawn before its time: ...", not counted in the job's
-     *  statistics; a modified job's next run time goes back to that time,
-     *  so the run comes as modified. (A removal of all jobs written in
+     *  statistics; a modified (or run now) job's next run time goes back
+     *  to that time, so the run comes as modified (judged then against
+     *  max_instances beside the run started now). (A removal of all jobs written in
      *  the same commit as the run, rare, misses it: it starts as
      *  committed.) While the scheduler is paused, such
      *  runs wait for the resume (then their executor applies
