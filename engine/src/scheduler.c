@@ -1701,6 +1701,17 @@ withdrawn_first(const withdrawn *w)
     return at;
 }
 
+/* The earliest withdrawn run's time is the job's next run time again (its
+ * commit had moved it on), unless the job is paused or due earlier. */
+static void
+withdrawn_comes_again(const withdrawn *w, aps__jobrec *rec)
+{
+    aps_time at = withdrawn_first(w);
+    if (at != APS_TIME_NONE && !rec->job.paused &&
+        (rec->job.next_run_time == APS_TIME_NONE || at < rec->job.next_run_time))
+        rec->job.next_run_time = at;
+}
+
 /* w's tombstones (hold_mu held): removed, their parked runs into
  * parked[] (`parked` non-NULL: the write failed), or (NULL: committed)
  * the parked runs freed and the others kept, to drop their runs when they
@@ -2861,14 +2872,9 @@ mut_fn(aps_txn *t, void *arg)
         rc = aps__jobrec_apply(rec, c->spec, c->mask, c->s->tz, c->now, c->err);
         if (rc == 0 && (c->mask & APS_MODIFY_NEXT_RUN_TIME))
             rec->job.paused = rec->job.next_run_time == APS_TIME_NONE;
-        /* The withdrawn run's time is the job's next run time again (its
-         * commit had moved it on): the run comes as modified. */
-        if (rc == 0 && !(c->mask & APS_MODIFY_NEXT_RUN_TIME) && !rec->job.paused) {
-            aps_time at = withdrawn_first(&c->w);
-            if (at != APS_TIME_NONE &&
-                (rec->job.next_run_time == APS_TIME_NONE || at < rec->job.next_run_time))
-                rec->job.next_run_time = at;
-        }
+        /* The withdrawn run comes as modified. */
+        if (rc == 0 && !(c->mask & APS_MODIFY_NEXT_RUN_TIME))
+            withdrawn_comes_again(&c->w, rec);
         break;
     case MUT_RESCHEDULE: {
         aps_job_spec sp;
@@ -2899,10 +2905,7 @@ mut_fn(aps_txn *t, void *arg)
          * one (submit()): a free slot starts it; else the overlap policy
          * queues it, cancels the oldest running instance, or refuses it
          * (SKIP, or a queue that is full for the policy). */
-        aps_time at = withdrawn_first(&c->w);
-        if (at != APS_TIME_NONE && !rec->job.paused &&
-            (rec->job.next_run_time == APS_TIME_NONE || at < rec->job.next_run_time))
-            rec->job.next_run_time = at; /* the withdrawn run's time comes again */
+        withdrawn_comes_again(&c->w, rec);
         size_t before = rec->n_running;
         uint32_t max = job_max_instances(c->s, &rec->job);
         aps_overlap ov = job_overlap(&rec->job);

@@ -817,6 +817,22 @@ test_modify_runs_modified_job_once(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* A started scheduler with job `id` (every 500 ms, two fires, the first
+ * 600 ms from now: *start), its first run committed ahead and its time
+ * 20 ms away at least. */
+static aps_scheduler *
+interval_held(const char *id, uint32_t max_instances, aps_time *start)
+{
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    *start = aps_time_now() + 600 * MS;
+    aps_trigger_spec t = every_500ms(*start, 2);
+    add_job(s, id, &t, max_instances);
+    wait_submitted(1);
+    assert_true(aps_time_now() < *start - 20 * MS);
+    return s;
+}
+
 /* ResumeJob on a job that is not paused recomputes its next run time from
  * now: the time of the run committed ahead. That run is withdrawn, so the
  * time runs once, not twice. */
@@ -824,13 +840,8 @@ static void
 test_resume_does_not_run_twice(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_time start = aps_time_now() + 600 * MS;
-    aps_trigger_spec t = every_500ms(start, 2);
-    add_job(s, "twice", &t, 5);
-    wait_submitted(1);
-    assert_true(aps_time_now() < start - 20 * MS);
+    aps_time start;
+    aps_scheduler *s = interval_held("twice", 5, &start);
     assert_int_equal(aps_job_resume(s, "twice", NULL, NULL), 0);
     sleep_until(start + 900 * MS);
     pthread_mutex_lock(&mu);
@@ -851,13 +862,8 @@ static void
 test_run_now_beside_held_run(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_time start = aps_time_now() + 600 * MS;
-    aps_trigger_spec t = every_500ms(start, 2);
-    add_job(s, "now", &t, 1);
-    wait_submitted(1);
-    assert_true(aps_time_now() < start - 20 * MS);
+    aps_time start;
+    aps_scheduler *s = interval_held("now", 1, &start);
     char run_id[33] = "";
     int queued = -1;
     aps_error err;
