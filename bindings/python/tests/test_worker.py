@@ -79,6 +79,9 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(e.status, "SUCCEEDED")
         self.assertIsNone(e.exception)
         self.assertIsInstance(e.scheduled_run_time, dt.datetime)
+        # (The worker counts a run once its Complete returned: the event
+        # may come first.)
+        wait_for(lambda: w.runs == 5, 10)
         self.assertEqual(w.runs, 5)
 
     def test_exception_with_traceback(self):
@@ -101,6 +104,7 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(got["w-missing"].exception.type_name, "LookupError")
         self.assertIn("error looking up object", str(got["w-missing"].exception))
         self.assertEqual(got["w-badargs"].exception.type_name, "TypeError")
+        wait_for(lambda: (w.runs, w.failures) == (3, 3), 10)  # (counted after Complete)
         self.assertEqual((w.runs, w.failures), (3, 3))
 
     def test_registered_tasks(self):
@@ -126,6 +130,7 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(got["w-double"].retval, 8)
         # Acquire asks only for registered tasks: the other two stay pending.
         time.sleep(0.5)
+        wait_for(lambda: w.runs == 1, 10)  # (counted after Complete)
         self.assertEqual(w.runs, 1)
         w.register("custom-name:x", triple)  # registering re-opens Acquire with the new list
         got = {e.job_id: e for e in self.results(["w-double", "w-custom"])}
@@ -156,6 +161,7 @@ class WorkerTest(unittest.TestCase):
         # a stopped worker takes nothing more
         self.c.add_job("sample_tasks:add", args=[1, 2], id="w-after-stop", queue="q-stop")
         time.sleep(0.5)
+        wait_for(lambda: w.runs == 1, 10)  # (counted after Complete)
         self.assertEqual(w.runs, 1)
         # and run() in the caller's thread returns after stop() from another
         w2 = Worker(self.c, "q-stop")
