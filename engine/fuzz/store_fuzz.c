@@ -55,16 +55,24 @@ fixed_now(void *ctx)
 
 static const aps_clock clock_fixed = {fixed_now, NULL};
 
+/* Removes every file of the store directory: the store's own files, and
+ * any it makes besides them (its disk reserve). */
 static void
 empty_dir(void)
 {
-    static const char *const files[] = {"data.mdb", "lock.mdb", "apsd.lock"};
+    DIR *d = opendir(dir);
+    struct dirent *e;
     char path[128];
 
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%.60s", dir, e->d_name);
         unlink(path);
     }
+    closedir(d);
 }
 
 static void
@@ -252,6 +260,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.clock = &clock_fixed;
     cfg.jitter_seed = 1;
     cfg.no_sync = 1;
+    /* Small: the reserve is made anew for every input. */
+    cfg.disk_reserve_bytes = 4096;
     rc = aps_scheduler_create(&cfg, &s, &err);
     check_rc(rc);
     if (rc != 0) {
