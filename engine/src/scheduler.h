@@ -147,9 +147,11 @@ struct aps_scheduler {
     /* When the loop looks again (APS_TIME_NONE: not before a wake-up), and
      * whether a run finished since without waking it (aps__run_finished);
      * in_pass: it is in a pass, which may have read the stores already
-     * (wake_for). */
+     * (wake_for); pass_wake: the earliest time a commit during the pass
+     * asked it to look again by (APS_TIME_NONE: none). */
     aps_time loop_next;
     int in_pass;
+    aps_time pass_wake;
     uint64_t passes; /* passes made (aps_scheduler_process), for tests */
     int completion_unwoken;
     int64_t completion_slack_us; /* how long a finished run may wait for loop_next */

@@ -899,8 +899,8 @@ add_at(aps_scheduler *s, const char *id, aps_time when, int paused)
 /* Each case of an add's wake-up (real clock, the loop driven by hand): the
  * loop waiting for nothing, or for a job due before the new one (less the
  * commit-ahead lead: none in external mode), or in a pass (which may have
- * read the stores before the add's commit), or the new job sooner; a
- * paused job. */
+ * read the stores before the add's commit: it is told the job's time
+ * instead), or the new job sooner; a paused job. */
 static void
 test_add_wake_cases(void **state)
 {
@@ -921,15 +921,42 @@ test_add_wake_cases(void **state)
     add_at(s, "j2", now + 60 * SEC, 1);
     add_at(s, "j3", next + 50000, 0);
     assert_false(woken(s));
-    /* In a pass: it may have read the stores before this commit. */
+    /* In a pass: it may have read the stores before this commit. No
+     * wake-up (under a stream of adds, each pass would make the next):
+     * the pass settles its next time no later than the job's. */
     pthread_mutex_lock(&s->mu);
     s->in_pass = 1;
     s->loop_next = aps_time_now();
     pthread_mutex_unlock(&s->mu);
     add_at(s, "j4", now + 10800 * SEC, 0);
-    assert_true(woken(s));
-    assert_int_equal(aps_scheduler_process(s, &next), 0);
     assert_false(woken(s));
+    aps_time settled = next;
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_true(next == settled);
+    pthread_mutex_lock(&s->mu);
+    s->in_pass = 1;
+    s->loop_next = aps_time_now();
+    pthread_mutex_unlock(&s->mu);
+    add_at(s, "j4b", next - 20000, 0);
+    add_at(s, "j4c", now + 10800 * SEC, 0);
+    assert_false(woken(s));
+    /* Told the earliest (the pass may have read before either commit). */
+    pthread_mutex_lock(&s->mu);
+    assert_true(s->pass_wake == settled - 20000);
+    pthread_mutex_unlock(&s->mu);
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_true(next <= settled - 20000 && next > settled - 30000);
+    assert_false(woken(s));
+    /* A job committed after the pass read the stores, which it did not
+     * find: the time it was told is its next pass all the same. */
+    aps_time told = next - 40000;
+    pthread_mutex_lock(&s->mu);
+    s->pass_wake = told;
+    pthread_mutex_unlock(&s->mu);
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_true(next == told);
+    assert_int_equal(aps_scheduler_process(s, &next), 0);
+    assert_true(next == told + 40000);
     /* Sooner than the settled pass: woken. */
     add_at(s, "j5", next - 10000, 0);
     assert_true(woken(s));
