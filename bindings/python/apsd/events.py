@@ -201,12 +201,24 @@ def from_proto(e):
     return ev
 
 
-# Stream ends after which reconnecting and resuming makes sense: the daemon
-# restarting or unreachable, a slow subscriber cut (RESOURCE_EXHAUSTED), a
-# server-side cancel. Others (INVALID_ARGUMENT, OUT_OF_RANGE, auth) are final.
-_RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-          grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
-          grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED}
+# Stream ends after which reconnecting and resuming makes sense, as the C
+# and Node clients decide: the daemon restarting or unreachable
+# (UNAVAILABLE), a call it refused as it began to shut down (CANCELLED), a
+# connection broken mid-frame (INTERNAL, UNKNOWN), and a slow subscriber cut
+# off (RESOURCE_EXHAUSTED whose details name after_sequence). Others are
+# final: a refused request (INVALID_ARGUMENT, OUT_OF_RANGE, auth), and the
+# other RESOURCE_EXHAUSTED, "too many subscribers" above all, which retrying
+# would only hide.
+_RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
+          grpc.StatusCode.UNKNOWN}
+
+
+def resumable(code, details):
+    """Whether a stream that ended with status `code` and message `details`
+    is reopened by EventStream (after the last sequence it saw)."""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return "after_sequence" in (details or "")
+    return code in _RETRY
 
 
 class EventStream:
@@ -274,7 +286,8 @@ class EventStream:
         if self._closed:
             raise StopIteration
         code = err.code() if hasattr(err, "code") else None
-        if not self.reconnect or code not in _RETRY:
+        details = err.details() if hasattr(err, "details") else None
+        if not self.reconnect or not resumable(code, details):
             raise from_rpc_error(err) from None
         now = time.monotonic()
         if self._failing_since is None:

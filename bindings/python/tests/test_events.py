@@ -104,6 +104,42 @@ class EventsTest(unittest.TestCase):
             self.c.events(types=["NOT_A_TYPE"])
 
 
+class ResumableTest(unittest.TestCase):
+    """Which stream ends the iterator reconnects after (as the C and Node
+    clients), and a final one ending it at once."""
+
+    def test_classification(self):
+        import grpc
+        C = grpc.StatusCode
+        for code in (C.UNAVAILABLE, C.CANCELLED, C.INTERNAL, C.UNKNOWN):
+            self.assertTrue(ev.resumable(code, ""), code)
+        self.assertTrue(ev.resumable(C.RESOURCE_EXHAUSTED,
+                                     "subscriber too slow: resume with after_sequence 41"))
+        for code in (C.RESOURCE_EXHAUSTED, C.INVALID_ARGUMENT, C.OUT_OF_RANGE, C.UNAUTHENTICATED,
+                     C.PERMISSION_DENIED, C.ABORTED, C.DEADLINE_EXCEEDED):
+            self.assertFalse(ev.resumable(code, "too many subscribers (at most 1)"), code)
+        self.assertFalse(ev.resumable(C.RESOURCE_EXHAUSTED, None))
+
+    def test_too_many_subscribers_is_final(self):
+        d = Daemon(["--max-subscribers", "1"]).start()
+        try:
+            c = Client(d.target)
+            after = c.last_sequence()
+            c.add_job("sample_tasks:add", "date", run_date=far(), id="sub-1")
+            with c.events(after=after) as first:
+                self.assertEqual(next(first).job_id, "sub-1")  # it holds the one slot
+                second = c.events(after=after, retry_timeout=30)
+                with self.assertRaises(apsd.ResourceExhaustedError) as cm:
+                    next(second)
+                self.assertIn("too many subscribers", str(cm.exception))
+                self.assertEqual(second.reconnects, 0)
+            c.close()
+        finally:
+            rc = d.stop()
+            d.cleanup()
+        self.assertEqual(rc, 0)
+
+
 class RestartTest(unittest.TestCase):
     """The iterator and a worker outlive a daemon restart."""
 

@@ -617,7 +617,8 @@ aps_scheduler_state aps_scheduler_get_state(aps_scheduler *s);
  * External loop: a file descriptor that becomes readable when
  * aps_scheduler_process should be called before the next_wakeup it last
  * returned (finished runs, mutations; an added job only when it is due
- * before that). Level-triggered; owned by the scheduler.
+ * before that: one added during a call is in the next_wakeup that call
+ * returns). Level-triggered; owned by the scheduler.
  */
 int aps_scheduler_fd(aps_scheduler *s);
 
