@@ -2790,6 +2790,7 @@ typedef struct mut_ctx {
     aps_error *err;
     int replayed;
     int removed;
+    aps_time next; /* the job's next run time as written (wake_for) */
     size_t count;
     char run_id[33];
     char answer[REQ_ANSWER_MAX + 1]; /* RunJobNow: request_parse's answer */
@@ -2967,6 +2968,7 @@ mut_fn(aps_txn *t, void *arg)
     if (rc != 0)
         goto out;
     rec->job.update_time = c->now;
+    c->next = c->removed ? APS_TIME_NONE : rec->job.next_run_time;
     rc = c->removed ? aps__txn_job_del(t, c->id) : txn_save(t, rec);
     if (rc == 0 && c->kind != MUT_BACKFILL && c->kind != MUT_RUN_NOW)
         rc = out_event(&c->o, ev, c->now, &rec->job, NULL, NULL, 0, NULL);
@@ -3023,6 +3025,7 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
         return set_err(err, APS_ENOENT, "job_id: no job with id \"%s\"", c->id);
     c->si = (size_t)si;
     c->space_low = c->kind == MUT_BACKFILL && aps__store_space_low(s->stores[si].st);
+    c->next = APS_TIME_NONE;
     rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
     free_out(&c->o);
     if (rc == 0)
@@ -3038,7 +3041,12 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
             store_err(s, si, rc, err);
         return rc;
     }
-    aps__scheduler_wake(s);
+    /* Only for a next run time the loop would otherwise take up late (a
+     * withdrawn run's time too, its next run time again): runs the change
+     * started are handed on by the write, queued ones by a completion, and
+     * a job paused or removed leaves at most a pass that finds nothing. A
+     * pass per change made the loop's passes under a stream of changes. */
+    wake_for(s, c->next);
     if (out != NULL && !c->removed) {
         rc = aps_job_get(s, c->id, out);
         if (rc == APS_ENOENT && c->replayed)

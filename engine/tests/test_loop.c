@@ -818,6 +818,24 @@ open_real_clock(const char *name, uint32_t workers, uint32_t max_queue, aps_run_
     return s;
 }
 
+/* The loop's pass count once it is out of its pass and the count stays
+ * put (valgrind is slow). */
+static uint64_t
+settled_passes(aps_scheduler *s)
+{
+    int busy = 1;
+    uint64_t p0 = passes(s);
+    for (int i = 0; i < 50; i++) {
+        usleep(100 * 1000);
+        uint64_t p = passes_busy(s, &busy);
+        if (p == p0 && !busy && i > 0)
+            break;
+        p0 = p;
+    }
+    assert_false(busy);
+    return p0;
+}
+
 /* Adds wake the loop only for a job it would otherwise take up late (an
  * LMDB store, commit-ahead on): 200 jobs due an hour on, and a paused one,
  * added while the loop waits for the first of them, make no pass; a job
@@ -834,18 +852,7 @@ test_adds_wake_only_when_sooner(void **state)
     aps_trigger_spec at = tu_date(hour);
     aps_job_spec j = tu_function_job("j0", &at, "count", NULL);
     tu_job_add(s, &j); /* the loop had nothing to wait for: it wakes */
-    /* Its pass is over once it is out of it and the count stays put
-     * (valgrind is slow). */
-    int busy = 1;
-    uint64_t p0 = passes(s);
-    for (int i = 0; i < 50; i++) {
-        usleep(100 * 1000);
-        uint64_t p = passes_busy(s, &busy);
-        if (p == p0 && !busy && i > 0)
-            break;
-        p0 = p;
-    }
-    assert_false(busy);
+    uint64_t p0 = settled_passes(s);
     for (int i = 1; i <= 200; i++) {
         snprintf(id, sizeof(id), "j%d", i);
         at = tu_date(hour + i * SEC);
@@ -874,6 +881,71 @@ test_adds_wake_only_when_sooner(void **state)
     assert_true(fired != APS_TIME_NONE);
     print_message("fired %lld us after its time\n", (long long)(fired - due));
     /* On time, give or take a slow machine (valgrind): not in an hour. */
+    assert_true(fired >= due && fired - due < 3 * SEC);
+    assert_true(passes(s) > p1);
+    aps_scheduler_destroy(s);
+}
+
+/* Changes to jobs wake the loop only for a next run time it would
+ * otherwise take up late, as adds do: 50 jobs due an hour on modified,
+ * rescheduled later, paused, resumed and removed make no pass; one
+ * rescheduled to 0.2 s on fires on time. */
+static void
+test_changes_wake_only_when_sooner(void **state)
+{
+    (void)state;
+    char id[16];
+    aps_error err;
+    reset_calls();
+    aps_scheduler *s = open_real_clock("loop_change_wake", 2, 100, APS_RUN_BACKGROUND);
+    aps_time hour = aps_time_now() + 3600 * SEC;
+    for (int i = 0; i < 50; i++) {
+        snprintf(id, sizeof(id), "j%d", i);
+        aps_trigger_spec at = tu_date(hour + i * SEC);
+        aps_job_spec j = tu_function_job(id, &at, "count", NULL);
+        tu_job_add(s, &j);
+    }
+    uint64_t p0 = settled_passes(s);
+    aps_job_spec named;
+    memset(&named, 0, sizeof(named));
+    named.name = "renamed";
+    aps_trigger_spec later = tu_date(hour + 7200 * SEC);
+    for (int i = 0; i < 50; i++) {
+        snprintf(id, sizeof(id), "j%d", i);
+        switch (i % 5) {
+        case 0:
+            assert_int_equal(aps_job_modify(s, id, &named, APS_MODIFY_NAME, NULL, NULL, &err), 0);
+            break;
+        case 1:
+            assert_int_equal(aps_job_reschedule(s, id, &later, NULL, NULL, &err), 0);
+            break;
+        case 2:
+            assert_int_equal(aps_job_pause(s, id, NULL, NULL), 0);
+            break;
+        case 3:
+            assert_int_equal(aps_job_pause(s, id, NULL, NULL), 0);
+            assert_int_equal(aps_job_resume(s, id, NULL, NULL), 0);
+            break;
+        default:
+            assert_int_equal(aps_job_remove(s, id, NULL), 0);
+        }
+    }
+    usleep(50 * 1000);
+    uint64_t p1 = passes(s);
+    print_message("passes for 60 changes of later jobs: %llu\n", (unsigned long long)(p1 - p0));
+    assert_int_equal(p1 - p0, 0);
+    aps_time due = aps_time_now() + 200000;
+    aps_trigger_spec soon = tu_date(due);
+    assert_int_equal(aps_job_reschedule(s, "j0", &soon, NULL, NULL, &err), 0);
+    aps_time fired = APS_TIME_NONE;
+    for (int i = 0; i < 5000 && fired == APS_TIME_NONE; i++) {
+        if (calls() == 1)
+            fired = aps_time_now();
+        else
+            usleep(1000);
+    }
+    assert_true(fired != APS_TIME_NONE);
+    print_message("fired %lld us after its time\n", (long long)(fired - due));
     assert_true(fired >= due && fired - due < 3 * SEC);
     assert_true(passes(s) > p1);
     aps_scheduler_destroy(s);
@@ -1061,6 +1133,7 @@ main(void)
         cmocka_unit_test(test_completions_recorded_real_clock),
         cmocka_unit_test(test_adds_wake_only_when_sooner),
         cmocka_unit_test(test_add_wake_cases),
+        cmocka_unit_test(test_changes_wake_only_when_sooner),
         cmocka_unit_test(test_adds_racing_passes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
