@@ -1050,8 +1050,10 @@ typedef struct race_adder {
 #define RACE_THREADS 4
 #define RACE_SOON 150 /* per thread, each with a later one in between */
 
-/* Adds jobs due 20-300 ms on, each followed by one due an hour on, with
- * pauses of 0-2 ms: adds land before, during and after the loop's passes. */
+/* Adds jobs due 20-300 ms on (every other one added for an hour on, then
+ * rescheduled to that time), each followed by one due an hour on, with
+ * pauses of 0-2 ms: adds and changes land before, during and after the
+ * loop's passes. */
 static void *
 race_add_main(void *arg)
 {
@@ -1063,20 +1065,31 @@ race_add_main(void *arg)
         aps_time due = aps_time_now() + 20000 + (aps_time)(rand_r(&seed) % 280000);
         aps_trigger_spec at = tu_date(due);
         snprintf(id, sizeof(id), "j%d", i);
-        aps_job_spec j = tu_function_job(id, &at, "stamp", NULL);
-        tu_job_add(a->s, &j);
+        if (n % 2 == 0) {
+            aps_job_spec j = tu_function_job(id, &at, "stamp", NULL);
+            tu_job_add(a->s, &j);
+        } else {
+            /* Added for later, then brought sooner: a change's wake-up. */
+            aps_error err;
+            aps_trigger_spec later = tu_date(aps_time_now() + 3600 * SEC);
+            aps_job_spec j = tu_function_job(id, &later, "stamp", NULL);
+            tu_job_add(a->s, &j);
+            if (aps_job_reschedule(a->s, id, &at, NULL, NULL, &err) != 0)
+                fail_msg("reschedule %s: %s", id, err.msg);
+        }
         a->due[i] = due;
         at = tu_date(aps_time_now() + 3600 * SEC);
         snprintf(id, sizeof(id), "j%d", 1000 + i);
-        j = tu_function_job(id, &at, "stamp", NULL);
+        aps_job_spec j = tu_function_job(id, &at, "stamp", NULL);
         tu_job_add(a->s, &j);
         usleep((useconds_t)(rand_r(&seed) % 2000));
     }
     return NULL;
 }
 
-/* Adds from four threads racing the loop's passes (real clock): every job
- * due soon fires at its time, none waits for the hour-away ones' pass. */
+/* Adds and changes from four threads racing the loop's passes (real
+ * clock): every job due soon fires at its time, none waits for the
+ * hour-away ones' pass. */
 static void
 test_adds_racing_passes(void **state)
 {
