@@ -233,13 +233,16 @@ wake_for(aps_scheduler *s, aps_time next)
                                                                        : s->ahead_us;
     int wake = next != APS_TIME_NONE;
 
+    /* When the loop must look by (a time within the lead of the smallest
+     * is at once all the same). */
+    aps_time by = next < APS_TIME_NONE + 1 + lead ? APS_TIME_NONE + 1 : next - lead;
     if (wake) {
         pthread_mutex_lock(&s->mu);
         if (s->loop_next != APS_TIME_NONE && s->in_pass) {
-            if (s->pass_wake == APS_TIME_NONE || next - lead < s->pass_wake)
-                s->pass_wake = next - lead;
+            if (s->pass_wake == APS_TIME_NONE || by < s->pass_wake)
+                s->pass_wake = by;
             wake = 0;
-        } else if (s->loop_next != APS_TIME_NONE && next - lead >= s->loop_next) {
+        } else if (s->loop_next != APS_TIME_NONE && by >= s->loop_next) {
             wake = 0;
         }
         pthread_mutex_unlock(&s->mu);
@@ -2886,6 +2889,10 @@ mut_fn(aps_txn *t, void *arg)
         /* The withdrawn run comes as modified. */
         if (rc == 0 && !(c->mask & APS_MODIFY_NEXT_RUN_TIME))
             withdrawn_comes_again(&c->w, rec);
+        /* Runs queued for an instance slot take those a higher
+         * max_instances frees, now rather than at a running one's end. */
+        if (rc == 0 && (c->mask & APS_MODIFY_MAX_INSTANCES))
+            rc = start_pending(c->s, t, &c->o, rec, c->now);
         break;
     case MUT_RESCHEDULE: {
         aps_job_spec sp;

@@ -618,6 +618,51 @@ test_max_instances_and_overlap(void **state)
     overlap_case(APS_OVERLAP_CANCEL_RUNNING, 2, 2, 0);
 }
 
+/* A higher max_instances starts the runs queued for an instance slot at
+ * once, in order, not when the running one ends. */
+static void
+test_modify_max_instances_starts_queued(void **state)
+{
+    (void)state;
+    aps_error err;
+    aps_scheduler *s = open_sched(NULL, 1);
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec spec = func_job("q", &t, NULL);
+    spec.misfire = APS_MISFIRE_UNLIMITED;
+    spec.overlap = APS_OVERLAP_QUEUE_ALL;
+    aps_job_free(add(s, &spec));
+    gate(1);
+    for (int k = 1; k <= 3; k++) {
+        tu_clock_set(T0 + k * SEC);
+        assert_int_equal(aps_scheduler_process(s, NULL), 0);
+        if (k == 1)
+            wait_running(1);
+    }
+    aps_job *job = get(s, "q");
+    assert_int_equal(job->running_instances, 1);
+    assert_int_equal(job->queued_runs, 2);
+    aps_job_free(job);
+    aps_job_spec more;
+    memset(&more, 0, sizeof(more));
+    more.max_instances = 3;
+    assert_int_equal(aps_job_modify(s, "q", &more, APS_MODIFY_MAX_INSTANCES, NULL, &job, &err), 0);
+    assert_int_equal(job->running_instances, 3);
+    assert_int_equal(job->queued_runs, 0);
+    aps_job_free(job);
+    wait_running(3); /* the gate still holds the first */
+    gate(0);
+    settle_events(s, APS_EVENT_JOB_EXECUTED, 3);
+    assert_int_equal(calls_count(), 3);
+    aps_time seen[3] = {calls[0], calls[1], calls[2]};
+    for (int i = 0; i < 3; i++) {
+        int found = 0;
+        for (int k = 0; k < 3; k++)
+            found += seen[k] == T0 + (i + 1) * SEC;
+        assert_int_equal(found, 1);
+    }
+    aps_scheduler_destroy(s);
+}
+
 /* Opens the gate after 100 ms (for a shutdown that waits for the run it
  * holds). */
 static void *
@@ -1979,6 +2024,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_failing_trigger_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_instances_and_overlap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_keeps_queued_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_modify_max_instances_starts_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_ends_queued_runs_of_ended_jobs, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_queue_all_runs_in_order, setup, teardown),

@@ -616,9 +616,10 @@ aps_scheduler_state aps_scheduler_get_state(aps_scheduler *s);
 /**
  * External loop: a file descriptor that becomes readable when
  * aps_scheduler_process should be called before the next_wakeup it last
- * returned (finished runs, mutations; an added job only when it is due
- * before that: one added during a call is in the next_wakeup that call
- * returns). Level-triggered; owned by the scheduler.
+ * returned (finished runs; an added or changed job only when it is due
+ * before that: one committed during a call is in the next_wakeup that
+ * call returns, so the caller must honour next_wakeup too).
+ * Level-triggered; owned by the scheduler.
  */
 int aps_scheduler_fd(aps_scheduler *s);
 
@@ -714,7 +715,8 @@ enum {
 /**
  * Changes the fields named in `mask` to their values in `spec` (APScheduler's
  * modify_job). A new trigger does not recompute the next run time (as
- * APScheduler); setting next_run_time on a paused job resumes it.
+ * APScheduler); setting next_run_time on a paused job resumes it. A higher
+ * max_instances starts runs queued for a slot (overlap QUEUE_*) at once.
  */
 int aps_job_modify(aps_scheduler *s, const char *id, const aps_job_spec *spec, uint32_t mask,
                    const aps_mutation *m, aps_job **out, aps_error *err);
