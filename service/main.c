@@ -74,6 +74,7 @@ typedef struct config {
     double commit_ahead_s, commit_ahead_max_s; /* -1 = not given (the engine's) */
     double pass_spacing_s;                     /* -1 = not given (the engine's) */
     long disk_reserve;                         /* bytes; -1 = not given (32 MiB) */
+    long write_window;                         /* bytes; 0 = off */
     double heartbeat_s;
     char *log_level;
     char errbuf[512];
@@ -143,6 +144,10 @@ static const char usage_text[] =
     "                 disk_reserve (bytes held in STORE_DIR/reserve and given back when\n"
     "                 the disk fills, so that jobs keep firing while new ones are\n"
     "                 refused; default 33554432, 0 = none),\n"
+    "                 write_window (bytes an LMDB store writes before it reuses the\n"
+    "                 pages its commits free: commits written in one run, not\n"
+    "                 scattered, for disks slow at scattered writes; the file\n"
+    "                 grows by up to twice this; default 0 = off),\n"
     "                 allow_network_fs (bool: open LMDB stores on a network file\n"
     "                 system anyway, for a store no other host ever opens: LMDB's\n"
     "                 lock works within one host; default false)\n"
@@ -393,6 +398,9 @@ ini_key(void *ud, const char *section, const char *key, const char *v)
         } else if (!strcmp(key, "disk_reserve")) {
             if (parse_long(v, 0, 1L << 40, &c->disk_reserve))
                 BAD("[scheduler] disk_reserve: bytes, 0-1099511627776");
+        } else if (!strcmp(key, "write_window")) {
+            if (parse_long(v, 0, 1L << 40, &c->write_window))
+                BAD("[scheduler] write_window: bytes, 0-1099511627776");
         } else if (!strcmp(key, "allow_network_fs")) {
             if (parse_bool(v, &c->allow_network_fs))
                 BAD("[scheduler] allow_network_fs: not a boolean");
@@ -1038,6 +1046,7 @@ main(int argc, char **argv)
     scfg.allow_network_fs = c.allow_network_fs;
     if (c.disk_reserve >= 0) /* here too, 0 is none */
         scfg.disk_reserve_bytes = c.disk_reserve > 0 ? c.disk_reserve : -1;
+    scfg.write_window_bytes = c.write_window;
 
     aps_scheduler *sched = NULL;
     aps_error err = {0};

@@ -1955,6 +1955,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     scfg.event_max_age_us =
         cfg->event_max_age_us > 0 ? cfg->event_max_age_us : 7 * 86400 * US_PER_SEC;
     scfg.no_sync = cfg->no_sync;
+    scfg.write_window = cfg->write_window_bytes > 0 ? (size_t)cfg->write_window_bytes : 0;
     scfg.clock = s->clock; /* events are stamped by it: aged by it too */
     scfg.reserve_bytes = cfg->disk_reserve_bytes < 0    ? 0
                          : cfg->disk_reserve_bytes == 0 ? DISK_RESERVE_BYTES

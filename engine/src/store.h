@@ -119,6 +119,9 @@ typedef struct aps_store_config {
      *  that is free), given back when a write finds the disk full
      *  (aps__store_space_low); 0 = none. */
     size_t reserve_bytes;
+    /** LMDB: the write window in bytes (store_lmdb.c's top comment);
+     *  0 = none. */
+    size_t write_window;
     /** LMDB: open a directory on a network file system too (refused by
      *  default: LMDB's lock works within one host). */
     int allow_network_fs;

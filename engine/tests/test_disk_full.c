@@ -139,10 +139,16 @@ del_fn(aps_txn *t, void *arg)
     return aps__txn_job_del(t, arg);
 }
 
+/* store_child's write window (store_lmdb.c): 0, or the test's with one. */
+static size_t child_window;
+
 static int
 store_child(const char *dir)
 {
-    aps_store_config cfg = {.initial_map_size = 1 << 20, .no_sync = 1, .reserve_bytes = RESERVE};
+    aps_store_config cfg = {.initial_map_size = 1 << 20,
+                            .no_sync = 1,
+                            .reserve_bytes = RESERVE,
+                            .write_window = child_window};
     char reserve[PATH_MAX + 16], ballast[PATH_MAX], id[32], buf[8192];
     aps_store *s = NULL;
     aps_store_stats st;
@@ -234,6 +240,18 @@ test_store_reserve(void **state)
 {
     (void)state;
     run_child(store_child, tu_tmpdir("disk_full_store"));
+}
+
+/* The same with a write window: the pages it holds back are let go when
+ * the disk fills, and none is held while the reserve is given back, so
+ * the reserve's space takes as many writes. */
+static void
+test_store_reserve_with_window(void **state)
+{
+    (void)state;
+    child_window = (size_t)1 << 20;
+    run_child(store_child, tu_tmpdir("disk_full_window"));
+    child_window = 0;
 }
 
 /* No room for the reserve at open: the store works without it (a full disk
@@ -536,6 +554,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_reserve),
+        cmocka_unit_test(test_store_reserve_with_window),
         cmocka_unit_test(test_store_reserve_made_when_room),
         cmocka_unit_test(test_jobs_fire_on_full_disk),
         cmocka_unit_test(test_without_reserve_jobs_stop),

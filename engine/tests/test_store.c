@@ -1809,6 +1809,85 @@ test_map_growth(void **state)
     free(buf);
 }
 
+/* Bytes of the store's data file. */
+static off_t
+data_size(const char *dir)
+{
+    char path[512];
+    struct stat st;
+
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+/* Rewrites records big000000..big000199 (1,000 bytes each) `rounds` times,
+ * 20 a write, then checks them; returns the data file's size. */
+static off_t
+churn(fx *f, int rounds)
+{
+    const size_t len = 1000;
+    char id[32], *buf = malloc(len), *got;
+    size_t glen;
+
+    assert_non_null(buf);
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < 200; i += 20) {
+            big_arg b = {i, 20, len};
+            assert_int_equal(aps__store_write(f->s, big_fn, &b), 0);
+        }
+    for (int i = 0; i < 200; i += 13) {
+        snprintf(id, sizeof id, "big%06d", i);
+        fill_big(buf, len, i);
+        assert_int_equal(aps__store_job_get(f->s, id, (void **)&got, &glen, NULL), 0);
+        assert_int_equal(glen, len);
+        assert_memory_equal(got, buf, len);
+        free(got);
+    }
+    free(buf);
+    return data_size(f->dir);
+}
+
+/* The write window (store_lmdb.c): the file grows past what reusing freed
+ * pages takes, by a bounded amount; the data is whole, also after a
+ * reopen; a full map is grown with the window's read transaction dropped
+ * first (mdb_env_set_mapsize wants none open). */
+static void
+test_write_window(void **state)
+{
+    fx *f = *state;
+    const size_t window = (size_t)1 << 20;
+    size_t n;
+    aps_store_stats st;
+
+    /* Without: LMDB reuses the pages commits free. */
+    fx_open(f);
+    off_t off = churn(f, 40);
+    aps__store_close(f->s);
+    f->s = NULL;
+    rm_rf(f->dir);
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+
+    /* With: ~40 MB rewritten through a 1 MiB window, from a 64 KiB map. */
+    f->cfg.write_window = window;
+    f->cfg.initial_map_size = 64 << 10;
+    fx_open(f);
+    off_t on = churn(f, 40);
+    assert_int_equal(aps__store_stats(f->s, &st), 0);
+    fprintf(stderr, "data file: %lld bytes without the window, %lld with 1 MiB; %llu map grows\n",
+            (long long)off, (long long)on, (unsigned long long)st.map_grows);
+    assert_true(st.map_grows >= 1);
+    assert_true(on >= off + (off_t)window / 2);
+    assert_true(on <= off + 3 * (off_t)window);
+    fx_reopen(f);
+    assert_int_equal(aps__store_count(f->s, &n), 0);
+    assert_int_equal(n, 200);
+    /* Reopened, still bounded: the pages freed come back. */
+    off_t again = churn(f, 40);
+    fprintf(stderr, "after a reopen and as much again: %lld bytes\n", (long long)again);
+    assert_true(again <= off + 3 * (off_t)window);
+}
+
 /* Writes raw values into the environment (store closed). */
 static void
 raw_put(const char *dir, const char *db, const void *key, size_t klen, const void *val, size_t vlen)
@@ -2489,6 +2568,7 @@ main(void)
         LMDB_ONLY(test_handed_copy),
         ON(test_handed_bound_memory, kind_mem, "memory"),
         LMDB_ONLY(test_map_growth),
+        LMDB_ONLY(test_write_window),
         LMDB_ONLY(test_corrupt_value),
         LMDB_ONLY(test_schema_mismatch),
         LMDB_ONLY(test_schema_upgrade),

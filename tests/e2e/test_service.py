@@ -1296,6 +1296,28 @@ class DiskReserveTest(unittest.TestCase):
             refused_config(self, "[scheduler]\ndisk_reserve = %s\n" % value, "disk_reserve: bytes")
 
 
+class WriteWindowTest(unittest.TestCase):
+    """[scheduler] write_window (store_lmdb.c): a daemon with one takes and
+    keeps jobs across a restart; bad values are refused."""
+
+    def test_jobs_kept(self):
+        conf = "[scheduler]\nwrite_window = 1048576\n"
+        with daemon_with_config(self, "apsd-e2e-window-", conf) as (d, _):
+            for i in range(300):
+                d.sched.AddJob(pb.AddJobRequest(job=cmd_job("w-%03d" % i, name="x" * 500,
+                                                            trigger=far_date())), timeout=T)
+            for i in range(0, 300, 2):
+                d.sched.RemoveJob(pb.RemoveJobRequest(job_id="w-%03d" % i), timeout=T)
+            d.restart()
+            ids = [j.id for j in d.sched.ListJobs(pb.ListJobsRequest(page_size=1000),
+                                                  timeout=T).jobs]
+            self.assertEqual(ids, ["w-%03d" % i for i in range(1, 300, 2)])
+
+    def test_out_of_range(self):
+        for value in ("-1", "lots", "2000000000000"):
+            refused_config(self, "[scheduler]\nwrite_window = %s\n" % value, "write_window: bytes")
+
+
 class WorkerLeaseConfigTest(unittest.TestCase):
     """[executor NAME] lease is the lease of a dispatch whose Acquire asks
     for none (it was always 30 s)."""

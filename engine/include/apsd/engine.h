@@ -549,6 +549,16 @@ typedef struct aps_scheduler_config {
      *  empty file keeps it so across a restart. 0 = 32 MiB; negative = no
      *  reserve (a full disk fails every write). */
     int64_t disk_reserve_bytes;
+    /** LMDB stores: let the file grow by up to this many bytes before
+     *  reusing the pages that commits free, so that commits write their
+     *  pages in one run at the file's end rather than scattered over it:
+     *  faster where scattered writes are slow (HDDs, many virtual disks;
+     *  here 64 threads adding jobs with ids of their own: 14,000-15,700
+     *  adds/s without, 20,300-20,900 with 256 MiB). Counted in bytes the
+     *  store writes; the file takes up to about twice this beyond its
+     *  data, and keeps it. Holds nothing while the store is low on space.
+     *  0 = off (LMDB's own reuse, lowest free page first). */
+    int64_t write_window_bytes;
     /** LMDB stores: open a directory on a network or cluster file system
      *  (NFS, SMB/CIFS, AFS, CephFS, GFS2, Lustre, ..., and FUSE ones such
      *  as sshfs or GlusterFS) rather than refuse it. LMDB's lock works

@@ -248,6 +248,9 @@ open_sched(const char *type, const char *dir, uint32_t workers, uint32_t queue,
         cfg.commit_ahead_us = atoll(getenv("APS_BENCH_AHEAD_MS")) * 1000;
     if (getenv("APS_BENCH_AHEAD_MAX_MS"))
         cfg.commit_ahead_max_us = atoll(getenv("APS_BENCH_AHEAD_MAX_MS")) * 1000;
+    /* APS_BENCH_WRITE_WINDOW_MB=N: write_window_bytes (default 0: off). */
+    if (getenv("APS_BENCH_WRITE_WINDOW_MB"))
+        cfg.write_window_bytes = atoll(getenv("APS_BENCH_WRITE_WINDOW_MB")) << 20;
     /* APS_BENCH_SPACING_US=N: pass_spacing_us (default 250; -1 none). */
     if (getenv("APS_BENCH_SPACING_US"))
         cfg.pass_spacing_us = atoll(getenv("APS_BENCH_SPACING_US"));
