@@ -23,9 +23,10 @@
  * in this process during mdb_env_set_mapsize; the writer is the only one
  * that writes, and readers hold `maplock` for reading for the whole life of
  * their read transaction, while the writer holds it for writing around
- * mdb_env_set_mapsize. The env is opened with MDB_NOTLS so a read
- * transaction is not tied to a thread's reader slot (and several stores or
- * thread pools do not collide on LMDB's thread-local slot).
+ * mdb_env_set_mapsize. (The write window's read transaction, below, is
+ * the writer's own and is ended before.) The env is opened with MDB_NOTLS
+ * so a read transaction is not tied to a thread's reader slot (and several
+ * stores or thread pools do not collide on LMDB's thread-local slot).
  *
  * Write window: LMDB writes a commit's pages into the lowest free pages of
  * the file, which after a while lie scattered between pages in use, so a
@@ -39,9 +40,10 @@
  * disk: the file grows by up to about twice the window beyond what it would
  * take, and keeps that size (LMDB never shrinks a file). The pin is dropped
  * before anything that needs no transaction open (map growth, recovery,
- * close) and after a failed commit, so a full map or disk finds every
- * freed page again, and none is held while the store is low on space (the
- * disk reserve below).
+ * close) and after a failed commit: a write that finds the disk full is
+ * run again in the pages held back before the disk reserve (below) is
+ * given, and none are held while the reserve is out or missing, nor for
+ * PIN_FULL_PAUSE_S after a full disk (without a reserve, the only sign).
  *
  * Disk reserve: `dir/reserve` holds reserve_bytes of allocated blocks, made
  * when twice that is free. The first write that fails for want of space
@@ -199,6 +201,7 @@ typedef struct lmdb_store {
      * transaction held, and the writer's bytes written when it was taken. */
     MDB_txn *pin;
     int64_t pin_wchar;
+    struct timespec pin_full; /* CLOCK_MONOTONIC: the disk last found full */
 } lmdb_store;
 
 /* Longest job id whose stored next run time a callback remembers. */
@@ -1309,6 +1312,19 @@ prune_events(lmdb_store *s, MDB_txn *txn)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* After a write found the disk full: how long the write window holds
+ * nothing back (with no disk reserve, the only sign of low space). */
+#define PIN_FULL_PAUSE_S 60
+
+/* Ends the write window's read transaction (top comment), if any. */
+static void
+pin_drop(lmdb_store *s)
+{
+    if (s->pin != NULL)
+        mdb_txn_abort(s->pin);
+    s->pin = NULL;
+}
+
 static int env_open(lmdb_store *s, int exact, aps_error *err);
 
 /* Doubles the map. No transaction of this process may be active: the
@@ -1320,6 +1336,7 @@ grow_map(lmdb_store *s)
     size_t size;
     int rc;
 
+    pin_drop(s); /* the map is remapped: no transaction may stay open */
     pthread_rwlock_wrlock(&s->maplock);
     if (s->map_size > SIZE_MAX / 2) {
         rc = MDB_MAP_FULL;
@@ -1360,6 +1377,7 @@ env_recover(lmdb_store *s)
 {
     int rc;
 
+    pin_drop(s); /* the environment is closed */
     pthread_rwlock_wrlock(&s->maplock);
     if (s->env) {
         mdb_env_close(s->env);
@@ -1387,15 +1405,6 @@ panicked(lmdb_store *s)
         mdb_txn_abort(txn);
     pthread_rwlock_unlock(&s->maplock);
     return rc == MDB_PANIC;
-}
-
-/* Ends the write window's read transaction (top comment), if any. */
-static void
-pin_drop(lmdb_store *s)
-{
-    if (s->pin != NULL)
-        mdb_txn_abort(s->pin);
-    s->pin = NULL;
 }
 
 /* Bytes the calling thread has passed to write(2) and its kin
@@ -1433,8 +1442,11 @@ pin_update(lmdb_store *s)
         return;
     /* Low on space (the reserve given back, or no room for it): every
      * freed page is reused, the file grows no more than it must. */
-    if (s->base.cfg.reserve_bytes > 0 &&
-        __atomic_load_n(&s->reserve_state, __ATOMIC_ACQUIRE) != RESERVE_HELD) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((s->base.cfg.reserve_bytes > 0 &&
+         __atomic_load_n(&s->reserve_state, __ATOMIC_ACQUIRE) != RESERVE_HELD) ||
+        (s->pin_full.tv_sec != 0 && now.tv_sec - s->pin_full.tv_sec < PIN_FULL_PAUSE_S)) {
         pin_drop(s);
         return;
     }
@@ -1466,6 +1478,7 @@ static void
 run_batch(lmdb_store *s, lreq *batch)
 {
     int grows = 0, rc, code;
+    int pinned = s->pin != NULL; /* the write window held pages back */
     MDB_txn *parent;
     lreq *r;
 
@@ -1541,11 +1554,20 @@ fail_abort:
 fail:
     /* A full map or disk, or a reopening: every freed page again. */
     pin_drop(s);
+    rc = refine_io_error(s, rc);
+    if (rc == ENOSPC || rc == EDQUOT)
+        clock_gettime(CLOCK_MONOTONIC, &s->pin_full);
+    if (pinned && (rc == ENOSPC || rc == EDQUOT)) {
+        /* First in the pages the window held back: they may be room
+         * enough, without the disk reserve. (A full map grows: it is
+         * address space, not disk.) */
+        pinned = 0;
+        goto retry;
+    }
     if (rc == MDB_MAP_FULL && grows < MAX_GROW_PER_BATCH && grow_map(s) == 0) {
         grows++;
         goto retry;
     }
-    rc = refine_io_error(s, rc);
     if ((rc == ENOSPC || rc == EDQUOT) && reserve_give(s))
         goto retry; /* once: the reserve is gone now */
     code = map_rc(rc);

@@ -1297,21 +1297,36 @@ class DiskReserveTest(unittest.TestCase):
 
 
 class WriteWindowTest(unittest.TestCase):
-    """[scheduler] write_window (store_lmdb.c): a daemon with one takes and
-    keeps jobs across a restart; bad values are refused."""
+    """[scheduler] write_window (store_lmdb.c): the store's data file grows
+    past what reusing freed pages takes (commits write at its end), the
+    jobs are kept across a restart; bad values are refused."""
 
-    def test_jobs_kept(self):
-        conf = "[scheduler]\nwrite_window = 1048576\n"
+    def run_with(self, conf):
+        """The data file's size after 300 adds and 150 removals in a daemon
+        started with `conf`, and the jobs left after a restart."""
         with daemon_with_config(self, "apsd-e2e-window-", conf) as (d, _):
             for i in range(300):
                 d.sched.AddJob(pb.AddJobRequest(job=cmd_job("w-%03d" % i, name="x" * 500,
                                                             trigger=far_date())), timeout=T)
             for i in range(0, 300, 2):
                 d.sched.RemoveJob(pb.RemoveJobRequest(job_id="w-%03d" % i), timeout=T)
+            size = os.path.getsize(os.path.join(d.store, "data.mdb"))
             d.restart()
             ids = [j.id for j in d.sched.ListJobs(pb.ListJobsRequest(page_size=1000),
                                                   timeout=T).jobs]
-            self.assertEqual(ids, ["w-%03d" % i for i in range(1, 300, 2)])
+            return size, ids
+
+    def test_file_grows_and_jobs_kept(self):
+        without, ids = self.run_with("")
+        self.assertEqual(ids, ["w-%03d" % i for i in range(1, 300, 2)])
+        with_window, ids = self.run_with("[scheduler]\nwrite_window = 262144\n")
+        self.assertEqual(ids, ["w-%03d" % i for i in range(1, 300, 2)])
+        print("write window: data file %d bytes without, %d with 256 KiB" % (without, with_window),
+              file=sys.stderr)
+        # About 5 MB of pages written through a 256 KiB window: the file
+        # holds up to two windows more than LMDB's own reuse leaves.
+        self.assertGreaterEqual(with_window, without + (128 << 10), (without, with_window))
+        self.assertLessEqual(with_window, without + (4 << 20), (without, with_window))
 
     def test_out_of_range(self):
         for value in ("-1", "lots", "2000000000000"):

@@ -555,9 +555,12 @@ typedef struct aps_scheduler_config {
      *  faster where scattered writes are slow (HDDs, many virtual disks;
      *  here 64 threads adding jobs with ids of their own: 14,000-15,700
      *  adds/s without, 20,300-20,900 with 256 MiB). Counted in bytes the
-     *  store writes; the file takes up to about twice this beyond its
-     *  data, and keeps it. Holds nothing while the store is low on space.
-     *  0 = off (LMDB's own reuse, lowest free page first). */
+     *  store's writer writes; the file takes up to about twice this beyond
+     *  its data, and keeps it. A write that finds the disk full is tried
+     *  again in the pages held back before the disk reserve is given; none
+     *  are held while the reserve is out or missing, nor for a minute after
+     *  a full disk. 0 or less = off (LMDB's own reuse, lowest free page
+     *  first). */
     int64_t write_window_bytes;
     /** LMDB stores: open a directory on a network or cluster file system
      *  (NFS, SMB/CIFS, AFS, CephFS, GFS2, Lustre, ..., and FUSE ones such
