@@ -618,6 +618,26 @@ test_max_instances_and_overlap(void **state)
     overlap_case(APS_OVERLAP_CANCEL_RUNNING, 2, 2, 0);
 }
 
+/* Adds `id`, every second, overlap QUEUE_ALL, no misfire limit; with the
+ * gate closed, its runs due at T0+1 s .. T0+n s: the first runs (held),
+ * the others wait in its queue. */
+static void
+queued_job(aps_scheduler *s, const char *id, int n)
+{
+    aps_trigger_spec t = interval_s(1);
+    aps_job_spec spec = func_job(id, &t, NULL);
+    spec.misfire = APS_MISFIRE_UNLIMITED;
+    spec.overlap = APS_OVERLAP_QUEUE_ALL;
+    aps_job_free(add(s, &spec));
+    gate(1);
+    for (int k = 1; k <= n; k++) {
+        tu_clock_set(T0 + k * SEC);
+        assert_int_equal(aps_scheduler_process(s, NULL), 0);
+        if (k == 1)
+            wait_running(1);
+    }
+}
+
 /* A higher max_instances starts the runs queued for an instance slot at
  * once, in order, not when the running one ends. */
 static void
@@ -626,18 +646,7 @@ test_modify_max_instances_starts_queued(void **state)
     (void)state;
     aps_error err;
     aps_scheduler *s = open_sched(NULL, 1);
-    aps_trigger_spec t = interval_s(1);
-    aps_job_spec spec = func_job("q", &t, NULL);
-    spec.misfire = APS_MISFIRE_UNLIMITED;
-    spec.overlap = APS_OVERLAP_QUEUE_ALL;
-    aps_job_free(add(s, &spec));
-    gate(1);
-    for (int k = 1; k <= 3; k++) {
-        tu_clock_set(T0 + k * SEC);
-        assert_int_equal(aps_scheduler_process(s, NULL), 0);
-        if (k == 1)
-            wait_running(1);
-    }
+    queued_job(s, "q", 3);
     aps_job *job = get(s, "q");
     assert_int_equal(job->running_instances, 1);
     assert_int_equal(job->queued_runs, 2);
@@ -687,19 +696,7 @@ test_shutdown_keeps_queued_runs(void **state)
     char path[256];
     snprintf(path, sizeof(path), "%s", tu_tmpdir("squeued"));
     aps_scheduler *s = open_sched(path, 1);
-    aps_trigger_spec t = interval_s(1);
-    aps_job_spec spec = func_job("q", &t, NULL);
-    spec.misfire = APS_MISFIRE_UNLIMITED;
-    spec.overlap = APS_OVERLAP_QUEUE_ALL;
-    aps_job_free(add(s, &spec));
-    gate(1);
-    tu_clock_set(T0 + 1 * SEC);
-    assert_int_equal(aps_scheduler_process(s, NULL), 0);
-    wait_running(1);
-    for (int k = 2; k <= 3; k++) {
-        tu_clock_set(T0 + k * SEC);
-        assert_int_equal(aps_scheduler_process(s, NULL), 0);
-    }
+    queued_job(s, "q", 3);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, open_gate_later, NULL), 0);
     assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
@@ -873,16 +870,7 @@ test_queue_all_runs_in_order(void **state)
 {
     (void)state;
     aps_scheduler *s = open_sched(NULL, 1);
-    aps_trigger_spec t = interval_s(1);
-    aps_job_spec spec = func_job("fifo", &t, NULL);
-    spec.misfire = APS_MISFIRE_UNLIMITED;
-    spec.overlap = APS_OVERLAP_QUEUE_ALL;
-    aps_job_free(add(s, &spec));
-    gate(1);
-    for (int k = 1; k <= 5; k++) {
-        tu_clock_set(T0 + k * SEC);
-        assert_int_equal(aps_scheduler_process(s, NULL), 0);
-    }
+    queued_job(s, "fifo", 5);
     gate(0);
     settle(s, 5);
     for (int k = 0; k < 5; k++)

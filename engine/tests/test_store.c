@@ -1722,6 +1722,26 @@ big_fn(aps_txn *t, void *a)
     return rc;
 }
 
+/* Records big000000.. (big_fn's, `len` bytes each) below `total`, every
+ * `step`th, read back whole. */
+static void
+check_big(aps_store *s, int total, int step, size_t len)
+{
+    char id[32], *buf = malloc(len), *got;
+    size_t glen;
+
+    assert_non_null(buf);
+    for (int i = 0; i < total; i += step) {
+        snprintf(id, sizeof id, "big%06d", i);
+        fill_big(buf, len, i);
+        assert_int_equal(aps__store_job_get(s, id, (void **)&got, &glen, NULL), 0);
+        assert_int_equal(glen, len);
+        assert_memory_equal(got, buf, len);
+        free(got);
+    }
+    free(buf);
+}
+
 typedef struct reader_ctx {
     aps_store *s;
     volatile int stop;
@@ -1768,11 +1788,9 @@ test_map_growth(void **state)
     aps_store_stats st;
     reader_ctx rd;
     pthread_t th;
-    char *buf = malloc(len), *got;
-    size_t n, glen;
+    size_t n;
     uint64_t first, last;
 
-    assert_non_null(buf);
     f->cfg.initial_map_size = 64 << 10;
     fx_open(f);
     rd = (reader_ctx){f->s, 0, 0, 0};
@@ -1796,17 +1814,7 @@ test_map_growth(void **state)
     assert_int_equal(aps__store_event_bounds(f->s, &first, &last), 0);
     assert_true(first == 1 && last == (uint64_t)total);
     fx_reopen(f);
-    for (int i = 0; i < total; i += 97) {
-        char id[32];
-
-        snprintf(id, sizeof id, "big%06d", i);
-        fill_big(buf, len, i);
-        assert_int_equal(aps__store_job_get(f->s, id, (void **)&got, &glen, NULL), 0);
-        assert_int_equal(glen, len);
-        assert_memory_equal(got, buf, len);
-        free(got);
-    }
-    free(buf);
+    check_big(f->s, total, 97, len);
 }
 
 /* Bytes of the store's data file. */
@@ -1826,25 +1834,12 @@ data_size(const char *dir)
 static off_t
 churn(fx *f, int rounds)
 {
-    const size_t len = 1000;
-    char id[32], *buf = malloc(len), *got;
-    size_t glen;
-
-    assert_non_null(buf);
     for (int r = 0; r < rounds; r++)
         for (int i = 0; i < 200; i += 20) {
-            big_arg b = {i, 20, len};
+            big_arg b = {i, 20, 1000};
             assert_int_equal(aps__store_write(f->s, big_fn, &b), 0);
         }
-    for (int i = 0; i < 200; i += 13) {
-        snprintf(id, sizeof id, "big%06d", i);
-        fill_big(buf, len, i);
-        assert_int_equal(aps__store_job_get(f->s, id, (void **)&got, &glen, NULL), 0);
-        assert_int_equal(glen, len);
-        assert_memory_equal(got, buf, len);
-        free(got);
-    }
-    free(buf);
+    check_big(f->s, 200, 13, 1000);
     return data_size(f->dir);
 }
 
