@@ -242,8 +242,8 @@ wake_for(aps_scheduler *s, aps_time next)
             if (s->pass_wake == APS_TIME_NONE || by < s->pass_wake)
                 s->pass_wake = by;
             wake = 0;
-        } else if (s->loop_next != APS_TIME_NONE && by >= s->loop_next) {
-            wake = 0;
+        } else if (s->loop_next != APS_TIME_NONE) {
+            wake = by < s->loop_next;
         }
         pthread_mutex_unlock(&s->mu);
     }

@@ -1440,8 +1440,9 @@ pin_update(lmdb_store *s)
 
     if (window == 0 || s->env == NULL)
         return;
-    /* Low on space (the reserve given back, or no room for it): every
-     * freed page is reused, the file grows no more than it must. */
+    /* Low on space (the reserve given back, or no room for it; or the
+     * disk found full lately): every freed page is reused, the file grows
+     * no more than it must. */
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     if ((s->base.cfg.reserve_bytes > 0 &&
@@ -1555,14 +1556,15 @@ fail:
     /* A full map or disk, or a reopening: every freed page again. */
     pin_drop(s);
     rc = refine_io_error(s, rc);
-    if (rc == ENOSPC || rc == EDQUOT)
+    if (rc == ENOSPC || rc == EDQUOT) {
         clock_gettime(CLOCK_MONOTONIC, &s->pin_full);
-    if (pinned && (rc == ENOSPC || rc == EDQUOT)) {
-        /* First in the pages the window held back: they may be room
-         * enough, without the disk reserve. (A full map grows: it is
-         * address space, not disk.) */
-        pinned = 0;
-        goto retry;
+        if (pinned) {
+            /* First in the pages the window held back: they may be room
+             * enough, without the disk reserve. (A full map grows: it is
+             * address space, not disk.) */
+            pinned = 0;
+            goto retry;
+        }
     }
     if (rc == MDB_MAP_FULL && grows < MAX_GROW_PER_BATCH && grow_map(s) == 0) {
         grows++;
