@@ -122,6 +122,11 @@ typedef struct aps_store_config {
     /** LMDB: the write window in bytes (store_lmdb.c's top comment);
      *  0 = none. */
     size_t write_window;
+    /** LMDB: the most the writer waits, before a batch, for the callers
+     *  the last batch answered to come back with their next writes
+     *  (store_lmdb.c, batch_wait), in microseconds; never longer than the
+     *  last batch took. 0 = 1,000; negative = it does not wait. */
+    int64_t batch_wait_us;
     /** LMDB: open a directory on a network file system too (refused by
      *  default: LMDB's lock works within one host). */
     int allow_network_fs;
