@@ -2848,6 +2848,7 @@ mut_fn(aps_txn *t, void *arg)
     aps__jobrec *rec = NULL;
     aps_trigger *trig = NULL;
     aps_time *times = NULL;
+    size_t n_times = 0;
     int rc;
 
     reset_out(&c->o);
@@ -2865,15 +2866,28 @@ mut_fn(aps_txn *t, void *arg)
         return rc;
     aps_event_type ev = APS_EVENT_JOB_MODIFIED;
 
+    if (c->kind == MUT_BACKFILL) {
+        if (c->space_low) {
+            rc = space_low_err(c->s, c->si, "backfills", c->err);
+            goto out;
+        }
+        rc = compile_trigger(c->s, rec->job.trigger, c->now, &trig, NULL);
+        if (rc == 0)
+            rc = fire_times(trig, c->start, c->end, c->max_runs, &times, &n_times);
+        if (rc != 0)
+            goto out;
+    }
     /* A run committed ahead that has not started is withdrawn: the change
      * came before its time, as if the run had not been submitted yet. (A
-     * run now too: the held run's instance slot was judged without it;
-     * its time comes again and is judged then, beside the new run.) */
-    if (c->kind != MUT_BACKFILL && (c->w.taken || rec->n_running > 0)) {
+     * run now or a backfill too: the held run's instance slot was judged
+     * without it; its time comes again and is judged then, beside the new
+     * runs.) */
+    if ((c->w.taken || rec->n_running > 0) && !(c->kind == MUT_BACKFILL && n_times == 0)) {
         static const char *const why[] = {
-            [MUT_MODIFY] = "the job was modified", [MUT_RESCHEDULE] = "the job was rescheduled",
-            [MUT_PAUSE] = "the job was paused",    [MUT_RESUME] = "the job was resumed",
-            [MUT_REMOVE] = "the job was removed",  [MUT_RUN_NOW] = "the job was run now",
+            [MUT_MODIFY] = "the job was modified",     [MUT_RESCHEDULE] = "the job was rescheduled",
+            [MUT_PAUSE] = "the job was paused",        [MUT_RESUME] = "the job was resumed",
+            [MUT_REMOVE] = "the job was removed",      [MUT_RUN_NOW] = "the job was run now",
+            [MUT_BACKFILL] = "the job was backfilled",
         };
         rc = hold_withdraw(c->s, &c->w, rec);
         if (rc == 0)
@@ -2956,22 +2970,14 @@ mut_fn(aps_txn *t, void *arg)
         ev = APS_EVENT_JOB_REMOVED;
         c->removed = 1;
         break;
-    case MUT_BACKFILL: {
-        size_t n = 0;
-        if (c->space_low) {
-            rc = space_low_err(c->s, c->si, "backfills", c->err);
-            break;
-        }
-        rc = compile_trigger(c->s, rec->job.trigger, c->now, &trig, NULL);
-        if (rc == 0)
-            rc = fire_times(trig, c->start, c->end, c->max_runs, &times, &n);
-        for (size_t i = 0; rc == 0 && i < n; i++)
+    case MUT_BACKFILL:
+        withdrawn_comes_again(&c->w, rec);
+        for (size_t i = 0; rc == 0 && i < n_times; i++)
             rc = push_pending(rec, &times[i], 1, 1);
         if (rc == 0)
             rc = start_pending(c->s, t, &c->o, rec, c->now);
-        c->count = n;
+        c->count = n_times;
         break;
-    }
     }
     if (rc != 0)
         goto out;

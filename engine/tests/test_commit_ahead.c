@@ -888,6 +888,52 @@ test_run_now_beside_held_run(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* Backfill before the time of a held run, max_instances 1: as RunJobNow,
+ * the held run is withdrawn (it takes no instance slot before its time),
+ * so the backfilled runs start at once, one after the other, and the held
+ * time comes back, judged then: they have ended, so it runs. Before, they
+ * queued behind the held run until its time had come and gone. A range
+ * without a fire time withdraws nothing. */
+static void
+test_backfill_beside_held_run(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    /* Every second from 1.4 s ago: two times past, the next 0.6 s on. */
+    aps_time now = aps_time_now(), start = now + 600 * MS;
+    aps_trigger_spec t;
+    memset(&t, 0, sizeof(t));
+    t.kind = APS_TRIGGER_INTERVAL;
+    t.u.interval.seconds = 1;
+    t.u.interval.start_date = start - 2000 * MS;
+    t.u.interval.end_date = start + 1100 * MS;
+    add_job(s, "bf", &t, 1);
+    wait_submitted(1);
+    assert_true(aps_time_now() < start - 20 * MS);
+    size_t count = 1;
+    aps_error err;
+    /* A range without a fire time leaves the held run alone. */
+    if (aps_job_backfill(s, "bf", start - 2900 * MS, start - 2100 * MS, 0, NULL, &count, &err))
+        fail_msg("backfill: %s", err.msg);
+    assert_int_equal(count, 0);
+    if (aps_job_backfill(s, "bf", start - 2500 * MS, aps_time_now(), 0, NULL, &count, &err) != 0)
+        fail_msg("backfill: %s", err.msg);
+    assert_int_equal(count, 2);
+    assert_int_equal(wait_calls(4, 3000 * MS), 4);
+    pthread_mutex_lock(&mu);
+    assert_true(scheduled_at[0] == start - 2000 * MS);
+    assert_true(scheduled_at[1] == start - 1000 * MS);
+    assert_true(started[0] < start && started[1] < start);
+    assert_true(scheduled_at[2] == start);
+    assert_true(started[2] >= start);
+    assert_true(scheduled_at[3] == start + 1000 * MS);
+    assert_int_equal(n_skipped, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the job was backfilled");
+    aps_scheduler_destroy(s);
+}
+
 /* add_job(replace_existing) before the run's time: the replaced job's run
  * is withdrawn, the new job runs at that time once. */
 static void
@@ -1323,6 +1369,7 @@ main(void)
         cmocka_unit_test_setup(test_commits_before_and_starts_on_time, setup),
         cmocka_unit_test_setup(test_held_run_is_next_run_time, setup),
         cmocka_unit_test_setup(test_run_now_beside_held_run, setup),
+        cmocka_unit_test_setup(test_backfill_beside_held_run, setup),
         cmocka_unit_test_setup(test_running_instance_decided_at_its_time, setup),
         cmocka_unit_test_setup(test_shutdown_hands_on_held_runs, setup),
         cmocka_unit_test_setup(test_off, setup),

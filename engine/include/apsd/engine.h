@@ -481,15 +481,13 @@ typedef struct aps_scheduler_config {
      *  less 25 ms at most), with all those due within it, so they share
      *  commits (at 10,000 runs/s one per ~12 ms instead of one per pass).
      *  A change to a job before the time of its run committed ahead
-     *  (remove, pause, resume, modify, reschedule, run now, a replacing add, remove
-     *  all) withdraws that run, as APScheduler would not have submitted it
-     *  yet: it never starts and ends as JOB_ERROR, status CANCELLED,
-     *  "withdrawn before its time: ...", not counted in the job's
-     *  statistics; a modified (or run now) job's next run time goes back
-     *  to that time, so the run comes as modified (judged then against
-     *  max_instances beside the run started now). (A removal of all jobs written in
-     *  the same commit as the run, rare, misses it: it starts as
-     *  committed.) While the scheduler is paused, such
+     *  (remove, pause, resume, modify, reschedule, run now, a backfill with
+     *  runs, a replacing add, remove all) withdraws that run, as APScheduler would not have
+     * submitted it yet: it never starts and ends as JOB_ERROR, status CANCELLED, "withdrawn before
+     * its time: ...", not counted in the job's statistics; a modified (run now, backfilled) job's
+     * next run time goes back to that time, so the run comes as modified (judged then against
+     * max_instances beside the runs started now). (A removal of all jobs written in the same commit
+     * as the run, rare, misses it: it starts as committed.) While the scheduler is paused, such
      *  runs wait for the resume (then their executor applies
      *  misfire_grace_time). 0 = 50 ms; negative = off. Off with an
      *  injected clock and in APS_RUN_EXTERNAL mode. A process that dies
@@ -770,7 +768,9 @@ int aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutatio
 
 /**
  * Runs the job's fire times in [start, end) now (each a queued run, not
- * subject to misfire_grace_time). At most `max_runs` (0 = 1000).
+ * subject to misfire_grace_time). At most `max_runs` (0 = 1000). A run
+ * committed ahead whose time has not come is withdrawn first (as by
+ * aps_job_run_now), so it does not hold an instance slot the backfill needs.
  * @param[out] count runs queued.
  */
 int aps_job_backfill(aps_scheduler *s, const char *id, aps_time start, aps_time end,
