@@ -1245,7 +1245,8 @@ hold_take(aps_scheduler *s, int (*match)(const aps__run *run, const void *arg), 
 }
 
 /* Hands each held run to its executor at its first run time. On stop it
- * still does so for those held (at most the store's lead ahead), then ends. */
+ * hands on those whose time has come and ends, leaving the others (and
+ * all of them while the scheduler is paused) to hold_stop's caller. */
 static void *
 hold_main(void *arg)
 {
@@ -1275,6 +1276,8 @@ hold_main(void *arg)
             continue;
         }
         aps_time due = s->held[0]->run_times[0], now = aps__scheduler_now(s);
+        if (s->hold_stop && (s->hold_paused || due > now))
+            break;
         /* Spaced as the loop's passes; a wall clock set back since the
          * last hand-off would otherwise hold runs for as long. */
         if (handed != APS_TIME_NONE && handed > now)
@@ -1320,10 +1323,14 @@ hold_start(aps_scheduler *s)
     return 0;
 }
 
-/* Stops the hold thread once every held run was handed on. */
+/* Stops the hold thread once the held runs whose time has come are handed
+ * on; the others, which will not start, go to *left (n_left of them; the
+ * caller's array and runs, still counted in n_running: withdraw_held). */
 static void
-hold_stop(aps_scheduler *s)
+hold_stop(aps_scheduler *s, aps__run ***left, size_t *n_left)
 {
+    *left = NULL;
+    *n_left = 0;
     if (!s->hold_active)
         return;
     pthread_mutex_lock(&s->hold_mu);
@@ -1331,7 +1338,16 @@ hold_stop(aps_scheduler *s)
     pthread_cond_broadcast(&s->hold_cv);
     pthread_mutex_unlock(&s->hold_mu);
     pthread_join(s->hold_thread, NULL);
+    pthread_mutex_lock(&s->hold_mu);
+    /* The queue itself, so that this cannot fail for want of memory. */
+    for (size_t i = 0; i < s->n_held; i++)
+        held_ends_count(s, s->held[i], -1);
+    *left = s->held;
+    *n_left = s->n_held;
+    s->held = NULL;
+    s->n_held = s->cap_held = 0;
     __atomic_store_n(&s->hold_active, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&s->hold_mu);
 }
 
 /* Hands the runs of a committed write to their executors (those committed
@@ -2882,7 +2898,10 @@ mut_fn(aps_txn *t, void *arg)
      * run now or a backfill too: the held run's instance slot was judged
      * without it; its time comes again and is judged then, beside the new
      * runs.) */
-    if ((c->w.taken || rec->n_running > 0) && !(c->kind == MUT_BACKFILL && n_times == 0)) {
+    /* Once runs were taken (an earlier run of this callback), always:
+     * they are this write's to record. */
+    if (c->w.n > 0 || c->w.n_ghosts > 0 ||
+        ((c->w.taken || rec->n_running > 0) && !(c->kind == MUT_BACKFILL && n_times == 0))) {
         static const char *const why[] = {
             [MUT_MODIFY] = "the job was modified",     [MUT_RESCHEDULE] = "the job was rescheduled",
             [MUT_PAUSE] = "the job was paused",        [MUT_RESUME] = "the job was resumed",
@@ -4400,6 +4419,65 @@ unstarted_add(unstarted_ctx *c, interrupted *it)
     return 0;
 }
 
+/* Runs committed ahead whose time had not come when the scheduler shut
+ * down (hold_stop): APScheduler would not have submitted them, so they do
+ * not start. Each is withdrawn as a restart withdraws one that never
+ * started (unstarted_fn: JOB_ERROR "...the scheduler stopped first", its
+ * time the job's next run time again), in one write per store. If that
+ * write fails, the store still has them as committed and never handed
+ * on, and the next start withdraws them from its mark of runs handed on.
+ * Frees runs[0..n) and the array. */
+static void
+withdraw_held(aps_scheduler *s, aps__run **runs, size_t n)
+{
+    for (size_t si = 0; si < s->n_stores && n > 0; si++) {
+        unstarted_ctx uc;
+        int rc = 0;
+        memset(&uc, 0, sizeof(uc));
+        uc.s = s;
+        uc.si = si;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            const aps__run *run = runs[i];
+            interrupted it;
+            if (strcmp(run->jobstore, s->stores[si].name) != 0)
+                continue;
+            memset(&it, 0, sizeof(it));
+            memcpy(it.run_id, run->run_id, sizeof(it.run_id));
+            snprintf(it.job_id, sizeof(it.job_id), "%s", run->job_id);
+            it.executor = strdup(run->executor);
+            it.run_times = malloc(run->n_run_times * sizeof(aps_time));
+            it.n_run_times = run->n_run_times;
+            if (it.executor == NULL || it.run_times == NULL)
+                rc = APS_ENOMEM;
+            else
+                memcpy(it.run_times, run->run_times, run->n_run_times * sizeof(aps_time));
+            if (rc == 0)
+                rc = unstarted_add(&uc, &it);
+            free(it.executor);
+            free(it.run_times);
+        }
+        if (rc == 0 && uc.n > 0) {
+            uc.now = aps__scheduler_now(s);
+            (void)write_and_publish(s, si, unstarted_fn, &uc, &uc.o);
+        }
+        for (size_t i = 0; i < uc.n; i++) {
+            free(uc.v[i].executor);
+            free(uc.v[i].run_times);
+        }
+        free(uc.v);
+        free_out(&uc.o);
+    }
+    for (size_t i = 0; i < n; i++)
+        aps__run_free(runs[i]);
+    free(runs);
+    if (n > 0) {
+        pthread_mutex_lock(&s->mu);
+        __atomic_sub_fetch(&s->n_running, n, __ATOMIC_RELAXED);
+        pthread_cond_broadcast(&s->idle_cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
 /* Whether store si's run index is empty. */
 static int
 no_runs_left(void *arg, const char *key, const void *data, size_t len)
@@ -4880,9 +4958,11 @@ finalize(aps_scheduler *s, int wait)
         return 0;
     }
     pthread_mutex_unlock(&s->mu);
-    /* Runs committed ahead are handed on at their time first (at most
-     * commit_ahead_us from now), so none is left recorded as running. */
-    hold_stop(s);
+    /* Runs committed ahead whose time has not come do not start. */
+    aps__run **left;
+    size_t n_left;
+    hold_stop(s, &left, &n_left);
+    withdraw_held(s, left, n_left);
     for (size_t i = 0; i < s->n_execs; i++)
         s->execs[i].ex->ops->shutdown(s->execs[i].ex, wait);
     process_completed(s);

@@ -343,46 +343,6 @@ test_running_instance_decided_at_its_time(void **state)
     aps_scheduler_destroy(s);
 }
 
-/* Shut down while a run waits for its time: it is handed on at that time,
- * so the store has no run left "running" to report after a restart. */
-static void
-test_shutdown_hands_on_held_runs(void **state)
-{
-    (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_time due = aps_time_now() + 400 * MS;
-    aps_trigger_spec d = tu_date(due);
-    add_job(s, "held", &d, 1);
-    /* Wait until it is committed (published), then shut down before its time. */
-    for (int i = 0; i < 1000; i++) {
-        pthread_mutex_lock(&mu);
-        size_t k = n_submitted;
-        pthread_mutex_unlock(&mu);
-        if (k > 0)
-            break;
-        usleep(1000);
-    }
-    assert_true(aps_time_now() < due);
-    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 1);
-    assert_true(started[0] >= due);
-    pthread_mutex_unlock(&mu);
-    aps_scheduler_destroy(s);
-
-    /* Reopened: nothing was interrupted, the one-shot job is gone. */
-    s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_job *job = NULL;
-    assert_int_equal(aps_job_get(s, "held", &job), APS_ENOENT);
-    usleep(100 * 1000);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 1);
-    pthread_mutex_unlock(&mu);
-    aps_scheduler_destroy(s);
-}
-
 /* Off (negative): the run is committed at its time, not before. */
 static void
 test_off(void **state)
@@ -888,6 +848,87 @@ test_run_now_beside_held_run(void **state)
     aps_scheduler_destroy(s);
 }
 
+/* Adds one-shot job `id` due 600 ms from now, waits until its run is
+ * committed ahead (held), and returns its time. */
+static aps_time
+add_held_once(aps_scheduler *s, const char *id)
+{
+    aps_time due = aps_time_now() + 600 * MS;
+    aps_trigger_spec d = tu_date(due);
+    add_job(s, id, &d, 1);
+    wait_submitted(1);
+    assert_true(aps_time_now() < due - 100 * MS);
+    return due;
+}
+
+/* Shut down while a run waits for its time: APScheduler would not have
+ * submitted it yet, so it does not start, and the shutdown does not wait
+ * for its time. It is withdrawn at once ("the scheduler stopped first"),
+ * its one-shot job kept with that time as its next run time; reopened in
+ * time, the scheduler runs it at that time, once, and the job goes. */
+static void
+test_shutdown_withdraws_held_runs(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = add_held_once(s, "held");
+    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
+    assert_true(aps_time_now() < due);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the scheduler stopped first");
+    aps_scheduler_destroy(s);
+
+    s = open_sched(AHEAD);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "held", &job), 0);
+    assert_true(job->next_run_time == due);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    assert_int_equal(wait_calls(1, 2000 * MS), 1);
+    usleep(100 * 1000);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 1);
+    assert_true(scheduled_at[0] == due);
+    assert_true(started[0] >= due);
+    assert_int_equal(n_other_errors, 0);
+    pthread_mutex_unlock(&mu);
+    aps_scheduler_destroy(s);
+    s = open_sched(AHEAD);
+    assert_int_equal(aps_job_get(s, "held", &job), APS_ENOENT);
+    aps_scheduler_destroy(s);
+}
+
+/* The same while the scheduler is paused: its held runs wait for the
+ * resume, and a shutdown meanwhile withdraws them (they were handed on
+ * by it, paused or not). */
+static void
+test_shutdown_while_paused_withdraws(void **state)
+{
+    (void)state;
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = add_held_once(s, "paused");
+    assert_int_equal(aps_scheduler_pause(s), 0);
+    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
+    assert_true(aps_time_now() < due);
+    sleep_until(due + 100 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the scheduler stopped first");
+    aps_scheduler_destroy(s);
+    s = open_sched(AHEAD);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "paused", &job), 0);
+    assert_true(job->next_run_time == due);
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+}
+
 /* Backfill before the time of a held run, max_instances 1: as RunJobNow,
  * the held run is withdrawn (it takes no instance slot before its time),
  * so the backfilled runs start at once, one after the other, and the held
@@ -917,6 +958,10 @@ test_backfill_beside_held_run(void **state)
     if (aps_job_backfill(s, "bf", start - 2900 * MS, start - 2100 * MS, 0, NULL, &count, &err))
         fail_msg("backfill: %s", err.msg);
     assert_int_equal(count, 0);
+    for (int i = 0; i < 100; i++) {
+        usleep(1000); /* listeners are called on the loop's thread */
+        assert_withdrawn(0, NULL);
+    }
     if (aps_job_backfill(s, "bf", start - 2500 * MS, aps_time_now(), 0, NULL, &count, &err) != 0)
         fail_msg("backfill: %s", err.msg);
     assert_int_equal(count, 2);
@@ -1371,7 +1416,8 @@ main(void)
         cmocka_unit_test_setup(test_run_now_beside_held_run, setup),
         cmocka_unit_test_setup(test_backfill_beside_held_run, setup),
         cmocka_unit_test_setup(test_running_instance_decided_at_its_time, setup),
-        cmocka_unit_test_setup(test_shutdown_hands_on_held_runs, setup),
+        cmocka_unit_test_setup(test_shutdown_withdraws_held_runs, setup),
+        cmocka_unit_test_setup(test_shutdown_while_paused_withdraws, setup),
         cmocka_unit_test_setup(test_off, setup),
         cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
         cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),

@@ -505,7 +505,8 @@ typedef struct aps_scheduler_config {
      *  the run is handed on (its time, or the resume of a paused
      *  scheduler) aps_job_get and aps_job_list show its time as the job's
      *  next_run_time, and do not count it in running_instances, as
-     *  APScheduler shows a job before it submits the run. */
+     *  APScheduler shows a job before it submits the run. A shutdown
+     *  withdraws such runs in the same way, at once (aps_scheduler_shutdown). */
     int64_t commit_ahead_us;
     /** Above commit_ahead_us: the window widens while the store's writes
      *  are slow (a disk shared with a busy writer), to twice the longest of
@@ -606,7 +607,11 @@ int aps_scheduler_start(aps_scheduler *s, aps_run_mode mode);
  * job's overlap queue stay there, in the stored job: the next scheduler on
  * the store starts them first when the job is next due. Emits
  * SCHEDULER_SHUTDOWN. Idempotent. A job may call it (not destroy): its own
- * run ends when it returns, and destroy waits for that.
+ * run ends when it returns, and destroy waits for that. Runs committed
+ * ahead whose time has not come (commit_ahead_us) do not start, as
+ * APScheduler would not have submitted them: each ends as withdrawn ("...:
+ * the scheduler stopped first"), and its time is its job's next run time
+ * again for the next scheduler on the store.
  */
 int aps_scheduler_shutdown(aps_scheduler *s, int wait);
 
