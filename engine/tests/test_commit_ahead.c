@@ -180,6 +180,15 @@ open_sched(int64_t ahead)
     return open_sched_max(ahead, -1);
 }
 
+/* open_sched(AHEAD), started in the background. */
+static aps_scheduler *
+started_sched(void)
+{
+    aps_scheduler *s = open_sched(AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    return s;
+}
+
 static void
 add_job(aps_scheduler *s, const char *id, const aps_trigger_spec *t, uint32_t max_instances)
 {
@@ -234,8 +243,7 @@ static void
 test_commits_before_and_starts_on_time(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = aps_time_now() + 600 * MS;
     aps_trigger_spec d = tu_date(due);
     add_job(s, "once", &d, 1);
@@ -687,8 +695,7 @@ assert_withdrawn(size_t n, const char *why)
 static void
 assert_nothing_interrupted(void)
 {
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     usleep(100 * 1000);
     pthread_mutex_lock(&mu);
     assert_int_equal(n_other_errors, 0);
@@ -716,8 +723,7 @@ static void
 test_remove_withdraws_held_run(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = add_held(s, "gone", NULL, 600 * MS);
     assert_int_equal(aps_job_remove(s, "gone", NULL), 0);
     end_without_runs(s, due, 1, "the job was removed");
@@ -729,8 +735,7 @@ static void
 test_pause_withdraws_held_run(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = add_held(s, "paused", NULL, 600 * MS);
     aps_job *job = NULL;
     assert_int_equal(aps_job_pause(s, "paused", NULL, &job), 0);
@@ -758,8 +763,7 @@ static void
 test_modify_runs_modified_job_once(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = add_held(s, "changed", "old", 600 * MS);
     aps_job_spec spec = tu_function_job("changed", NULL, "record", "new");
     aps_error err;
@@ -783,8 +787,7 @@ test_modify_runs_modified_job_once(void **state)
 static aps_scheduler *
 interval_held(const char *id, uint32_t max_instances, aps_time *start)
 {
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     *start = aps_time_now() + 600 * MS;
     aps_trigger_spec t = every_500ms(*start, 2);
     add_job(s, id, &t, max_instances);
@@ -870,8 +873,7 @@ static void
 test_shutdown_withdraws_held_runs(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = add_held_once(s, "held");
     assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
     assert_true(aps_time_now() < due);
@@ -909,8 +911,7 @@ static void
 test_shutdown_while_paused_withdraws(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = add_held_once(s, "paused");
     assert_int_equal(aps_scheduler_pause(s), 0);
     assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
@@ -939,8 +940,7 @@ static void
 test_backfill_beside_held_run(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     /* Every second from 1.4 s ago: two times past, the next 0.6 s on. */
     aps_time now = aps_time_now(), start = now + 600 * MS;
     aps_trigger_spec t;
@@ -985,8 +985,7 @@ static void
 test_replace_runs_once(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = add_held(s, "same", "old", 600 * MS);
     aps_trigger_spec t = every_500ms(due, 2);
     aps_job_spec j = tu_function_job("same", &t, "record", "new");
@@ -1008,8 +1007,7 @@ static void
 test_remove_all_withdraws_held_runs(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = aps_time_now() + 600 * MS;
     aps_trigger_spec t = every_500ms(due, 2);
     aps_job_spec a = tu_function_job("a", &t, "record", NULL);
@@ -1079,8 +1077,7 @@ static void
 test_changes_in_the_runs_commit(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = aps_time_now() + 800 * MS;
     aps_trigger_spec t = every_500ms(due, 2);
     aps_job_spec gone = tu_function_job("gone", &t, "record", "gone");
@@ -1130,8 +1127,7 @@ static void
 test_withdrawn_run_arriving_late(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time due = aps_time_now() + 800 * MS;
     aps_trigger_spec t = every_500ms(due, 2);
     aps_job_spec late = tu_function_job("late", &t, "record", NULL);
@@ -1159,8 +1155,7 @@ static void
 test_scheduler_pause_holds_runs(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     aps_time now = aps_time_now(), due = now + 600 * MS;
     aps_trigger_spec d = tu_date(due);
     aps_job_spec late = tu_function_job("late", &d, "record", NULL);
@@ -1208,8 +1203,7 @@ test_scheduler_pause_holds_runs(void **state)
 static aps_scheduler *
 one_shot_held(aps_time *due)
 {
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     *due = aps_time_now() + 600 * MS;
     aps_trigger_spec d = tu_date(*due);
     add_job(s, "once", &d, 1);
@@ -1326,8 +1320,7 @@ static void
 reopen_and_run(const char *boot, aps_time first, size_t calls)
 {
     aps__store_boot_id_test = boot;
-    aps_scheduler *s = open_sched(AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_scheduler *s = started_sched();
     assert_int_equal(wait_calls(calls, 3000 * MS), calls);
     sleep_until(first + 800 * MS);
     aps_scheduler_destroy(s);
