@@ -1516,6 +1516,36 @@ running_drop(aps__jobrec *rec, const char *run_id)
     rec->n_running--;
 }
 
+/* A change that may withdraw held runs (hold_withdraw, hold_take,
+ * withdrawn_return) enters before its write and leaves once its runs are
+ * settled (withdrawn_end or _return): the shutdown's withdrawal of the
+ * held runs (withdraw_held) waits until none is on its way and holds new
+ * ones back until its own write is done, so that a run is never judged
+ * by both, nor a change judged against a run being withdrawn. (A change
+ * made from a store writer thread is not held back: refused there if
+ * synchronous.) */
+static void
+gate_enter(aps_scheduler *s)
+{
+    /* Not on a store's writer thread (a completion's callback): the
+     * withdrawal's write waits for that thread. */
+    int wait = !aps__store_on_writer();
+    pthread_mutex_lock(&s->mu);
+    while (s->gate_closed && wait)
+        pthread_cond_wait(&s->gate_cv, &s->mu);
+    s->gate_n++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void
+gate_leave(aps_scheduler *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (--s->gate_n == 0 && s->gate_closed)
+        pthread_cond_broadcast(&s->gate_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* Runs committed ahead of their time (commit_ahead_us) and taken back
  * before it by a change to their job that APScheduler would have made
  * before submitting them: a removal, a pause, a resume, a modification.
@@ -1911,6 +1941,7 @@ aps_scheduler_create(const aps_scheduler_config *cfg, aps_scheduler **out, aps_e
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->sub_cv, &ca);
     pthread_cond_init(&s->idle_cv, &ca);
+    pthread_cond_init(&s->gate_cv, &ca);
     pthread_mutex_init(&s->hold_mu, NULL);
     pthread_cond_init(&s->hold_cv, NULL);
     pthread_condattr_destroy(&ca);
@@ -2467,6 +2498,8 @@ add_finish(add_ctx *c, int rc, aps_job **out, aps_error *err)
         withdrawn_end(s, &c->w);
     else
         withdrawn_return(s, &c->w);
+    if (c->replace)
+        gate_leave(s);
     if (rc == APS_EINVAL && c->replayed < 0)
         return request_mismatch(err, c->request_id);
     if (rc == APS_EEXIST)
@@ -2502,6 +2535,8 @@ aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
     int rc = add_prepare(s, spec, m, &c, err);
     if (rc != 0)
         return rc;
+    if (c->replace)
+        gate_enter(s);
     rc = write_and_publish(s, c->si, add_fn, c, &c->o);
     rc = add_finish(c, rc, out, err);
     add_free(c);
@@ -2560,6 +2595,8 @@ aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation
     }
     c->cb = cb;
     c->ud = userdata;
+    if (c->replace)
+        gate_enter(s);
     aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
 }
 
@@ -3059,12 +3096,14 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     c->si = (size_t)si;
     c->space_low = c->kind == MUT_BACKFILL && aps__store_space_low(s->stores[si].st);
     c->next = APS_TIME_NONE;
+    gate_enter(s);
     rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
     free_out(&c->o);
     if (rc == 0)
         withdrawn_end(s, &c->w);
     else
         withdrawn_return(s, &c->w);
+    gate_leave(s);
     if (rc == APS_EINVAL && c->replayed < 0)
         return request_mismatch(err, c->request_id);
     if (rc == APS_ENOENT)
@@ -3263,12 +3302,14 @@ aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutation *m
         c.request_id = m ? m->request_id : NULL;
         c.request_fp = m ? m->request_fingerprint : 0;
         c.now = aps__scheduler_now(s);
+        gate_enter(s);
         rc = write_and_publish(s, i, remove_all_fn, &c, &c.o);
         free_out(&c.o);
         if (rc == 0)
             withdrawn_end(s, &c.w);
         else
             withdrawn_return(s, &c.w);
+        gate_leave(s);
         total += c.removed;
     }
     if (removed)
@@ -4961,8 +5002,17 @@ finalize(aps_scheduler *s, int wait)
     /* Runs committed ahead whose time has not come do not start. */
     aps__run **left;
     size_t n_left;
+    pthread_mutex_lock(&s->mu);
+    s->gate_closed = 1;
+    while (s->gate_n > 0)
+        pthread_cond_wait(&s->gate_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
     hold_stop(s, &left, &n_left);
     withdraw_held(s, left, n_left);
+    pthread_mutex_lock(&s->mu);
+    s->gate_closed = 0;
+    pthread_cond_broadcast(&s->gate_cv);
+    pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < s->n_execs; i++)
         s->execs[i].ex->ops->shutdown(s->execs[i].ex, wait);
     process_completed(s);
@@ -5062,6 +5112,7 @@ aps_scheduler_destroy(aps_scheduler *s)
         close(s->epoll_fd);
     pthread_cond_destroy(&s->sub_cv);
     pthread_cond_destroy(&s->idle_cv);
+    pthread_cond_destroy(&s->gate_cv);
     pthread_cond_destroy(&s->hold_cv);
     pthread_mutex_destroy(&s->hold_mu);
     free(s->held);

@@ -157,6 +157,11 @@ struct aps_scheduler {
     int64_t completion_slack_us; /* how long a finished run may wait for loop_next */
     size_t n_running;       /* runs handed to executors, not yet finished */
     pthread_cond_t idle_cv; /* signalled when n_running drops */
+    /* changes that may withdraw held runs, on their way (under mu), and
+     * the shutdown's withdrawal of them holding new ones back (gate_enter) */
+    size_t gate_n;
+    int gate_closed;
+    pthread_cond_t gate_cv;
 
     /* the event ring: sequences [ring_first, ring_next) are in memory */
     aps_event *ring[APS__RING_SIZE];

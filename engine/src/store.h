@@ -292,6 +292,11 @@ extern const char *aps__store_handed_dir_test;
  */
 int aps__store_write(aps_store *s, aps_write_fn fn, void *arg);
 
+/** Whether the calling thread is an LMDB store's writer thread, where the
+ *  completions of asynchronous writes run: it must not wait for anything
+ *  that waits for a write. */
+int aps__store_on_writer(void);
+
 /** Called once an asynchronous write is committed (rc 0) or failed. */
 typedef void (*aps_write_done_fn)(void *done_arg, int rc);
 

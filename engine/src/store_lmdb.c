@@ -1640,6 +1640,15 @@ batch_wait(lmdb_store *s)
     s->batch_waiting = 0;
 }
 
+/* Set on every store's writer thread (aps__store_on_writer). */
+static _Thread_local int on_writer;
+
+int
+aps__store_on_writer(void)
+{
+    return on_writer;
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -1649,6 +1658,7 @@ writer_main(void *arg)
     int64_t took;
     uint64_t n, n_sync;
 
+    on_writer = 1;
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->head && !s->stopping) {

@@ -851,16 +851,20 @@ test_run_now_beside_held_run(void **state)
     aps_scheduler_destroy(s);
 }
 
-/* Adds one-shot job `id` due 600 ms from now, waits until its run is
- * committed ahead (held), and returns its time. */
+/* The lead of the shutdown tests: long, so that a slow machine (ASan)
+ * still shuts down well before the held run's time. */
+#define LONG_AHEAD (1200 * MS)
+
+/* Adds one-shot job `id` due 1.5 s from now to `s` (lead LONG_AHEAD),
+ * waits until its run is committed ahead (held), and returns its time. */
 static aps_time
 add_held_once(aps_scheduler *s, const char *id)
 {
-    aps_time due = aps_time_now() + 600 * MS;
+    aps_time due = aps_time_now() + 1500 * MS;
     aps_trigger_spec d = tu_date(due);
     add_job(s, id, &d, 1);
     wait_submitted(1);
-    assert_true(aps_time_now() < due - 100 * MS);
+    assert_true(aps_time_now() < due - 700 * MS);
     return due;
 }
 
@@ -873,7 +877,8 @@ static void
 test_shutdown_withdraws_held_runs(void **state)
 {
     (void)state;
-    aps_scheduler *s = started_sched();
+    aps_scheduler *s = open_sched(LONG_AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time due = add_held_once(s, "held");
     assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
     assert_true(aps_time_now() < due);
@@ -883,14 +888,14 @@ test_shutdown_withdraws_held_runs(void **state)
     assert_withdrawn(1, "the scheduler stopped first");
     aps_scheduler_destroy(s);
 
-    s = open_sched(AHEAD);
+    s = open_sched(LONG_AHEAD);
     aps_job *job = NULL;
     assert_int_equal(aps_job_get(s, "held", &job), 0);
     assert_true(job->next_run_time == due);
     assert_int_equal(job->running_instances, 0);
     aps_job_free(job);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    assert_int_equal(wait_calls(1, 2000 * MS), 1);
+    assert_int_equal(wait_calls(1, 3000 * MS), 1);
     usleep(100 * 1000);
     pthread_mutex_lock(&mu);
     assert_int_equal(n_calls, 1);
@@ -899,7 +904,7 @@ test_shutdown_withdraws_held_runs(void **state)
     assert_int_equal(n_other_errors, 0);
     pthread_mutex_unlock(&mu);
     aps_scheduler_destroy(s);
-    s = open_sched(AHEAD);
+    s = open_sched(LONG_AHEAD);
     assert_int_equal(aps_job_get(s, "held", &job), APS_ENOENT);
     aps_scheduler_destroy(s);
 }
@@ -911,7 +916,8 @@ static void
 test_shutdown_while_paused_withdraws(void **state)
 {
     (void)state;
-    aps_scheduler *s = started_sched();
+    aps_scheduler *s = open_sched(LONG_AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time due = add_held_once(s, "paused");
     assert_int_equal(aps_scheduler_pause(s), 0);
     assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
@@ -922,7 +928,7 @@ test_shutdown_while_paused_withdraws(void **state)
     pthread_mutex_unlock(&mu);
     assert_withdrawn(1, "the scheduler stopped first");
     aps_scheduler_destroy(s);
-    s = open_sched(AHEAD);
+    s = open_sched(LONG_AHEAD);
     aps_job *job = NULL;
     assert_int_equal(aps_job_get(s, "paused", &job), 0);
     assert_true(job->next_run_time == due);

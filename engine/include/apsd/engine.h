@@ -608,10 +608,12 @@ int aps_scheduler_start(aps_scheduler *s, aps_run_mode mode);
  * the store starts them first when the job is next due. Emits
  * SCHEDULER_SHUTDOWN. Idempotent. A job may call it (not destroy): its own
  * run ends when it returns, and destroy waits for that. Runs committed
- * ahead whose time has not come (commit_ahead_us) do not start, as
- * APScheduler would not have submitted them: each ends as withdrawn ("...:
- * the scheduler stopped first"), and its time is its job's next run time
- * again for the next scheduler on the store.
+ * ahead (commit_ahead_us) that were not handed on (their time has not
+ * come, or the scheduler is paused) do not start, as APScheduler would not
+ * have submitted them: each ends as withdrawn ("...: the scheduler stopped
+ * first"), and its time is its job's next run time again for the next
+ * scheduler on the store. Changes to jobs made meanwhile wait for that
+ * write.
  */
 int aps_scheduler_shutdown(aps_scheduler *s, int wait);
 
