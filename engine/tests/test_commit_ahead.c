@@ -868,6 +868,38 @@ add_held_once(aps_scheduler *s, const char *id)
     return due;
 }
 
+/* Shuts down a scheduler (lead LONG_AHEAD, paused first if `paused`)
+ * while one-shot job `id`'s run is held, and checks that the shutdown
+ * came before its time, that nothing ran (until past that time too when
+ * `paused`) and that the run was withdrawn. Returns the store reopened
+ * (not started) with the job there, its next run time that time (*due). */
+static aps_scheduler *
+shutdown_held(const char *id, int paused, aps_time *due)
+{
+    aps_scheduler *s = open_sched(LONG_AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    *due = add_held_once(s, id);
+    if (paused)
+        assert_int_equal(aps_scheduler_pause(s), 0);
+    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
+    assert_true(aps_time_now() < *due);
+    if (paused)
+        sleep_until(*due + 100 * MS);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+    assert_withdrawn(1, "the scheduler stopped first");
+    aps_scheduler_destroy(s);
+
+    s = open_sched(LONG_AHEAD);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, id, &job), 0);
+    assert_true(job->next_run_time == *due);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
+    return s;
+}
+
 /* Shut down while a run waits for its time: APScheduler would not have
  * submitted it yet, so it does not start, and the shutdown does not wait
  * for its time. It is withdrawn at once ("the scheduler stopped first"),
@@ -877,23 +909,8 @@ static void
 test_shutdown_withdraws_held_runs(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(LONG_AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_time due = add_held_once(s, "held");
-    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
-    assert_true(aps_time_now() < due);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 0);
-    pthread_mutex_unlock(&mu);
-    assert_withdrawn(1, "the scheduler stopped first");
-    aps_scheduler_destroy(s);
-
-    s = open_sched(LONG_AHEAD);
-    aps_job *job = NULL;
-    assert_int_equal(aps_job_get(s, "held", &job), 0);
-    assert_true(job->next_run_time == due);
-    assert_int_equal(job->running_instances, 0);
-    aps_job_free(job);
+    aps_time due;
+    aps_scheduler *s = shutdown_held("held", 0, &due);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     assert_int_equal(wait_calls(1, 3000 * MS), 1);
     usleep(100 * 1000);
@@ -905,6 +922,7 @@ test_shutdown_withdraws_held_runs(void **state)
     pthread_mutex_unlock(&mu);
     aps_scheduler_destroy(s);
     s = open_sched(LONG_AHEAD);
+    aps_job *job = NULL;
     assert_int_equal(aps_job_get(s, "held", &job), APS_ENOENT);
     aps_scheduler_destroy(s);
 }
@@ -916,24 +934,8 @@ static void
 test_shutdown_while_paused_withdraws(void **state)
 {
     (void)state;
-    aps_scheduler *s = open_sched(LONG_AHEAD);
-    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
-    aps_time due = add_held_once(s, "paused");
-    assert_int_equal(aps_scheduler_pause(s), 0);
-    assert_int_equal(aps_scheduler_shutdown(s, 1), 0);
-    assert_true(aps_time_now() < due);
-    sleep_until(due + 100 * MS);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 0);
-    pthread_mutex_unlock(&mu);
-    assert_withdrawn(1, "the scheduler stopped first");
-    aps_scheduler_destroy(s);
-    s = open_sched(LONG_AHEAD);
-    aps_job *job = NULL;
-    assert_int_equal(aps_job_get(s, "paused", &job), 0);
-    assert_true(job->next_run_time == due);
-    aps_job_free(job);
-    aps_scheduler_destroy(s);
+    aps_time due;
+    aps_scheduler_destroy(shutdown_held("paused", 1, &due));
 }
 
 /* Backfill before the time of a held run, max_instances 1: as RunJobNow,
