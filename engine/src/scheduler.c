@@ -4508,15 +4508,9 @@ withdraw_held(aps_scheduler *s, aps__run **runs, size_t n)
         free(uc.v);
         free_out(&uc.o);
     }
-    for (size_t i = 0; i < n; i++)
-        aps__run_free(runs[i]);
-    free(runs);
-    if (n > 0) {
-        pthread_mutex_lock(&s->mu);
-        __atomic_sub_fetch(&s->n_running, n, __ATOMIC_RELAXED);
-        pthread_cond_broadcast(&s->idle_cv);
-        pthread_mutex_unlock(&s->mu);
-    }
+    /* Freed and uncounted as a change's withdrawn runs are. */
+    withdrawn w = {.runs = runs, .n = n};
+    withdrawn_end(s, &w);
 }
 
 /* Whether store si's run index is empty. */
