@@ -423,9 +423,13 @@ def make_rows(ctx):
         hours=1, start_date=ts(Y2099), end_date=ts(Y2099 - 86400)), "valid-end-1"), OK, adds=["valid-end-1"])
     r("valid: cron end before start", "AddJob", lambda: add_trig(cron(
         hour="1", start_date=ts(Y2099), end_date=ts(Y2099 - 86400)), "valid-end-2"), OK, adds=["valid-end-2"])
-    r("valid: with request_id", "AddJob", lambda: add(cmd_job("valid-rid"), request_id="rid-1"), OK,
+    # One job for the add and its replay: cmd_job's default date is taken
+    # from the clock in whole seconds, so two calls a second apart made a
+    # different request (refused as request_id reuse).
+    rid_job = cmd_job("valid-rid")
+    r("valid: with request_id", "AddJob", lambda: add(rid_job, request_id="rid-1"), OK,
       adds=["valid-rid"], rid="rid-1")
-    r("valid: request_id replay", "AddJob", lambda: add(cmd_job("valid-rid"), request_id="rid-1"), OK,
+    r("valid: request_id replay", "AddJob", lambda: add(rid_job, request_id="rid-1"), OK,
       rid="rid-1")
     r("request_id reused with another body", "AddJob", lambda: add(cmd_job("valid-rid-2"), request_id="rid-1"),
       IA, "request_id")
