@@ -4984,6 +4984,8 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
 }
 
 /* Stops the executors and records what they finish. */
+void (*aps__shutdown_withdraw_test)(aps_scheduler *s);
+
 static int
 finalize(aps_scheduler *s, int wait)
 {
@@ -5002,6 +5004,8 @@ finalize(aps_scheduler *s, int wait)
         pthread_cond_wait(&s->gate_cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
     hold_stop(s, &left, &n_left);
+    if (aps__shutdown_withdraw_test != NULL)
+        aps__shutdown_withdraw_test(s);
     withdraw_held(s, left, n_left);
     pthread_mutex_lock(&s->mu);
     s->gate_closed = 0;

@@ -277,4 +277,11 @@ void aps__events_dispose(aps_scheduler *s);
 /** Wakes the loop (a mutation, a completion, shutdown). */
 void aps__scheduler_wake(aps_scheduler *s);
 
+/**
+ * Test hook: when set, a shutdown calls it once it has taken the held runs
+ * back and before it writes their withdrawal, with changes held back
+ * (gate_enter): a test makes a change there. Never set outside tests.
+ */
+extern void (*aps__shutdown_withdraw_test)(aps_scheduler *s);
+
 #endif /* APSD_ENGINE_SCHEDULER_H */

@@ -6,6 +6,7 @@
  * "not early, and not later than 150 ms".
  */
 #include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -127,6 +128,7 @@ setup(void **state)
 {
     (void)state;
     const char *base = getenv("TEST_TMPDIR");
+    aps__shutdown_withdraw_test = NULL; /* a failed test may have left it */
     snprintf(dir, sizeof(dir), "%s/ahead-%d", base ? base : "/tmp", (int)getpid());
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -938,6 +940,93 @@ test_shutdown_while_paused_withdraws(void **state)
     aps_scheduler_destroy(shutdown_held("paused", 1, &due));
 }
 
+/* The shutdown's withdrawal against a change made meanwhile: the hook
+ * stops the shutdown after it took the held run back, before its write;
+ * a reschedule then waits for that write (gate_enter), and applies after
+ * it. Without the wait the reschedule found no held run to withdraw, and
+ * the withdrawal then put the old time back over the new one. */
+static sem_t gate_reached, gate_release;
+
+static void
+gate_hook(aps_scheduler *s)
+{
+    (void)s;
+    sem_post(&gate_reached);
+    while (sem_wait(&gate_release) != 0)
+        ;
+}
+
+typedef struct call_thread {
+    aps_scheduler *s;
+    const char *id;
+    aps_time when; /* reschedule: the new date */
+    int rc;
+    atomic_int done;
+} call_thread;
+
+static void *
+shutdown_main(void *arg)
+{
+    call_thread *c = arg;
+    c->rc = aps_scheduler_shutdown(c->s, 1);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static void *
+reschedule_main(void *arg)
+{
+    call_thread *c = arg;
+    aps_trigger_spec d = tu_date(c->when);
+    c->rc = aps_job_reschedule(c->s, c->id, &d, NULL, NULL, NULL);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static void
+test_shutdown_withdrawal_holds_changes_back(void **state)
+{
+    (void)state;
+    pthread_t st, rt;
+    aps_scheduler *s = open_sched(LONG_AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = add_held_once(s, "gated");
+    sem_init(&gate_reached, 0, 0);
+    sem_init(&gate_release, 0, 0);
+    aps__shutdown_withdraw_test = gate_hook;
+    call_thread sc = {s, NULL, 0, -1, 0};
+    call_thread rc = {s, "gated", due + 3600 * 1000 * MS, -1, 0};
+    assert_int_equal(pthread_create(&st, NULL, shutdown_main, &sc), 0);
+    while (sem_wait(&gate_reached) != 0)
+        ;
+    assert_int_equal(pthread_create(&rt, NULL, reschedule_main, &rc), 0);
+    usleep(200 * 1000);
+    assert_int_equal(atomic_load(&rc.done), 0); /* held back */
+    sem_post(&gate_release);
+    pthread_join(st, NULL);
+    pthread_join(rt, NULL);
+    aps__shutdown_withdraw_test = NULL;
+    sem_destroy(&gate_reached);
+    sem_destroy(&gate_release);
+    assert_int_equal(sc.rc, 0);
+    assert_int_equal(rc.rc, 0);
+    assert_withdrawn(1, "the scheduler stopped first");
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "gated", &job), 0);
+    assert_true(job->next_run_time == rc.when);
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+    s = open_sched(LONG_AHEAD);
+    assert_int_equal(aps_job_get(s, "gated", &job), 0);
+    assert_true(job->next_run_time == rc.when);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+}
+
 /* Backfill before the time of a held run, max_instances 1: as RunJobNow,
  * the held run is withdrawn (it takes no instance slot before its time),
  * so the backfilled runs start at once, one after the other, and the held
@@ -1419,6 +1508,7 @@ main(void)
         cmocka_unit_test_setup(test_running_instance_decided_at_its_time, setup),
         cmocka_unit_test_setup(test_shutdown_withdraws_held_runs, setup),
         cmocka_unit_test_setup(test_shutdown_while_paused_withdraws, setup),
+        cmocka_unit_test_setup(test_shutdown_withdrawal_holds_changes_back, setup),
         cmocka_unit_test_setup(test_off, setup),
         cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
         cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),
