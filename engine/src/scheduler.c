@@ -1521,20 +1521,31 @@ running_drop(aps__jobrec *rec, const char *run_id)
  * settled (withdrawn_end or _return): the shutdown's withdrawal of the
  * held runs (withdraw_held) waits until none is on its way and holds new
  * ones back until its own write is done, so that a run is never judged
- * by both, nor a change judged against a run being withdrawn. (A change
- * made from a store writer thread is not held back: refused there if
- * synchronous.) */
-static void
+ * by both, nor a change judged against a run being withdrawn. On a store
+ * writer thread (a completion's callback) nothing may wait, as the
+ * withdrawal's write waits for that thread: there a change meets a closed
+ * gate with APS_ESTATE (gate_refused), and an asynchronous add is put off
+ * until the gate opens (aps_job_add_async). Returns 0 once entered. */
+static int
 gate_enter(aps_scheduler *s)
 {
-    /* Not on a store's writer thread (a completion's callback): the
-     * withdrawal's write waits for that thread. */
     int wait = !aps__store_on_writer();
     pthread_mutex_lock(&s->mu);
     while (s->gate_closed && wait)
         pthread_cond_wait(&s->gate_cv, &s->mu);
-    s->gate_n++;
+    int rc = s->gate_closed ? APS_ESTATE : 0;
+    if (rc == 0)
+        s->gate_n++;
     pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int
+gate_refused(aps_error *err)
+{
+    return set_err(err, APS_ESTATE,
+                   "the scheduler is shutting down: a change from a job store's completion "
+                   "callback may not wait for it there; make it from another thread");
 }
 
 static void
@@ -2301,6 +2312,7 @@ typedef struct add_ctx {
     wout o;
     aps_job_add_cb cb; /* asynchronous adds */
     void *ud;
+    struct add_ctx *later; /* s->gate_later's list */
 } add_ctx;
 
 static int
@@ -2535,8 +2547,10 @@ aps_job_add(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m, a
     int rc = add_prepare(s, spec, m, &c, err);
     if (rc != 0)
         return rc;
-    if (c->replace)
-        gate_enter(s);
+    if (c->replace && gate_enter(s) != 0) {
+        add_free(c);
+        return gate_refused(err);
+    }
     rc = write_and_publish(s, c->si, add_fn, c, &c->o);
     rc = add_finish(c, rc, out, err);
     add_free(c);
@@ -2595,9 +2609,37 @@ aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation
     }
     c->cb = cb;
     c->ud = userdata;
-    if (c->replace)
-        gate_enter(s);
+    if (c->replace && gate_enter(s) != 0) {
+        /* On a store writer thread while a shutdown withdraws the held
+         * runs: put off until that is written (finalize), unless the gate
+         * opened meanwhile. */
+        pthread_mutex_lock(&s->mu);
+        if (s->gate_closed) {
+            add_ctx **end = &s->gate_later;
+            while (*end != NULL)
+                end = &(*end)->later;
+            *end = c;
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        s->gate_n++;
+        pthread_mutex_unlock(&s->mu);
+    }
     aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
+}
+
+/* Writes the asynchronous adds put off while the gate was closed (list
+ * `c`), in the order they were made. */
+static void
+add_write_later(aps_scheduler *s, add_ctx *c)
+{
+    while (c != NULL) {
+        add_ctx *next = c->later;
+        c->later = NULL;
+        gate_enter(s); /* open: finalize's thread, not a writer */
+        aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
+        c = next;
+    }
 }
 
 /* Whether run `run_id` waits in the hold queue (its time came while the
@@ -3096,7 +3138,8 @@ mutate(aps_scheduler *s, mut_ctx *c, const aps_mutation *m, aps_job **out, aps_e
     c->si = (size_t)si;
     c->space_low = c->kind == MUT_BACKFILL && aps__store_space_low(s->stores[si].st);
     c->next = APS_TIME_NONE;
-    gate_enter(s);
+    if (gate_enter(s) != 0)
+        return gate_refused(err);
     rc = write_and_publish(s, c->si, mut_fn, c, &c->o);
     free_out(&c->o);
     if (rc == 0)
@@ -3302,7 +3345,9 @@ aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutation *m
         c.request_id = m ? m->request_id : NULL;
         c.request_fp = m ? m->request_fingerprint : 0;
         c.now = aps__scheduler_now(s);
-        gate_enter(s);
+        rc = gate_enter(s);
+        if (rc != 0)
+            break;
         rc = write_and_publish(s, i, remove_all_fn, &c, &c.o);
         free_out(&c.o);
         if (rc == 0)
@@ -5009,8 +5054,11 @@ finalize(aps_scheduler *s, int wait)
     withdraw_held(s, left, n_left);
     pthread_mutex_lock(&s->mu);
     s->gate_closed = 0;
+    add_ctx *later = s->gate_later;
+    s->gate_later = NULL;
     pthread_cond_broadcast(&s->gate_cv);
     pthread_mutex_unlock(&s->mu);
+    add_write_later(s, later);
     for (size_t i = 0; i < s->n_execs; i++)
         s->execs[i].ex->ops->shutdown(s->execs[i].ex, wait);
     process_completed(s);

@@ -162,6 +162,9 @@ struct aps_scheduler {
     size_t gate_n;
     int gate_closed;
     pthread_cond_t gate_cv;
+    /* asynchronous replacing adds made on a store writer thread while the
+     * gate was closed (they cannot wait there): written when it opens */
+    struct add_ctx *gate_later;
 
     /* the event ring: sequences [ring_first, ring_next) are in memory */
     aps_event *ring[APS__RING_SIZE];

@@ -1027,6 +1027,94 @@ test_shutdown_withdrawal_holds_changes_back(void **state)
     pthread_mutex_unlock(&mu);
 }
 
+/* The same change made on a store writer thread (an asynchronous add's
+ * callback replacing the job), which cannot wait there: it is put off
+ * until the withdrawal is written, then applied. Before, it went ahead of
+ * the withdrawal's write, which then put the old time back over it. A
+ * synchronous change made there is refused, saying why. */
+typedef struct chained {
+    aps_scheduler *s;
+    aps_time when;       /* the replacement's date */
+    atomic_int first_rc; /* the plain add's result (-1 before) */
+    atomic_int rc;       /* the replacing add's result (-1 before) */
+    int pause_rc;        /* a synchronous change there: refused */
+    aps_error pause_err;
+} chained;
+
+static void
+chained_replaced(void *userdata, int rc, aps_job *job, const aps_error *err)
+{
+    chained *c = userdata;
+    (void)err;
+    aps_job_free(job);
+    atomic_store(&c->rc, rc);
+}
+
+/* A plain add's callback, on the writer thread: replaces job "gated". */
+static void
+chained_first(void *userdata, int rc, aps_job *job, const aps_error *err)
+{
+    chained *c = userdata;
+    (void)err;
+    aps_job_free(job);
+    aps_trigger_spec d = tu_date(c->when);
+    aps_job_spec j = tu_function_job("gated", &d, "record", NULL);
+    aps_mutation m = {.replace_existing = 1};
+    aps_job_add_async(c->s, &j, &m, chained_replaced, c);
+    aps_trigger_spec later = tu_date(c->when + MS);
+    c->pause_rc = aps_job_reschedule(c->s, "gated", &later, NULL, NULL, &c->pause_err);
+    atomic_store(&c->first_rc, rc);
+}
+
+static void
+test_shutdown_withdrawal_puts_off_writer_thread_add(void **state)
+{
+    (void)state;
+    pthread_t st;
+    aps_scheduler *s = open_sched(LONG_AHEAD);
+    assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
+    aps_time due = add_held_once(s, "gated");
+    sem_init(&gate_reached, 0, 0);
+    sem_init(&gate_release, 0, 0);
+    aps__shutdown_withdraw_test = gate_hook;
+    call_thread sc = {s, NULL, 0, -1, 0};
+    chained c = {s, due + 3600 * 1000 * MS, -1, -1, 0, {0, ""}};
+    assert_int_equal(pthread_create(&st, NULL, shutdown_main, &sc), 0);
+    while (sem_wait(&gate_reached) != 0)
+        ;
+    aps_trigger_spec far = tu_date(due + 7200 * 1000 * MS);
+    aps_job_spec other = tu_function_job("other", &far, "record", NULL);
+    aps_job_add_async(s, &other, NULL, chained_first, &c);
+    for (int i = 0; i < 5000 && atomic_load(&c.first_rc) < 0; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&c.first_rc), 0);
+    assert_int_equal(c.pause_rc, APS_ESTATE);
+    assert_non_null(strstr(c.pause_err.msg, "shutting down"));
+    usleep(100 * 1000);
+    assert_int_equal(atomic_load(&c.rc), -1); /* put off */
+    sem_post(&gate_release);
+    pthread_join(st, NULL);
+    for (int i = 0; i < 5000 && atomic_load(&c.rc) < 0; i++)
+        usleep(1000);
+    aps__shutdown_withdraw_test = NULL;
+    sem_destroy(&gate_reached);
+    sem_destroy(&gate_release);
+    assert_int_equal(sc.rc, 0);
+    assert_int_equal(atomic_load(&c.rc), 0);
+    assert_withdrawn(1, "the scheduler stopped first");
+    aps_scheduler_destroy(s);
+    s = open_sched(LONG_AHEAD);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "gated", &job), 0);
+    assert_true(job->next_run_time == c.when);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+}
+
 /* Backfill before the time of a held run, max_instances 1: as RunJobNow,
  * the held run is withdrawn (it takes no instance slot before its time),
  * so the backfilled runs start at once, one after the other, and the held
@@ -1509,6 +1597,7 @@ main(void)
         cmocka_unit_test_setup(test_shutdown_withdraws_held_runs, setup),
         cmocka_unit_test_setup(test_shutdown_while_paused_withdraws, setup),
         cmocka_unit_test_setup(test_shutdown_withdrawal_holds_changes_back, setup),
+        cmocka_unit_test_setup(test_shutdown_withdrawal_puts_off_writer_thread_add, setup),
         cmocka_unit_test_setup(test_off, setup),
         cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
         cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),

@@ -688,7 +688,10 @@ typedef void (*aps_job_add_cb)(void *userdata, int rc, aps_job *job, const aps_e
  * the add fails up front or every store involved is a memory store, else on
  * an LMDB store's writer thread once the job and its JOB_ADDED event are on
  * disk (or the write failed). `cb` must not block; synchronous engine
- * writes to that store from it fail with APS_ESTATE. aps_scheduler_destroy
+ * writes to that store from it fail with APS_ESTATE, and so does any
+ * change but a plain add made from it while a shutdown withdraws the runs
+ * committed ahead (aps_scheduler_shutdown), when an asynchronous replacing
+ * add made from it waits for that withdrawal's write. aps_scheduler_destroy
  * completes the adds still in flight: their callbacks run before it returns.
  */
 void aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m,
