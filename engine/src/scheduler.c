@@ -5028,9 +5028,9 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
     return APS_EINVAL;
 }
 
-/* Stops the executors and records what they finish. */
 void (*aps__shutdown_withdraw_test)(aps_scheduler *s);
 
+/* Stops the executors and records what they finish. */
 static int
 finalize(aps_scheduler *s, int wait)
 {
