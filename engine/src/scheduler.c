@@ -2628,18 +2628,32 @@ aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation
     aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
 }
 
-/* Writes the asynchronous adds put off while the gate was closed (list
- * `c`), in the order they were made. */
+/* Opens the gate (finalize) once the asynchronous adds put off while it
+ * was closed are on their way, in the order they were made: those put off
+ * meanwhile (by the callbacks of those) too, so that none of them comes
+ * after a later change made on the same thread. */
 static void
-add_write_later(aps_scheduler *s, add_ctx *c)
+gate_open(aps_scheduler *s)
 {
-    while (c != NULL) {
-        add_ctx *next = c->later;
-        c->later = NULL;
-        gate_enter(s); /* open: finalize's thread, not a writer */
-        aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
-        c = next;
+    pthread_mutex_lock(&s->mu);
+    while (s->gate_later != NULL) {
+        add_ctx *c = s->gate_later;
+        s->gate_later = NULL;
+        for (add_ctx *k = c; k != NULL; k = k->later)
+            s->gate_n++; /* each leaves in add_finish */
+        /* Unlocked: a memory store's write completes on this thread. */
+        pthread_mutex_unlock(&s->mu);
+        while (c != NULL) {
+            add_ctx *next = c->later;
+            c->later = NULL;
+            aps__store_write_async(s->stores[c->si].st, add_fn, c, add_done, c);
+            c = next;
+        }
+        pthread_mutex_lock(&s->mu);
     }
+    s->gate_closed = 0;
+    pthread_cond_broadcast(&s->gate_cv);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* Whether run `run_id` waits in the hold queue (its time came while the
@@ -5052,13 +5066,7 @@ finalize(aps_scheduler *s, int wait)
     if (aps__shutdown_withdraw_test != NULL)
         aps__shutdown_withdraw_test(s);
     withdraw_held(s, left, n_left);
-    pthread_mutex_lock(&s->mu);
-    s->gate_closed = 0;
-    add_ctx *later = s->gate_later;
-    s->gate_later = NULL;
-    pthread_cond_broadcast(&s->gate_cv);
-    pthread_mutex_unlock(&s->mu);
-    add_write_later(s, later);
+    gate_open(s);
     for (size_t i = 0; i < s->n_execs; i++)
         s->execs[i].ex->ops->shutdown(s->execs[i].ex, wait);
     process_completed(s);
@@ -5081,6 +5089,10 @@ aps_scheduler_shutdown(aps_scheduler *s, int wait)
 {
     if (s == NULL)
         return APS_EINVAL;
+    /* Its writes (the withdrawal, the last completions) would wait for the
+     * thread they are asked from. */
+    if (aps__store_on_writer())
+        return APS_ESTATE;
     pthread_mutex_lock(&s->mu);
     if (!s->started || s->stopping) {
         pthread_mutex_unlock(&s->mu);

@@ -5,6 +5,7 @@
  * margins: the window is 300 ms, the checks are "before the time" and
  * "not early, and not later than 150 ms".
  */
+#include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -945,15 +947,28 @@ test_shutdown_while_paused_withdraws(void **state)
  * a reschedule then waits for that write (gate_enter), and applies after
  * it. Without the wait the reschedule found no held run to withdraw, and
  * the withdrawal then put the old time back over the new one. */
-static sem_t gate_reached, gate_release;
+static sem_t gate_reached, gate_release; /* made once, in main */
+
+/* Waits for a post on `sem`, at most 10 s (a test that failed meanwhile
+ * does not hang the next). */
+static int
+sem_wait_10s(sem_t *sem)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    int rc;
+    while ((rc = sem_timedwait(sem, &ts)) != 0 && errno == EINTR)
+        ;
+    return rc;
+}
 
 static void
 gate_hook(aps_scheduler *s)
 {
     (void)s;
     sem_post(&gate_reached);
-    while (sem_wait(&gate_release) != 0)
-        ;
+    sem_wait_10s(&gate_release);
 }
 
 typedef struct call_thread {
@@ -991,14 +1006,11 @@ test_shutdown_withdrawal_holds_changes_back(void **state)
     aps_scheduler *s = open_sched(LONG_AHEAD);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time due = add_held_once(s, "gated");
-    sem_init(&gate_reached, 0, 0);
-    sem_init(&gate_release, 0, 0);
     aps__shutdown_withdraw_test = gate_hook;
     call_thread sc = {s, NULL, 0, -1, 0};
     call_thread rc = {s, "gated", due + 3600 * 1000 * MS, -1, 0};
     assert_int_equal(pthread_create(&st, NULL, shutdown_main, &sc), 0);
-    while (sem_wait(&gate_reached) != 0)
-        ;
+    assert_int_equal(sem_wait_10s(&gate_reached), 0);
     assert_int_equal(pthread_create(&rt, NULL, reschedule_main, &rc), 0);
     usleep(200 * 1000);
     assert_int_equal(atomic_load(&rc.done), 0); /* held back */
@@ -1006,8 +1018,6 @@ test_shutdown_withdrawal_holds_changes_back(void **state)
     pthread_join(st, NULL);
     pthread_join(rt, NULL);
     aps__shutdown_withdraw_test = NULL;
-    sem_destroy(&gate_reached);
-    sem_destroy(&gate_release);
     assert_int_equal(sc.rc, 0);
     assert_int_equal(rc.rc, 0);
     assert_withdrawn(1, "the scheduler stopped first");
@@ -1031,14 +1041,16 @@ test_shutdown_withdrawal_holds_changes_back(void **state)
  * callback replacing the job), which cannot wait there: it is put off
  * until the withdrawal is written, then applied. Before, it went ahead of
  * the withdrawal's write, which then put the old time back over it. A
- * synchronous change made there is refused, saying why. */
+ * synchronous change made there is refused, saying why, and so is a
+ * shutdown (its writes would wait for that thread). */
 typedef struct chained {
     aps_scheduler *s;
     aps_time when;       /* the replacement's date */
-    atomic_int first_rc; /* the plain add's result (-1 before) */
-    atomic_int rc;       /* the replacing add's result (-1 before) */
+    atomic_int first_rc; /* the plain add's result (1 before) */
+    atomic_int rc;       /* the replacing add's result (1 before) */
     int pause_rc;        /* a synchronous change there: refused */
     aps_error pause_err;
+    int shutdown_rc; /* a shutdown there: refused */
 } chained;
 
 static void
@@ -1063,6 +1075,7 @@ chained_first(void *userdata, int rc, aps_job *job, const aps_error *err)
     aps_job_add_async(c->s, &j, &m, chained_replaced, c);
     aps_trigger_spec later = tu_date(c->when + MS);
     c->pause_rc = aps_job_reschedule(c->s, "gated", &later, NULL, NULL, &c->pause_err);
+    c->shutdown_rc = aps_scheduler_shutdown(c->s, 0);
     atomic_store(&c->first_rc, rc);
 }
 
@@ -1074,31 +1087,27 @@ test_shutdown_withdrawal_puts_off_writer_thread_add(void **state)
     aps_scheduler *s = open_sched(LONG_AHEAD);
     assert_int_equal(aps_scheduler_start(s, APS_RUN_BACKGROUND), 0);
     aps_time due = add_held_once(s, "gated");
-    sem_init(&gate_reached, 0, 0);
-    sem_init(&gate_release, 0, 0);
     aps__shutdown_withdraw_test = gate_hook;
     call_thread sc = {s, NULL, 0, -1, 0};
-    chained c = {s, due + 3600 * 1000 * MS, -1, -1, 0, {0, ""}};
+    chained c = {s, due + 3600 * 1000 * MS, 1, 1, 0, {0, ""}, 0};
     assert_int_equal(pthread_create(&st, NULL, shutdown_main, &sc), 0);
-    while (sem_wait(&gate_reached) != 0)
-        ;
+    assert_int_equal(sem_wait_10s(&gate_reached), 0);
     aps_trigger_spec far = tu_date(due + 7200 * 1000 * MS);
     aps_job_spec other = tu_function_job("other", &far, "record", NULL);
     aps_job_add_async(s, &other, NULL, chained_first, &c);
-    for (int i = 0; i < 5000 && atomic_load(&c.first_rc) < 0; i++)
+    for (int i = 0; i < 5000 && atomic_load(&c.first_rc) == 1; i++)
         usleep(1000);
     assert_int_equal(atomic_load(&c.first_rc), 0);
     assert_int_equal(c.pause_rc, APS_ESTATE);
     assert_non_null(strstr(c.pause_err.msg, "shutting down"));
+    assert_int_equal(c.shutdown_rc, APS_ESTATE);
     usleep(100 * 1000);
-    assert_int_equal(atomic_load(&c.rc), -1); /* put off */
+    assert_int_equal(atomic_load(&c.rc), 1); /* put off */
     sem_post(&gate_release);
     pthread_join(st, NULL);
-    for (int i = 0; i < 5000 && atomic_load(&c.rc) < 0; i++)
+    for (int i = 0; i < 5000 && atomic_load(&c.rc) == 1; i++)
         usleep(1000);
     aps__shutdown_withdraw_test = NULL;
-    sem_destroy(&gate_reached);
-    sem_destroy(&gate_release);
     assert_int_equal(sc.rc, 0);
     assert_int_equal(atomic_load(&c.rc), 0);
     assert_withdrawn(1, "the scheduler stopped first");
@@ -1588,6 +1597,8 @@ test_crash_then_machine_restart(void **state)
 int
 main(void)
 {
+    sem_init(&gate_reached, 0, 0);
+    sem_init(&gate_release, 0, 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_commits_before_and_starts_on_time, setup),
         cmocka_unit_test_setup(test_held_run_is_next_run_time, setup),

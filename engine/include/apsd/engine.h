@@ -613,11 +613,14 @@ int aps_scheduler_start(aps_scheduler *s, aps_run_mode mode);
  * have submitted them: each ends as withdrawn ("...: the scheduler stopped
  * first"), and its time is its job's next run time again for the next
  * scheduler on the store. Changes to jobs made meanwhile wait for that
- * write.
+ * write (see aps_job_add_async for those made from its callback).
+ * APS_ESTATE from an aps_job_add_async callback (a store's writer thread,
+ * which its writes wait for).
  */
 int aps_scheduler_shutdown(aps_scheduler *s, int wait);
 
-/** Shuts down if needed and frees everything. NULL is allowed. */
+/** Shuts down if needed and frees everything. NULL is allowed. Not from
+ *  an aps_job_add_async callback. */
 void aps_scheduler_destroy(aps_scheduler *s);
 
 /** APScheduler's pause(): jobs stop firing until resume (state persists);
@@ -688,11 +691,15 @@ typedef void (*aps_job_add_cb)(void *userdata, int rc, aps_job *job, const aps_e
  * the add fails up front or every store involved is a memory store, else on
  * an LMDB store's writer thread once the job and its JOB_ADDED event are on
  * disk (or the write failed). `cb` must not block; synchronous engine
- * writes to that store from it fail with APS_ESTATE, and so does any
- * change but a plain add made from it while a shutdown withdraws the runs
- * committed ahead (aps_scheduler_shutdown), when an asynchronous replacing
- * add made from it waits for that withdrawal's write. aps_scheduler_destroy
- * completes the adds still in flight: their callbacks run before it returns.
+ * writes to that store from it fail with APS_ESTATE. While a shutdown takes
+ * back the runs committed ahead (a moment at its start,
+ * aps_scheduler_shutdown), the changes that may withdraw such runs fail
+ * with APS_ESTATE when made from `cb` (a replacing aps_job_add,
+ * aps_job_modify, _reschedule, _pause, _resume, _run_now, _remove,
+ * _backfill, _remove_all), and a replacing aps_job_add_async made from it
+ * is put off until that is written (its `cb` then runs afterwards, on the
+ * shutdown's thread for a memory store). aps_scheduler_destroy completes
+ * the adds still in flight: their callbacks run before it returns.
  */
 void aps_job_add_async(aps_scheduler *s, const aps_job_spec *spec, const aps_mutation *m,
                        aps_job_add_cb cb, void *userdata);
