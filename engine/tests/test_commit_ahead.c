@@ -971,6 +971,24 @@ gate_hook(aps_scheduler *s)
     sem_wait_10s(&gate_release);
 }
 
+/* After a shutdown withdrew job `id`'s held run and a change gave it the
+ * date `when`: the store reopened has it at that time, nothing running,
+ * and nothing ran. */
+static void
+assert_reopened_at(const char *id, aps_time when)
+{
+    aps_scheduler *s = open_sched(LONG_AHEAD);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, id, &job), 0);
+    assert_true(job->next_run_time == when);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
+    aps_scheduler_destroy(s);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+}
+
 typedef struct call_thread {
     aps_scheduler *s;
     const char *id;
@@ -1026,15 +1044,7 @@ test_shutdown_withdrawal_holds_changes_back(void **state)
     assert_true(job->next_run_time == rc.when);
     aps_job_free(job);
     aps_scheduler_destroy(s);
-    s = open_sched(LONG_AHEAD);
-    assert_int_equal(aps_job_get(s, "gated", &job), 0);
-    assert_true(job->next_run_time == rc.when);
-    assert_int_equal(job->running_instances, 0);
-    aps_job_free(job);
-    aps_scheduler_destroy(s);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 0);
-    pthread_mutex_unlock(&mu);
+    assert_reopened_at("gated", rc.when);
 }
 
 /* The same change made on a store writer thread (an asynchronous add's
@@ -1112,16 +1122,7 @@ test_shutdown_withdrawal_puts_off_writer_thread_add(void **state)
     assert_int_equal(atomic_load(&c.rc), 0);
     assert_withdrawn(1, "the scheduler stopped first");
     aps_scheduler_destroy(s);
-    s = open_sched(LONG_AHEAD);
-    aps_job *job = NULL;
-    assert_int_equal(aps_job_get(s, "gated", &job), 0);
-    assert_true(job->next_run_time == c.when);
-    assert_int_equal(job->running_instances, 0);
-    aps_job_free(job);
-    aps_scheduler_destroy(s);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 0);
-    pthread_mutex_unlock(&mu);
+    assert_reopened_at("gated", c.when);
 }
 
 /* Backfill before the time of a held run, max_instances 1: as RunJobNow,
