@@ -1531,8 +1531,12 @@ gate_enter(aps_scheduler *s)
 {
     int wait = !aps__store_on_writer();
     pthread_mutex_lock(&s->mu);
-    while (s->gate_closed && wait)
-        pthread_cond_wait(&s->gate_cv, &s->mu);
+    if (s->gate_closed && wait) {
+        s->gate_waiting++;
+        while (s->gate_closed)
+            pthread_cond_wait(&s->gate_cv, &s->mu);
+        s->gate_waiting--;
+    }
     int rc = s->gate_closed ? APS_ESTATE : 0;
     if (rc == 0)
         s->gate_n++;

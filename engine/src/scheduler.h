@@ -162,6 +162,7 @@ struct aps_scheduler {
     size_t gate_n;
     int gate_closed;
     pthread_cond_t gate_cv;
+    size_t gate_waiting; /* changes waiting for it to open (tests) */
     /* asynchronous replacing adds made on a store writer thread while the
      * gate was closed (they cannot wait there): written when it opens */
     struct add_ctx *gate_later;

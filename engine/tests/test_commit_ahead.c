@@ -1030,8 +1030,15 @@ test_shutdown_withdrawal_holds_changes_back(void **state)
     assert_int_equal(pthread_create(&st, NULL, shutdown_main, &sc), 0);
     assert_int_equal(sem_wait_10s(&gate_reached), 0);
     assert_int_equal(pthread_create(&rt, NULL, reschedule_main, &rc), 0);
-    usleep(200 * 1000);
-    assert_int_equal(atomic_load(&rc.done), 0); /* held back */
+    size_t waiting = 0;
+    for (int i = 0; i < 5000 && waiting == 0; i++) {
+        usleep(1000);
+        pthread_mutex_lock(&s->mu);
+        waiting = s->gate_waiting;
+        pthread_mutex_unlock(&s->mu);
+    }
+    assert_int_equal(waiting, 1); /* held back at the gate */
+    assert_int_equal(atomic_load(&rc.done), 0);
     sem_post(&gate_release);
     pthread_join(st, NULL);
     pthread_join(rt, NULL);
