@@ -872,6 +872,30 @@ add_held_once(aps_scheduler *s, const char *id)
     return due;
 }
 
+/* The store reopened (not started) after a shutdown withdrew job `id`'s
+ * held run: the job is there, its next run time `when`, nothing running. */
+static aps_scheduler *
+reopened_at(const char *id, aps_time when)
+{
+    aps_scheduler *s = open_sched(LONG_AHEAD);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, id, &job), 0);
+    assert_true(job->next_run_time == when);
+    assert_int_equal(job->running_instances, 0);
+    aps_job_free(job);
+    return s;
+}
+
+/* reopened_at, closed again; nothing ran. */
+static void
+assert_reopened_at(const char *id, aps_time when)
+{
+    aps_scheduler_destroy(reopened_at(id, when));
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 0);
+    pthread_mutex_unlock(&mu);
+}
+
 /* Shuts down a scheduler (lead LONG_AHEAD, paused first if `paused`)
  * while one-shot job `id`'s run is held, and checks that the shutdown
  * came before its time, that nothing ran (until past that time too when
@@ -894,14 +918,7 @@ shutdown_held(const char *id, int paused, aps_time *due)
     pthread_mutex_unlock(&mu);
     assert_withdrawn(1, "the scheduler stopped first");
     aps_scheduler_destroy(s);
-
-    s = open_sched(LONG_AHEAD);
-    aps_job *job = NULL;
-    assert_int_equal(aps_job_get(s, id, &job), 0);
-    assert_true(job->next_run_time == *due);
-    assert_int_equal(job->running_instances, 0);
-    aps_job_free(job);
-    return s;
+    return reopened_at(id, *due);
 }
 
 /* Shut down while a run waits for its time: APScheduler would not have
@@ -969,24 +986,6 @@ gate_hook(aps_scheduler *s)
     (void)s;
     sem_post(&gate_reached);
     sem_wait_10s(&gate_release);
-}
-
-/* After a shutdown withdrew job `id`'s held run and a change gave it the
- * date `when`: the store reopened has it at that time, nothing running,
- * and nothing ran. */
-static void
-assert_reopened_at(const char *id, aps_time when)
-{
-    aps_scheduler *s = open_sched(LONG_AHEAD);
-    aps_job *job = NULL;
-    assert_int_equal(aps_job_get(s, id, &job), 0);
-    assert_true(job->next_run_time == when);
-    assert_int_equal(job->running_instances, 0);
-    aps_job_free(job);
-    aps_scheduler_destroy(s);
-    pthread_mutex_lock(&mu);
-    assert_int_equal(n_calls, 0);
-    pthread_mutex_unlock(&mu);
 }
 
 typedef struct call_thread {
