@@ -1603,6 +1603,13 @@ aps__event_encode_into(const aps_event *ev, aps__wbuf *w)
 }
 
 int
+aps__event_encode_append(const aps_event *ev, aps__wbuf *w)
+{
+    event_write(ev, APS__EVENT_FORMAT_V3, w);
+    return w->rc;
+}
+
+int
 aps__event_decode(const void *buf, size_t len, aps_event **out)
 {
     aps__rbuf r = {buf, len, 0, 0, 0};

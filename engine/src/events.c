@@ -20,17 +20,48 @@
 #include "job.h"
 #include "scheduler.h"
 
+static int
+evlist_grow(aps__evlist *l)
+{
+    size_t cap = l->cap ? l->cap * 2 : 8;
+    aps_event **v = realloc(l->v, cap * sizeof(*v));
+    if (v == NULL)
+        return APS_ENOMEM;
+    l->v = v;
+    if (l->pre != NULL) {
+        aps__evbytes *pre = realloc(l->pre, cap * sizeof(*pre));
+        if (pre == NULL)
+            return APS_ENOMEM; /* (v grown: harmless, cap unchanged) */
+        l->pre = pre;
+    }
+    l->cap = cap;
+    return 0;
+}
+
 int
 aps__evlist_push(aps__evlist *l, aps_event *ev)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        aps_event **v = realloc(l->v, cap * sizeof(*v));
-        if (v == NULL)
+    if (l->n == l->cap && evlist_grow(l) != 0)
+        return APS_ENOMEM;
+    if (l->pre != NULL)
+        l->pre[l->n] = (aps__evbytes){NULL, 0};
+    l->v[l->n++] = ev;
+    return 0;
+}
+
+int
+aps__evlist_push_encoded(aps__evlist *l, aps_event *ev, const void *p, size_t len)
+{
+    if (l->pre == NULL) {
+        /* The first: the ones before it are encoded when appended. */
+        size_t cap = l->cap ? l->cap : 8;
+        l->pre = calloc(cap, sizeof(*l->pre));
+        if (l->pre == NULL)
             return APS_ENOMEM;
-        l->v = v;
-        l->cap = cap;
     }
+    if (l->n == l->cap && evlist_grow(l) != 0)
+        return APS_ENOMEM;
+    l->pre[l->n] = (aps__evbytes){p, len};
     l->v[l->n++] = ev;
     return 0;
 }
@@ -48,6 +79,7 @@ aps__evlist_dispose(aps__evlist *l)
 {
     aps__evlist_clear(l);
     free(l->v);
+    free(l->pre);
     free(l->enc.p);
     memset(l, 0, sizeof(*l));
 }
@@ -100,7 +132,15 @@ int
 aps__events_append(aps_txn *txn, aps__evlist *l)
 {
     for (size_t i = 0; i < l->n; i++) {
-        int rc = aps__event_encode_into(l->v[i], &l->enc);
+        int rc = 0;
+        if (l->pre != NULL && l->pre[i].p != NULL) {
+            rc = aps__txn_event_append(txn, l->v[i]->time, l->pre[i].p, l->pre[i].len,
+                                       &l->v[i]->sequence);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        rc = aps__event_encode_into(l->v[i], &l->enc);
         if (rc == 0)
             rc = aps__txn_event_append(txn, l->v[i]->time, l->enc.p, l->enc.len,
                                        &l->v[i]->sequence);

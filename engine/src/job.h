@@ -275,6 +275,9 @@ int aps__event_encode_format(const aps_event *ev, uint8_t format, void **buf, si
 /** aps__event_encode into a writer the caller reuses (as
  *  aps__jobrec_encode_into). @return 0 or the error aps__event_encode gives. */
 int aps__event_encode_into(const aps_event *ev, struct aps__wbuf *w);
+/** aps__event_encode_into after what `w` holds (several events in one
+ *  buffer). @return 0, or the writer's first error (sticky). */
+int aps__event_encode_append(const aps_event *ev, struct aps__wbuf *w);
 
 /** Decodes an event. @return 0; APS_ECORRUPT; APS_ENOMEM. */
 int aps__event_decode(const void *buf, size_t len, aps_event **out);

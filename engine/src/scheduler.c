@@ -15,6 +15,11 @@
  * Write callbacks may run more than once (the LMDB store retries a batch
  * after growing its map), so they rebuild their outputs from scratch each
  * time (reset_out) and touch nothing but the transaction and their context.
+ *
+ * On a durable store the loop prepares its due jobs and finished runs on
+ * its own thread from the records it read (due_prep), and the writer only
+ * checks that a record is still the one read and makes the writes
+ * prepared: the store's single writer thread was the limit.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,8 +58,9 @@
 #define PASS_MAX (64 * DUE_BATCH)
 /* Writes of due jobs a pass keeps on their way to a durable store
  * (due_write): three, so that the next batch is queued before the store's
- * writer is done with the one before (scanning and handing on a batch of
- * 2,000 runs takes the loop ~9 ms at 100,000 runs/s). */
+ * writer is done with the one before (scanning, preparing and handing on
+ * a batch takes the loop about as long as the writer takes to make it).
+ * Six made no measurable difference at 100,000 runs/s. */
 #define DUE_WRITES 3
 /* Commit-ahead default: above this machine's fsync p99.9 under load
  * (about 30 ms at 10,000 runs/s), short enough that a crash leaves few
@@ -3386,7 +3392,9 @@ aps_job_remove_all(aps_scheduler *s, const char *jobstore, const aps_mutation *m
  * per record: with glibc's malloc, arrays of a batch's size allocated and
  * freed per pass (and records encoded into fresh buffers) made it
  * consolidate its free lists again and again, a good part of the loop's
- * CPU. Loop thread only. */
+ * CPU. The loop's thread's, but for `enc` (the store writer's, in write
+ * callbacks) and a due_prep while its write is on its way (read by the
+ * writer; the loop waits for the write before it touches it again). */
 typedef struct aps__loop_state aps__loop_state;
 
 struct aps__loop_state {
@@ -3396,6 +3404,8 @@ struct aps__loop_state {
     aps__run **sel;  /* done_select's array */
     size_t cap_sel;
     wout o[1 + DUE_WRITES]; /* the outputs of the done (0) and due (1...) contexts */
+    struct due_prep *prep[DUE_WRITES]; /* the due contexts' (durable stores) */
+    struct due_prep *prep_done;        /* the finished runs' (the same) */
 };
 
 /* The loop's state, allocated with its first pass; NULL when out of memory
@@ -3408,6 +3418,8 @@ loop_state(aps_scheduler *s)
     return s->loop;
 }
 
+static void prep_free(struct due_prep *p);
+
 static void
 loop_state_free(aps_scheduler *s)
 {
@@ -3415,6 +3427,9 @@ loop_state_free(aps_scheduler *s)
         return;
     for (size_t k = 0; k < sizeof(s->loop->o) / sizeof(s->loop->o[0]); k++)
         free_out(&s->loop->o[k]);
+    for (size_t k = 0; k < DUE_WRITES; k++)
+        prep_free(s->loop->prep[k]);
+    prep_free(s->loop->prep_done);
     free(s->loop->enc.p);
     free(s->loop->runs);
     free(s->loop->sel);
@@ -3533,6 +3548,8 @@ trig_cache_clear(aps_scheduler *s)
     s->n_trig = s->cap_trig = 0;
 }
 
+struct due_prep;
+
 typedef struct due_ctx {
     aps_scheduler *s;
     size_t si;
@@ -3543,18 +3560,90 @@ typedef struct due_ctx {
     char (*ids)[APS__ID_MAX + 1];
     size_t n_ids;
     aps_time last_next; /* the next run time of ids[n_ids - 1] */
+    struct due_prep *prep; /* the batch as the loop prepared it, or NULL */
+    aps__wbuf *enc;        /* records encoded here (due_save); NULL: the loop's */
+    /* On a store's writer thread, beside the loop's preparing the next
+     * batch: the trigger cache is the loop's, so compile afresh. */
+    int uncached;
     wout o;
 } due_ctx;
+
+/* Due jobs are prepared on the loop's thread (due_prepare), from the
+ * records the scan read, while the store's writer commits the batch
+ * before: the writer then only checks that the store still holds those
+ * bytes and makes the writes prepared (due_fn). A durable store's writer
+ * was the loop's limit (at 100,000 runs/s, 90% of the process's CPU on
+ * that one thread, the loop's at 7%); the decoding, the rules, the
+ * encoding of records and events are most of a due job's cost. A record
+ * changed since the scan (a mutation, a completion recorded) is done
+ * again by the writer, as before. */
+enum { PREP_NONE, PREP_READ, PREP_READY, PREP_USED };
+
+typedef struct prep_job {
+    int state;         /* PREP_NONE: the writer does it all */
+    size_t rec, len;   /* the record read, in due_prep.read */
+    aps_time next_run; /* its next run time as read */
+    size_t op0, op1;   /* its writes in the log */
+    size_t ev0, ev1;   /* its events in o.evs and evb */
+    size_t run0, run1; /* its runs in o.runs */
+    int processed;     /* due_ctx.processed's share */
+    aps_time deferred; /* due_ctx.deferred's */
+} prep_job;
+
+typedef struct prep_span {
+    size_t off, len;
+} prep_span;
+
+typedef struct due_prep {
+    prep_job *jobs; /* one per id of the batch (or finished run) */
+    size_t cap_jobs;
+    const char **ids; /* the finished runs' job ids (done_prepare) */
+    size_t cap_ids;
+    unsigned char *read; /* the records read, one after another */
+    size_t n_read, cap_read;
+    aps_txn_log *log; /* the jobs' writes */
+    wout o;           /* their events and runs; moved out as applied */
+    aps__wbuf evenc;  /* their events encoded, one after another */
+    prep_span *evb;   /* per event of o.evs: its bytes in evenc */
+    size_t cap_evb;
+    aps__wbuf enc; /* records encoded (due_save) */
+} due_prep;
+
+/* Keeps the record of job i of the batch as the scan read it. */
+static void
+prep_read(due_prep *p, size_t i, const void *data, size_t len, aps_time next_run)
+{
+    prep_job *j = &p->jobs[i];
+    j->state = PREP_NONE;
+    if (len > p->cap_read - p->n_read) {
+        size_t cap = p->cap_read ? p->cap_read : 64 * 1024;
+        while (cap - p->n_read < len)
+            cap *= 2;
+        unsigned char *v = realloc(p->read, cap);
+        if (v == NULL)
+            return; /* the writer does this one */
+        p->read = v;
+        p->cap_read = cap;
+    }
+    if (len > 0)
+        memcpy(p->read + p->n_read, data, len);
+    j->rec = p->n_read;
+    j->len = len;
+    j->next_run = next_run;
+    j->state = PREP_READ;
+    p->n_read += len;
+}
 
 static int
 due_collect(void *arg, const char *id, const void *data, size_t len, aps_time next_run)
 {
     due_ctx *c = arg;
-    (void)data;
-    (void)len;
     size_t n = strnlen(id, APS__ID_MAX);
     memcpy(c->ids[c->n_ids], id, n);
-    c->ids[c->n_ids++][n] = '\0';
+    c->ids[c->n_ids][n] = '\0';
+    if (c->prep != NULL)
+        prep_read(c->prep, c->n_ids, data, len, next_run);
+    c->n_ids++;
     c->last_next = next_run;
     return 0;
 }
@@ -3586,6 +3675,24 @@ latest_fire(aps_trigger *trig, aps_time from, aps_time now, aps_time *out)
     return rc;
 }
 
+/* loop_save through encoder buffer enc (NULL: the loop's). */
+static int
+enc_save(aps_scheduler *s, aps__wbuf *enc, aps_txn *t, const aps__jobrec *rec)
+{
+    if (enc == NULL)
+        return loop_save(s, t, rec);
+    int rc = aps__jobrec_encode_into(rec, enc);
+    if (rc != 0)
+        return rc;
+    return aps__txn_job_put(t, rec->job.id, enc->p, enc->len, rec->job.next_run_time);
+}
+
+static int
+due_save(due_ctx *c, aps_txn *t, const aps__jobrec *rec)
+{
+    return enc_save(c->s, c->enc, t, rec);
+}
+
 /* A due job whose trigger fails for good (its zone gone from the system,
  * an all_of whose parts never meet): paused, with a JOB_MODIFIED event
  * that says why. Failing the write instead would hold up every job of its
@@ -3609,12 +3716,12 @@ trigger_failed(due_ctx *c, aps_txn *t, aps__jobrec *rec, int failed, const char 
     snprintf(msg, sizeof(msg), "paused: its trigger failed (%s%s%.256s); modify it, then resume",
              aps_strerror(failed), why && why[0] ? ": " : "", why ? why : "");
     ev->message = strdup(msg);
-    return loop_save(c->s, t, rec);
+    return due_save(c, t, rec);
 }
 
-/* One due job: APScheduler's _process_jobs body. */
+/* One due job: APScheduler's _process_jobs body, with the job's trigger. */
 static int
-process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
+process_due_trig(due_ctx *c, aps_txn *t, aps__jobrec *rec, aps_trigger *trig)
 {
     aps_scheduler *s = c->s;
     aps_time rts[RUN_TIMES_MAX];
@@ -3624,11 +3731,6 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
     int rc = 0, beyond = 0; /* beyond: more run times than enumerated */
     aps__run *ahead = NULL; /* the run started, committed ahead of its time */
 
-    aps_trigger *trig = NULL;
-    aps_error terr = {0, ""};
-    rc = trig_cached(s, rec, c->now, &trig, &terr);
-    if (rc != 0)
-        return trigger_failed(c, t, rec, rc, terr.msg);
     /* _get_run_times(now): every fire time up to now. */
     while (next != APS_TIME_NONE && next <= c->now && iters < RUN_TIMES_ITER_MAX) {
         if (n < RUN_TIMES_MAX)
@@ -3704,7 +3806,7 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
          * then the job stays, so that a change before that time withdraws
          * the run, and a crash loses nothing (recover_interrupted). */
         ahead->ends_job = 1;
-        return loop_save(s, t, rec);
+        return due_save(c, t, rec);
     }
     if (next == APS_TIME_NONE && rec->n_pending == 0) {
         rc = aps__txn_job_del(t, rec->job.id);
@@ -3712,7 +3814,200 @@ process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
             rc = out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0, NULL);
         return rc;
     }
-    return loop_save(s, t, rec);
+    return due_save(c, t, rec);
+}
+
+static int
+process_due_job(due_ctx *c, aps_txn *t, aps__jobrec *rec)
+{
+    aps_trigger *trig = NULL;
+    aps_error terr = {0, ""};
+    int rc = c->uncached ? compile_trigger(c->s, rec->job.trigger, c->now, &trig, &terr)
+                         : trig_cached(c->s, rec, c->now, &trig, &terr);
+    if (rc != 0)
+        return trigger_failed(c, t, rec, rc, terr.msg);
+    rc = process_due_trig(c, t, rec, trig);
+    if (c->uncached)
+        aps_trigger_destroy(trig);
+    return rc;
+}
+
+/* ---- the loop: due jobs prepared ahead (due_prep) ------------------------------ */
+
+static void
+prep_free(due_prep *p)
+{
+    if (p == NULL)
+        return;
+    free_out(&p->o);
+    free(p->jobs);
+    free(p->ids);
+    free(p->read);
+    aps__txn_log_free(p->log);
+    free(p->evenc.p);
+    free(p->evb);
+    free(p->enc.p);
+    free(p);
+}
+
+static due_prep *
+prep_new(size_t jobs)
+{
+    due_prep *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->jobs = calloc(jobs, sizeof(*p->jobs));
+    p->cap_jobs = jobs;
+    if (p->jobs == NULL || aps__txn_log_new(&p->log) != 0) {
+        prep_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Empties p for the next batch (its memory kept): what due_fn did not
+ * take (a record changed since the scan) is freed. */
+static void
+prep_reset(due_prep *p)
+{
+    if (p == NULL)
+        return;
+    reset_out(&p->o);
+    aps__txn_log_reset(p->log);
+    p->n_read = 0;
+    p->evenc.len = 0;
+    p->evenc.rc = 0;
+}
+
+/* Encodes the events of o from ev0 on into p->evenc. */
+static int
+prep_encode(due_prep *p, const wout *o, size_t ev0)
+{
+    if (o->evs.n > p->cap_evb) {
+        size_t cap = p->cap_evb ? p->cap_evb : 1024;
+        while (cap < o->evs.n)
+            cap *= 2;
+        prep_span *v = realloc(p->evb, cap * sizeof(*v));
+        if (v == NULL)
+            return APS_ENOMEM;
+        p->evb = v;
+        p->cap_evb = cap;
+    }
+    for (size_t e = ev0; e < o->evs.n; e++) {
+        size_t off = p->evenc.len;
+        int rc = aps__event_encode_append(o->evs.v[e], &p->evenc);
+        if (rc != 0)
+            return rc;
+        p->evb[e] = (prep_span){off, p->evenc.len - off};
+    }
+    return 0;
+}
+
+/* Undoes a job's preparation given up half-way: the writer does it. */
+static void
+prep_drop(due_prep *p, wout *o, const prep_job *j, size_t cancels, size_t enc_len)
+{
+    aps__txn_log_rewind(p->log, j->op0);
+    for (size_t e = j->ev0; e < o->evs.n; e++)
+        aps_event_free(o->evs.v[e]);
+    o->evs.n = j->ev0;
+    for (size_t r = j->run0; r < o->n_runs; r++)
+        aps__run_free(o->runs[r]);
+    o->n_runs = j->run0;
+    o->n_cancels = cancels;
+    p->evenc.len = enc_len;
+    p->evenc.rc = 0;
+}
+
+/* On the loop's thread, once the scan has read the batch of c: each due
+ * job as due_fn would do it, its writes recorded in a log instead of made. */
+static void
+due_prepare(due_ctx *c)
+{
+    due_prep *p = c->prep;
+    if (p == NULL)
+        return;
+    due_ctx pc;
+    memset(&pc, 0, sizeof(pc));
+    pc.s = c->s;
+    pc.si = c->si;
+    pc.now = c->now;
+    pc.upto = c->upto;
+    pc.enc = &p->enc;
+    pc.o = p->o;
+    aps_txn *t = aps__txn_log_txn(p->log);
+    for (size_t i = 0; i < c->n_ids; i++) {
+        prep_job *j = &p->jobs[i];
+        aps__jobrec *rec = NULL;
+        if (j->state != PREP_READ)
+            continue;
+        j->state = PREP_NONE;
+        /* Not due, or not decoded: due_fn sees to it as it always did. */
+        if (j->next_run == APS_TIME_NONE || j->next_run > c->upto ||
+            aps__jobrec_decode(p->read + j->rec, j->len, &rec) != 0)
+            continue;
+        size_t cancels = pc.o.n_cancels, enc_len = p->evenc.len;
+        j->op0 = aps__txn_log_mark(p->log);
+        j->ev0 = pc.o.evs.n;
+        j->run0 = pc.o.n_runs;
+        pc.processed = 0;
+        pc.deferred = APS_TIME_NONE;
+        int rc = process_due_job(&pc, t, rec);
+        aps__jobrec_free(rec);
+        /* Cancelling a running instance is not prepared (rare, and its
+         * outputs are not ordered per job). */
+        if (rc == 0 && pc.o.n_cancels != cancels)
+            rc = APS_ESTATE;
+        if (rc == 0)
+            rc = prep_encode(p, &pc.o, j->ev0);
+        if (rc != 0) {
+            prep_drop(p, &pc.o, j, cancels, enc_len);
+            continue;
+        }
+        j->op1 = aps__txn_log_mark(p->log);
+        j->ev1 = pc.o.evs.n;
+        j->run1 = pc.o.n_runs;
+        j->processed = pc.processed > 0;
+        j->deferred = pc.deferred;
+        j->state = PREP_READY;
+    }
+    p->o = pc.o;
+}
+
+/* Whether job j was prepared from exactly the record the store holds
+ * (counted in s->prep_used or, prepared from another, prep_redone). */
+static int
+prep_current(aps_scheduler *s, const due_prep *p, const prep_job *j, const void *data, size_t len,
+             aps_time next_run)
+{
+    if (j->state != PREP_READY)
+        return 0;
+    int same = j->len == len && j->next_run == next_run &&
+               (len == 0 || memcmp(p->read + j->rec, data, len) == 0);
+    __atomic_add_fetch(same ? &s->prep_used : &s->prep_redone, 1, __ATOMIC_RELAXED);
+    return same;
+}
+
+/* Makes the writes of prepared job j in t, and moves its outputs to o. */
+static int
+prep_apply(due_prep *p, aps_txn *t, prep_job *j, wout *o)
+{
+    /* Once: a rerun of the write (its outputs gone with it) does the job
+     * afresh. */
+    j->state = PREP_USED;
+    int rc = aps__txn_log_replay(t, p->log, j->op0, j->op1);
+    for (size_t e = j->ev0; e < j->ev1 && rc == 0; e++) {
+        rc = aps__evlist_push_encoded(&o->evs, p->o.evs.v[e], p->evenc.p + p->evb[e].off,
+                                      p->evb[e].len);
+        if (rc == 0)
+            p->o.evs.v[e] = NULL;
+    }
+    for (size_t r = j->run0; r < j->run1 && rc == 0; r++) {
+        rc = out_run(o, p->o.runs[r]);
+        if (rc == 0)
+            p->o.runs[r] = NULL;
+    }
+    return rc;
 }
 
 static int
@@ -3736,6 +4031,15 @@ due_fn(aps_txn *t, void *arg)
             break;
         if (next_run == APS_TIME_NONE || next_run > c->upto)
             continue; /* changed since the scan */
+        prep_job *j = c->prep != NULL ? &c->prep->jobs[i] : NULL;
+        if (j != NULL && prep_current(c->s, c->prep, j, data, len, next_run)) {
+            rc = prep_apply(c->prep, t, j, &c->o);
+            c->processed += (size_t)j->processed;
+            if (j->deferred != APS_TIME_NONE &&
+                (c->deferred == APS_TIME_NONE || j->deferred < c->deferred))
+                c->deferred = j->deferred;
+            continue;
+        }
         rc = aps__jobrec_decode(data, len, &rec);
         if (rc == APS_ECORRUPT) {
             /* A record that cannot be decoded would be due forever: take
@@ -3772,6 +4076,8 @@ typedef struct done_ctx {
     size_t n;
     aps_time now;
     int stopping; /* shutting down: queued runs stay queued (in the record) */
+    struct due_prep *prep; /* the runs as the loop prepared them, or NULL */
+    aps__wbuf *enc;        /* records encoded here; NULL: the loop's */
     wout o;
 } done_ctx;
 
@@ -3879,24 +4185,12 @@ drop_pending(done_ctx *c, aps__jobrec *rec)
     return 0;
 }
 
+/* Records finished run `run` of job record rec (NULL: the job is gone). */
 static int
-done_one(done_ctx *c, aps_txn *t, const aps__run *run)
+done_rec(done_ctx *c, aps_txn *t, const aps__run *run, aps__jobrec *rec)
 {
     char key[APS_STORE_META_KEY_MAX + 1];
-    aps__jobrec *rec = NULL;
-    const void *data = NULL;
-    size_t len = 0;
-    int rc = aps__txn_job_get(t, run->job_id, &data, &len, NULL);
-    if (rc == 0)
-        rc = aps__jobrec_decode(data, len, &rec);
-    /* Removed meanwhile, or a record that cannot be decoded (left as it
-     * is, for inspection): the run's events still count, and its run index
-     * entry goes. Failing instead would fail every completion of the
-     * store's pass, again and again, and no instance slot would be freed. */
-    if (rc == APS_ENOENT || rc == APS_ECORRUPT)
-        rc = 0;
-    if (rc != 0)
-        return rc;
+    int rc = 0;
     if (rec != NULL)
         running_drop(rec, run->run_id);
     for (size_t i = 0; i < run->n_run_times && rc == 0; i++)
@@ -3923,11 +4217,122 @@ done_one(done_ctx *c, aps_txn *t, const aps__run *run)
                 rc = out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0,
                                NULL);
         } else {
-            rc = loop_save(c->s, t, rec);
+            rc = enc_save(c->s, c->enc, t, rec);
         }
     }
+    return rc;
+}
+
+/* Records finished run i of c. */
+static int
+done_one(done_ctx *c, aps_txn *t, size_t i, const aps__run *run)
+{
+    aps__jobrec *rec = NULL;
+    const void *data = NULL;
+    size_t len = 0;
+    aps_time next_run = APS_TIME_NONE;
+    int rc = aps__txn_job_get(t, run->job_id, &data, &len, &next_run);
+    if (rc == 0 && c->prep != NULL &&
+        prep_current(c->s, c->prep, &c->prep->jobs[i], data, len, next_run))
+        return prep_apply(c->prep, t, &c->prep->jobs[i], &c->o);
+    if (rc == 0)
+        rc = aps__jobrec_decode(data, len, &rec);
+    /* Removed meanwhile, or a record that cannot be decoded (left as it
+     * is, for inspection): the run's events still count, and its run index
+     * entry goes. Failing instead would fail every completion of the
+     * store's pass, again and again, and no instance slot would be freed. */
+    if (rc == APS_ENOENT || rc == APS_ECORRUPT)
+        rc = 0;
+    if (rc == 0)
+        rc = done_rec(c, t, run, rec);
     aps__jobrec_free(rec);
     return rc;
+}
+
+static int
+prep_read_cb(void *arg, size_t i, const void *data, size_t len, aps_time next_run)
+{
+    prep_read(arg, i, data, len, next_run);
+    return 0;
+}
+
+/* Room for n jobs in p. */
+static int
+prep_reserve(due_prep *p, size_t n)
+{
+    if (n > p->cap_jobs) {
+        prep_job *v = realloc(p->jobs, n * sizeof(*v));
+        if (v == NULL)
+            return APS_ENOMEM;
+        p->jobs = v;
+        p->cap_jobs = n;
+    }
+    if (n > p->cap_ids) {
+        const char **v = realloc(p->ids, n * sizeof(*v));
+        if (v == NULL)
+            return APS_ENOMEM;
+        p->ids = v;
+        p->cap_ids = n;
+    }
+    return 0;
+}
+
+/* On the loop's thread, before the write that records them: the finished
+ * runs of c as done_fn would record them, from their jobs' records read
+ * in one snapshot of store st (see due_prep). Runs not prepared (their
+ * job changed since, or gone) done_fn records as it always did. */
+static void
+done_prepare(done_ctx *c, aps_store *st)
+{
+    due_prep *p = c->prep;
+    if (p == NULL || c->n == 0)
+        return;
+    prep_reset(p);
+    if (prep_reserve(p, c->n) != 0) {
+        c->prep = NULL;
+        return;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        p->ids[i] = c->runs[i]->job_id;
+        p->jobs[i].state = PREP_NONE;
+    }
+    if (aps__store_jobs_get(st, p->ids, c->n, prep_read_cb, p) != 0)
+        return; /* none prepared: done_fn does them all */
+    done_ctx pc = *c;
+    pc.prep = NULL;
+    pc.enc = &p->enc;
+    pc.o = p->o;
+    aps_txn *t = aps__txn_log_txn(p->log);
+    for (size_t i = 0; i < c->n; i++) {
+        prep_job *j = &p->jobs[i];
+        aps__jobrec *rec = NULL;
+        if (j->state != PREP_READ)
+            continue;
+        j->state = PREP_NONE;
+        if (aps__jobrec_decode(p->read + j->rec, j->len, &rec) != 0)
+            continue;
+        size_t cancels = pc.o.n_cancels, enc_len = p->evenc.len;
+        j->op0 = aps__txn_log_mark(p->log);
+        j->ev0 = pc.o.evs.n;
+        j->run0 = pc.o.n_runs;
+        int rc = done_rec(&pc, t, c->runs[i], rec);
+        aps__jobrec_free(rec);
+        if (rc == 0 && pc.o.n_cancels != cancels)
+            rc = APS_ESTATE;
+        if (rc == 0)
+            rc = prep_encode(p, &pc.o, j->ev0);
+        if (rc != 0) {
+            prep_drop(p, &pc.o, j, cancels, enc_len);
+            continue;
+        }
+        j->op1 = aps__txn_log_mark(p->log);
+        j->ev1 = pc.o.evs.n;
+        j->run1 = pc.o.n_runs;
+        j->processed = 0;
+        j->deferred = APS_TIME_NONE;
+        j->state = PREP_READY;
+    }
+    p->o = pc.o;
 }
 
 static int
@@ -3937,7 +4342,7 @@ done_fn(aps_txn *t, void *arg)
     int rc = 0;
     reset_out(&c->o);
     for (size_t i = 0; i < c->n && rc == 0; i++)
-        rc = done_one(c, t, c->runs[i]);
+        rc = done_one(c, t, i, c->runs[i]);
     if (rc == 0)
         rc = events_in_txn(c->s, c->si, t, &c->o);
     return rc;
@@ -4102,7 +4507,7 @@ process_completed(aps_scheduler *s)
 /* ---- the loop: one pass over a store ------------------------------------------ */
 
 /* The finished runs and the first batch of due jobs of one store, in one
- * write: one durable commit instead of two per pass. */
+ * write: one durable commit instead of two per pass (but: process_store). */
 typedef struct round_ctx {
     done_ctx *done;
     due_ctx *due;
@@ -4133,7 +4538,8 @@ note_due_write(aps__store_slot *st, int64_t start_us, int64_t end_us)
 }
 
 /* A write of due jobs on its way (the first of a pass carries the pass's
- * finished runs). A durable store has up to DUE_WRITES: its writer finds
+ * finished runs, unless they go in a write of their own: done_write).
+ * A durable store has up to DUE_WRITES: its writer finds
  * the next batch queued when it is done with one (and takes the batches
  * queued into one commit), while the loop hands on the runs of the one
  * before. */
@@ -4167,6 +4573,45 @@ due_write_done(void *arg, int rc)
     w->t1 = aps__mono_us();
     w->rc = rc;
     sem_post(&w->sem);
+}
+
+/* The finished runs of a pass on their way to a durable store whose
+ * writes are slow, queued before its first batch of due jobs is scanned
+ * (process_store). */
+typedef struct done_write {
+    int flying;
+    int rc;
+    sem_t sem;
+} done_write;
+
+static void
+done_write_done(void *arg, int rc)
+{
+    done_write *d = arg;
+    d->rc = rc;
+    sem_post(&d->sem);
+}
+
+/* Waits for d, then hands its outputs on (before any of the due writes
+ * queued after it: events are published in the order of their sequence). */
+static int
+done_write_finish(aps_scheduler *s, size_t si, done_write *d, done_ctx *done)
+{
+    if (!d->flying)
+        return 0;
+    d->flying = 0;
+    while (sem_wait(&d->sem) != 0 && errno == EINTR)
+        ;
+    int rc = d->rc;
+    if (rc != 0) {
+        /* Again, alone: it may have failed with others in its commit. */
+        reset_out(&done->o);
+        rc = write_done(s, si, done);
+    } else {
+        loop_publish_out(s, si, &done->o);
+    }
+    done->n = 0;
+    return rc;
 }
 
 /* Queues write w on store si, carrying the finished runs `done` (or NULL). */
@@ -4240,7 +4685,12 @@ store_ahead(aps_scheduler *s, size_t si)
 }
 
 /* Records the finished runs of store `si` (`done`, may be empty), then runs
- * its due jobs in batches; the runs share the first batch's write. Each
+ * its due jobs in batches; the runs share the first batch's write. On a
+ * durable store whose writes are slow (the lead widened: store_ahead) the
+ * runs go in a write of their own queued first, so that the writer records
+ * them while the loop prepares the first batch: at 100,000 runs/s p99
+ * 180-248 ms against 177-337 ms carried, p50 40-58 ms against 59-131 (a
+ * commit more per pass: at 10,000 runs/s, 135 commits/s against 89). Each
  * batch is scanned after the last job of the one before, which may still
  * be on its way (due_write). */
 static int
@@ -4251,7 +4701,9 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
     due_write *last = NULL;        /* the batch scanned last */
     aps_store *st = s->stores[si].st;
     int rc = 0, more = 0; /* more: stopped with due jobs left */
-    int carried = 0;      /* the finished runs went with a batch */
+    int carried = 0;      /* the finished runs went with a batch, or their own */
+    done_write dw = {0, 0, {{0}}};
+    sem_init(&dw.sem, 0, 0);
     size_t processed = 0; /* due jobs of the pass not deferred */
     /* Several writes at once where commits are flushed: a memory store's
      * write runs at once, on this thread. */
@@ -4265,6 +4717,12 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         w[k].c.now = now;
         w[k].c.upto = upto;
         w[k].c.deferred = APS_TIME_NONE;
+        w[k].c.uncached = s->stores[si].durable;
+        if (s->stores[si].durable && s->loop != NULL) {
+            if (s->loop->prep[k] == NULL)
+                s->loop->prep[k] = prep_new(DUE_BATCH_MAX); /* NULL: the writer does it */
+            w[k].c.prep = s->loop->prep[k];
+        }
         sem_init(&w[k].sem, 0, 0);
         loop_out_take(s, 1 + (int)k, &w[k].c.o);
     }
@@ -4277,6 +4735,21 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
     }
     for (size_t k = 0; k < DUE_WRITES; k++)
         w[k].c.ids = s->due_ids + k * DUE_BATCH_MAX;
+    if (done->n > 0 && s->stores[si].durable && s->loop != NULL) {
+        if (s->loop->prep_done == NULL)
+            s->loop->prep_done = prep_new(DUE_BATCH);
+        done->prep = s->loop->prep_done;
+        done_prepare(done, st);
+        if (aps__prepared_test != NULL && done->prep != NULL)
+            aps__prepared_test(s, 1);
+    }
+    if (done->prep != NULL && done->n > 0 && upto - now > s->ahead_us) {
+        /* The lead has widened: the writer is the limit, and starts on
+         * the runs while the loop prepares the first batch. */
+        aps__store_write_async(st, done_fn, done, done_write_done, &dw);
+        dw.flying = 1;
+        carried = 1;
+    }
     size_t *batch = &s->stores[si].due_batch;
     int grows = strcmp(s->stores[si].type, "memory") != 0;
     if (*batch < DUE_BATCH || *batch > DUE_BATCH_MAX || !grows)
@@ -4289,6 +4762,7 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         }
         due_write *cur = &w[(oldest + flying) % DUE_WRITES];
         cur->c.n_ids = 0;
+        prep_reset(cur->c.prep);
         if (rounds > 0 && s->loop_woke != APS_TIME_NONE)
             rt_busy_check(s);
         if (last != NULL)
@@ -4300,6 +4774,9 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
             break;
         size_t taken = *batch;
         total += cur->c.n_ids;
+        due_prepare(&cur->c);
+        if (aps__prepared_test != NULL && cur->c.prep != NULL)
+            aps__prepared_test(s, 0);
         if (grows) {
             if (cur->c.n_ids == taken && taken < DUE_BATCH_MAX)
                 *batch = taken * 2;
@@ -4311,7 +4788,10 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         last = cur;
         flying++;
         if (flying == depth) {
-            int r = due_write_finish(s, si, &w[oldest], &processed);
+            int r = done_write_finish(s, si, &dw, done);
+            if (rc == 0)
+                rc = r;
+            r = due_write_finish(s, si, &w[oldest], &processed);
             oldest = (oldest + 1) % DUE_WRITES;
             flying--;
             if (rc == 0)
@@ -4323,6 +4803,11 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
             break;
         if (rc != 0 || cur->c.n_ids < taken)
             break;
+    }
+    if (dw.flying) {
+        int r = done_write_finish(s, si, &dw, done);
+        if (rc == 0)
+            rc = r;
     }
     for (; flying > 0; flying--) {
         int r = due_write_finish(s, si, &w[oldest], &processed);
@@ -4351,7 +4836,11 @@ out:
     for (size_t k = 0; k < DUE_WRITES; k++) {
         sem_destroy(&w[k].sem);
         loop_out_give(s, 1 + (int)k, &w[k].c.o);
+        prep_reset(w[k].c.prep);
     }
+    sem_destroy(&dw.sem);
+    prep_reset(done->prep);
+    done->prep = NULL;
     return rc;
 }
 
@@ -5047,6 +5536,7 @@ aps_scheduler_start(aps_scheduler *s, aps_run_mode mode)
 }
 
 void (*aps__shutdown_withdraw_test)(aps_scheduler *s);
+void (*aps__prepared_test)(aps_scheduler *s, int done);
 
 /* Stops the executors and records what they finish. */
 static int

@@ -59,10 +59,17 @@ typedef struct aps__listener {
     void *userdata;
 } aps__listener;
 
+/** Bytes of an event encoded ahead (aps__evlist_push_encoded); borrowed. */
+typedef struct aps__evbytes {
+    const void *p; /* NULL: encoded when appended */
+    size_t len;
+} aps__evbytes;
+
 /** A growable list of owned events, with the buffer they are encoded in
  * (reused: appending them to the log allocates nothing). */
 typedef struct aps__evlist {
     aps_event **v;
+    aps__evbytes *pre; /* NULL until an event comes encoded ahead; then as v */
     size_t n, cap;
     aps__wbuf enc;
 } aps__evlist;
@@ -235,6 +242,11 @@ struct aps_scheduler {
     /* Set (atomic) once this process made a run: from then on, runs in a
      * store's index may be its own (recover_interrupted). */
     int runs_made;
+    /* Due jobs and finished runs the loop prepared (due_prep in
+     * scheduler.c) that the store's writer made as prepared, and those it
+     * did again because their record had changed since it was read
+     * (atomic; for tests and diagnosis). */
+    uint64_t prep_used, prep_redone;
     /* Jobs whose last run, committed ahead, was handed on: the loop
      * removes them (hold_mu; process_ended in scheduler.c). */
     struct aps__ended *ended;
@@ -248,6 +260,10 @@ struct aps_scheduler {
 /** @name Event pipeline (events.c)
  * @{ */
 int aps__evlist_push(aps__evlist *l, aps_event *ev);
+/** aps__evlist_push of an event already encoded (aps__event_encode_append)
+ *  into `len` bytes at `p`, which stay the caller's and must outlive the
+ *  event's append to the log. */
+int aps__evlist_push_encoded(aps__evlist *l, aps_event *ev, const void *p, size_t len);
 void aps__evlist_clear(aps__evlist *l);
 /** Frees the events, the list and its buffer; the list is empty again. */
 void aps__evlist_dispose(aps__evlist *l);
@@ -287,5 +303,13 @@ void aps__scheduler_wake(aps_scheduler *s);
  * (gate_enter): a test makes a change there. Never set outside tests.
  */
 extern void (*aps__shutdown_withdraw_test)(aps_scheduler *s);
+
+/**
+ * Test hook: when set, the loop calls it on its thread once it has prepared
+ * a batch of due jobs (done 0) or of finished runs (done 1) of a durable
+ * store and before it queues their write: a test changes a job there, as
+ * another thread could. Never set outside tests.
+ */
+extern void (*aps__prepared_test)(aps_scheduler *s, int done);
 
 #endif /* APSD_ENGINE_SCHEDULER_H */

@@ -334,6 +334,39 @@ aps__store_job_get(aps_store *s, const char *id, void **data, size_t *len, aps_t
 }
 
 int
+aps__store_jobs_get(aps_store *s, const char *const *ids, size_t n, aps_store_jobs_cb cb, void *arg)
+{
+    int rc = check_store(s);
+
+    if (rc)
+        return rc;
+    if ((!ids && n) || !cb)
+        return APS_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!id_len(ids[i]))
+            return APS_EINVAL;
+    if (s->ops->jobs_get)
+        return s->ops->jobs_get(s, ids, n, cb, arg);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        void *data = NULL;
+        size_t len = 0;
+        aps_time next_run = APS_TIME_NONE;
+        rc = s->ops->job_get(s, ids[i], id_len(ids[i]), &data, &len, &next_run);
+        if (rc == APS_ENOENT) {
+            rc = 0;
+            continue;
+        }
+        if (rc == 0) {
+            aps__store_cb_enter();
+            rc = cb(arg, i, data, len, next_run);
+            aps__store_cb_leave();
+        }
+        free(data);
+    }
+    return rc;
+}
+
+int
 aps__store_job_list(aps_store *s, const char *after_id, size_t limit, aps_store_job_cb cb,
                     void *arg)
 {

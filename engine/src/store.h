@@ -70,7 +70,8 @@ typedef struct aps_txn aps_txn;
  * A write callback, run inside a transaction by aps__store_write.
  *
  * It may be run more than once for one aps__store_write call (the LMDB
- * backend retries a whole batch after growing its map), so it must compute
+ * backend retries a whole batch after growing its map, or without a
+ * callback of the batch that failed after writing), so it must compute
  * everything from the transaction and `arg`, and have no other side effects
  * than writing results into `arg`. It must not block.
  *
@@ -87,6 +88,14 @@ typedef int (*aps_write_fn)(aps_txn *txn, void *arg);
  */
 typedef int (*aps_store_job_cb)(void *arg, const char *id, const void *data, size_t len,
                                 aps_time next_run);
+
+/**
+ * A read visitor for jobs asked for by id (aps__store_jobs_get): `i` is the
+ * index of the id. Bytes are borrowed: valid only during the call.
+ * @return 0 to continue, nonzero to stop (the read then returns this value).
+ */
+typedef int (*aps_store_jobs_cb)(void *arg, size_t i, const void *data, size_t len,
+                                 aps_time next_run);
 
 /**
  * A read visitor for events. Bytes are borrowed: valid only during the call.
@@ -398,6 +407,48 @@ int aps__txn_meta_put(aps_txn *t, const char *key, const void *data, size_t len)
 int aps__txn_meta_del(aps_txn *t, const char *key);
 /** @} */
 
+/** @name Write logs
+ * A write log is a transaction of no store that records the puts and
+ * deletes made through it, to be replayed later into a real transaction
+ * in one piece or in ranges. Work that needs no reads (the loop prepares a
+ * due job from a snapshot of its record) can then be done on another
+ * thread than the store's writer, which only replays it. Reads through a
+ * log's transaction, event appends and #aps__txn_job_del_all fail with
+ * #APS_ESTATE. A log belongs to one thread at a time.
+ * @{ */
+
+/** A write log. */
+typedef struct aps_txn_log aps_txn_log;
+
+/** Makes an empty log. @return 0 or #APS_ENOMEM. */
+int aps__txn_log_new(aps_txn_log **out);
+
+/** Frees a log (NULL allowed). */
+void aps__txn_log_free(aps_txn_log *l);
+
+/** Empties a log, keeping its memory for the next use. */
+void aps__txn_log_reset(aps_txn_log *l);
+
+/** The log's transaction: the aps__txn_* writes made through it are
+ *  recorded (their bytes copied), in order. */
+aps_txn *aps__txn_log_txn(aps_txn_log *l);
+
+/** How many writes the log holds: a mark for aps__txn_log_replay. */
+size_t aps__txn_log_mark(const aps_txn_log *l);
+
+/** Drops the writes recorded after `mark` (work given up half-way). */
+void aps__txn_log_rewind(aps_txn_log *l, size_t mark);
+
+/**
+ * Makes writes [from, to) of the log in transaction `t` (a store's), in
+ * the order they were recorded. The log is unchanged: it may be replayed
+ * again (a write callback that runs twice). A delete of a job or meta key
+ * that is not there is not an error (recorded, it could not know).
+ * @return 0, or the first store error (the callback should return it).
+ */
+int aps__txn_log_replay(aps_txn *t, const aps_txn_log *l, size_t from, size_t to);
+/** @} */
+
 /** @name Reads
  * Each read sees one consistent snapshot of the committed state. Visitors
  * get borrowed bytes, valid during the call; they should be quick (LMDB: a
@@ -414,6 +465,17 @@ int aps__txn_meta_del(aps_txn *t, const char *key);
  *         #APS_ESTATE (from a callback), #APS_EIO.
  */
 int aps__store_job_get(aps_store *s, const char *id, void **data, size_t *len, aps_time *next_run);
+
+/**
+ * Reads the jobs ids[0..n) in one snapshot, visiting each that exists, in
+ * the order given (one read instead of n: the loop reads the jobs of a
+ * pass's finished runs).
+ * @return 0 when done, the visitor's nonzero value if it stopped,
+ *         #APS_ECORRUPT, #APS_EINVAL (a bad id), #APS_ESTATE, #APS_ENOMEM,
+ *         #APS_EIO.
+ */
+int aps__store_jobs_get(aps_store *s, const char *const *ids, size_t n, aps_store_jobs_cb cb,
+                        void *arg);
 
 /**
  * Visits jobs in id order (bytewise), starting after `after_id` (NULL = from

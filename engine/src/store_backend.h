@@ -31,6 +31,9 @@ typedef struct aps_store_ops {
                        void *done_arg);
     int (*job_get)(aps_store *s, const char *id, size_t idlen, void **data, size_t *len,
                    aps_time *next_run);
+    /** Optional (else job_get per id): ids checked, NUL-terminated. */
+    int (*jobs_get)(aps_store *s, const char *const *ids, size_t n, aps_store_jobs_cb cb,
+                    void *arg);
     int (*job_list)(aps_store *s, const char *after, size_t afterlen, size_t limit,
                     aps_store_job_cb cb, void *arg);
     int (*due)(aps_store *s, aps_time before, size_t limit, aps_store_job_cb cb, void *arg);

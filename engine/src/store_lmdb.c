@@ -559,6 +559,34 @@ out:
     return rc;
 }
 
+static int
+l_jobs_get(aps_store *bs, const char *const *ids, size_t n, aps_store_jobs_cb cb, void *arg)
+{
+    lmdb_store *s = L(bs);
+    MDB_txn *txn;
+    int rc = rd_begin(s, &txn);
+
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        MDB_val k = {strlen(ids[i]), (void *)ids[i]}, v;
+        const void *data = NULL;
+        size_t len = 0;
+        aps_time next = APS_TIME_NONE;
+        int mrc = mdb_get(txn, s->jobs, &k, &v);
+        if (mrc == MDB_NOTFOUND)
+            continue;
+        rc = mrc ? map_rc(mrc) : job_decode(&v, &data, &len, &next);
+        if (rc)
+            break;
+        aps__store_cb_enter();
+        rc = cb(arg, i, data, len, next);
+        aps__store_cb_leave();
+    }
+    rd_end(s, txn);
+    return rc;
+}
+
 /* Calls a job visitor with a NUL-terminated copy of the id. */
 static int
 visit_job(aps_store_job_cb cb, void *arg, const void *id, size_t idlen, const MDB_val *v, int *stop)
@@ -2432,6 +2460,7 @@ static const aps_store_ops lmdb_ops = {
     .write_lazy = l_write_lazy,
     .job_get = l_job_get,
     .job_list = l_job_list,
+    .jobs_get = l_jobs_get,
     .due = l_due,
     .due_after = l_due_after,
     .next_due = l_next_due,

@@ -131,6 +131,7 @@ setup(void **state)
     (void)state;
     const char *base = getenv("TEST_TMPDIR");
     aps__shutdown_withdraw_test = NULL; /* a failed test may have left it */
+    aps__prepared_test = NULL;
     snprintf(dir, sizeof(dir), "%s/ahead-%d", base ? base : "/tmp", (int)getpid());
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
@@ -1601,6 +1602,101 @@ test_crash_then_machine_restart(void **state)
     assert_withdrawn(1, "the scheduler stopped first");
 }
 
+/* ---- due jobs and finished runs prepared on the loop's thread ---------------- */
+
+/* aps__prepared_test: once the loop has prepared the phase asked for
+ * (0 due jobs, 1 finished runs), job "prep" is changed, once, as another
+ * thread could change it before the store's writer makes the batch. */
+static int prep_phase = -1;
+static int prep_changed = -1; /* aps_job_modify's result */
+
+static void
+prep_hook(aps_scheduler *s, int done)
+{
+    if (done != __atomic_load_n(&prep_phase, __ATOMIC_ACQUIRE))
+        return;
+    __atomic_store_n(&prep_phase, -1, __ATOMIC_RELEASE);
+    aps_job_spec spec = tu_function_job("prep", NULL, "record", done ? "old" : "new");
+    spec.name = "renamed";
+    aps_error err;
+    int rc = aps_job_modify(s, "prep", &spec, done ? APS_MODIFY_NAME : APS_MODIFY_TARGET, NULL,
+                            NULL, &err);
+    __atomic_store_n(&prep_changed, rc, __ATOMIC_RELEASE);
+}
+
+static aps_scheduler *
+prep_sched(int phase, aps_time *due)
+{
+    prep_changed = -1;
+    prep_phase = phase;
+    aps__prepared_test = prep_hook;
+    aps_scheduler *s = started_sched();
+    *due = aps_time_now() + 600 * MS;
+    aps_trigger_spec t = every_500ms(*due, 2);
+    aps_job_spec j = tu_function_job("prep", &t, "record", "old");
+    tu_job_add(s, &j);
+    return s;
+}
+
+/* A due job changed after the loop prepared it (its target, here) is done
+ * again by the writer from the record as changed: the run takes the new
+ * target, and the record keeps it. Made as prepared, the run would have
+ * taken the old one and the write put the old record back. */
+static void
+test_prepared_due_job_changed(void **state)
+{
+    (void)state;
+    aps_time due;
+    aps_scheduler *s = prep_sched(0, &due);
+    assert_int_equal(wait_calls(1, 3000 * MS), 1);
+    sleep_until(due + 200 * MS);
+    assert_int_equal(__atomic_load_n(&prep_changed, __ATOMIC_ACQUIRE), 0);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 1);
+    assert_string_equal(called_arg[0], "new");
+    assert_true(scheduled_at[0] == due);
+    assert_true(started[0] >= due);
+    pthread_mutex_unlock(&mu);
+    assert_true(__atomic_load_n(&s->prep_redone, __ATOMIC_RELAXED) >= 1);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "prep", &job), 0);
+    assert_string_equal(job->target.u.function.arg, "new");
+    assert_true(job->next_run_time == due + 500 * MS);
+    aps_job_free(job);
+    aps__prepared_test = NULL;
+    aps_scheduler_destroy(s);
+}
+
+/* The same for a finished run: the job renamed after the loop prepared
+ * the run's record is recorded from the record as renamed (the name
+ * stays, the run counts, its instance slot is free). */
+static void
+test_prepared_finished_run_job_changed(void **state)
+{
+    (void)state;
+    aps_time due;
+    aps_scheduler *s = prep_sched(1, &due);
+    assert_int_equal(wait_calls(1, 3000 * MS), 1);
+    sleep_until(due + 300 * MS);
+    assert_int_equal(__atomic_load_n(&prep_changed, __ATOMIC_ACQUIRE), 0);
+    assert_true(__atomic_load_n(&s->prep_redone, __ATOMIC_RELAXED) >= 1);
+    /* The run's due write went as prepared. */
+    assert_true(__atomic_load_n(&s->prep_used, __ATOMIC_RELAXED) >= 1);
+    aps_job *job = NULL;
+    assert_int_equal(aps_job_get(s, "prep", &job), 0);
+    assert_string_equal(job->name, "renamed");
+    assert_int_equal(job->stats.runs, 1);
+    assert_int_equal(job->running_instances, 0);
+    assert_true(job->next_run_time == due + 500 * MS);
+    aps_job_free(job);
+    pthread_mutex_lock(&mu);
+    assert_int_equal(n_calls, 1);
+    assert_int_equal(n_executed, 1);
+    pthread_mutex_unlock(&mu);
+    aps__prepared_test = NULL;
+    aps_scheduler_destroy(s);
+}
+
 int
 main(void)
 {
@@ -1636,6 +1732,8 @@ main(void)
         cmocka_unit_test_setup(test_scheduler_pause_holds_runs, setup),
         cmocka_unit_test_setup(test_changes_in_the_runs_commit, setup),
         cmocka_unit_test_setup(test_withdrawn_run_arriving_late, setup),
+        cmocka_unit_test_setup(test_prepared_due_job_changed, setup),
+        cmocka_unit_test_setup(test_prepared_finished_run_job_changed, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

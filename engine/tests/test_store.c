@@ -1065,6 +1065,173 @@ test_txn_same_job(void **state)
     free(e);
 }
 
+/* ---- write logs (aps__txn_log_*) ----------------------------------------- */
+
+typedef struct replay_arg {
+    aps_txn_log *l;
+    size_t from, to;
+} replay_arg;
+
+static int
+replay_fn(aps_txn *t, void *a)
+{
+    replay_arg *r = a;
+
+    return aps__txn_log_replay(t, r->l, r->from, r->to);
+}
+
+static int
+del_meta_fn(aps_txn *t, void *a)
+{
+    return aps__txn_meta_del(t, a);
+}
+
+/* A write log records writes without making them, refuses reads, and
+ * replays ranges of them into a real write, as often as asked. */
+static void
+test_txn_log(void **state)
+{
+    fx *f = *state;
+    aps_txn_log *l = NULL;
+    const void *data = NULL;
+    void *got = NULL;
+    size_t len = 0, n = 0;
+    uint64_t seq = 0;
+
+    fx_open(f);
+    put(f->s, "gone", "old", 5);
+    assert_int_equal(aps__txn_log_new(&l), 0);
+    aps_txn *t = aps__txn_log_txn(l);
+    /* No data to read; an append's sequence is the store's to give. */
+    assert_int_equal(aps__txn_job_get(t, "gone", &data, &len, NULL), APS_ESTATE);
+    assert_int_equal(aps__txn_meta_get(t, "k", &data, &len), APS_ESTATE);
+    assert_int_equal(aps__txn_event_append(t, 1, "e", 1, &seq), APS_ESTATE);
+    assert_int_equal(aps__txn_job_del_all(t, &n), APS_ESTATE);
+    /* Bad arguments are refused as for any transaction, and not recorded. */
+    assert_int_equal(aps__txn_job_put(t, "", "x", 1, 1), APS_EINVAL);
+    assert_int_equal(aps__txn_meta_put(t, APS_STORE_META_RESERVED "x", "v", 1), APS_EINVAL);
+    assert_int_equal(aps__txn_log_mark(l), 0);
+
+    assert_int_equal(aps__txn_job_put(t, "a", "alpha", 5, 100), 0);
+    assert_int_equal(aps__txn_meta_put(t, "run/x", "v1", 2), 0);
+    assert_int_equal(aps__txn_job_del(t, "gone"), 0);
+    size_t mark = aps__txn_log_mark(l);
+    assert_int_equal(mark, 3);
+    assert_int_equal(aps__txn_job_put(t, "b", "beta", 4, 200), 0);
+    assert_int_equal(aps__txn_meta_del(t, "run/x"), 0);
+    aps__txn_log_rewind(l, mark); /* b and the meta delete given up */
+    assert_int_equal(aps__txn_log_mark(l), 3);
+    assert_int_equal(aps__txn_job_put(t, "c", "", 0, APS_TIME_NONE), 0);
+    assert_int_equal(aps__txn_log_mark(l), 4);
+    /* Recorded, not made. */
+    assert_int_equal(aps__store_job_get(f->s, "a", NULL, NULL, NULL), APS_ENOENT);
+    check_job(f->s, "gone", "old", 5);
+
+    replay_arg r = {l, 0, 2};
+    assert_int_equal(aps__store_write(f->s, replay_fn, &r), 0);
+    check_job(f->s, "a", "alpha", 100);
+    check_job(f->s, "gone", "old", 5);
+    assert_int_equal(aps__store_meta_get(f->s, "run/x", &got, &len), 0);
+    assert_int_equal(len, 2);
+    assert_memory_equal(got, "v1", 2);
+    free(got);
+    r = (replay_arg){l, 2, 99}; /* to past the end: up to the end */
+    assert_int_equal(aps__store_write(f->s, replay_fn, &r), 0);
+    assert_int_equal(aps__store_job_get(f->s, "gone", NULL, NULL, NULL), APS_ENOENT);
+    check_job(f->s, "c", "", APS_TIME_NONE);
+    assert_int_equal(aps__store_job_get(f->s, "b", NULL, NULL, NULL), APS_ENOENT);
+    /* The log is unchanged by a replay: again, the same writes. */
+    put(f->s, "a", "changed", 7);
+    r = (replay_arg){l, 0, 1};
+    assert_int_equal(aps__store_write(f->s, replay_fn, &r), 0);
+    check_job(f->s, "a", "alpha", 100);
+    /* Deleting what is not there (the job deleted before, the meta key
+     * deleted by hand) is no error: recorded, it could not be known. */
+    assert_int_equal(aps__txn_meta_del(t, "run/x"), 0);
+    assert_int_equal(aps__store_write(f->s, del_meta_fn, "run/x"), 0);
+    r = (replay_arg){l, 2, 5};
+    assert_int_equal(aps__store_write(f->s, replay_fn, &r), 0);
+    assert_int_equal(aps__store_meta_get(f->s, "run/x", &got, &len), APS_ENOENT);
+
+    aps__txn_log_reset(l);
+    assert_int_equal(aps__txn_log_mark(l), 0);
+    assert_int_equal(aps__txn_job_put(t, "d", "delta", 5, 300), 0);
+    r = (replay_arg){l, 0, 1};
+    assert_int_equal(aps__store_write(f->s, replay_fn, &r), 0);
+    check_job(f->s, "d", "delta", 300);
+    aps__txn_log_free(l);
+    aps__txn_log_free(NULL);
+}
+
+/* ---- jobs by id in one read (aps__store_jobs_get) --------------------------- */
+
+typedef struct jobs_seen {
+    size_t n, stop_at;
+    size_t idx[8];
+    char data[8][16];
+    aps_time next[8];
+    aps_store *s;
+    int inner_rc;
+} jobs_seen;
+
+static int
+jobs_seen_cb(void *arg, size_t i, const void *data, size_t len, aps_time next_run)
+{
+    jobs_seen *x = arg;
+
+    if (x->n == 8 || len >= sizeof(x->data[0]))
+        return APS_EIO;
+    x->idx[x->n] = i;
+    memcpy(x->data[x->n], data, len);
+    x->data[x->n][len] = '\0';
+    x->next[x->n] = next_run;
+    x->inner_rc = aps__store_jobs_get(x->s, (const char *const[]){"a"}, 1, jobs_seen_cb, x);
+    return ++x->n == x->stop_at ? 7 : 0;
+}
+
+/* The jobs asked for are visited in the order asked, each that exists
+ * (twice if asked twice), in one snapshot; a bad id is refused before any
+ * is visited; a visitor's nonzero return stops the read. */
+static void
+test_jobs_get(void **state)
+{
+    fx *f = *state;
+    const char *ids[] = {"b", "missing", "a", "a"};
+    jobs_seen x;
+
+    fx_open(f);
+    put(f->s, "a", "alpha", 100);
+    put(f->s, "b", "beta", APS_TIME_NONE);
+    memset(&x, 0, sizeof(x));
+    x.s = f->s;
+    assert_int_equal(aps__store_jobs_get(f->s, ids, 4, jobs_seen_cb, &x), 0);
+    assert_int_equal(x.n, 3);
+    assert_int_equal(x.idx[0], 0);
+    assert_string_equal(x.data[0], "beta");
+    assert_true(x.next[0] == APS_TIME_NONE);
+    assert_int_equal(x.idx[1], 2);
+    assert_string_equal(x.data[1], "alpha");
+    assert_true(x.next[1] == 100);
+    assert_int_equal(x.idx[2], 3);
+    assert_string_equal(x.data[2], "alpha");
+    /* Not from inside a visitor (it would hold up a map growth). */
+    assert_int_equal(x.inner_rc, APS_ESTATE);
+
+    memset(&x, 0, sizeof(x));
+    x.s = f->s;
+    assert_int_equal(aps__store_jobs_get(f->s, (const char *const[]){"a", ""}, 2, jobs_seen_cb, &x),
+                     APS_EINVAL);
+    assert_int_equal(x.n, 0);
+    assert_int_equal(aps__store_jobs_get(f->s, NULL, 1, jobs_seen_cb, &x), APS_EINVAL);
+    assert_int_equal(aps__store_jobs_get(f->s, ids, 0, jobs_seen_cb, &x), 0);
+    assert_int_equal(x.n, 0);
+
+    x.stop_at = 1;
+    assert_int_equal(aps__store_jobs_get(f->s, ids, 4, jobs_seen_cb, &x), 7);
+    assert_int_equal(x.n, 1);
+    assert_string_equal(x.data[0], "beta");
+}
+
 /* Jobs j000..j199 with values of 120 bytes (several B-tree leaves). */
 #define CM_JOBS 200
 
@@ -2663,6 +2830,8 @@ main(void)
         BOTH(test_lazy_writes),
         BOTH(test_event_seq_reopen),
         BOTH(test_txn_same_job),
+        BOTH(test_txn_log),
+        BOTH(test_jobs_get),
         BOTH(test_txn_cursor_moves),
         BOTH(test_event_prune_count),
         BOTH(test_event_prune_age),

@@ -45,7 +45,9 @@
  * runs are committed, and the most that widens to), APS_BENCH_SPACING_US=N sets
  * pass_spacing_us (-1: a pass per due time) and APS_BENCH_DUMP=FILE writes each
  * lateness sample (offset in the window, lateness, both in us): diagnosis
- * only.
+ * only. APS_BENCH_PERF_CTL=FIFO writes "enable" and "disable" to FIFO around
+ * the measured part of `loopcost` and `lateness`, for
+ * `perf record -D -1 --control=fifo:FIFO` (profile without the setup).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -158,6 +160,22 @@ cpu_s(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* APS_BENCH_PERF_CTL: tell `perf record --control` to start or stop. */
+static void
+perf_ctl(const char *cmd)
+{
+    const char *path = getenv("APS_BENCH_PERF_CTL");
+    if (path == NULL)
+        return;
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        fprintf(stderr, "bench_engine: %s: %s\n", path, strerror(errno));
+        return;
+    }
+    fprintf(f, "%s\n", cmd);
+    fclose(f);
 }
 
 static const char *
@@ -568,6 +586,7 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     probe->s = s;
     probe->until = L.to;
     pthread_create(&probe->th, NULL, probe_main, probe);
+    perf_ctl("enable");
     double c0 = cpu_s(), w0 = mono_s();
     unsigned long k0 = atomic_load(&L.calls);
     uint64_t commits0, commits1;
@@ -575,6 +594,7 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     unsigned long long wb0 = io_write_bytes();
     sleep_until(L.to);
     double wall = mono_s() - w0, cpu = cpu_s() - c0;
+    perf_ctl("disable");
     unsigned long k1 = atomic_load(&L.calls);
     store_commits(s, &commits1);
     unsigned long long wb1 = io_write_bytes();
@@ -705,6 +725,7 @@ cmd_loopcost(long jobs, int rounds, const char *type, const char *base)
 #ifdef BENCH_CALLGRIND
     CALLGRIND_ZERO_STATS;
 #endif
+    perf_ctl("enable");
     double c0 = cpu_s(), w0 = mono_s();
     for (int r = 0; r < rounds; r++) {
         /* Every job's run of second r is due; the next one is not. */
@@ -724,6 +745,7 @@ cmd_loopcost(long jobs, int rounds, const char *type, const char *base)
         }
     }
     double cpu = cpu_s() - c0, wall = mono_s() - w0;
+    perf_ctl("disable");
 #ifdef BENCH_CALLGRIND
     CALLGRIND_DUMP_STATS_AT("rounds");
 #endif
