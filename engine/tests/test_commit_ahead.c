@@ -1638,6 +1638,17 @@ prep_sched(int phase, aps_time *due)
     return s;
 }
 
+/* Waits for the first run, then until `until`: the change was made, and
+ * the writer did again what the loop had prepared. */
+static void
+prep_changed_after_run(aps_scheduler *s, aps_time until)
+{
+    assert_int_equal(wait_calls(1, 3000 * MS), 1);
+    sleep_until(until);
+    assert_int_equal(__atomic_load_n(&prep_changed, __ATOMIC_ACQUIRE), 0);
+    assert_true(__atomic_load_n(&s->prep_redone, __ATOMIC_RELAXED) >= 1);
+}
+
 /* A due job changed after the loop prepared it (its target, here) is done
  * again by the writer from the record as changed: the run takes the new
  * target, and the record keeps it. Made as prepared, the run would have
@@ -1648,16 +1659,13 @@ test_prepared_due_job_changed(void **state)
     (void)state;
     aps_time due;
     aps_scheduler *s = prep_sched(0, &due);
-    assert_int_equal(wait_calls(1, 3000 * MS), 1);
-    sleep_until(due + 200 * MS);
-    assert_int_equal(__atomic_load_n(&prep_changed, __ATOMIC_ACQUIRE), 0);
+    prep_changed_after_run(s, due + 200 * MS);
     pthread_mutex_lock(&mu);
     assert_int_equal(n_calls, 1);
     assert_string_equal(called_arg[0], "new");
     assert_true(scheduled_at[0] == due);
     assert_true(started[0] >= due);
     pthread_mutex_unlock(&mu);
-    assert_true(__atomic_load_n(&s->prep_redone, __ATOMIC_RELAXED) >= 1);
     aps_job *job = NULL;
     assert_int_equal(aps_job_get(s, "prep", &job), 0);
     assert_string_equal(job->target.u.function.arg, "new");
@@ -1676,10 +1684,7 @@ test_prepared_finished_run_job_changed(void **state)
     (void)state;
     aps_time due;
     aps_scheduler *s = prep_sched(1, &due);
-    assert_int_equal(wait_calls(1, 3000 * MS), 1);
-    sleep_until(due + 300 * MS);
-    assert_int_equal(__atomic_load_n(&prep_changed, __ATOMIC_ACQUIRE), 0);
-    assert_true(__atomic_load_n(&s->prep_redone, __ATOMIC_RELAXED) >= 1);
+    prep_changed_after_run(s, due + 300 * MS);
     /* The run's due write went as prepared. */
     assert_true(__atomic_load_n(&s->prep_used, __ATOMIC_RELAXED) >= 1);
     aps_job *job = NULL;
