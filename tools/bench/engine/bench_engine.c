@@ -598,6 +598,10 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     unsigned long k1 = atomic_load(&L.calls);
     store_commits(s, &commits1);
     unsigned long long wb1 = io_write_bytes();
+    /* Of the due jobs and finished runs the loop prepared, the share its
+     * store's writer had to do again (their record changed meanwhile). */
+    uint64_t prep_used = __atomic_load_n(&s->prep_used, __ATOMIC_RELAXED);
+    uint64_t prep_redone = __atomic_load_n(&s->prep_redone, __ATOMIC_RELAXED);
     pthread_join(probe->th, NULL);
     /* Runs per second in the window, and the process's CPU time per run:
      * its cost, whatever else the machine runs. */
@@ -627,13 +631,15 @@ cmd_lateness(long jobs, int seconds, int warmup, const char *type, const char *b
     printf("lateness store=%s malloc=%s jobs=%ld seconds=%d runs=%zu expected=%zu p50_us=%" PRId64
            " p90_us=%" PRId64 " p99_us=%" PRId64 " p999_us=%" PRId64 " max_us=%" PRId64
            " runs_per_s=%.0f cpu_cores=%.2f cpu_us_per_run=%.1f commits_per_s=%.0f"
-           " write_kib_per_run=%.2f add_s=%.1f"
+           " write_kib_per_run=%.2f prep_redone=%.4f add_s=%.1f"
            " probe_adds=%zu probe_p50_us=%" PRId64 " probe_max_us=%" PRId64 "\n",
            type, malloc_name(), jobs, seconds, n, expected, PCT(0.5), PCT(0.9), PCT(0.99),
            PCT(0.999), n ? L.v[n - 1] : 0, rate, cpu / wall, us_per_run,
            (double)(commits1 - commits0) / wall,
-           k1 > k0 ? (double)(wb1 - wb0) / 1024.0 / (double)(k1 - k0) : 0.0, add_s, probe->n,
-           probe->n ? probe->v[(probe->n - 1) / 2] : 0, probe->n ? probe->v[probe->n - 1] : 0);
+           k1 > k0 ? (double)(wb1 - wb0) / 1024.0 / (double)(k1 - k0) : 0.0,
+           prep_used + prep_redone ? (double)prep_redone / (double)(prep_used + prep_redone) : 0.0,
+           add_s, probe->n, probe->n ? probe->v[(probe->n - 1) / 2] : 0,
+           probe->n ? probe->v[probe->n - 1] : 0);
 #undef PCT
     free(probe);
     free(L.v);
