@@ -3596,6 +3596,7 @@ typedef struct prep_span {
 
 typedef struct due_prep {
     prep_job *jobs; /* one per id of the batch (or finished run) */
+    size_t n_jobs;  /* those of this batch: set by prep_read, done_prepare */
     size_t cap_jobs;
     const char **ids; /* the finished runs' job ids (done_prepare) */
     size_t cap_ids;
@@ -3615,6 +3616,8 @@ prep_read(due_prep *p, size_t i, const void *data, size_t len, aps_time next_run
 {
     prep_job *j = &p->jobs[i];
     j->state = PREP_NONE;
+    if (i >= p->n_jobs)
+        p->n_jobs = i + 1;
     if (len > p->cap_read - p->n_read) {
         size_t cap = p->cap_read ? p->cap_read : 64 * 1024;
         while (cap - p->n_read < len)
@@ -3874,6 +3877,7 @@ prep_reset(due_prep *p)
         return;
     reset_out(&p->o);
     aps__txn_log_reset(p->log);
+    p->n_jobs = 0;
     p->n_read = 0;
     p->evenc.len = 0;
     p->evenc.rc = 0;
@@ -3974,18 +3978,20 @@ due_prepare(due_ctx *c)
     p->o = pc.o;
 }
 
-/* Whether job j was prepared from exactly the record the store holds
- * (counted in s->prep_used or, prepared from another, prep_redone). */
-static int
-prep_current(aps_scheduler *s, const due_prep *p, const prep_job *j, const void *data, size_t len,
+/* Job i of p if it was prepared from exactly the record the store holds
+ * (counted in s->prep_used or, prepared from another, prep_redone), else
+ * NULL. */
+static prep_job *
+prep_current(aps_scheduler *s, due_prep *p, size_t i, const void *data, size_t len,
              aps_time next_run)
 {
-    if (j->state != PREP_READY)
-        return 0;
+    if (p == NULL || i >= p->n_jobs || p->jobs[i].state != PREP_READY)
+        return NULL;
+    prep_job *j = &p->jobs[i];
     int same = j->len == len && j->next_run == next_run &&
                (len == 0 || memcmp(p->read + j->rec, data, len) == 0);
     __atomic_add_fetch(same ? &s->prep_used : &s->prep_redone, 1, __ATOMIC_RELAXED);
-    return same;
+    return same ? j : NULL;
 }
 
 /* Makes the writes of prepared job j in t, and moves its outputs to o. */
@@ -4031,8 +4037,8 @@ due_fn(aps_txn *t, void *arg)
             break;
         if (next_run == APS_TIME_NONE || next_run > c->upto)
             continue; /* changed since the scan */
-        prep_job *j = c->prep != NULL ? &c->prep->jobs[i] : NULL;
-        if (j != NULL && prep_current(c->s, c->prep, j, data, len, next_run)) {
+        prep_job *j = prep_current(c->s, c->prep, i, data, len, next_run);
+        if (j != NULL) {
             rc = prep_apply(c->prep, t, j, &c->o);
             c->processed += (size_t)j->processed;
             if (j->deferred != APS_TIME_NONE &&
@@ -4232,9 +4238,9 @@ done_one(done_ctx *c, aps_txn *t, size_t i, const aps__run *run)
     size_t len = 0;
     aps_time next_run = APS_TIME_NONE;
     int rc = aps__txn_job_get(t, run->job_id, &data, &len, &next_run);
-    if (rc == 0 && c->prep != NULL &&
-        prep_current(c->s, c->prep, &c->prep->jobs[i], data, len, next_run))
-        return prep_apply(c->prep, t, &c->prep->jobs[i], &c->o);
+    prep_job *j = rc == 0 ? prep_current(c->s, c->prep, i, data, len, next_run) : NULL;
+    if (j != NULL)
+        return prep_apply(c->prep, t, j, &c->o);
     if (rc == 0)
         rc = aps__jobrec_decode(data, len, &rec);
     /* Removed meanwhile, or a record that cannot be decoded (left as it
@@ -4296,6 +4302,7 @@ done_prepare(done_ctx *c, aps_store *st)
         p->ids[i] = c->runs[i]->job_id;
         p->jobs[i].state = PREP_NONE;
     }
+    p->n_jobs = c->n;
     if (aps__store_jobs_get(st, p->ids, c->n, prep_read_cb, p) != 0)
         return; /* none prepared: done_fn does them all */
     done_ctx pc = *c;
