@@ -269,6 +269,15 @@ aps__w_blob(aps__wbuf *w, const void *p, size_t n)
 }
 
 void
+aps__w_raw(aps__wbuf *w, const void *p, size_t n)
+{
+    unsigned char *d = n > 0 ? w_grow(w, n) : NULL;
+
+    if (d)
+        memcpy(d, p, n);
+}
+
+void
 aps__w_str(aps__wbuf *w, const char *s)
 {
     w_bytes(w, s, s ? strlen(s) : 0);

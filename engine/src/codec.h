@@ -49,6 +49,9 @@ void aps__w_i32(aps__wbuf *w, int32_t v);
 /** Appends a blob: u32 length then the bytes; NULL or empty is written as
  * APS__CODEC_NULL (one encoding per value). NULL with n > 0 fails (APS_EINVAL). */
 void aps__w_blob(aps__wbuf *w, const void *p, size_t n);
+/** Appends n bytes as they are, no length before them (an arena of
+ *  records whose offsets the caller keeps). */
+void aps__w_raw(aps__wbuf *w, const void *p, size_t n);
 /** Appends a string that may be NULL. */
 void aps__w_str(aps__wbuf *w, const char *s);
 /** Appends a string that must not be NULL (else the writer fails, APS_EINVAL). */

@@ -3461,17 +3461,18 @@ loop_out_give(aps_scheduler *s, int k, wout *o)
     memset(o, 0, sizeof(*o));
 }
 
-/* txn_save through the loop's encoder buffer. */
+/* txn_save through encoder buffer enc, or the loop's (enc NULL). */
 static int
-loop_save(aps_scheduler *s, aps_txn *t, const aps__jobrec *rec)
+loop_save(aps_scheduler *s, aps__wbuf *enc, aps_txn *t, const aps__jobrec *rec)
 {
-    aps__loop_state *L = s->loop;
-    if (L == NULL)
+    if (enc == NULL && s->loop != NULL)
+        enc = &s->loop->enc;
+    if (enc == NULL)
         return txn_save(t, rec);
-    int rc = aps__jobrec_encode_into(rec, &L->enc);
+    int rc = aps__jobrec_encode_into(rec, enc);
     if (rc != 0)
         return rc;
-    return aps__txn_job_put(t, rec->job.id, L->enc.p, L->enc.len, rec->job.next_run_time);
+    return aps__txn_job_put(t, rec->job.id, enc->p, enc->len, rec->job.next_run_time);
 }
 
 /* ---- the loop: due jobs ------------------------------------------------------ */
@@ -3561,7 +3562,7 @@ typedef struct due_ctx {
     size_t n_ids;
     aps_time last_next; /* the next run time of ids[n_ids - 1] */
     struct due_prep *prep; /* the batch as the loop prepared it, or NULL */
-    aps__wbuf *enc;        /* records encoded here (due_save); NULL: the loop's */
+    aps__wbuf *enc;        /* records encoded here (loop_save); NULL: the loop's */
     /* On a store's writer thread, beside the loop's preparing the next
      * batch: the trigger cache is the loop's, so compile afresh. */
     int uncached;
@@ -3600,14 +3601,13 @@ typedef struct due_prep {
     size_t cap_jobs;
     const char **ids; /* the finished runs' job ids (done_prepare) */
     size_t cap_ids;
-    unsigned char *read; /* the records read, one after another */
-    size_t n_read, cap_read;
+    aps__wbuf read;   /* the records read, one after another */
     aps_txn_log *log; /* the jobs' writes */
     wout o;           /* their events and runs; moved out as applied */
     aps__wbuf evenc;  /* their events encoded, one after another */
     prep_span *evb;   /* per event of o.evs: its bytes in evenc */
     size_t cap_evb;
-    aps__wbuf enc; /* records encoded (due_save) */
+    aps__wbuf enc; /* records encoded (loop_save) */
 } due_prep;
 
 /* Keeps the record of job i of the batch as the scan read it. */
@@ -3618,23 +3618,16 @@ prep_read(due_prep *p, size_t i, const void *data, size_t len, aps_time next_run
     j->state = PREP_NONE;
     if (i >= p->n_jobs)
         p->n_jobs = i + 1;
-    if (len > p->cap_read - p->n_read) {
-        size_t cap = p->cap_read ? p->cap_read : 64 * 1024;
-        while (cap - p->n_read < len)
-            cap *= 2;
-        unsigned char *v = realloc(p->read, cap);
-        if (v == NULL)
-            return; /* the writer does this one */
-        p->read = v;
-        p->cap_read = cap;
+    size_t off = p->read.len;
+    aps__w_raw(&p->read, data, len);
+    if (p->read.rc != 0) {
+        p->read.rc = 0; /* the writer does this one */
+        return;
     }
-    if (len > 0)
-        memcpy(p->read + p->n_read, data, len);
-    j->rec = p->n_read;
+    j->rec = off;
     j->len = len;
     j->next_run = next_run;
     j->state = PREP_READ;
-    p->n_read += len;
 }
 
 static int
@@ -3678,24 +3671,6 @@ latest_fire(aps_trigger *trig, aps_time from, aps_time now, aps_time *out)
     return rc;
 }
 
-/* loop_save through encoder buffer enc (NULL: the loop's). */
-static int
-enc_save(aps_scheduler *s, aps__wbuf *enc, aps_txn *t, const aps__jobrec *rec)
-{
-    if (enc == NULL)
-        return loop_save(s, t, rec);
-    int rc = aps__jobrec_encode_into(rec, enc);
-    if (rc != 0)
-        return rc;
-    return aps__txn_job_put(t, rec->job.id, enc->p, enc->len, rec->job.next_run_time);
-}
-
-static int
-due_save(due_ctx *c, aps_txn *t, const aps__jobrec *rec)
-{
-    return enc_save(c->s, c->enc, t, rec);
-}
-
 /* A due job whose trigger fails for good (its zone gone from the system,
  * an all_of whose parts never meet): paused, with a JOB_MODIFIED event
  * that says why. Failing the write instead would hold up every job of its
@@ -3719,7 +3694,7 @@ trigger_failed(due_ctx *c, aps_txn *t, aps__jobrec *rec, int failed, const char 
     snprintf(msg, sizeof(msg), "paused: its trigger failed (%s%s%.256s); modify it, then resume",
              aps_strerror(failed), why && why[0] ? ": " : "", why ? why : "");
     ev->message = strdup(msg);
-    return due_save(c, t, rec);
+    return loop_save(c->s, c->enc, t, rec);
 }
 
 /* One due job: APScheduler's _process_jobs body, with the job's trigger. */
@@ -3809,7 +3784,7 @@ process_due_trig(due_ctx *c, aps_txn *t, aps__jobrec *rec, aps_trigger *trig)
          * then the job stays, so that a change before that time withdraws
          * the run, and a crash loses nothing (recover_interrupted). */
         ahead->ends_job = 1;
-        return due_save(c, t, rec);
+        return loop_save(c->s, c->enc, t, rec);
     }
     if (next == APS_TIME_NONE && rec->n_pending == 0) {
         rc = aps__txn_job_del(t, rec->job.id);
@@ -3817,7 +3792,7 @@ process_due_trig(due_ctx *c, aps_txn *t, aps__jobrec *rec, aps_trigger *trig)
             rc = out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0, NULL);
         return rc;
     }
-    return due_save(c, t, rec);
+    return loop_save(c->s, c->enc, t, rec);
 }
 
 static int
@@ -3845,7 +3820,7 @@ prep_free(due_prep *p)
     free_out(&p->o);
     free(p->jobs);
     free(p->ids);
-    free(p->read);
+    free(p->read.p);
     aps__txn_log_free(p->log);
     free(p->evenc.p);
     free(p->evb);
@@ -3878,7 +3853,7 @@ prep_reset(due_prep *p)
     reset_out(&p->o);
     aps__txn_log_reset(p->log);
     p->n_jobs = 0;
-    p->n_read = 0;
+    p->read.len = 0;
     p->evenc.len = 0;
     p->evenc.rc = 0;
 }
@@ -3907,20 +3882,50 @@ prep_encode(due_prep *p, const wout *o, size_t ev0)
     return 0;
 }
 
-/* Undoes a job's preparation given up half-way: the writer does it. */
-static void
-prep_drop(due_prep *p, wout *o, const prep_job *j, size_t cancels, size_t enc_len)
+/* Where a job's preparation began, to undo it (prep_end). */
+typedef struct prep_mark {
+    size_t cancels, enc_len;
+} prep_mark;
+
+/* Starts preparing job j into p and o (its outputs). */
+static prep_mark
+prep_begin(due_prep *p, const wout *o, prep_job *j)
 {
-    aps__txn_log_rewind(p->log, j->op0);
-    for (size_t e = j->ev0; e < o->evs.n; e++)
-        aps_event_free(o->evs.v[e]);
-    o->evs.n = j->ev0;
-    for (size_t r = j->run0; r < o->n_runs; r++)
-        aps__run_free(o->runs[r]);
-    o->n_runs = j->run0;
-    o->n_cancels = cancels;
-    p->evenc.len = enc_len;
-    p->evenc.rc = 0;
+    j->op0 = aps__txn_log_mark(p->log);
+    j->ev0 = o->evs.n;
+    j->run0 = o->n_runs;
+    return (prep_mark){o->n_cancels, p->evenc.len};
+}
+
+/* Ends job j's preparation begun at m, rc its result: ready for the
+ * writer to apply, or, given up (rc nonzero), undone for the writer to do
+ * the job itself. */
+static void
+prep_end(due_prep *p, wout *o, prep_job *j, prep_mark m, int rc)
+{
+    /* Cancelling a running instance is not prepared (rare, and its
+     * outputs are not ordered per job). */
+    if (rc == 0 && o->n_cancels != m.cancels)
+        rc = APS_ESTATE;
+    if (rc == 0)
+        rc = prep_encode(p, o, j->ev0);
+    if (rc != 0) {
+        aps__txn_log_rewind(p->log, j->op0);
+        for (size_t e = j->ev0; e < o->evs.n; e++)
+            aps_event_free(o->evs.v[e]);
+        o->evs.n = j->ev0;
+        for (size_t r = j->run0; r < o->n_runs; r++)
+            aps__run_free(o->runs[r]);
+        o->n_runs = j->run0;
+        o->n_cancels = m.cancels;
+        p->evenc.len = m.enc_len;
+        p->evenc.rc = 0;
+        return;
+    }
+    j->op1 = aps__txn_log_mark(p->log);
+    j->ev1 = o->evs.n;
+    j->run1 = o->n_runs;
+    j->state = PREP_READY;
 }
 
 /* On the loop's thread, once the scan has read the batch of c: each due
@@ -3948,32 +3953,16 @@ due_prepare(due_ctx *c)
         j->state = PREP_NONE;
         /* Not due, or not decoded: due_fn sees to it as it always did. */
         if (j->next_run == APS_TIME_NONE || j->next_run > c->upto ||
-            aps__jobrec_decode(p->read + j->rec, j->len, &rec) != 0)
+            aps__jobrec_decode(p->read.p + j->rec, j->len, &rec) != 0)
             continue;
-        size_t cancels = pc.o.n_cancels, enc_len = p->evenc.len;
-        j->op0 = aps__txn_log_mark(p->log);
-        j->ev0 = pc.o.evs.n;
-        j->run0 = pc.o.n_runs;
+        prep_mark m = prep_begin(p, &pc.o, j);
         pc.processed = 0;
         pc.deferred = APS_TIME_NONE;
         int rc = process_due_job(&pc, t, rec);
         aps__jobrec_free(rec);
-        /* Cancelling a running instance is not prepared (rare, and its
-         * outputs are not ordered per job). */
-        if (rc == 0 && pc.o.n_cancels != cancels)
-            rc = APS_ESTATE;
-        if (rc == 0)
-            rc = prep_encode(p, &pc.o, j->ev0);
-        if (rc != 0) {
-            prep_drop(p, &pc.o, j, cancels, enc_len);
-            continue;
-        }
-        j->op1 = aps__txn_log_mark(p->log);
-        j->ev1 = pc.o.evs.n;
-        j->run1 = pc.o.n_runs;
         j->processed = pc.processed > 0;
         j->deferred = pc.deferred;
-        j->state = PREP_READY;
+        prep_end(p, &pc.o, j, m, rc);
     }
     p->o = pc.o;
 }
@@ -3989,7 +3978,7 @@ prep_current(aps_scheduler *s, due_prep *p, size_t i, const void *data, size_t l
         return NULL;
     prep_job *j = &p->jobs[i];
     int same = j->len == len && j->next_run == next_run &&
-               (len == 0 || memcmp(p->read + j->rec, data, len) == 0);
+               (len == 0 || memcmp(p->read.p + j->rec, data, len) == 0);
     __atomic_add_fetch(same ? &s->prep_used : &s->prep_redone, 1, __ATOMIC_RELAXED);
     return same ? j : NULL;
 }
@@ -4223,7 +4212,7 @@ done_rec(done_ctx *c, aps_txn *t, const aps__run *run, aps__jobrec *rec)
                 rc = out_event(&c->o, APS_EVENT_JOB_REMOVED, c->now, &rec->job, NULL, NULL, 0,
                                NULL);
         } else {
-            rc = enc_save(c->s, c->enc, t, rec);
+            rc = loop_save(c->s, c->enc, t, rec);
         }
     }
     return rc;
@@ -4316,28 +4305,14 @@ done_prepare(done_ctx *c, aps_store *st)
         if (j->state != PREP_READ)
             continue;
         j->state = PREP_NONE;
-        if (aps__jobrec_decode(p->read + j->rec, j->len, &rec) != 0)
+        if (aps__jobrec_decode(p->read.p + j->rec, j->len, &rec) != 0)
             continue;
-        size_t cancels = pc.o.n_cancels, enc_len = p->evenc.len;
-        j->op0 = aps__txn_log_mark(p->log);
-        j->ev0 = pc.o.evs.n;
-        j->run0 = pc.o.n_runs;
+        prep_mark m = prep_begin(p, &pc.o, j);
         int rc = done_rec(&pc, t, c->runs[i], rec);
         aps__jobrec_free(rec);
-        if (rc == 0 && pc.o.n_cancels != cancels)
-            rc = APS_ESTATE;
-        if (rc == 0)
-            rc = prep_encode(p, &pc.o, j->ev0);
-        if (rc != 0) {
-            prep_drop(p, &pc.o, j, cancels, enc_len);
-            continue;
-        }
-        j->op1 = aps__txn_log_mark(p->log);
-        j->ev1 = pc.o.evs.n;
-        j->run1 = pc.o.n_runs;
         j->processed = 0;
         j->deferred = APS_TIME_NONE;
-        j->state = PREP_READY;
+        prep_end(p, &pc.o, j, m, rc);
     }
     p->o = pc.o;
 }
@@ -4599,6 +4574,22 @@ done_write_done(void *arg, int rc)
     sem_post(&d->sem);
 }
 
+/* The finished runs of `done` once their write ended with rc: published,
+ * or written again alone (the write may have failed with others queued
+ * into its commit; if it fails again, they are queued again). */
+static int
+done_settle(aps_scheduler *s, size_t si, done_ctx *done, int rc)
+{
+    if (rc != 0) {
+        reset_out(&done->o);
+        rc = write_done(s, si, done);
+    } else {
+        loop_publish_out(s, si, &done->o);
+    }
+    done->n = 0;
+    return rc;
+}
+
 /* Waits for d, then hands its outputs on (before any of the due writes
  * queued after it: events are published in the order of their sequence). */
 static int
@@ -4609,16 +4600,7 @@ done_write_finish(aps_scheduler *s, size_t si, done_write *d, done_ctx *done)
     d->flying = 0;
     while (sem_wait(&d->sem) != 0 && errno == EINTR)
         ;
-    int rc = d->rc;
-    if (rc != 0) {
-        /* Again, alone: it may have failed with others in its commit. */
-        reset_out(&done->o);
-        rc = write_done(s, si, done);
-    } else {
-        loop_publish_out(s, si, &done->o);
-    }
-    done->n = 0;
-    return rc;
+    return done_settle(s, si, done, d->rc);
 }
 
 /* Queues write w on store si, carrying the finished runs `done` (or NULL). */
@@ -4643,26 +4625,19 @@ due_write_finish(aps_scheduler *s, size_t si, due_write *w, size_t *processed)
     int rc = w->rc;
     done_ctx *done = w->r.done;
     w->r.done = NULL;
+    /* The finished runs first: their events come first in the log. */
+    int r = done != NULL ? done_settle(s, si, done, rc) : 0;
     if (rc != 0) {
         /* Again, alone: the write may have failed with others queued into
          * the same commit; and a failing due batch does not lose the
          * finished runs (written apart, first). */
         reset_out(&w->c.o);
-        int r = 0;
-        if (done != NULL) {
-            reset_out(&done->o);
-            r = write_done(s, si, done);
-        }
         rc = loop_write_and_publish(s, si, due_fn, &w->c, &w->c.o);
         if (rc == 0)
             rc = r;
     } else {
-        if (done != NULL)
-            loop_publish_out(s, si, &done->o);
         loop_publish_out(s, si, &w->c.o);
     }
-    if (done != NULL)
-        done->n = 0;
     note_due_write(&s->stores[si], w->t0, w->t1);
     *processed += w->c.processed;
     return rc;
