@@ -19,7 +19,7 @@
 /** Events kept in memory for live subscribers; older ones come from the log. */
 #define APS__RING_SIZE 8192
 
-/** Seconds of due-write durations the adaptive commit-ahead looks back on. */
+/** Seconds of due writes the adaptive commit-ahead looks back on. */
 #define APS__AHEAD_WINDOW_S 10
 
 typedef struct aps__store_slot {
@@ -30,12 +30,20 @@ typedef struct aps__store_slot {
     aps_time deferred; /* the loop's: see process_store */
     int failed;        /* the loop's: its last pass failed (retried later) */
     size_t due_batch;  /* the loop's: due jobs per write (process_store) */
-    /* Adaptive commit-ahead (the loop's): the longest write of due jobs in
-     * each of the last APS__AHEAD_WINDOW_S seconds (slow_us), by monotonic
-     * second (slow_sec); lead_us the lead last used (atomic: store info). */
-    int64_t slow_us[APS__AHEAD_WINDOW_S];
-    int64_t slow_sec[APS__AHEAD_WINDOW_S];
+    /* Adaptive commit-ahead (the loop's): the longest lead the writes of
+     * due jobs needed in each of the last APS__AHEAD_WINDOW_S seconds, by
+     * monotonic second (need_sec), for their own time (need_write) and for
+     * the passes' (need_pass); slow_writes: the first is more than the
+     * lead configured; lead_us the lead last used (atomic: store info).
+     * Its last pass: began at pass_mono (monotonic; 0: none since the loop
+     * last stood still), ended at pass_end (0: not yet), with lead
+     * pass_lead. */
+    int64_t need_write[APS__AHEAD_WINDOW_S];
+    int64_t need_pass[APS__AHEAD_WINDOW_S];
+    int64_t need_sec[APS__AHEAD_WINDOW_S];
+    int slow_writes;
     int64_t lead_us;
+    int64_t pass_mono, pass_end, pass_lead;
     /* Held runs (committed ahead, in the hold queue) of this store that
      * end their job (a date job's): the job has no next run time in the
      * store meanwhile (hold_mu; aps_scheduler_store_info). */

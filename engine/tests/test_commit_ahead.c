@@ -408,10 +408,10 @@ hog_main(void *arg)
     return NULL;
 }
 
-/* Fires an interval job every second 4 times with the hog; returns the
- * store's lead at the end and each fire's lateness. */
+/* Fires an interval job every second 4 times, with the hog if `hogged`;
+ * returns the store's lead at the end and each fire's lateness. */
 static void
-fires_under_hog(aps_scheduler *s, int64_t *lead, int64_t late[4])
+four_fires(aps_scheduler *s, int hogged, int64_t *lead, int64_t late[4])
 {
     hog h = {s->stores[0].st, aps_time_now() + 1000 * MS, 1000 * MS, 4, 0};
     aps_store_info info;
@@ -424,9 +424,11 @@ fires_under_hog(aps_scheduler *s, int64_t *lead, int64_t late[4])
     t.u.interval.start_date = h.first;
     t.u.interval.end_date = h.first + 3500 * MS;
     add_job(s, "steady", &t, 1);
-    assert_int_equal(pthread_create(&h.th, NULL, hog_main, &h), 0);
+    if (hogged)
+        assert_int_equal(pthread_create(&h.th, NULL, hog_main, &h), 0);
     assert_int_equal(wait_calls(4, 10000 * MS), 4);
-    pthread_join(h.th, NULL);
+    if (hogged)
+        pthread_join(h.th, NULL);
     assert_int_equal(aps_scheduler_store_info(s, 0, &info), 0);
     *lead = info.commit_ahead_us;
     pthread_mutex_lock(&mu);
@@ -449,7 +451,7 @@ test_lead_widens_while_writes_are_slow(void **state)
     int64_t lead = 0, late[4];
 
     (void)state;
-    fires_under_hog(open_sched_max(50 * MS, 1000 * MS), &lead, late);
+    four_fires(open_sched_max(50 * MS, 1000 * MS), 1, &lead, late);
     print_message("widening: lead %lld us, late %lld %lld %lld %lld us\n", (long long)lead,
                   (long long)late[0], (long long)late[1], (long long)late[2], (long long)late[3]);
     assert_true(lead >= 250 * MS); /* 2 x the first run's write, 150 ms or more */
@@ -459,7 +461,50 @@ test_lead_widens_while_writes_are_slow(void **state)
         assert_true(late[i] < 50 * MS);
 
     setup(NULL);
-    fires_under_hog(open_sched(50 * MS), &lead, late); /* the default: fixed */
+    four_fires(open_sched(50 * MS), 1, &lead, late); /* fixed */
+    print_message("fixed: lead %lld us, late %lld %lld %lld %lld us\n", (long long)lead,
+                  (long long)late[0], (long long)late[1], (long long)late[2], (long long)late[3]);
+    assert_true(lead == 50 * MS);
+    for (size_t i = 0; i < 4; i++)
+        assert_true(late[i] >= 80 * MS);
+}
+
+/* aps__prepared_test: the loop takes 150 ms to prepare each batch of due
+ * jobs, as a pass of many jobs on a busy machine would. */
+static void
+slow_prepare(aps_scheduler *s, int done)
+{
+    (void)s;
+    if (!done)
+        usleep(150 * 1000);
+}
+
+/* A pass that lasts longer than the lead makes its runs late though every
+ * write is quick: with the 50 ms lead fixed, each of the four runs is
+ * committed about 100 ms after its time. A lead allowed to widen learns
+ * from the first how long the loop took from when it could have taken the
+ * run to its commit (about 165 ms), takes twice that, and starts the others
+ * on time. */
+static void
+test_lead_widens_while_passes_are_long(void **state)
+{
+    int64_t lead = 0, late[4];
+
+    (void)state;
+    aps__prepared_test = slow_prepare;
+    four_fires(open_sched_max(50 * MS, 1000 * MS), 0, &lead, late);
+    print_message("widening: lead %lld us, late %lld %lld %lld %lld us\n", (long long)lead,
+                  (long long)late[0], (long long)late[1], (long long)late[2], (long long)late[3]);
+    assert_true(lead >= 250 * MS);
+    assert_true(lead <= 400 * MS); /* AHEAD_PASS_MAX_US, the writes quick */
+    assert_true(late[0] >= 80 * MS);
+    for (size_t i = 1; i < 4; i++)
+        assert_true(late[i] < 50 * MS);
+
+    setup(NULL);
+    aps__prepared_test = slow_prepare;
+    four_fires(open_sched(50 * MS), 0, &lead, late);
+    aps__prepared_test = NULL;
     print_message("fixed: lead %lld us, late %lld %lld %lld %lld us\n", (long long)lead,
                   (long long)late[0], (long long)late[1], (long long)late[2], (long long)late[3]);
     assert_true(lead == 50 * MS);
@@ -1719,6 +1764,7 @@ main(void)
         cmocka_unit_test_setup(test_shutdown_withdrawal_puts_off_writer_thread_add, setup),
         cmocka_unit_test_setup(test_off, setup),
         cmocka_unit_test_setup(test_lead_widens_while_writes_are_slow, setup),
+        cmocka_unit_test_setup(test_lead_widens_while_passes_are_long, setup),
         cmocka_unit_test_setup(test_runs_gathered_into_few_commits, setup),
         cmocka_unit_test_setup(test_batches_on_their_way, setup),
         cmocka_unit_test_setup(test_pass_spacing, setup),

@@ -510,9 +510,12 @@ typedef struct aps_scheduler_config {
     int64_t commit_ahead_us;
     /** Above commit_ahead_us: the window widens while the store's writes
      *  are slow (a disk shared with a busy writer), to twice the longest of
-     *  the loop's writes in the last 10 s, up to this, so that those writes
-     *  do not make runs late (aps_store_info.commit_ahead_us tells the
-     *  window). Both effects of the window above then reach this far.
+     *  the loop's writes in the last 10 s, or while the loop's passes are
+     *  long (many runs at once), to twice the longest time from when a
+     *  pass could have taken a run to its commit (0.4 s at most), up to
+     *  this, so that neither makes runs late (aps_store_info.commit_ahead_us
+     *  tells the window). Both effects of the window above then reach this
+     *  far.
      *  0 = 1 s; negative (or at most commit_ahead_us) = it stays
      *  commit_ahead_us. */
     int64_t commit_ahead_max_us;
