@@ -3569,8 +3569,10 @@ typedef struct due_ctx {
     aps_time last_next; /* the next run time of ids[n_ids - 1] */
     /* Adaptive commit-ahead (store_ahead): since when the loop could have
      * taken the batch's runs at the earliest (seen), for jobs prepared; no
-     * earlier than the last pass's start (floor, on the clock of now). */
-    aps_time floor, seen;
+     * earlier than the last pass's start (floor, on the clock of now).
+     * Jobs due at or before `reach` (the last pass's horizon; APS_TIME_NONE:
+     * none) are not counted: the lead did not keep them. */
+    aps_time floor, reach, seen;
     struct due_prep *prep; /* the batch as the loop prepared it, or NULL */
     aps__wbuf *enc;        /* records encoded here (loop_save); NULL: the loop's */
     /* On a store's writer thread, beside the loop's preparing the next
@@ -3968,16 +3970,18 @@ due_prepare(due_ctx *c)
         prep_mark m = prep_begin(p, &pc.o, j);
         pc.processed = 0;
         pc.deferred = APS_TIME_NONE;
-        /* Its time came within the lead, it was changed (an add, run now),
-         * or the last pass began: the latest of the three. */
+        /* When its time came within the lead, or the last pass began. A
+         * job the last pass could take (deferred: max_instances), or
+         * changed (added) after its time came within the lead, tells
+         * nothing of the lead. */
         aps_time seen = j->next_run - (c->upto - c->now);
+        int counts =
+            (c->reach == APS_TIME_NONE || j->next_run > c->reach) && rec->job.update_time <= seen;
         if (seen < c->floor)
             seen = c->floor;
-        if (seen < rec->job.update_time)
-            seen = rec->job.update_time;
         int rc = process_due_job(&pc, t, rec);
         aps__jobrec_free(rec);
-        if (rc == 0 && pc.processed > 0 && (c->seen == APS_TIME_NONE || seen < c->seen))
+        if (rc == 0 && counts && pc.processed > 0 && (c->seen == APS_TIME_NONE || seen < c->seen))
             c->seen = seen;
         j->processed = pc.processed > 0;
         j->deferred = pc.deferred;
@@ -4680,9 +4684,17 @@ due_write_finish(aps_scheduler *s, size_t si, due_write *w, size_t *processed)
  * last APS__AHEAD_WINDOW_S seconds when that is more (note_due_write), up to
  * ahead_max_us (0: no widening). A disk that stays slow (a competing
  * writer), or passes longer than the lead, would otherwise make runs late
- * by the difference. */
+ * by the difference. For the passes' sake it grows since the last pass by
+ * AHEAD_GROW_US at most, or by the time the loop stood idle since then: a
+ * lead widened at once brings all its runs into one pass, which then
+ * lasts longer and widens it again (at 100,000 runs/s it went to 1 s
+ * within seconds, where jobs due every second wait for their last run's
+ * end to be recorded: deferred). For the loop's wake-up (!pass_start) it
+ * counts the growth as done, as if the loop slept that long; if it does
+ * not, its next passes grow the lead, AHEAD_GROW_US each (from 50 ms to
+ * AHEAD_PASS_MAX_US, 28 passes, some with nothing to take). */
 static aps_time
-store_ahead(aps_scheduler *s, size_t si)
+store_ahead(aps_scheduler *s, size_t si, int pass_start)
 {
     aps__store_slot *st = &s->stores[si];
     st->slow_writes = 0;
@@ -4698,31 +4710,18 @@ store_ahead(aps_scheduler *s, size_t si)
             pass = st->need_pass[k];
     }
     st->slow_writes = write > s->ahead_us && s->ahead_max_us > s->ahead_us;
+    if (pass_start && st->pass_mono > 0 && st->pass_end >= st->pass_mono) {
+        int64_t idle = aps__mono_us() - st->pass_end;
+        int64_t cap = st->pass_lead + (idle > AHEAD_GROW_US ? idle : AHEAD_GROW_US);
+        if (pass > cap)
+            pass = cap;
+    }
     int64_t worst = write > pass ? write : pass;
     int64_t lead = worst < s->ahead_max_us ? worst : s->ahead_max_us;
     if (lead < s->ahead_us)
         lead = s->ahead_us;
-    __atomic_store_n(&st->lead_us, lead, __ATOMIC_RELAXED);
-    return lead;
-}
-
-/* The lead of a pass of store `si`: store_ahead's, grown since the last
- * pass by AHEAD_GROW_US at most, or by the time the loop stood idle since
- * then. A lead widened at once brings all its runs into one pass, which
- * then lasts longer and widens it again: at 100,000 runs/s it went to 1 s
- * within seconds, where jobs due every second wait for their last run's
- * end to be recorded. */
-static aps_time
-pass_ahead(aps_scheduler *s, size_t si)
-{
-    aps__store_slot *st = &s->stores[si];
-    aps_time lead = store_ahead(s, si);
-    if (st->pass_mono > 0 && st->pass_end >= st->pass_mono) {
-        int64_t idle = aps__mono_us() - st->pass_end;
-        int64_t cap = st->pass_lead + (idle > AHEAD_GROW_US ? idle : AHEAD_GROW_US);
-        if (lead > cap)
-            lead = cap > s->ahead_us ? cap : s->ahead_us;
-    }
+    if (pass_start)
+        __atomic_store_n(&st->lead_us, lead, __ATOMIC_RELAXED);
     return lead;
 }
 
@@ -4750,12 +4749,21 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
     /* Several writes at once where commits are flushed: a memory store's
      * write runs at once, on this thread. */
     size_t depth = s->stores[si].durable ? DUE_WRITES : 1;
-    aps_time upto = now + pass_ahead(s, si);
+    aps_time upto = now + store_ahead(s, si, 1);
     aps_time wall0 = aps__scheduler_now(s);
     int64_t m0 = aps__mono_us(), prev = s->stores[si].pass_mono;
+    /* The last pass's start and horizon, on the clock of now; none since
+     * the loop stood still: the jobs due before this pass are not counted
+     * (a backlog after a start, a resume). */
+    aps_time floor = wall0, reach = wall0;
+    if (prev > 0 && prev <= m0) {
+        floor = wall0 - (m0 - prev);
+        reach = s->stores[si].pass_more ? APS_TIME_NONE : floor + s->stores[si].pass_horizon;
+    }
     s->stores[si].pass_mono = m0;
     s->stores[si].pass_end = 0;
     s->stores[si].pass_lead = upto - now;
+    s->stores[si].pass_horizon = upto - wall0;
     memset(w, 0, sizeof(w));
     loop_state(s); /* NULL: buffers per pass */
     for (size_t k = 0; k < DUE_WRITES; k++) {
@@ -4764,9 +4772,8 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         w[k].c.now = now;
         w[k].c.upto = upto;
         w[k].c.deferred = APS_TIME_NONE;
-        /* The runs due before this pass could have been taken by the last
-         * one, or since the loop stood still (none: by this one). */
-        w[k].c.floor = prev > 0 && prev <= m0 ? wall0 - (m0 - prev) : wall0;
+        w[k].c.floor = floor;
+        w[k].c.reach = reach;
         w[k].wall0 = wall0;
         w[k].m0 = m0;
         w[k].c.uncached = s->stores[si].durable;
@@ -4898,6 +4905,7 @@ out:
     prep_reset(done->prep);
     done->prep = NULL;
     s->stores[si].pass_end = aps__mono_us();
+    s->stores[si].pass_more = more;
     return rc;
 }
 
@@ -5433,7 +5441,7 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
             if (s->stores[si].failed)
                 continue;
             if (aps__store_next_due(s->stores[si].st, &t) == 0 && t != APS_TIME_NONE) {
-                aps_time lead = store_ahead(s, si);
+                aps_time lead = store_ahead(s, si, 0);
                 aps_time g = lead / AHEAD_GATHER_DIV;
                 if (g > AHEAD_GATHER_MAX_US)
                     g = AHEAD_GATHER_MAX_US;

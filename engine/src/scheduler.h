@@ -37,13 +37,15 @@ typedef struct aps__store_slot {
      * lead configured; lead_us the lead last used (atomic: store info).
      * Its last pass: began at pass_mono (monotonic; 0: none since the loop
      * last stood still), ended at pass_end (0: not yet), with lead
-     * pass_lead. */
+     * pass_lead and horizon (upto) pass_horizon after pass_mono; pass_more:
+     * it stopped with due jobs left (PASS_MAX). */
     int64_t need_write[APS__AHEAD_WINDOW_S];
     int64_t need_pass[APS__AHEAD_WINDOW_S];
     int64_t need_sec[APS__AHEAD_WINDOW_S];
     int slow_writes;
     int64_t lead_us;
-    int64_t pass_mono, pass_end, pass_lead;
+    int64_t pass_mono, pass_end, pass_lead, pass_horizon;
+    int pass_more;
     /* Held runs (committed ahead, in the hold queue) of this store that
      * end their job (a date job's): the job has no next run time in the
      * store meanwhile (hold_mu; aps_scheduler_store_info). */

@@ -512,7 +512,8 @@ typedef struct aps_scheduler_config {
      *  are slow (a disk shared with a busy writer), to twice the longest of
      *  the loop's writes in the last 10 s, or while the loop's passes are
      *  long (many runs at once), to twice the longest time from when a
-     *  pass could have taken a run to its commit (0.4 s at most), up to
+     *  pass could have taken a run to its commit (0.4 s at most, growing
+     *  by 12.5 ms per pass while the loop is busy), up to
      *  this, so that neither makes runs late (aps_store_info.commit_ahead_us
      *  tells the window). Both effects of the window above then reach this
      *  far.
