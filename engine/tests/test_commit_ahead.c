@@ -441,34 +441,6 @@ four_fires(aps_scheduler *s, int hogged, int64_t *lead, int64_t late[4])
     aps_scheduler_destroy(s);
 }
 
-/* With a fixed 50 ms lead (the default) every run waits for the slow
- * write and starts 100 ms or more late; a lead allowed to widen (up to 1 s)
- * to twice the slowest recent write learns from the first and starts the
- * others on time. */
-static void
-test_lead_widens_while_writes_are_slow(void **state)
-{
-    int64_t lead = 0, late[4];
-
-    (void)state;
-    four_fires(open_sched_max(50 * MS, 1000 * MS), 1, &lead, late);
-    print_message("widening: lead %lld us, late %lld %lld %lld %lld us\n", (long long)lead,
-                  (long long)late[0], (long long)late[1], (long long)late[2], (long long)late[3]);
-    assert_true(lead >= 250 * MS); /* 2 x the first run's write, 150 ms or more */
-    assert_true(lead <= 1000 * MS);
-    assert_true(late[0] >= 80 * MS);
-    for (size_t i = 1; i < 4; i++)
-        assert_true(late[i] < 50 * MS);
-
-    setup(NULL);
-    four_fires(open_sched(50 * MS), 1, &lead, late); /* fixed */
-    print_message("fixed: lead %lld us, late %lld %lld %lld %lld us\n", (long long)lead,
-                  (long long)late[0], (long long)late[1], (long long)late[2], (long long)late[3]);
-    assert_true(lead == 50 * MS);
-    for (size_t i = 0; i < 4; i++)
-        assert_true(late[i] >= 80 * MS);
-}
-
 /* aps__prepared_test: the loop takes 150 ms to prepare each batch of due
  * jobs, as a pass of many jobs on a busy machine would. */
 static void
@@ -479,36 +451,55 @@ slow_prepare(aps_scheduler *s, int done)
         usleep(150 * 1000);
 }
 
-/* A pass that lasts longer than the lead makes its runs late though every
- * write is quick: with the 50 ms lead fixed, each of the four runs is
- * committed about 100 ms after its time. A lead allowed to widen learns
- * from the first how long the loop took from when it could have taken the
- * run to its commit (about 165 ms), takes twice that, and starts the others
- * on time. */
+/* Four fires with a lead allowed to widen (up to 1 s), then with it fixed
+ * at 50 ms, each made about 100 ms late by the hog or by slow_prepare:
+ * widening, the lead learns from the first and starts the others on time;
+ * fixed, every run is late. */
 static void
-test_lead_widens_while_passes_are_long(void **state)
+widening_then_fixed(int hogged)
 {
+    void (*hook)(aps_scheduler *, int) = hogged ? NULL : slow_prepare;
     int64_t lead = 0, late[4];
 
-    (void)state;
-    aps__prepared_test = slow_prepare;
-    four_fires(open_sched_max(50 * MS, 1000 * MS), 0, &lead, late);
+    aps__prepared_test = hook;
+    four_fires(open_sched_max(50 * MS, 1000 * MS), hogged, &lead, late);
     print_message("widening: lead %lld us, late %lld %lld %lld %lld us\n", (long long)lead,
                   (long long)late[0], (long long)late[1], (long long)late[2], (long long)late[3]);
     assert_true(lead >= 250 * MS);
+    assert_true(lead <= 1000 * MS);
     assert_true(late[0] >= 80 * MS);
     for (size_t i = 1; i < 4; i++)
         assert_true(late[i] < 50 * MS);
 
     setup(NULL);
-    aps__prepared_test = slow_prepare;
-    four_fires(open_sched(50 * MS), 0, &lead, late);
+    aps__prepared_test = hook;
+    four_fires(open_sched(50 * MS), hogged, &lead, late);
     aps__prepared_test = NULL;
     print_message("fixed: lead %lld us, late %lld %lld %lld %lld us\n", (long long)lead,
                   (long long)late[0], (long long)late[1], (long long)late[2], (long long)late[3]);
     assert_true(lead == 50 * MS);
     for (size_t i = 0; i < 4; i++)
         assert_true(late[i] >= 80 * MS);
+}
+
+/* Each run's write waits for the hog's 200 ms one: widening to twice the
+ * slowest recent write (150 ms or more) starts all but the first on time. */
+static void
+test_lead_widens_while_writes_are_slow(void **state)
+{
+    (void)state;
+    widening_then_fixed(1);
+}
+
+/* A pass that lasts longer than the lead makes its runs late though every
+ * write is quick. Widening learns from the first how long the loop took
+ * from when it could have taken the run to its commit (about 165 ms), and
+ * takes twice that. */
+static void
+test_lead_widens_while_passes_are_long(void **state)
+{
+    (void)state;
+    widening_then_fixed(0);
 }
 
 /* A job whose runs last longer than its interval (max_instances 1) has its
