@@ -4692,12 +4692,14 @@ due_write_finish(aps_scheduler *s, size_t si, due_write *w, size_t *processed)
  * end to be recorded: deferred). For the loop's wake-up (!pass_start) it
  * counts the growth as done, as if the loop slept that long; if it does
  * not, its next passes grow the lead, AHEAD_GROW_US each (from 50 ms to
- * AHEAD_PASS_MAX_US, 28 passes, some with nothing to take). */
+ * AHEAD_PASS_MAX_US, 28 passes, some with nothing to take). *slow_writes
+ * (may be NULL): the writes' part alone widened it. */
 static aps_time
-store_ahead(aps_scheduler *s, size_t si, int pass_start)
+store_ahead(aps_scheduler *s, size_t si, int pass_start, int *slow_writes)
 {
     aps__store_slot *st = &s->stores[si];
-    st->slow_writes = 0;
+    if (slow_writes != NULL)
+        *slow_writes = 0;
     if (!st->durable || !__atomic_load_n(&s->hold_active, __ATOMIC_ACQUIRE))
         return 0;
     int64_t sec = aps__mono_us() / US_PER_SEC, write = 0, pass = 0;
@@ -4709,7 +4711,8 @@ store_ahead(aps_scheduler *s, size_t si, int pass_start)
         if (st->need_pass[k] > pass)
             pass = st->need_pass[k];
     }
-    st->slow_writes = write > s->ahead_us && s->ahead_max_us > s->ahead_us;
+    if (slow_writes != NULL)
+        *slow_writes = write > s->ahead_us && s->ahead_max_us > s->ahead_us;
     if (pass_start && st->pass_mono > 0 && st->pass_end >= st->pass_mono) {
         int64_t idle = aps__mono_us() - st->pass_end;
         int64_t cap = st->pass_lead + (idle > AHEAD_GROW_US ? idle : AHEAD_GROW_US);
@@ -4749,7 +4752,8 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
     /* Several writes at once where commits are flushed: a memory store's
      * write runs at once, on this thread. */
     size_t depth = s->stores[si].durable ? DUE_WRITES : 1;
-    aps_time upto = now + store_ahead(s, si, 1);
+    int slow_writes = 0;
+    aps_time upto = now + store_ahead(s, si, 1, &slow_writes);
     aps_time wall0 = aps__scheduler_now(s);
     int64_t m0 = aps__mono_us(), prev = s->stores[si].pass_mono;
     /* The last pass's start and horizon, on the clock of now; none since
@@ -4802,7 +4806,7 @@ process_store(aps_scheduler *s, size_t si, aps_time now, done_ctx *done, aps_tim
         if (aps__prepared_test != NULL && done->prep != NULL)
             aps__prepared_test(s, 1);
     }
-    if (done->prep != NULL && done->n > 0 && s->stores[si].slow_writes) {
+    if (done->prep != NULL && done->n > 0 && slow_writes) {
         /* The lead has widened for slow writes: the writer is the limit,
          * and starts on the runs while the loop prepares the first batch.
          * Not when it widened for long passes (the loop is the limit): at
@@ -5441,7 +5445,7 @@ aps_scheduler_process(aps_scheduler *s, aps_time *next_wakeup)
             if (s->stores[si].failed)
                 continue;
             if (aps__store_next_due(s->stores[si].st, &t) == 0 && t != APS_TIME_NONE) {
-                aps_time lead = store_ahead(s, si, 0);
+                aps_time lead = store_ahead(s, si, 0, NULL);
                 aps_time g = lead / AHEAD_GATHER_DIV;
                 if (g > AHEAD_GATHER_MAX_US)
                     g = AHEAD_GATHER_MAX_US;

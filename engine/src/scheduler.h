@@ -33,8 +33,8 @@ typedef struct aps__store_slot {
     /* Adaptive commit-ahead (the loop's): the longest lead the writes of
      * due jobs needed in each of the last APS__AHEAD_WINDOW_S seconds, by
      * monotonic second (need_sec), for their own time (need_write) and for
-     * the passes' (need_pass); slow_writes: the first is more than the
-     * lead configured; lead_us the lead last used (atomic: store info).
+     * the passes' (need_pass); lead_us the lead last used (atomic: store
+     * info).
      * Its last pass: began at pass_mono (monotonic; 0: none since the loop
      * last stood still), ended at pass_end (0: not yet), with lead
      * pass_lead and horizon (upto) pass_horizon after pass_mono; pass_more:
@@ -42,7 +42,6 @@ typedef struct aps__store_slot {
     int64_t need_write[APS__AHEAD_WINDOW_S];
     int64_t need_pass[APS__AHEAD_WINDOW_S];
     int64_t need_sec[APS__AHEAD_WINDOW_S];
-    int slow_writes;
     int64_t lead_us;
     int64_t pass_mono, pass_end, pass_lead, pass_horizon;
     int pass_more;
